@@ -1,0 +1,184 @@
+//! The accelerator abstraction: the only way checks reach a device.
+//!
+//! A backend ([`sim`] today; OpenCL and CUDA later) implements [`Accelerator`] for a device
+//! opened in one process and [`Context`] for a tenant's context on it. Device memory is
+//! handled through opaque [`BufferId`]s; work runs as one of a small, fixed set of built-in
+//! [`Kernel`]s that every backend implements its own way. Checks never call a backend
+//! directly: they drive tenant processes (see [`crate::tenant`]), and the tenant process
+//! calls these traits.
+
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canary::{CanaryKey, ScanReport};
+
+/// Something a device could not do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccelError {
+    /// The device has too little free memory for the request.
+    #[error("out of device memory: asked for {requested} bytes, {free} bytes free")]
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free at the time.
+        free: u64,
+    },
+    /// A buffer id that this context does not own.
+    #[error("unknown buffer {0} in this context")]
+    UnknownBuffer(u64),
+    /// An access outside a buffer's bounds.
+    #[error("access of {len} bytes at offset {offset} is outside buffer {buffer} of {size} bytes")]
+    OutOfBounds {
+        /// The buffer.
+        buffer: u64,
+        /// The offset of the access.
+        offset: u64,
+        /// The length of the access.
+        len: u64,
+        /// The buffer's size.
+        size: u64,
+    },
+    /// The device or its backing store failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Anything else the backend reports.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A device's identity and capabilities, as discovery reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// The id used in trial names and `--device` (`sim0`).
+    pub id: String,
+    /// The backend (`sim`).
+    pub backend: String,
+    /// The device's name as the backend reports it.
+    pub name: String,
+    /// The vendor's name, where known.
+    pub vendor: Option<String>,
+    /// The PCI vendor id, where the device is a PCI function.
+    pub pci_vendor: Option<u16>,
+    /// The PCI device id, where the device is a PCI function.
+    pub pci_device: Option<u16>,
+    /// The PCI bus address, where known.
+    pub pci_address: Option<String>,
+    /// True for the software accelerator.
+    pub simulated: bool,
+    /// Global memory, bytes.
+    pub global_mem_bytes: u64,
+    /// Local (work-group shared) memory per compute unit, bytes.
+    pub local_mem_bytes: u64,
+    /// Compute units.
+    pub compute_units: u32,
+    /// Further backend facts, recorded as they are.
+    pub facts: BTreeMap<String, serde_json::Value>,
+}
+
+/// Everything a tenant process needs to open a device: sent over the tenant protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeviceSpec {
+    /// The simulated accelerator backed by a shared file.
+    Sim(sim::SimSpec),
+}
+
+impl DeviceSpec {
+    /// Opens the device in this process.
+    pub fn open(&self) -> Result<Box<dyn Accelerator>, AccelError> {
+        match self {
+            DeviceSpec::Sim(spec) => Ok(Box::new(sim::SimDevice::open(spec)?)),
+        }
+    }
+}
+
+/// A device buffer, owned by one context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BufferId(pub u64);
+
+/// The built-in kernels every backend implements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kernel", rename_all = "snake_case")]
+pub enum Kernel {
+    /// Fill a whole buffer with canary blocks numbered from 0.
+    FillCanary {
+        /// The buffer.
+        buffer: BufferId,
+        /// The canary key.
+        key: CanaryKey,
+    },
+    /// Count canary blocks anywhere in a buffer (the detector).
+    CountCanary {
+        /// The buffer.
+        buffer: BufferId,
+        /// The canary key.
+        key: CanaryKey,
+    },
+    /// Local-memory writer: `groups` work-groups, spread over every compute unit, each
+    /// fill all of their local memory with canary, then count it back (the positive control).
+    LocalWriter {
+        /// Work-groups to launch.
+        groups: u32,
+        /// The canary key.
+        key: CanaryKey,
+    },
+    /// Local-memory listener: `groups` work-groups, spread over every compute unit, each
+    /// copy the local memory they never wrote into `out` (group `g` at `g × local size`).
+    LocalListener {
+        /// Work-groups to launch.
+        groups: u32,
+        /// Where the dumps go; at least `groups × local_mem_bytes` long.
+        out: BufferId,
+    },
+    /// Copy `bytes` from the start of `src` to the start of `dst`.
+    Copy {
+        /// Source.
+        src: BufferId,
+        /// Destination.
+        dst: BufferId,
+        /// Bytes to copy.
+        bytes: u64,
+    },
+}
+
+/// What a kernel returns to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum KernelOutput {
+    /// Nothing.
+    Done,
+    /// A canary scan (from `count_canary`, or the writer's positive control).
+    Scan(ScanReport),
+}
+
+/// A device opened in this process.
+pub trait Accelerator: Send {
+    /// The device's identity and capabilities.
+    fn info(&self) -> &DeviceInfo;
+    /// A new context, as a new tenant or a second context of the same tenant gets one.
+    fn create_context(&self) -> Result<Box<dyn Context>, AccelError>;
+}
+
+/// A context on a device: the unit of isolation inside one process.
+pub trait Context: Send {
+    /// Allocates `bytes` of device memory without initialising it.
+    fn alloc(&mut self, bytes: u64) -> Result<BufferId, AccelError>;
+    /// Writes host bytes into a buffer.
+    fn write(&mut self, buffer: BufferId, offset: u64, data: &[u8]) -> Result<(), AccelError>;
+    /// Reads a buffer into host bytes.
+    fn read(&mut self, buffer: BufferId, offset: u64, out: &mut [u8]) -> Result<(), AccelError>;
+    /// Frees a buffer.
+    fn free(&mut self, buffer: BufferId) -> Result<(), AccelError>;
+    /// Runs a built-in kernel to completion.
+    fn run(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError>;
+}

@@ -1,0 +1,778 @@
+//! `sim`: a software accelerator for proving hilt's logic and planting faults.
+//!
+//! Its device memory is a file mapped shared into every process that opens it, with its
+//! own page allocator whose state lives in the same file, so two tenant processes really
+//! share one device: what tenant A leaves in a page, tenant B can find there when the
+//! allocator hands B the same page. Allocator operations are serialised across processes
+//! with an advisory lock on the file.
+//!
+//! Knobs ([`SimKnobs`]) choose its behaviour. The default is the compliant device (memory
+//! scrubbed on free, local memory cleared between kernels). Each named [`SimFault`] moves
+//! knobs to a faulty setting; the self-validation test uses them to prove that every check
+//! can fail. Results from the sim say something about hilt, never about a platform, and
+//! are recorded as simulated.
+//!
+//! File layout (all offsets multiples of [`PAGE`]): a header page; the page table (one
+//! `u32` allocation id and one `u32` owner pid per global page); the local memory of every
+//! compute unit; the global memory.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use memmap2::MmapMut;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, KernelOutput};
+use crate::canary::{self, ScanReport, Scanner};
+
+/// The sim's page size: the granule of allocation and of scrubbing.
+pub const PAGE: u64 = 4096;
+
+const MAGIC: &[u8; 8] = b"HILTSIM1";
+const OFF_PAGES: usize = 8;
+const OFF_CUS: usize = 16;
+const OFF_LOCAL: usize = 24;
+const OFF_NEXT_ALLOC: usize = 32;
+
+/// The sim's behaviour. Every field has a compliant default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimKnobs {
+    /// Global memory, MiB.
+    pub memory_mib: u32,
+    /// Compute units; each has its own local memory.
+    pub compute_units: u32,
+    /// Local memory per compute unit, KiB.
+    pub local_kib: u32,
+    /// When freed device memory is scrubbed.
+    pub scrub: Scrub,
+    /// Whether local memory is cleared between kernels.
+    pub local_clear: LocalClear,
+    /// Fault: the canary detector kernel sees nothing (positive controls must catch it).
+    pub blind_detector: bool,
+    /// Fault: the canary detector kernel never returns (the tenant watchdog must catch it).
+    pub hang_kernel: bool,
+    /// Fault: the tenant process aborts inside the detector kernel.
+    pub crash_kernel: bool,
+}
+
+impl Default for SimKnobs {
+    fn default() -> Self {
+        SimKnobs {
+            memory_mib: 64,
+            compute_units: 4,
+            local_kib: 32,
+            scrub: Scrub::OnFree,
+            local_clear: LocalClear::BetweenKernels,
+            blind_detector: false,
+            hang_kernel: false,
+            crash_kernel: false,
+        }
+    }
+}
+
+/// When the sim scrubs device memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scrub {
+    /// Zero pages when they are freed (compliant).
+    OnFree,
+    /// Zero pages when they are allocated (compliant).
+    OnAlloc,
+    /// Zero pages only when they pass to another process: contexts of one process see
+    /// each other's leftovers (faulty; what many CPU runtimes do).
+    CrossProcessOnly,
+    /// Never zero (faulty).
+    Never,
+}
+
+/// Whether the sim clears local memory between kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalClear {
+    /// Clear every compute unit's local memory when a kernel starts (compliant).
+    BetweenKernels,
+    /// Never clear it (faulty: LeftoverLocals).
+    Never,
+}
+
+/// What kind of thing a planted fault breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The simulated platform breaks a requirement: the checks mapped to it must `fail`.
+    Platform,
+    /// The measurement itself breaks (blind detector, hung or crashed tenant): every check
+    /// that touches the device must end `inconclusive` or `error`, never `pass`.
+    Harness,
+}
+
+/// A named fault that can be planted in the sim with `--sim-fault NAME`.
+#[derive(Debug, Clone, Copy)]
+pub struct SimFault {
+    /// The name used on the command line and in check definitions.
+    pub name: &'static str,
+    /// What it does, in one sentence.
+    pub summary: &'static str,
+    /// Whether it breaks the platform or the measurement.
+    pub kind: FaultKind,
+    /// How it changes the knobs.
+    pub apply: fn(&mut SimKnobs),
+}
+
+/// Every fault the sim can plant.
+pub const FAULTS: &[SimFault] = &[
+    SimFault {
+        name: "global-no-scrub",
+        summary: "freed device memory is never scrubbed",
+        kind: FaultKind::Platform,
+        apply: |k| k.scrub = Scrub::Never,
+    },
+    SimFault {
+        name: "global-scrub-cross-process-only",
+        summary: "device memory is scrubbed only when it passes to another process",
+        kind: FaultKind::Platform,
+        apply: |k| k.scrub = Scrub::CrossProcessOnly,
+    },
+    SimFault {
+        name: "local-no-clear",
+        summary: "local memory keeps its contents from one kernel to the next",
+        kind: FaultKind::Platform,
+        apply: |k| k.local_clear = LocalClear::Never,
+    },
+    SimFault {
+        name: "blind-detector",
+        summary: "the canary detector kernel reports nothing, even its own canary",
+        kind: FaultKind::Harness,
+        apply: |k| k.blind_detector = true,
+    },
+    SimFault {
+        name: "kernel-hang",
+        summary: "the canary detector kernel never returns",
+        kind: FaultKind::Harness,
+        apply: |k| k.hang_kernel = true,
+    },
+    SimFault {
+        name: "tenant-crash",
+        summary: "the tenant process aborts inside the canary detector kernel",
+        kind: FaultKind::Harness,
+        apply: |k| k.crash_kernel = true,
+    },
+];
+
+/// Looks a fault up by name.
+pub fn fault(name: &str) -> Option<&'static SimFault> {
+    FAULTS.iter().find(|f| f.name == name)
+}
+
+/// What a tenant process needs to open a sim device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimSpec {
+    /// The device id (`sim0`).
+    pub id: String,
+    /// The backing file.
+    pub path: PathBuf,
+    /// The knobs in force.
+    pub knobs: SimKnobs,
+}
+
+impl SimSpec {
+    /// The device's identity and capabilities.
+    pub fn info(&self) -> DeviceInfo {
+        let k = &self.knobs;
+        let mut facts = BTreeMap::new();
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(k) {
+            for (name, value) in map {
+                facts.insert(format!("sim.{name}"), value);
+            }
+        }
+        DeviceInfo {
+            id: self.id.clone(),
+            backend: "sim".into(),
+            name: "hilt simulated accelerator".into(),
+            vendor: Some("hilt".into()),
+            pci_vendor: None,
+            pci_device: None,
+            pci_address: None,
+            simulated: true,
+            global_mem_bytes: u64::from(k.memory_mib) << 20,
+            local_mem_bytes: u64::from(k.local_kib) << 10,
+            compute_units: k.compute_units,
+            facts,
+        }
+    }
+}
+
+/// Creates (or truncates) the backing file of a fresh sim device.
+pub fn create(spec: &SimSpec) -> Result<(), AccelError> {
+    let layout = Layout::of(&spec.knobs)?;
+    let io = |what: &str| {
+        let what = format!("{what} {}", spec.path.display());
+        move |source| AccelError::Io { what, source }
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&spec.path)
+        .map_err(io("failed to create sim device file"))?;
+    file.set_len(layout.total)
+        .map_err(io("failed to size sim device file"))?;
+    // SAFETY: the file was just created by us at its full size; nothing else maps it yet.
+    let mut map =
+        unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
+    map[..8].copy_from_slice(MAGIC);
+    put(&mut map, OFF_PAGES, layout.pages);
+    put(&mut map, OFF_CUS, u64::from(spec.knobs.compute_units));
+    put(&mut map, OFF_LOCAL, layout.local_per_cu);
+    put(&mut map, OFF_NEXT_ALLOC, 1);
+    map.flush()
+        .map_err(io("failed to write sim device header"))?;
+    Ok(())
+}
+
+/// Where everything lives in the backing file.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    pages: u64,
+    local_per_cu: u64,
+    cus: u64,
+    table: u64,
+    local: u64,
+    global: u64,
+    total: u64,
+}
+
+impl Layout {
+    fn of(k: &SimKnobs) -> Result<Layout, AccelError> {
+        if k.memory_mib == 0 || k.memory_mib > 16 * 1024 {
+            return Err(AccelError::Backend(format!(
+                "sim memory_mib must be between 1 and 16384, not {}",
+                k.memory_mib
+            )));
+        }
+        if k.compute_units == 0 || k.compute_units > 1024 || k.local_kib == 0 || k.local_kib > 1024
+        {
+            return Err(AccelError::Backend(
+                "sim compute_units must be 1..=1024 and local_kib 1..=1024".into(),
+            ));
+        }
+        let pages = (u64::from(k.memory_mib) << 20) / PAGE;
+        let local_per_cu = u64::from(k.local_kib) << 10;
+        let cus = u64::from(k.compute_units);
+        let round = |x: u64| x.div_ceil(PAGE) * PAGE;
+        let table = PAGE;
+        let local = table + round(pages * 8);
+        let global = local + round(cus * local_per_cu);
+        let total = global + pages * PAGE;
+        Ok(Layout {
+            pages,
+            local_per_cu,
+            cus,
+            table,
+            local,
+            global,
+            total,
+        })
+    }
+}
+
+/// A sim device opened in this process.
+pub struct SimDevice {
+    info: DeviceInfo,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    file: File,
+    map: Mutex<MmapMut>,
+    layout: Layout,
+    knobs: SimKnobs,
+    pid: u32,
+}
+
+impl SimDevice {
+    /// Opens the device whose backing file `spec.path` was made by [`create`].
+    pub fn open(spec: &SimSpec) -> Result<SimDevice, AccelError> {
+        let layout = Layout::of(&spec.knobs)?;
+        let io = |what: &str| {
+            let what = format!("{what} {}", spec.path.display());
+            move |source| AccelError::Io { what, source }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&spec.path)
+            .map_err(io("failed to open sim device file"))?;
+        let len = file
+            .metadata()
+            .map_err(io("failed to stat sim device file"))?
+            .len();
+        if len != layout.total {
+            return Err(AccelError::Backend(format!(
+                "sim device file {} is {len} bytes, its knobs need {}",
+                spec.path.display(),
+                layout.total
+            )));
+        }
+        // SAFETY: the file is only ever resized by `create`, before any tenant opens it,
+        // and we checked its size above; concurrent writers are other sim tenants, which
+        // touch the allocator only under the file lock.
+        let map =
+            unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
+        if &map[..8] != MAGIC || get(&map, OFF_PAGES) != layout.pages {
+            return Err(AccelError::Backend(format!(
+                "{} is not a sim device made with these knobs",
+                spec.path.display()
+            )));
+        }
+        Ok(SimDevice {
+            info: spec.info(),
+            shared: Arc::new(Shared {
+                file,
+                map: Mutex::new(map),
+                layout,
+                knobs: spec.knobs.clone(),
+                pid: std::process::id(),
+            }),
+        })
+    }
+
+    /// Bytes of global memory not allocated right now.
+    pub fn free_bytes(&self) -> Result<u64, AccelError> {
+        let map = self.shared.lock_map();
+        Ok((0..self.shared.layout.pages)
+            .filter(|&p| page_entry(&map, &self.shared.layout, p).0 == 0)
+            .count() as u64
+            * PAGE)
+    }
+}
+
+impl Accelerator for SimDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn create_context(&self) -> Result<Box<dyn Context>, AccelError> {
+        Ok(Box::new(SimContext {
+            shared: Arc::clone(&self.shared),
+            buffers: BTreeMap::new(),
+        }))
+    }
+}
+
+impl Shared {
+    fn lock_map(&self) -> MutexGuard<'_, MmapMut> {
+        // A poisoned lock means another thread panicked mid-operation; the mapping itself
+        // is still memory we may read and write.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` holding both the in-process lock and the cross-process file lock.
+    fn with_allocator<T>(&self, f: impl FnOnce(&mut MmapMut) -> T) -> Result<T, AccelError> {
+        let mut map = self.lock_map();
+        self.file.lock().map_err(|source| AccelError::Io {
+            what: "failed to lock sim device".into(),
+            source,
+        })?;
+        let out = f(&mut map);
+        self.file.unlock().map_err(|source| AccelError::Io {
+            what: "failed to unlock sim device".into(),
+            source,
+        })?;
+        Ok(out)
+    }
+
+    fn zero_pages(&self, map: &mut MmapMut, first: u64, count: u64) {
+        let start = (self.layout.global + first * PAGE) as usize;
+        map[start..start + (count * PAGE) as usize].fill(0);
+    }
+
+    /// Returns the pages of processes that no longer exist to the free pool, as a driver
+    /// does when a process dies holding device memory.
+    fn reclaim_dead(&self, map: &mut MmapMut) {
+        let mut alive: BTreeMap<u32, bool> = BTreeMap::new();
+        for page in 0..self.layout.pages {
+            let (id, owner) = page_entry(map, &self.layout, page);
+            if id == 0 || owner == self.pid {
+                continue;
+            }
+            let is_alive = *alive
+                .entry(owner)
+                .or_insert_with(|| Path::new(&format!("/proc/{owner}")).exists());
+            if !is_alive {
+                if self.knobs.scrub == Scrub::OnFree {
+                    self.zero_pages(map, page, 1);
+                }
+                set_page_entry(map, &self.layout, page, 0, owner);
+            }
+        }
+    }
+}
+
+struct Buffer {
+    first_page: u64,
+    pages: u64,
+    bytes: u64,
+}
+
+/// A context on a sim device.
+struct SimContext {
+    shared: Arc<Shared>,
+    buffers: BTreeMap<BufferId, Buffer>,
+}
+
+impl SimContext {
+    fn buffer(&self, id: BufferId) -> Result<&Buffer, AccelError> {
+        self.buffers.get(&id).ok_or(AccelError::UnknownBuffer(id.0))
+    }
+
+    /// The byte range of `len` bytes at `offset` in buffer `id`, within the mapping.
+    fn range(
+        &self,
+        id: BufferId,
+        offset: u64,
+        len: u64,
+    ) -> Result<std::ops::Range<usize>, AccelError> {
+        let b = self.buffer(id)?;
+        if offset.checked_add(len).is_none_or(|end| end > b.bytes) {
+            return Err(AccelError::OutOfBounds {
+                buffer: id.0,
+                offset,
+                len,
+                size: b.bytes,
+            });
+        }
+        let start = self.shared.layout.global + b.first_page * PAGE + offset;
+        Ok(start as usize..(start + len) as usize)
+    }
+
+    fn local_range(&self, cu: u64) -> std::ops::Range<usize> {
+        let l = &self.shared.layout;
+        let start = l.local + cu * l.local_per_cu;
+        start as usize..(start + l.local_per_cu) as usize
+    }
+
+    fn clear_local_if_compliant(&self, map: &mut MmapMut) {
+        if self.shared.knobs.local_clear == LocalClear::BetweenKernels {
+            let l = &self.shared.layout;
+            let start = l.local as usize;
+            map[start..start + (l.cus * l.local_per_cu) as usize].fill(0);
+        }
+    }
+
+    /// The detector, with the planted detector faults applied.
+    fn detect(&self, scanner: &Scanner, hay: &[u8]) -> ScanReport {
+        let knobs = &self.shared.knobs;
+        if knobs.crash_kernel {
+            eprintln!("sim: planted fault `tenant-crash`: aborting inside the detector kernel");
+            std::process::abort();
+        }
+        if knobs.hang_kernel {
+            eprintln!("sim: planted fault `kernel-hang`: the detector kernel never returns");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        if knobs.blind_detector {
+            return ScanReport {
+                scanned: hay.len() as u64,
+                ..ScanReport::default()
+            };
+        }
+        scanner.scan(hay)
+    }
+}
+
+impl Context for SimContext {
+    fn alloc(&mut self, bytes: u64) -> Result<BufferId, AccelError> {
+        if bytes == 0 {
+            return Err(AccelError::Backend("zero-byte allocation".into()));
+        }
+        let shared = Arc::clone(&self.shared);
+        let layout = shared.layout;
+        let want = bytes.div_ceil(PAGE);
+        let (id, first) = shared.with_allocator(|map| {
+            shared.reclaim_dead(map);
+            // First fit from the lowest address: a new allocation lands where the last
+            // tenant's did, as real allocators tend to do.
+            let mut run = 0;
+            let mut found = None;
+            let mut free = 0;
+            for page in 0..layout.pages {
+                if page_entry(map, &layout, page).0 == 0 {
+                    free += 1;
+                    run += 1;
+                    if run == want && found.is_none() {
+                        found = Some(page + 1 - want);
+                    }
+                } else {
+                    run = 0;
+                }
+            }
+            let first = found.ok_or(AccelError::OutOfMemory {
+                requested: bytes,
+                free: free * PAGE,
+            })?;
+            let next = get(map, OFF_NEXT_ALLOC);
+            let id = (next % u64::from(u32::MAX)).max(1) as u32;
+            put(map, OFF_NEXT_ALLOC, u64::from(id) + 1);
+            for page in first..first + want {
+                let (_, owner) = page_entry(map, &layout, page);
+                let scrub = match shared.knobs.scrub {
+                    Scrub::OnAlloc => true,
+                    Scrub::CrossProcessOnly => owner != shared.pid,
+                    Scrub::OnFree | Scrub::Never => false,
+                };
+                if scrub {
+                    shared.zero_pages(map, page, 1);
+                }
+                set_page_entry(map, &layout, page, id, shared.pid);
+            }
+            Ok((id, first))
+        })??;
+        let buffer = BufferId(u64::from(id));
+        self.buffers.insert(
+            buffer,
+            Buffer {
+                first_page: first,
+                pages: want,
+                bytes,
+            },
+        );
+        Ok(buffer)
+    }
+
+    fn write(&mut self, buffer: BufferId, offset: u64, data: &[u8]) -> Result<(), AccelError> {
+        let range = self.range(buffer, offset, data.len() as u64)?;
+        self.shared.lock_map()[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&mut self, buffer: BufferId, offset: u64, out: &mut [u8]) -> Result<(), AccelError> {
+        let range = self.range(buffer, offset, out.len() as u64)?;
+        out.copy_from_slice(&self.shared.lock_map()[range]);
+        Ok(())
+    }
+
+    fn free(&mut self, buffer: BufferId) -> Result<(), AccelError> {
+        let b = self
+            .buffers
+            .remove(&buffer)
+            .ok_or(AccelError::UnknownBuffer(buffer.0))?;
+        let shared = Arc::clone(&self.shared);
+        shared.with_allocator(|map| {
+            if shared.knobs.scrub == Scrub::OnFree {
+                shared.zero_pages(map, b.first_page, b.pages);
+            }
+            for page in b.first_page..b.first_page + b.pages {
+                set_page_entry(map, &shared.layout, page, 0, shared.pid);
+            }
+        })
+    }
+
+    fn run(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError> {
+        match *kernel {
+            Kernel::FillCanary { buffer, key } => {
+                let range = self.range(buffer, 0, self.buffer(buffer)?.bytes)?;
+                let mut map = self.shared.lock_map();
+                self.clear_local_if_compliant(&mut map);
+                canary::fill(&mut map[range], key, 0);
+                Ok(KernelOutput::Done)
+            }
+            Kernel::CountCanary { buffer, key } => {
+                let range = self.range(buffer, 0, self.buffer(buffer)?.bytes)?;
+                let mut map = self.shared.lock_map();
+                self.clear_local_if_compliant(&mut map);
+                Ok(KernelOutput::Scan(
+                    self.detect(&Scanner::new(key), &map[range]),
+                ))
+            }
+            Kernel::LocalWriter { groups, key } => {
+                let mut map = self.shared.lock_map();
+                self.clear_local_if_compliant(&mut map);
+                let l = self.shared.layout;
+                let blocks_per_cu = l.local_per_cu / canary::BLOCK_BYTES as u64;
+                for g in 0..u64::from(groups) {
+                    let range = self.local_range(g % l.cus);
+                    canary::fill(&mut map[range], key, g * blocks_per_cu);
+                }
+                // Positive control: the writer reads its own local memory back through the
+                // same detector before the kernel ends.
+                let scanner = Scanner::new(key);
+                let mut control = ScanReport::default();
+                for cu in 0..l.cus.min(u64::from(groups)) {
+                    control.merge(self.detect(&scanner, &map[self.local_range(cu)]));
+                }
+                Ok(KernelOutput::Scan(control))
+            }
+            Kernel::LocalListener { groups, out } => {
+                let l = self.shared.layout;
+                let out_range = self.range(out, 0, u64::from(groups) * l.local_per_cu)?;
+                let mut map = self.shared.lock_map();
+                self.clear_local_if_compliant(&mut map);
+                for g in 0..u64::from(groups) {
+                    let src = self.local_range(g % l.cus);
+                    let dst = out_range.start + (g * l.local_per_cu) as usize;
+                    map.copy_within(src, dst);
+                }
+                Ok(KernelOutput::Done)
+            }
+            Kernel::Copy { src, dst, bytes } => {
+                let s = self.range(src, 0, bytes)?;
+                let d = self.range(dst, 0, bytes)?;
+                let mut map = self.shared.lock_map();
+                self.clear_local_if_compliant(&mut map);
+                map.copy_within(s, d.start);
+                Ok(KernelOutput::Done)
+            }
+        }
+    }
+}
+
+impl Drop for SimContext {
+    fn drop(&mut self) {
+        // Destroying a context frees what it still holds, as drivers do.
+        let ids: Vec<BufferId> = self.buffers.keys().copied().collect();
+        for id in ids {
+            let _ = self.free(id);
+        }
+    }
+}
+
+fn get(map: &[u8], off: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&map[off..off + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn put(map: &mut [u8], off: usize, v: u64) {
+    map[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn page_entry(map: &[u8], layout: &Layout, page: u64) -> (u32, u32) {
+    let v = get(map, (layout.table + page * 8) as usize);
+    (v as u32, (v >> 32) as u32)
+}
+
+fn set_page_entry(map: &mut [u8], layout: &Layout, page: u64, id: u32, owner: u32) {
+    put(
+        map,
+        (layout.table + page * 8) as usize,
+        u64::from(id) | (u64::from(owner) << 32),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canary::CanaryKey;
+
+    fn device(knobs: SimKnobs) -> (tempfile::TempDir, SimDevice) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SimSpec {
+            id: "sim0".into(),
+            path: dir.path().join("dev"),
+            knobs,
+        };
+        create(&spec).expect("create");
+        let dev = SimDevice::open(&spec).expect("open");
+        (dir, dev)
+    }
+
+    fn small(f: impl FnOnce(&mut SimKnobs)) -> SimKnobs {
+        let mut k = SimKnobs {
+            memory_mib: 1,
+            ..SimKnobs::default()
+        };
+        f(&mut k);
+        k
+    }
+
+    /// Fills a buffer in one context, frees it, and counts canary in a new context's
+    /// fresh allocation of the same size.
+    fn leftover(knobs: SimKnobs) -> u64 {
+        let (_dir, dev) = device(knobs);
+        let key = CanaryKey(9);
+        let mut a = dev.create_context().expect("ctx a");
+        let buf = a.alloc(256 * 1024).expect("alloc");
+        a.run(&Kernel::FillCanary { buffer: buf, key })
+            .expect("fill");
+        a.free(buf).expect("free");
+        drop(a);
+        let mut b = dev.create_context().expect("ctx b");
+        let buf = b.alloc(256 * 1024).expect("alloc");
+        match b
+            .run(&Kernel::CountCanary { buffer: buf, key })
+            .expect("count")
+        {
+            KernelOutput::Scan(r) => r.blocks,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compliant_scrubbing_leaves_nothing_and_faults_leave_everything() {
+        assert_eq!(leftover(small(|_| {})), 0);
+        assert_eq!(leftover(small(|k| k.scrub = Scrub::OnAlloc)), 0);
+        assert_eq!(leftover(small(|k| k.scrub = Scrub::Never)), 8192);
+        // Same process: cross-process-only scrubbing does not protect contexts.
+        assert_eq!(leftover(small(|k| k.scrub = Scrub::CrossProcessOnly)), 8192);
+    }
+
+    #[test]
+    fn allocation_beyond_capacity_is_an_error_not_a_panic() {
+        let (_dir, dev) = device(small(|_| {}));
+        let mut c = dev.create_context().expect("ctx");
+        let err = c.alloc(2 << 20).expect_err("too big");
+        assert!(
+            matches!(err, AccelError::OutOfMemory { free: 1048576, .. }),
+            "{err}"
+        );
+        let buf = c.alloc(100).expect("alloc");
+        let err = c.write(buf, 90, &[0; 20]).expect_err("out of bounds");
+        assert!(matches!(err, AccelError::OutOfBounds { .. }), "{err}");
+    }
+
+    #[test]
+    fn dropping_a_context_frees_its_memory() {
+        let (_dir, dev) = device(small(|_| {}));
+        let mut c = dev.create_context().expect("ctx");
+        c.alloc(512 * 1024).expect("alloc");
+        assert_eq!(dev.free_bytes().expect("free"), 512 * 1024);
+        drop(c);
+        assert_eq!(dev.free_bytes().expect("free"), 1 << 20);
+    }
+
+    #[test]
+    fn a_file_made_with_other_knobs_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SimSpec {
+            id: "sim0".into(),
+            path: dir.path().join("dev"),
+            knobs: small(|_| {}),
+        };
+        create(&spec).expect("create");
+        let other = SimSpec {
+            knobs: SimKnobs {
+                memory_mib: 2,
+                ..spec.knobs.clone()
+            },
+            ..spec
+        };
+        assert!(SimDevice::open(&other).is_err());
+    }
+
+    #[test]
+    fn every_fault_changes_the_knobs() {
+        for f in FAULTS {
+            let mut k = SimKnobs::default();
+            (f.apply)(&mut k);
+            assert_ne!(k, SimKnobs::default(), "fault {} changes nothing", f.name);
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! What a check is, as the harness sees it: a definition with a run function, typed
+//! parameters, and the context it runs in.
+//!
+//! The checks themselves live in the `hilt-suites` crate; the harness knows them only
+//! through a [`Catalogue`] handed to it, so the engine never depends on the checks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hilt_results::{Better, Measurement};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::accel::{DeviceInfo, DeviceSpec};
+use crate::canary::CanaryKey;
+use crate::tenant::{Tenant, TenantError, TenantLauncher};
+
+/// A check's definition.
+pub struct CheckDef {
+    /// The stable dotted id (`residue.global.cross_process`); its first segment is the suite.
+    pub id: &'static str,
+    /// A one-line title.
+    pub title: &'static str,
+    /// What the check does and why it matters, in a few sentences.
+    pub description: &'static str,
+    /// The requirement ids (from `profiles/requirements/ts-104-033.toml`) it gives
+    /// evidence for.
+    pub requirements: &'static [&'static str],
+    /// The sim faults that must make it fail; the self-validation test holds it to that.
+    pub faults: &'static [&'static str],
+    /// True when the check may share the device with other trials; residue and isolation
+    /// checks need the device to themselves.
+    pub concurrent: bool,
+    /// Its parameters.
+    pub params: ParamsSpec,
+    /// Runs the check.
+    pub run: fn(&mut CheckCtx<'_>) -> Finding,
+}
+
+impl CheckDef {
+    /// The suite: the first segment of the id.
+    pub fn suite(&self) -> &'static str {
+        self.id.split('.').next().unwrap_or(self.id)
+    }
+
+    /// The trial name of this check on `device`: `suite::rest::of::id::device`.
+    pub fn trial_name(&self, device: &str) -> String {
+        format!("{}::{device}", self.id.replace('.', "::"))
+    }
+}
+
+/// The parameters a check accepts.
+pub trait CheckParams: Serialize + DeserializeOwned + schemars::JsonSchema + Default {
+    /// Rejects values that are well-typed but meaningless (a share above 1).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A check's parameter type, erased so that definitions can live in a static table.
+#[derive(Clone, Copy)]
+pub struct ParamsSpec {
+    pub(crate) default: fn() -> serde_json::Value,
+    pub(crate) from_toml:
+        for<'a> fn(toml::de::ValueDeserializer<'a>) -> Result<(), toml::de::Error>,
+    pub(crate) from_json: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+    pub(crate) schema: fn() -> schemars::Schema,
+}
+
+impl ParamsSpec {
+    /// The spec of parameter type `P`.
+    pub const fn of<P: CheckParams>() -> ParamsSpec {
+        ParamsSpec {
+            default: default_json::<P>,
+            from_toml: from_toml::<P>,
+            from_json: from_json::<P>,
+            schema: schema_of::<P>,
+        }
+    }
+
+    /// The JSON Schema of the parameters.
+    pub fn schema(&self) -> schemars::Schema {
+        (self.schema)()
+    }
+
+    /// The default parameters, as JSON.
+    pub fn default_json(&self) -> serde_json::Value {
+        (self.default)()
+    }
+}
+
+fn default_json<P: CheckParams>() -> serde_json::Value {
+    serde_json::to_value(P::default()).unwrap_or(serde_json::Value::Null)
+}
+
+fn from_toml<P: CheckParams>(de: toml::de::ValueDeserializer<'_>) -> Result<(), toml::de::Error> {
+    P::deserialize(de).map(drop)
+}
+
+fn from_json<P: CheckParams>(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let p: P = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    p.validate()?;
+    serde_json::to_value(&p).map_err(|e| e.to_string())
+}
+
+fn schema_of<P: CheckParams>() -> schemars::Schema {
+    schemars::schema_for!(P)
+}
+
+/// The parameters of checks that take none.
+#[derive(Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+impl CheckParams for NoParams {}
+
+/// Every check hilt knows, in a fixed order.
+pub struct Catalogue {
+    checks: Vec<&'static CheckDef>,
+}
+
+impl Catalogue {
+    /// A catalogue of these checks.
+    pub fn new(checks: Vec<&'static CheckDef>) -> Catalogue {
+        Catalogue { checks }
+    }
+
+    /// Every check.
+    pub fn checks(&self) -> &[&'static CheckDef] {
+        &self.checks
+    }
+
+    /// The check with this id.
+    pub fn get(&self, id: &str) -> Option<&'static CheckDef> {
+        self.checks.iter().copied().find(|c| c.id == id)
+    }
+
+    /// The known id nearest to `id`, for "did you mean" hints.
+    pub fn nearest(&self, id: &str) -> Option<&'static str> {
+        self.checks
+            .iter()
+            .map(|c| (edit_distance(c.id, id), c.id))
+            .filter(|(d, _)| *d <= id.len().max(4) / 3 + 2)
+            .min()
+            .map(|(_, c)| c)
+    }
+}
+
+/// What a check found, before the harness records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// The platform met the requirement.
+    Pass,
+    /// The platform broke the requirement.
+    Fail(String),
+    /// The check does not apply here.
+    NotApplicable(String),
+    /// The check could not establish the fact.
+    Inconclusive(String),
+    /// The harness or environment failed.
+    Error(String),
+}
+
+/// The device a trial runs on, as the check sees it.
+#[derive(Debug, Clone)]
+pub struct TrialDevice {
+    /// Its identity and capabilities.
+    pub info: DeviceInfo,
+    /// How a tenant opens it.
+    pub spec: DeviceSpec,
+}
+
+/// Everything a running check may use, and where its measurements and evidence go.
+pub struct CheckCtx<'a> {
+    /// The device under test.
+    pub device: &'a TrialDevice,
+    /// The run's canary key; checks derive per-role keys from it.
+    pub key: CanaryKey,
+    params: &'a serde_json::Value,
+    launcher: &'a TenantLauncher,
+    pub(crate) measurements: Vec<Measurement>,
+    pub(crate) evidence: BTreeMap<String, serde_json::Value>,
+}
+
+impl<'a> CheckCtx<'a> {
+    /// A context for running one check.
+    pub fn new(
+        device: &'a TrialDevice,
+        key: CanaryKey,
+        params: &'a serde_json::Value,
+        launcher: &'a TenantLauncher,
+    ) -> CheckCtx<'a> {
+        CheckCtx {
+            device,
+            key,
+            params,
+            launcher,
+            measurements: Vec::new(),
+            evidence: BTreeMap::new(),
+        }
+    }
+
+    /// The check's parameters, as validated when the profile was loaded.
+    pub fn params<P: CheckParams>(&self) -> Result<P, Finding> {
+        serde_json::from_value(self.params.clone())
+            .map_err(|e| Finding::Error(format!("parameters do not fit the check: {e}")))
+    }
+
+    /// Starts a tenant process with the device open.
+    pub fn spawn_tenant(&mut self, role: &str) -> Result<Tenant, TenantError> {
+        let tenant = Tenant::spawn(self.launcher, role, &self.device.spec)?;
+        self.evidence(&format!("tenant_{role}_pid"), tenant.pid());
+        Ok(tenant)
+    }
+
+    /// The watchdog deadline of every tenant call.
+    pub fn tenant_timeout(&self) -> Duration {
+        self.launcher.timeout
+    }
+
+    /// Records a measurement.
+    pub fn measure(
+        &mut self,
+        name: &str,
+        value: f64,
+        unit: &str,
+        threshold: Option<f64>,
+        better: Better,
+    ) {
+        self.measurements.push(Measurement {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            threshold,
+            better,
+        });
+    }
+
+    /// Records a piece of evidence.
+    pub fn evidence(&mut self, key: &str, value: impl Into<serde_json::Value>) {
+        self.evidence.insert(key.into(), value.into());
+    }
+
+    /// Turns a tenant failure into an `Error` finding, keeping its stderr as evidence.
+    pub fn tenant_failed(&mut self, err: TenantError) -> Finding {
+        if let Some(tail) = err.stderr_tail() {
+            self.evidence("tenant_stderr_tail", tail);
+        }
+        Finding::Error(err.to_string())
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}

@@ -1,0 +1,16 @@
+//! The hilt engine: profiles, devices and their backends, planning, running, tenant
+//! processes and their watchdogs, and the event stream that becomes the result record.
+//!
+//! What outsiders read (the result record, exit codes) lives in `hilt-results`; the checks
+//! live in `hilt-suites` and reach devices only through [`accel`] via [`tenant`]s. This
+//! crate may change freely between releases.
+
+pub mod accel;
+pub mod canary;
+pub mod check;
+pub mod host;
+pub mod profile;
+pub mod record;
+pub mod requirements;
+pub mod runner;
+pub mod tenant;

@@ -1,0 +1,741 @@
+//! Profiles: declarative TOML that says which devices a profile applies to and which
+//! checks run, at what level, in which tiers, with which parameters.
+//!
+//! Loading goes through typed stages, so that nothing invalid survives it:
+//!
+//! 1. raw: each file is parsed into [`RawProfile`] (unknown keys are errors), and each
+//!    check's `params` and the `[sim]` table are checked against their typed structs where
+//!    they stand in the file, so an error names the file, line and column;
+//! 2. resolved: the `extends` chain is applied, root first, into a [`Profile`] whose
+//!    checks carry their level, tiers, validated parameters and waiver; the profile's
+//!    digest is the sha256 of its canonical JSON form.
+//!
+//! Profiles are found by path, in the directories of `HILT_PROFILE_PATH`, and among the
+//! profiles built into the binary (`profiles/*.toml` of the source tree).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use hilt_results::{Level, Tier};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use toml::Spanned;
+use toml::de::{DeValue, ValueDeserializer};
+
+use crate::accel::DeviceInfo;
+use crate::accel::sim::SimKnobs;
+use crate::check::Catalogue;
+use crate::host::Date;
+
+/// The profiles built into the binary, by id.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("base", include_str!("../../profiles/base.toml")),
+    (
+        "sim-reference",
+        include_str!("../../profiles/sim-reference.toml"),
+    ),
+];
+
+/// A resolved profile: inheritance applied, every setting validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    /// The id.
+    pub id: String,
+    /// The human title.
+    pub title: String,
+    /// The profile's own version.
+    pub version: String,
+    /// This profile's id and its ancestors', itself first.
+    pub chain: Vec<String>,
+    /// Whether results under this profile can certify a platform.
+    pub certifying: bool,
+    /// The tier `hilt run` uses without `--tier`.
+    pub default_tier: Tier,
+    /// The watchdog deadline of each tenant call, seconds.
+    pub tenant_timeout_s: u64,
+    /// Which devices the profile applies to; empty for abstract profiles such as `base`.
+    pub matches: Vec<MatchRule>,
+    /// Knobs for simulated devices.
+    pub sim: SimKnobs,
+    /// Checks by id.
+    pub checks: BTreeMap<String, CheckSettings>,
+}
+
+/// How a profile treats one check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckSettings {
+    /// Its level.
+    pub level: Level,
+    /// The tiers it runs in.
+    pub tiers: BTreeSet<Tier>,
+    /// Its parameters, validated against the check's parameter type, defaults filled in.
+    pub params: serde_json::Value,
+    /// An accepted deviation, if any.
+    pub waiver: Option<Waiver>,
+}
+
+/// An accepted deviation: a failing check recorded as waived until `expires`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Waiver {
+    /// Why.
+    pub reason: String,
+    /// The last day the waiver holds.
+    pub expires: Date,
+}
+
+/// A rule deciding whether a profile applies to a device; every field given must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    /// The backend (`sim`, `opencl`, `cuda`).
+    pub backend: Option<String>,
+    /// The PCI vendor id (`0x10de`).
+    pub pci_vendor: Option<u16>,
+    /// PCI device ids, any of which matches.
+    pub pci_device: Option<Vec<u16>>,
+    /// A pattern for the device name, `*` matching any run of characters.
+    pub name: Option<String>,
+}
+
+impl MatchRule {
+    /// Whether `device` satisfies this rule.
+    pub fn matches(&self, device: &DeviceInfo) -> bool {
+        self.backend.as_ref().is_none_or(|b| *b == device.backend)
+            && self.pci_vendor.is_none_or(|v| device.pci_vendor == Some(v))
+            && self
+                .pci_device
+                .as_ref()
+                .is_none_or(|ids| device.pci_device.is_some_and(|d| ids.contains(&d)))
+            && self.name.as_ref().is_none_or(|p| glob(p, &device.name))
+    }
+}
+
+impl Profile {
+    /// Whether the profile applies to `device`.
+    pub fn matches(&self, device: &DeviceInfo) -> bool {
+        self.matches.iter().any(|r| r.matches(device))
+    }
+
+    /// The profile's digest: `sha256:` and the hex sha256 of its canonical JSON.
+    pub fn digest(&self) -> String {
+        // Serialising plain data with string keys cannot fail; an empty digest would be
+        // visibly wrong rather than silently shared.
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        format!("sha256:{}", hex(&sha2::Sha256::digest(&canonical)))
+    }
+
+    /// The checks that run in `tier`, in id order.
+    pub fn checks_in(&self, tier: Tier) -> impl Iterator<Item = (&str, &CheckSettings)> {
+        self.checks
+            .iter()
+            .filter(move |(_, s)| s.tiers.contains(&tier))
+            .map(|(id, s)| (id.as_str(), s))
+    }
+}
+
+/// Why a profile could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// A problem at a place in a file.
+    At {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// What is wrong and what was expected.
+        message: String,
+        /// The source line and a caret line under the offending text.
+        excerpt: String,
+    },
+    /// A problem with a whole file or profile.
+    Invalid {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read.
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// No profile by that id or path.
+    NotFound {
+        /// What was asked for.
+        name: String,
+        /// Where hilt looked.
+        searched: Vec<String>,
+    },
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileError::At {
+                file,
+                line,
+                column,
+                message,
+                excerpt,
+            } => {
+                write!(f, "{file}:{line}:{column}: {message}\n{excerpt}")
+            }
+            ProfileError::Invalid { file, message } => write!(f, "{file}: {message}"),
+            ProfileError::Io { path, source } => {
+                write!(f, "failed to read profile {path}: {source}")
+            }
+            ProfileError::NotFound { name, searched } => {
+                write!(f, "no profile `{name}`; looked in: {}", searched.join(", "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+/// Where profiles are found.
+#[derive(Debug, Clone)]
+pub struct Library {
+    dirs: Vec<PathBuf>,
+    builtins: bool,
+}
+
+/// One profile text and where it came from.
+#[derive(Debug, Clone)]
+struct Source {
+    /// What error messages call it (a path, or `<builtin>/ID.toml`).
+    name: String,
+    /// The directory `extends` looks in first, if the source is a file.
+    dir: Option<PathBuf>,
+    text: String,
+}
+
+impl Library {
+    /// The built-in profiles and the directories of `HILT_PROFILE_PATH`.
+    pub fn standard() -> Library {
+        let dirs = std::env::var_os("HILT_PROFILE_PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        Library {
+            dirs,
+            builtins: true,
+        }
+    }
+
+    /// Only these directories, and the built-ins if `builtins`.
+    pub fn with_dirs(dirs: Vec<PathBuf>, builtins: bool) -> Library {
+        Library { dirs, builtins }
+    }
+
+    /// Loads and resolves a profile given by id or by path (anything ending in `.toml` or
+    /// holding a `/`). Waivers are judged against `today`.
+    pub fn load(
+        &self,
+        spec: &str,
+        catalogue: &Catalogue,
+        today: Date,
+    ) -> Result<Profile, ProfileError> {
+        let source = if spec.ends_with(".toml") || spec.contains('/') {
+            read_file(Path::new(spec))?
+        } else {
+            self.find(spec, None)?
+        };
+        let mut chain: Vec<(Source, RawProfile)> = Vec::new();
+        let mut next = Some(source);
+        while let Some(source) = next.take() {
+            let raw = parse_raw(&source, catalogue, today)?;
+            if let Some(parent) = &raw.extends {
+                if chain
+                    .iter()
+                    .any(|(_, r)| *r.id.get_ref() == *parent.get_ref())
+                    || *raw.id.get_ref() == *parent.get_ref()
+                {
+                    let mut ids: Vec<&str> =
+                        chain.iter().map(|(_, r)| r.id.get_ref().as_str()).collect();
+                    ids.push(raw.id.get_ref());
+                    ids.push(parent.get_ref());
+                    return Err(at(
+                        &source,
+                        parent.span(),
+                        format!("inheritance cycle: {}", ids.join(" -> ")),
+                    ));
+                }
+                next = Some(self.find(parent.get_ref(), source.dir.as_deref()).map_err(
+                    |e| match e {
+                        ProfileError::NotFound { searched, .. } => at(
+                            &source,
+                            parent.span(),
+                            format!(
+                                "`extends` names unknown profile `{}` (looked in: {})",
+                                parent.get_ref(),
+                                searched.join(", ")
+                            ),
+                        ),
+                        other => other,
+                    },
+                )?);
+            }
+            chain.push((source, raw));
+        }
+        resolve(chain, catalogue)
+    }
+
+    /// Every profile the library can find, by id, with the source it comes from.
+    pub fn list(&self) -> Vec<(String, String)> {
+        let mut found: BTreeMap<String, String> = BTreeMap::new();
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        found
+                            .entry(stem.to_string())
+                            .or_insert_with(|| path.display().to_string());
+                    }
+                }
+            }
+        }
+        if self.builtins {
+            for (id, _) in BUILTIN {
+                found
+                    .entry((*id).to_string())
+                    .or_insert_with(|| format!("<builtin>/{id}.toml"));
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    fn find(&self, id: &str, near: Option<&Path>) -> Result<Source, ProfileError> {
+        let mut searched = Vec::new();
+        for dir in near
+            .into_iter()
+            .chain(self.dirs.iter().map(PathBuf::as_path))
+        {
+            let path = dir.join(format!("{id}.toml"));
+            if path.is_file() {
+                return read_file(&path);
+            }
+            searched.push(dir.display().to_string());
+        }
+        if self.builtins {
+            if let Some((_, text)) = BUILTIN.iter().find(|(b, _)| *b == id) {
+                return Ok(Source {
+                    name: format!("<builtin>/{id}.toml"),
+                    dir: None,
+                    text: (*text).to_string(),
+                });
+            }
+            searched.push("<builtin>".into());
+        }
+        Err(ProfileError::NotFound {
+            name: id.into(),
+            searched,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Source, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Source {
+        name: path.display().to_string(),
+        dir: path.parent().map(Path::to_path_buf),
+        text,
+    })
+}
+
+/// A profile file as written.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// The profile's id: lower-case words joined by `-`, equal to the file's stem.
+    #[schemars(with = "String")]
+    id: Spanned<String>,
+    /// A human title.
+    title: String,
+    /// The profile's own version.
+    version: String,
+    /// The id of the profile this one inherits from.
+    #[schemars(with = "Option<String>")]
+    extends: Option<Spanned<String>>,
+    /// Whether results under this profile can certify a platform (default false).
+    certifying: Option<bool>,
+    /// The tier used without `--tier` (default `standard`).
+    default_tier: Option<Tier>,
+    /// The watchdog deadline of each tenant call, seconds (default 60).
+    tenant_timeout_s: Option<u64>,
+    /// Which devices the profile applies to; a profile without rules is abstract.
+    #[serde(rename = "match")]
+    matches: Option<Vec<MatchRule>>,
+    /// Knobs for simulated devices.
+    #[schemars(with = "Option<SimKnobs>")]
+    sim: Option<toml::Table>,
+    /// Checks by id.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawCheck>")]
+    check: BTreeMap<Spanned<String>, RawCheck>,
+}
+
+/// A check's table in a profile file.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// `mandatory`, `recommended` or `informational`.
+    level: Option<Level>,
+    /// The tiers the check runs in (default: all).
+    tiers: Option<Vec<Tier>>,
+    /// `false` removes a check inherited from a parent profile.
+    enabled: Option<bool>,
+    /// The check's parameters; each check documents its own.
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
+    params: Option<toml::Table>,
+    /// An accepted deviation.
+    #[schemars(with = "Option<RawWaiver>")]
+    waiver: Option<Spanned<RawWaiver>>,
+}
+
+/// A waiver as written.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaiver {
+    /// Why the deviation is accepted.
+    reason: String,
+    /// The last day it holds, a TOML date (`2027-03-31`).
+    #[schemars(with = "String")]
+    expires: toml::value::Datetime,
+}
+
+fn parse_raw(
+    source: &Source,
+    catalogue: &Catalogue,
+    today: Date,
+) -> Result<RawProfile, ProfileError> {
+    let raw: RawProfile = toml::from_str(&source.text).map_err(|e| from_toml(source, &e))?;
+    let id = raw.id.get_ref();
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(at(
+            source,
+            raw.id.span(),
+            format!("profile id `{id}` must be lower-case letters, digits and `-`"),
+        ));
+    }
+    if source.dir.is_some() {
+        let stem = Path::new(&source.name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if stem != id {
+            return Err(at(
+                source,
+                raw.id.span(),
+                format!("profile id `{id}` differs from its file name `{stem}.toml`"),
+            ));
+        }
+    }
+    // The spanned document, for checking nested tables where they stand.
+    let doc = toml::de::DeTable::parse(&source.text).map_err(|e| from_toml(source, &e))?;
+    let doc = DeValue::Table(doc.into_inner());
+    if let Some(sim) = doc.get("sim") {
+        SimKnobs::deserialize(ValueDeserializer::from(sim.clone()))
+            .map_err(|e| from_toml(source, &e))?;
+    }
+    for (id, check) in &raw.check {
+        let Some(def) = catalogue.get(id.get_ref()) else {
+            let hint = catalogue
+                .nearest(id.get_ref())
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            return Err(at(
+                source,
+                id.span(),
+                format!("unknown check `{}`{hint}", id.get_ref()),
+            ));
+        };
+        if let Some(params) = doc
+            .get("check")
+            .and_then(|c| c.get_ref().get(id.get_ref().as_str()))
+            .and_then(|c| c.get_ref().get("params"))
+        {
+            (def.params.from_toml)(ValueDeserializer::from(params.clone()))
+                .map_err(|e| from_toml(source, &e))?;
+        }
+        if let Some(waiver) = &check.waiver {
+            let expires = date_of(&waiver.get_ref().expires).ok_or_else(|| {
+                at(
+                    source,
+                    waiver.span(),
+                    "waiver `expires` must be a plain date such as 2027-03-31".into(),
+                )
+            })?;
+            if expires < today {
+                return Err(at(
+                    source,
+                    waiver.span(),
+                    format!(
+                        "the waiver of `{}` expired on {expires}; renew it with a new reason or remove it",
+                        id.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(raw)
+}
+
+fn resolve(
+    chain: Vec<(Source, RawProfile)>,
+    catalogue: &Catalogue,
+) -> Result<Profile, ProfileError> {
+    let leaf_file = chain
+        .first()
+        .map(|(s, _)| s.name.clone())
+        .unwrap_or_default();
+    let ids: Vec<String> = chain.iter().map(|(_, r)| r.id.get_ref().clone()).collect();
+    let mut certifying = false;
+    let mut default_tier = Tier::Standard;
+    let mut tenant_timeout_s = 60;
+    let mut matches = Vec::new();
+    let mut sim = toml::Table::new();
+    struct Merged {
+        level: Option<Level>,
+        tiers: Option<Vec<Tier>>,
+        params: toml::Table,
+        waiver: Option<RawWaiver>,
+        file: String,
+    }
+    let mut checks: BTreeMap<String, Merged> = BTreeMap::new();
+    let (mut title, mut version) = (String::new(), String::new());
+    // Root ancestor first, so that each child overrides what it inherits.
+    for (source, raw) in chain.into_iter().rev() {
+        title = raw.title;
+        version = raw.version;
+        certifying = raw.certifying.unwrap_or(certifying);
+        default_tier = raw.default_tier.unwrap_or(default_tier);
+        tenant_timeout_s = raw.tenant_timeout_s.unwrap_or(tenant_timeout_s);
+        if let Some(m) = raw.matches {
+            matches = m;
+        }
+        sim.extend(raw.sim.unwrap_or_default());
+        for (id, check) in raw.check {
+            let id = id.into_inner();
+            if check.enabled == Some(false) {
+                checks.remove(&id);
+                continue;
+            }
+            let entry = checks.entry(id).or_insert_with(|| Merged {
+                level: None,
+                tiers: None,
+                params: toml::Table::new(),
+                waiver: None,
+                file: source.name.clone(),
+            });
+            entry.level = check.level.or(entry.level);
+            entry.tiers = check.tiers.or(entry.tiers.take());
+            entry.params.extend(check.params.unwrap_or_default());
+            entry.waiver = check
+                .waiver
+                .map(Spanned::into_inner)
+                .or(entry.waiver.take());
+            entry.file = source.name.clone();
+        }
+    }
+    if tenant_timeout_s == 0 {
+        return Err(ProfileError::Invalid {
+            file: leaf_file,
+            message: "`tenant_timeout_s` must be at least 1".into(),
+        });
+    }
+    let sim: SimKnobs = toml::Value::Table(sim)
+        .try_into()
+        .map_err(|e: toml::de::Error| ProfileError::Invalid {
+            file: leaf_file.clone(),
+            message: format!("[sim]: {}", e.message()),
+        })?;
+    let mut resolved = BTreeMap::new();
+    for (id, m) in checks {
+        let def = catalogue.get(&id).ok_or_else(|| ProfileError::Invalid {
+            file: m.file.clone(),
+            message: format!("unknown check `{id}`"),
+        })?;
+        let level = m.level.ok_or_else(|| ProfileError::Invalid {
+            file: m.file.clone(),
+            message: format!("check `{id}` has no `level` here or in any profile it extends"),
+        })?;
+        let params = serde_json::to_value(&m.params).map_err(|e| ProfileError::Invalid {
+            file: m.file.clone(),
+            message: e.to_string(),
+        })?;
+        let params = (def.params.from_json)(params).map_err(|e| ProfileError::Invalid {
+            file: m.file.clone(),
+            message: format!("check `{id}`: {e}"),
+        })?;
+        let tiers = m
+            .tiers
+            .map(|t| t.into_iter().collect())
+            .unwrap_or_else(|| Tier::ALL.into_iter().collect());
+        let waiver = m.waiver.and_then(|w| {
+            date_of(&w.expires).map(|expires| Waiver {
+                reason: w.reason,
+                expires,
+            })
+        });
+        resolved.insert(
+            id,
+            CheckSettings {
+                level,
+                tiers,
+                params,
+                waiver,
+            },
+        );
+    }
+    Ok(Profile {
+        id: ids.first().cloned().unwrap_or_default(),
+        title,
+        version,
+        chain: ids,
+        certifying,
+        default_tier,
+        tenant_timeout_s,
+        matches,
+        sim,
+        checks: resolved,
+    })
+}
+
+/// The JSON Schema of profile files, with each check's own parameter schema filled in,
+/// as checked in at `profiles/profile.schema.json` for editors.
+pub fn profile_schema(catalogue: &Catalogue) -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RawProfile).to_value();
+    let mut per_check = serde_json::Map::new();
+    for def in catalogue.checks() {
+        let mut params = def.params.schema().to_value();
+        if let Some(obj) = params.as_object_mut() {
+            obj.remove("$schema");
+        }
+        per_check.insert(
+            def.id.to_string(),
+            serde_json::json!({
+                "description": def.title,
+                "allOf": [{ "$ref": "#/$defs/RawCheck" }],
+                "properties": { "params": params },
+            }),
+        );
+    }
+    if let Some(check) = schema.pointer_mut("/properties/check") {
+        *check = serde_json::json!({
+            "description": "Checks by id.",
+            "type": "object",
+            "properties": per_check,
+            "additionalProperties": false,
+        });
+    }
+    schema
+}
+
+fn date_of(dt: &toml::value::Datetime) -> Option<Date> {
+    match (dt.date, dt.time, dt.offset) {
+        (Some(d), None, None) => Some(Date {
+            year: i32::from(d.year),
+            month: d.month,
+            day: d.day,
+        }),
+        _ => None,
+    }
+}
+
+fn from_toml(source: &Source, e: &toml::de::Error) -> ProfileError {
+    match e.span() {
+        Some(span) => at(source, span, e.message().trim_end().to_string()),
+        None => ProfileError::Invalid {
+            file: source.name.clone(),
+            message: e.message().trim_end().to_string(),
+        },
+    }
+}
+
+/// A located error, with the source line and a caret line under the span.
+fn at(source: &Source, span: std::ops::Range<usize>, message: String) -> ProfileError {
+    let text = &source.text;
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let src_line = &text[line_start..line_end];
+    let width = text[start..span.end.clamp(start, line_end)]
+        .chars()
+        .count()
+        .max(1);
+    let gutter = " ".repeat(line.to_string().len());
+    let excerpt = format!(
+        "{gutter} |\n{line} | {src_line}\n{gutter} | {}{}",
+        " ".repeat(column - 1),
+        "^".repeat(width)
+    );
+    ProfileError::At {
+        file: source.name.clone(),
+        line,
+        column,
+        message,
+        excerpt,
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(mut remaining) = text.strip_prefix(head) else {
+                return false;
+            };
+            // Try every split point for the rest of the pattern.
+            loop {
+                if glob(rest, remaining) {
+                    return true;
+                }
+                let mut chars = remaining.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                remaining = chars.as_str();
+            }
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_stars_anywhere() {
+        assert!(glob("NVIDIA H100*", "NVIDIA H100 80GB HBM3"));
+        assert!(glob("*H100*", "NVIDIA H100 PCIe"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("*A100*", "NVIDIA H100"));
+        assert!(glob("*", ""));
+    }
+}

@@ -1,0 +1,369 @@
+//! Planning and running: profile × devices × checks becomes libtest-mimic trials.
+//!
+//! Each trial is named `suite::check::device` (the check id's dots become `::`), so
+//! `--list`, `--exact`, name filters, `--skip` and `--format terse` behave as they do for
+//! `cargo test`. Trials on one device never overlap unless the check declares that it may
+//! share the device. Every finished trial is recorded as it finishes (see
+//! [`crate::record`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use hilt_results::{
+    ExitCode, FormatVersion, Outcome, ProfileInfo, ResultRecord, RunInfo, Summary, Tier, Tool,
+    Verdict,
+};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+use crate::accel::sim::{self, SimKnobs, SimSpec};
+use crate::accel::{DeviceInfo, DeviceSpec};
+use crate::canary::CanaryKey;
+use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, TrialDevice};
+use crate::profile::{CheckSettings, Profile};
+use crate::record::{Event, EventsFile, Recorder, Reporter, ResultFile};
+use crate::tenant::TenantLauncher;
+
+/// One planned trial.
+pub struct PlannedTrial {
+    /// `suite::check::device`.
+    pub name: String,
+    /// The check.
+    pub check: &'static CheckDef,
+    /// The device.
+    pub device: Arc<TrialDevice>,
+    /// How the profile treats the check.
+    pub settings: CheckSettings,
+}
+
+/// The trials of `profile` in `tier` on `devices`, in check-id then device order. Devices
+/// the profile does not match get no trials.
+pub fn plan(
+    profile: &Profile,
+    tier: Tier,
+    devices: &[Arc<TrialDevice>],
+    catalogue: &Catalogue,
+) -> Vec<PlannedTrial> {
+    let mut trials = Vec::new();
+    for (id, settings) in profile.checks_in(tier) {
+        // Profiles are resolved against the same catalogue, so every id is known.
+        let Some(check) = catalogue.get(id) else {
+            continue;
+        };
+        for device in devices.iter().filter(|d| profile.matches(&d.info)) {
+            trials.push(PlannedTrial {
+                name: check.trial_name(&device.info.id),
+                check,
+                device: Arc::clone(device),
+                settings: settings.clone(),
+            });
+        }
+    }
+    trials
+}
+
+/// A simulated device for one run: its backing file lives as long as this value.
+pub struct SimDevice {
+    _dir: tempfile::TempDir,
+    /// The device as trials see it.
+    pub device: TrialDevice,
+}
+
+/// Creates a fresh sim device `id` with `knobs` in a temporary directory (in `/dev/shm`
+/// where it exists, so that device memory is RAM).
+pub fn make_sim_device(id: &str, knobs: SimKnobs) -> Result<SimDevice, crate::accel::AccelError> {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .map_err(|source| crate::accel::AccelError::Io {
+        what: "failed to create a sim device directory".into(),
+        source,
+    })?;
+    let spec = SimSpec {
+        id: id.into(),
+        path: dir.path().join(format!("{id}.mem")),
+        knobs,
+    };
+    sim::create(&spec)?;
+    let info: DeviceInfo = spec.info();
+    Ok(SimDevice {
+        _dir: dir,
+        device: TrialDevice {
+            info,
+            spec: DeviceSpec::Sim(spec),
+        },
+    })
+}
+
+/// What `execute` needs besides the plan.
+pub struct RunSetup {
+    /// The resolved profile.
+    pub profile: Profile,
+    /// The tier.
+    pub tier: Tier,
+    /// The devices trials may run on.
+    pub devices: Vec<Arc<TrialDevice>>,
+    /// Where `result.json` and `events.jsonl` go; `None` records nothing.
+    pub out_dir: Option<PathBuf>,
+    /// How tenants are started.
+    pub launcher: TenantLauncher,
+    /// Sim faults planted on purpose.
+    pub sim_faults: Vec<String>,
+}
+
+/// How a run ended.
+pub struct RunEnd {
+    /// The record, unless the run only listed trials.
+    pub record: Option<ResultRecord>,
+    /// The process exit code.
+    pub exit: ExitCode,
+}
+
+/// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
+pub fn execute(
+    setup: RunSetup,
+    catalogue: &Catalogue,
+    args: &Arguments,
+) -> std::io::Result<RunEnd> {
+    let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
+    if args.list {
+        let trials = planned
+            .iter()
+            .map(|p| Trial::test(p.name.clone(), || Ok(())))
+            .collect();
+        let _ = libtest_mimic::run(args, trials);
+        return Ok(RunEnd {
+            record: None,
+            exit: ExitCode::Conformant,
+        });
+    }
+
+    let selected: Vec<bool> = planned
+        .iter()
+        .map(|p| {
+            let probe = Trial::test(p.name.clone(), || Ok(()));
+            !args.is_filtered_out(&probe) && !args.is_ignored(&probe)
+        })
+        .collect();
+    let filtered = selected.iter().any(|s| !s);
+    let mut partial = Vec::new();
+    if filtered {
+        partial.push(format!(
+            "partial run: filters selected {} of {} planned trials",
+            selected.iter().filter(|s| **s).count(),
+            planned.len()
+        ));
+    }
+    if !setup.sim_faults.is_empty() {
+        partial.push(format!(
+            "sim faults planted on purpose: {}",
+            setup.sim_faults.join(", ")
+        ));
+    }
+
+    let header = header(
+        &setup,
+        &planned,
+        filtered,
+        selected.iter().filter(|s| **s).count() as u32,
+    );
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    if let Some(dir) = &setup.out_dir {
+        std::fs::create_dir_all(dir)?;
+        reporters.push(Box::new(EventsFile::create(dir)?));
+        reporters.push(Box::new(ResultFile::new(dir)));
+    }
+    let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
+    let launcher = Arc::new(setup.launcher);
+    let run_key = CanaryKey::random();
+    let locks: BTreeMap<String, Arc<Mutex<()>>> = setup
+        .devices
+        .iter()
+        .map(|d| (d.info.id.clone(), Arc::new(Mutex::new(()))))
+        .collect();
+
+    let trials = planned
+        .into_iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let recorder = Arc::clone(&recorder);
+            let launcher = Arc::clone(&launcher);
+            let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
+            let key = run_key.derive(index as u64);
+            let name = p.name.clone();
+            Trial::ignorable_test(name, move || {
+                run_trial(&p, key, &launcher, &lock, &recorder)
+            })
+        })
+        .collect();
+    let _conclusion = libtest_mimic::run(args, trials);
+
+    let recorder = Arc::try_unwrap(recorder)
+        .map_err(|_| std::io::Error::other("a trial outlived the run"))?
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let (record, exit) = recorder.finish(partial);
+    Ok(RunEnd {
+        record: Some(record),
+        exit,
+    })
+}
+
+fn run_trial(
+    p: &PlannedTrial,
+    key: CanaryKey,
+    launcher: &TenantLauncher,
+    device_lock: &Mutex<()>,
+    recorder: &Mutex<Recorder>,
+) -> Result<Completion, Failed> {
+    // Exclusive checks hold the device lock for the whole trial.
+    let _guard =
+        (!p.check.concurrent).then(|| device_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    let started_at = crate::host::rfc3339(SystemTime::now());
+    lock(recorder).emit(Event::TrialStarted {
+        trial: p.name.clone(),
+        at: started_at.clone(),
+    });
+    let start = Instant::now();
+    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher);
+    let run = p.check.run;
+    // A panicking check is a harness bug: record it as an error, never lose the trial.
+    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx)))
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            Finding::Error(format!("the check panicked: {msg}"))
+        });
+    let (verdict, reason) = match finding {
+        Finding::Pass => (Verdict::Pass, None),
+        Finding::Fail(r) => (Verdict::Fail, Some(r)),
+        Finding::NotApplicable(r) => (Verdict::NotApplicable, Some(r)),
+        Finding::Inconclusive(r) => (Verdict::Inconclusive, Some(r)),
+        Finding::Error(r) => (Verdict::Error, Some(r)),
+    };
+    let waiver = match (&p.settings.waiver, verdict) {
+        (Some(w), Verdict::Fail) => Some(hilt_results::Waiver {
+            reason: w.reason.clone(),
+            expires: w.expires.to_string(),
+        }),
+        _ => None,
+    };
+    let outcome = Outcome {
+        trial: p.name.clone(),
+        check: p.check.id.into(),
+        device: p.device.info.id.clone(),
+        level: p.settings.level,
+        requirements: p
+            .check
+            .requirements
+            .iter()
+            .map(|r| (*r).to_string())
+            .collect(),
+        verdict,
+        reason: reason.clone(),
+        waiver: waiver.clone(),
+        measurements: ctx.measurements,
+        evidence: ctx.evidence,
+        params: p.settings.params.clone(),
+        started_at,
+        duration_ms: start.elapsed().as_millis() as u64,
+    };
+    lock(recorder).emit(Event::TrialFinished {
+        outcome: Box::new(outcome),
+    });
+    let reason = reason.unwrap_or_default();
+    match verdict {
+        Verdict::Pass => Ok(Completion::Completed),
+        Verdict::NotApplicable => Ok(Completion::ignored_with(format!(
+            "not applicable: {reason}"
+        ))),
+        Verdict::Fail => match waiver {
+            Some(w) => Ok(Completion::ignored_with(format!(
+                "waived until {}: {}; {reason}",
+                w.expires, w.reason
+            ))),
+            None => Err(format!("FAIL: {reason}").into()),
+        },
+        Verdict::Inconclusive => Err(format!("INCONCLUSIVE: {reason}").into()),
+        _ => Err(format!("ERROR: {reason}").into()),
+    }
+}
+
+fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
+    recorder.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn header(
+    setup: &RunSetup,
+    planned: &[PlannedTrial],
+    filtered: bool,
+    selected: u32,
+) -> ResultRecord {
+    let profile = &setup.profile;
+    ResultRecord {
+        format: FormatVersion::CURRENT,
+        tool: Tool {
+            name: "hilt".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        run: RunInfo {
+            id: crate::profile::hex(&rand::random::<[u8; 16]>()),
+            started_at: crate::host::rfc3339(SystemTime::now()),
+            finished_at: None,
+            complete: false,
+            tier: setup.tier,
+            filtered,
+            planned: planned.iter().map(|p| p.name.clone()).collect(),
+            sim_faults: setup.sim_faults.clone(),
+        },
+        host: crate::host::host_facts(),
+        profile: ProfileInfo {
+            id: profile.id.clone(),
+            title: profile.title.clone(),
+            version: profile.version.clone(),
+            digest: profile.digest(),
+            chain: profile.chain.clone(),
+            certifying: profile.certifying,
+        },
+        devices: setup
+            .devices
+            .iter()
+            .filter(|d| profile.matches(&d.info))
+            .map(|d| device_record(&d.info))
+            .collect(),
+        outcomes: Vec::new(),
+        summary: Summary {
+            selected,
+            ..Summary::default()
+        },
+        conformance: hilt_results::Conformance {
+            conformant: false,
+            status: hilt_results::ConformanceStatus::Incomplete,
+            reasons: vec!["the run has not finished".into()],
+        },
+    }
+}
+
+/// The record's view of a device.
+pub fn device_record(info: &DeviceInfo) -> hilt_results::Device {
+    let mut facts = info.facts.clone();
+    facts.insert("global_mem_bytes".into(), info.global_mem_bytes.into());
+    facts.insert("local_mem_bytes".into(), info.local_mem_bytes.into());
+    facts.insert("compute_units".into(), info.compute_units.into());
+    hilt_results::Device {
+        id: info.id.clone(),
+        backend: info.backend.clone(),
+        name: info.name.clone(),
+        vendor: info.vendor.clone(),
+        pci_address: info.pci_address.clone(),
+        simulated: info.simulated,
+        facts,
+    }
+}

@@ -1,0 +1,603 @@
+//! Tenants are real OS processes.
+//!
+//! A check that needs a tenant spawns `hilt tenant` (the same executable, through a hidden
+//! subcommand) and drives it with JSON lines: one [`Request`] per line on the tenant's
+//! stdin, one [`Response`] per line on its stdout. The tenant opens devices and contexts
+//! through the [`crate::accel`] traits, so tenant A and tenant B are as separate as two
+//! users' processes are.
+//!
+//! Every call has a watchdog deadline. A tenant that misses it is killed and the call
+//! returns [`TenantError::Hung`]; one that dies returns [`TenantError::Crashed`]; both
+//! carry the tail of the tenant's stderr so that the outcome can show what happened.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accel::{Accelerator, BufferId, Context, DeviceSpec, Kernel, KernelOutput};
+use crate::canary::ScanReport;
+
+/// How much of a tenant's stderr is kept for evidence.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// One request from the harness to a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Open the device (once per tenant).
+    Open {
+        /// The device to open.
+        device: DeviceSpec,
+    },
+    /// Create a context; the response carries its index.
+    CreateContext,
+    /// Destroy a context, freeing what it holds.
+    DestroyContext {
+        /// The context's index.
+        context: usize,
+    },
+    /// Allocate uninitialised device memory.
+    Alloc {
+        /// The context's index.
+        context: usize,
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Free device memory.
+    Free {
+        /// The context's index.
+        context: usize,
+        /// The buffer.
+        buffer: BufferId,
+    },
+    /// Run a built-in kernel.
+    Kernel {
+        /// The context's index.
+        context: usize,
+        /// The kernel.
+        kernel: Kernel,
+    },
+    /// Free everything and exit.
+    Exit,
+}
+
+/// A tenant's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// The request succeeded.
+    Ok(Reply),
+    /// The request failed; the message says why.
+    Err(String),
+}
+
+/// The payload of a successful request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Nothing to return.
+    Done,
+    /// A new context's index.
+    Context {
+        /// Its index.
+        context: usize,
+    },
+    /// A new buffer.
+    Buffer {
+        /// Its id.
+        buffer: BufferId,
+    },
+    /// A kernel's output.
+    Kernel {
+        /// The output.
+        output: KernelOutput,
+    },
+}
+
+/// How the harness starts a tenant: the executable and the arguments that make it one.
+#[derive(Debug, Clone)]
+pub struct TenantLauncher {
+    /// The executable (normally `hilt` itself).
+    pub program: PathBuf,
+    /// Arguments before nothing else (normally `["tenant"]`).
+    pub args: Vec<String>,
+    /// The watchdog deadline for every call.
+    pub timeout: Duration,
+}
+
+/// Why a tenant call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantError {
+    /// The tenant process could not be started.
+    #[error("failed to start tenant `{role}` ({program}): {source}")]
+    Spawn {
+        /// The tenant's role.
+        role: String,
+        /// The executable.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The tenant missed its watchdog deadline and was killed.
+    #[error(
+        "tenant `{role}` did not answer `{op}` within {timeout:?} and was killed by its watchdog"
+    )]
+    Hung {
+        /// The tenant's role.
+        role: String,
+        /// The request it did not answer.
+        op: String,
+        /// The deadline.
+        timeout: Duration,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// The tenant process ended without answering.
+    #[error("tenant `{role}` died during `{op}` ({status})")]
+    Crashed {
+        /// The tenant's role.
+        role: String,
+        /// The request it did not answer.
+        op: String,
+        /// How it ended.
+        status: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// The tenant answered with an error: the device refused the request.
+    #[error("tenant `{role}`: `{op}` failed: {message}")]
+    Device {
+        /// The tenant's role.
+        role: String,
+        /// The request.
+        op: String,
+        /// What the tenant reported.
+        message: String,
+    },
+    /// The tenant's answer was not what the protocol allows.
+    #[error("tenant `{role}` broke the protocol during `{op}`: {detail}")]
+    Protocol {
+        /// The tenant's role.
+        role: String,
+        /// The request.
+        op: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl TenantError {
+    /// The end of the tenant's stderr, where the error carries it.
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            TenantError::Hung { stderr_tail, .. } | TenantError::Crashed { stderr_tail, .. } => {
+                Some(stderr_tail)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A running tenant process, seen from the harness.
+pub struct Tenant {
+    role: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<std::io::Result<String>>,
+    stderr: Arc<Mutex<VecDeque<u8>>>,
+    stderr_reader: Option<JoinHandle<()>>,
+    timeout: Duration,
+}
+
+impl Tenant {
+    /// Starts a tenant process and opens `device` in it.
+    pub fn spawn(
+        launcher: &TenantLauncher,
+        role: &str,
+        device: &DeviceSpec,
+    ) -> Result<Tenant, TenantError> {
+        let mut child = Command::new(&launcher.program)
+            .args(&launcher.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| TenantError::Spawn {
+                role: role.into(),
+                program: launcher.program.display().to_string(),
+                source,
+            })?;
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_reader = child.stderr.take().map(|mut pipe| {
+            let tail = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+                    t.extend(&buf[..n]);
+                    let excess = t.len().saturating_sub(STDERR_TAIL_BYTES);
+                    t.drain(..excess);
+                }
+            })
+        });
+        let mut tenant = Tenant {
+            role: role.into(),
+            child,
+            stdin,
+            lines,
+            stderr,
+            stderr_reader,
+            timeout: launcher.timeout,
+        };
+        tenant.call(&Request::Open {
+            device: device.clone(),
+        })?;
+        Ok(tenant)
+    }
+
+    /// The tenant's role (`A`, `B`, ...).
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The tenant's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one request and waits, up to the watchdog deadline, for its answer.
+    pub fn call(&mut self, request: &Request) -> Result<Reply, TenantError> {
+        let op = op_name(request);
+        let line = serde_json::to_string(request).map_err(|e| self.protocol(op, e.to_string()))?;
+        let sent = self
+            .stdin
+            .as_mut()
+            .map(|s| writeln!(s, "{line}").and_then(|()| s.flush()))
+            .unwrap_or_else(|| Err(std::io::ErrorKind::BrokenPipe.into()));
+        if sent.is_err() {
+            return Err(self.crashed(op));
+        }
+        match self.lines.recv_timeout(self.timeout) {
+            Ok(Ok(line)) => match serde_json::from_str::<Response>(&line) {
+                Ok(Response::Ok(reply)) => Ok(reply),
+                Ok(Response::Err(message)) => Err(TenantError::Device {
+                    role: self.role.clone(),
+                    op: op.into(),
+                    message,
+                }),
+                Err(e) => Err(self.protocol(op, format!("{e}: {line:.200}"))),
+            },
+            Ok(Err(e)) => Err(self.protocol(op, e.to_string())),
+            Err(RecvTimeoutError::Disconnected) => Err(self.crashed(op)),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(TenantError::Hung {
+                    role: self.role.clone(),
+                    op: op.into(),
+                    timeout: self.timeout,
+                    stderr_tail: self.stderr_tail(),
+                })
+            }
+        }
+    }
+
+    /// Creates a context; returns its index.
+    pub fn create_context(&mut self) -> Result<usize, TenantError> {
+        match self.call(&Request::CreateContext)? {
+            Reply::Context { context } => Ok(context),
+            other => Err(self.unexpected("create_context", &other)),
+        }
+    }
+
+    /// Allocates uninitialised memory in a context.
+    pub fn alloc(&mut self, context: usize, bytes: u64) -> Result<BufferId, TenantError> {
+        match self.call(&Request::Alloc { context, bytes })? {
+            Reply::Buffer { buffer } => Ok(buffer),
+            other => Err(self.unexpected("alloc", &other)),
+        }
+    }
+
+    /// Frees a buffer.
+    pub fn free(&mut self, context: usize, buffer: BufferId) -> Result<(), TenantError> {
+        self.call(&Request::Free { context, buffer }).map(drop)
+    }
+
+    /// Destroys a context.
+    pub fn destroy_context(&mut self, context: usize) -> Result<(), TenantError> {
+        self.call(&Request::DestroyContext { context }).map(drop)
+    }
+
+    /// Runs a kernel and returns its output.
+    pub fn kernel(&mut self, context: usize, kernel: Kernel) -> Result<KernelOutput, TenantError> {
+        match self.call(&Request::Kernel { context, kernel })? {
+            Reply::Kernel { output } => Ok(output),
+            other => Err(self.unexpected("kernel", &other)),
+        }
+    }
+
+    /// Runs a kernel that must return a canary scan.
+    pub fn scan(&mut self, context: usize, kernel: Kernel) -> Result<ScanReport, TenantError> {
+        match self.kernel(context, kernel)? {
+            KernelOutput::Scan(report) => Ok(report),
+            other => Err(self.protocol("kernel", format!("expected a scan, got {other:?}"))),
+        }
+    }
+
+    /// Asks the tenant to exit and waits for it, within the watchdog deadline.
+    pub fn exit(mut self) -> Result<(), TenantError> {
+        self.call(&Request::Exit)?;
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(_)) | Err(_) => return Err(self.crashed("exit")),
+                Ok(None) if std::time::Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    return Err(TenantError::Hung {
+                        role: self.role.clone(),
+                        op: "exit".into(),
+                        timeout: self.timeout,
+                        stderr_tail: self.stderr_tail(),
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    fn stderr_tail(&mut self) -> String {
+        // The process is gone or killed; let the reader drain what is left.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        let t = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&t.iter().copied().collect::<Vec<u8>>())
+            .trim_end()
+            .to_string()
+    }
+
+    fn crashed(&mut self, op: &str) -> TenantError {
+        let status = match self.child.wait() {
+            Ok(s) => describe_status(s),
+            Err(e) => format!("status unknown: {e}"),
+        };
+        TenantError::Crashed {
+            role: self.role.clone(),
+            op: op.into(),
+            status,
+            stderr_tail: self.stderr_tail(),
+        }
+    }
+
+    fn protocol(&self, op: &str, detail: String) -> TenantError {
+        TenantError::Protocol {
+            role: self.role.clone(),
+            op: op.into(),
+            detail,
+        }
+    }
+
+    fn unexpected(&self, op: &str, reply: &Reply) -> TenantError {
+        self.protocol(op, format!("unexpected reply {reply:?}"))
+    }
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Open { .. } => "open",
+        Request::CreateContext => "create_context",
+        Request::DestroyContext { .. } => "destroy_context",
+        Request::Alloc { .. } => "alloc",
+        Request::Free { .. } => "free",
+        Request::Kernel { .. } => "kernel",
+        Request::Exit => "exit",
+    }
+}
+
+/// The tenant side: serves requests from `input` until `exit` or end of input.
+///
+/// This is what `hilt tenant` runs. Device errors become `err` responses; only a broken
+/// stdout ends the loop early.
+pub fn serve(input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
+    let mut state = TenantState::default();
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (response, exit) = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Exit) => {
+                state.contexts.clear();
+                (Response::Ok(Reply::Done), true)
+            }
+            Ok(request) => (
+                state
+                    .handle(request)
+                    .map_or_else(Response::Err, Response::Ok),
+                false,
+            ),
+            Err(e) => (Response::Err(format!("malformed request: {e}")), false),
+        };
+        let text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
+        writeln!(output, "{text}")?;
+        output.flush()?;
+        if exit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct TenantState {
+    device: Option<Box<dyn Accelerator>>,
+    contexts: Vec<Option<Box<dyn Context>>>,
+}
+
+impl TenantState {
+    fn handle(&mut self, request: Request) -> Result<Reply, String> {
+        match request {
+            Request::Open { device } => {
+                if self.device.is_some() {
+                    return Err("device already open".into());
+                }
+                self.device = Some(device.open().map_err(|e| e.to_string())?);
+                Ok(Reply::Done)
+            }
+            Request::CreateContext => {
+                let device = self.device.as_ref().ok_or("no device open")?;
+                self.contexts
+                    .push(Some(device.create_context().map_err(|e| e.to_string())?));
+                Ok(Reply::Context {
+                    context: self.contexts.len() - 1,
+                })
+            }
+            Request::DestroyContext { context } => {
+                self.context(context)?;
+                self.contexts[context] = None;
+                Ok(Reply::Done)
+            }
+            Request::Alloc { context, bytes } => {
+                let buffer = self
+                    .context(context)?
+                    .alloc(bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Buffer { buffer })
+            }
+            Request::Free { context, buffer } => {
+                self.context(context)?
+                    .free(buffer)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Done)
+            }
+            Request::Kernel { context, kernel } => {
+                let output = self
+                    .context(context)?
+                    .run(&kernel)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Kernel { output })
+            }
+            Request::Exit => Ok(Reply::Done),
+        }
+    }
+
+    fn context(&mut self, index: usize) -> Result<&mut Box<dyn Context>, String> {
+        self.contexts
+            .get_mut(index)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| format!("no context {index}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_lines(lines: &[&str]) -> Vec<Response> {
+        let input = lines.join("\n");
+        let mut out = Vec::new();
+        serve(input.as_bytes(), &mut out).expect("serve");
+        String::from_utf8(out)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("response"))
+            .collect()
+    }
+
+    #[test]
+    fn malformed_and_out_of_order_requests_get_errors_not_panics() {
+        let r = serve_lines(&[
+            "{not json",
+            r#"{"op":"create_context"}"#,
+            r#"{"op":"alloc","context":3,"bytes":1}"#,
+        ]);
+        assert!(matches!(&r[0], Response::Err(m) if m.starts_with("malformed request")));
+        assert_eq!(r[1], Response::Err("no device open".into()));
+        assert_eq!(r[2], Response::Err("no context 3".into()));
+    }
+
+    #[test]
+    fn a_tenant_drives_a_sim_device_over_json_lines() {
+        use crate::accel::sim::{self, SimKnobs, SimSpec};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SimSpec {
+            id: "sim0".into(),
+            path: dir.path().join("dev"),
+            knobs: SimKnobs {
+                memory_mib: 1,
+                ..SimKnobs::default()
+            },
+        };
+        sim::create(&spec).expect("create");
+        let open = serde_json::to_string(&Request::Open {
+            device: DeviceSpec::Sim(spec),
+        })
+        .expect("json");
+        let fill =
+            r#"{"op":"kernel","context":0,"kernel":{"kernel":"fill_canary","buffer":1,"key":7}}"#;
+        let count =
+            r#"{"op":"kernel","context":0,"kernel":{"kernel":"count_canary","buffer":1,"key":7}}"#;
+        let r = serve_lines(&[
+            &open,
+            r#"{"op":"create_context"}"#,
+            r#"{"op":"alloc","context":0,"bytes":4096}"#,
+            fill,
+            count,
+            r#"{"op":"exit"}"#,
+            r#"{"op":"create_context"}"#,
+        ]);
+        assert_eq!(r.len(), 6, "nothing is served after exit");
+        assert_eq!(
+            r[2],
+            Response::Ok(Reply::Buffer {
+                buffer: BufferId(1)
+            })
+        );
+        let Response::Ok(Reply::Kernel {
+            output: KernelOutput::Scan(scan),
+        }) = &r[4]
+        else {
+            panic!("expected a scan, got {:?}", r[4]);
+        };
+        assert_eq!(scan.blocks, 128);
+    }
+}

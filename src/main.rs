@@ -1,0 +1,368 @@
+//! `hilt`: the command line. A thin layer over `hilt-harness` (the engine) and
+//! `hilt-suites` (the checks); what it writes is described by `hilt-results`.
+//!
+//! Exit codes (also in README.md and docs/results.md): 0 conformant, 1 not conformant,
+//! 2 usage or profile error, 3 inconclusive.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Parser, Subcommand};
+use hilt_harness::accel::DeviceInfo;
+use hilt_harness::accel::sim::{self, SimKnobs};
+use hilt_harness::check::{Catalogue, TrialDevice};
+use hilt_harness::host::Date;
+use hilt_harness::profile::{Library, Profile};
+use hilt_harness::runner::{self, RunSetup};
+use hilt_harness::tenant::TenantLauncher;
+use hilt_results::Tier;
+
+/// Hardware-in-the-loop conformance checks for AI computing platforms (ETSI TS 104 033).
+#[derive(Parser)]
+#[command(name = "hilt", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a profile's checks on the devices it matches and record a result.
+    ///
+    /// Arguments after hilt's own options go to the test runner, as with `cargo test`:
+    /// a name filter, `--exact`, `--skip`, `--list`, `--format terse`, `--test-threads`.
+    Run(RunArgs),
+    /// List the check catalogue.
+    Checks {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List profiles and the devices here that each matches.
+    Profiles,
+    /// List the devices hilt can drive here.
+    Devices {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the tenant protocol on stdin/stdout (spawned by `hilt run`).
+    #[command(hide = true)]
+    Tenant,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Profile id or path to a profile file; default: the profile for the devices here
+    /// (`sim-reference` when there is no accelerator).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Tier: smoke, standard or certification; default: the profile's.
+    #[arg(long)]
+    tier: Option<Tier>,
+    /// Only devices whose id or backend is this (`sim0`, `sim`).
+    #[arg(long)]
+    device: Option<String>,
+    /// Where to write result.json and events.jsonl.
+    #[arg(long, default_value = "hilt-out")]
+    out: PathBuf,
+    /// Plant a sim fault for this run (repeatable); see `hilt checks`.
+    #[arg(long = "sim-fault", value_name = "NAME")]
+    sim_faults: Vec<String>,
+    /// Set a sim knob for this run, overriding the profile (repeatable): `scrub=never`.
+    #[arg(long = "sim-knob", value_name = "KEY=VALUE")]
+    sim_knobs: Vec<String>,
+    /// The watchdog deadline of each tenant call, seconds; default: the profile's.
+    #[arg(long, value_name = "SECS")]
+    tenant_timeout: Option<u64>,
+    /// Options and filters for the test runner (`--list`, `--exact NAME`, `residue::`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "TEST-ARGS"
+    )]
+    test_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let catalogue = hilt_suites::catalogue();
+    let result = match cli.command {
+        Command::Run(args) => run(args, &catalogue),
+        Command::Checks { json } => print_checks(&catalogue, json).map(|()| 0),
+        Command::Profiles => print_profiles(&catalogue).map(|()| 0),
+        Command::Devices { json } => print_devices(json).map(|()| 0),
+        Command::Tenant => {
+            let stdin = std::io::stdin();
+            let stdout = std::io::stdout();
+            hilt_harness::tenant::serve(stdin.lock(), stdout.lock())
+                .map(|()| 0)
+                .map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(hilt_results::ExitCode::Usage.code())
+        }
+    }
+}
+
+fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
+    let test_args = libtest_mimic::Arguments::from_iter(
+        std::iter::once("hilt run".to_string()).chain(args.test_args),
+    );
+    let real = discover();
+    let profile_spec = match (&args.profile, real.is_empty()) {
+        (Some(p), _) => p.clone(),
+        (None, true) => "sim-reference".to_string(),
+        (None, false) => {
+            bail!("accelerators found here, but no `--profile` given; see `hilt profiles`")
+        }
+    };
+    let profile = Library::standard().load(&profile_spec, catalogue, Date::today())?;
+    let tier = args.tier.unwrap_or(profile.default_tier);
+
+    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim")) || real.is_empty();
+    let sim_device = if wants_sim {
+        let knobs = sim_knobs(&profile, &args.sim_knobs, &args.sim_faults)?;
+        Some(runner::make_sim_device("sim0", knobs)?)
+    } else if !args.sim_faults.is_empty() || !args.sim_knobs.is_empty() {
+        bail!("--sim-fault and --sim-knob need the sim device (`--device sim0`)");
+    } else {
+        None
+    };
+    let mut devices: Vec<Arc<TrialDevice>> = real.into_iter().map(Arc::new).collect();
+    devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
+    if let Some(sel) = &args.device {
+        devices.retain(|d| d.info.id == *sel || d.info.backend == *sel);
+        if devices.is_empty() {
+            bail!("no device here is `{sel}`; see `hilt devices`");
+        }
+    }
+    let matched: Vec<&str> = devices
+        .iter()
+        .filter(|d| profile.matches(&d.info))
+        .map(|d| d.info.id.as_str())
+        .collect();
+    if matched.is_empty() {
+        let here: Vec<&str> = devices.iter().map(|d| d.info.id.as_str()).collect();
+        bail!(
+            "profile `{}` matches none of the devices here ({})",
+            profile.id,
+            here.join(", ")
+        );
+    }
+    let listing = test_args.list;
+    if !listing && devices.iter().all(|d| d.info.simulated) && args.profile.is_none() {
+        eprintln!(
+            "hilt: no accelerator found; running the simulated device sim0 with profile sim-reference \
+             (this tests hilt itself and certifies nothing)"
+        );
+    }
+
+    let program =
+        std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
+    let timeout = Duration::from_secs(
+        args.tenant_timeout
+            .unwrap_or(profile.tenant_timeout_s)
+            .max(1),
+    );
+    let setup = RunSetup {
+        profile,
+        tier,
+        devices,
+        out_dir: (!listing).then(|| args.out.clone()),
+        launcher: TenantLauncher {
+            program,
+            args: vec!["tenant".into()],
+            timeout,
+        },
+        sim_faults: args.sim_faults.clone(),
+    };
+    let end = runner::execute(setup, catalogue, &test_args)
+        .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
+    if let Some(record) = &end.record {
+        let c = &record.conformance;
+        let status = serde_json::to_value(c.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let s = &record.summary;
+        eprintln!(
+            "hilt: {status}: profile {} tier {}: {} pass, {} fail ({} waived), {} not applicable, {} inconclusive, {} error; result in {}",
+            record.profile.id,
+            record.run.tier,
+            s.pass,
+            s.fail,
+            s.waived,
+            s.not_applicable,
+            s.inconclusive,
+            s.error,
+            args.out.join("result.json").display()
+        );
+        for reason in &c.reasons {
+            eprintln!("hilt:   {reason}");
+        }
+    }
+    Ok(end.exit.code())
+}
+
+/// The profile's sim knobs, then `--sim-knob` overrides, then `--sim-fault`s.
+fn sim_knobs(
+    profile: &Profile,
+    overrides: &[String],
+    faults: &[String],
+) -> anyhow::Result<SimKnobs> {
+    let mut table = toml::Table::try_from(&profile.sim).context("sim knobs")?;
+    for o in overrides {
+        let (key, value) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--sim-knob `{o}` is not KEY=VALUE"))?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        table.insert(key.trim().to_string(), value);
+    }
+    let mut knobs: SimKnobs = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("--sim-knob: {}", e.message().trim_end()))?;
+    for name in faults {
+        let fault = sim::fault(name).ok_or_else(|| {
+            let known: Vec<&str> = sim::FAULTS.iter().map(|f| f.name).collect();
+            anyhow!(
+                "unknown sim fault `{name}`; known faults: {}",
+                known.join(", ")
+            )
+        })?;
+        (fault.apply)(&mut knobs);
+    }
+    Ok(knobs)
+}
+
+/// Real accelerators found by the backends built into this binary. The sim is not among
+/// them: it is added when asked for, or when nothing real is here.
+fn discover() -> Vec<TrialDevice> {
+    Vec::new()
+}
+
+fn print_checks(catalogue: &Catalogue, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let list: Vec<serde_json::Value> = catalogue
+            .checks()
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "suite": c.suite(),
+                    "title": c.title,
+                    "description": c.description,
+                    "requirements": c.requirements,
+                    "sim_faults": c.faults,
+                    "concurrent": c.concurrent,
+                    "default_params": c.params.default_json(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    for c in catalogue.checks() {
+        writeln!(out, "{}  [{}]", c.id, c.requirements.join(", "))?;
+        writeln!(out, "    {}", c.title)?;
+        writeln!(
+            out,
+            "    suite: {}; fails under sim faults: {}",
+            c.suite(),
+            c.faults.join(", ")
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "sim faults (hilt run --sim-fault NAME):")?;
+    for f in sim::FAULTS {
+        let kind = match f.kind {
+            sim::FaultKind::Platform => "platform",
+            sim::FaultKind::Harness => "harness",
+        };
+        writeln!(out, "    {:<32} {kind:<8} {}", f.name, f.summary)?;
+    }
+    Ok(())
+}
+
+fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
+    let library = Library::standard();
+    let here = devices_here()?;
+    let mut out = std::io::stdout().lock();
+    for (id, source) in library.list() {
+        match library.load(&id, catalogue, Date::today()) {
+            Ok(p) => {
+                let matched: Vec<&str> = here
+                    .iter()
+                    .filter(|d| p.matches(d))
+                    .map(|d| d.id.as_str())
+                    .collect();
+                let matches = if p.matches.is_empty() {
+                    "abstract (matches no device)".to_string()
+                } else if matched.is_empty() {
+                    "matches no device here".to_string()
+                } else {
+                    format!("matches {}", matched.join(", "))
+                };
+                writeln!(out, "{id:<16} {:<40} {matches}", p.title)?;
+                writeln!(out, "{:<16} {source}", "")?;
+            }
+            Err(e) => writeln!(out, "{id:<16} cannot be loaded: {e}")?,
+        }
+    }
+    Ok(())
+}
+
+/// The devices here, the sim with its default knobs included.
+fn devices_here() -> anyhow::Result<Vec<DeviceInfo>> {
+    let mut list: Vec<DeviceInfo> = discover().into_iter().map(|d| d.info).collect();
+    let spec = sim::SimSpec {
+        id: "sim0".into(),
+        path: PathBuf::new(),
+        knobs: SimKnobs::default(),
+    };
+    list.push(spec.info());
+    Ok(list)
+}
+
+fn print_devices(json: bool) -> anyhow::Result<()> {
+    let list = devices_here()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let records: Vec<_> = list.iter().map(runner::device_record).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        return Ok(());
+    }
+    for d in &list {
+        let note = if d.simulated {
+            "  (simulated: tests hilt itself, certifies nothing)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{:<8} {:<8} {}: {} MiB global memory, {} compute units x {} KiB local memory{note}",
+            d.id,
+            d.backend,
+            d.name,
+            d.global_mem_bytes >> 20,
+            d.compute_units,
+            d.local_mem_bytes >> 10
+        )?;
+    }
+    if discover().is_empty() {
+        writeln!(out, "no accelerator found by the backends built in (sim)")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The hilt check catalogue, one module per suite.
+//!
+//! Suites present today: [`residue`]. The isolation, firmware, performance and platform
+//! suites get their modules with their first checks. Every check names the requirement
+//! ids it gives evidence for and the sim faults that must make it fail; the tests below
+//! and the workspace's self-validation test hold every check to both.
+
+pub mod residue;
+
+use hilt_harness::check::Catalogue;
+
+/// Every check hilt knows, in catalogue order.
+pub fn catalogue() -> Catalogue {
+    Catalogue::new(vec![
+        &residue::GLOBAL_CROSS_PROCESS,
+        &residue::GLOBAL_CROSS_CONTEXT,
+        &residue::LOCAL_CROSS_KERNEL,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hilt_harness::accel::sim::{self, FaultKind};
+
+    #[test]
+    fn every_check_names_known_requirements() {
+        let known: Vec<String> = hilt_harness::requirements::ts_104_033()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        for check in catalogue().checks() {
+            assert!(
+                !check.requirements.is_empty(),
+                "{} names no requirement",
+                check.id
+            );
+            for req in check.requirements {
+                assert!(
+                    known.iter().any(|k| k == req),
+                    "{} names unknown requirement {req}",
+                    check.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_check_has_a_platform_fault_that_exists() {
+        for check in catalogue().checks() {
+            assert!(
+                !check.faults.is_empty(),
+                "{} has no planted fault that makes it fail",
+                check.id
+            );
+            for name in check.faults {
+                let fault = sim::fault(name)
+                    .unwrap_or_else(|| panic!("{} names unknown sim fault {name}", check.id));
+                assert_eq!(
+                    fault.kind,
+                    FaultKind::Platform,
+                    "{}: {name} is not a platform fault",
+                    check.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_dotted_and_start_with_a_known_suite() {
+        let checks = catalogue();
+        let mut ids: Vec<&str> = checks.checks().iter().map(|c| c.id).collect();
+        for id in &ids {
+            let suite = id.split('.').next().unwrap_or_default();
+            assert!(
+                [
+                    "residue",
+                    "isolation",
+                    "firmware",
+                    "performance",
+                    "platform"
+                ]
+                .contains(&suite),
+                "{id}"
+            );
+            assert!(
+                id.split('.').count() >= 2
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                "{id}"
+            );
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), checks.checks().len());
+    }
+}

@@ -1,0 +1,325 @@
+//! Suite `residue`: what one tenant leaves in accelerator memory, the next must not read.
+//!
+//! Each check plays a writer and a listener. The writer fills memory with keyed canary
+//! and first reads it back through the same detector the listener will use (the positive
+//! control: a detector that cannot see its own canary makes the verdict `inconclusive`,
+//! never `pass`). The listener then takes memory it never wrote and counts canary in it,
+//! at any byte offset. Any canary found is a `fail`.
+
+use hilt_harness::accel::Kernel;
+use hilt_harness::canary::{BLOCK_BYTES, ScanReport};
+use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec};
+use hilt_harness::tenant::TenantError;
+use hilt_results::Better;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `residue.global.cross_process`.
+pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
+    id: "residue.global.cross_process",
+    title: "Device memory freed by one process holds nothing for the next",
+    description: "Tenant A, a process, fills a share of device memory with keyed canary, \
+        checks that it can see it, frees it and exits. Tenant B, another process, allocates \
+        the same amount without initialising it and counts canary blocks anywhere in it.",
+    requirements: &["DP-7", "AI-ISO-1"],
+    faults: &["global-no-scrub"],
+    concurrent: false,
+    params: ParamsSpec::of::<GlobalParams>(),
+    run: |ctx| global(ctx, Boundary::Process),
+};
+
+/// `residue.global.cross_context`.
+pub static GLOBAL_CROSS_CONTEXT: CheckDef = CheckDef {
+    id: "residue.global.cross_context",
+    title: "Device memory freed by one context holds nothing for the next in the same process",
+    description: "One tenant process fills a share of device memory with keyed canary in a \
+        first context, checks that it can see it, frees it and destroys the context; a second \
+        context of the same process allocates the same amount without initialising it and \
+        counts canary blocks anywhere in it. Frameworks that serve several models or users \
+        from one process rely on this boundary.",
+    requirements: &["DP-7", "AI-ISO-1"],
+    faults: &["global-no-scrub", "global-scrub-cross-process-only"],
+    concurrent: false,
+    params: ParamsSpec::of::<GlobalParams>(),
+    run: |ctx| global(ctx, Boundary::Context),
+};
+
+/// `residue.local.cross_kernel`.
+pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
+    id: "residue.local.cross_kernel",
+    title: "Local (work-group shared) memory holds nothing from an earlier kernel",
+    description: "LeftoverLocals (CVE-2023-4969): a writer kernel, spread over every compute \
+        unit, fills local memory with keyed canary and reads it back (the positive control); \
+        a later listener kernel copies out the local memory it never wrote, and the host \
+        counts canary in the copy. Repeated `attempts` times so that a leak that shows only \
+        on some schedules is still caught.",
+    requirements: &["DP-7", "AI-ISO-1", "AI-ISO-2"],
+    faults: &["local-no-clear"],
+    concurrent: false,
+    params: ParamsSpec::of::<LocalParams>(),
+    run: local,
+};
+
+/// Parameters of the global-memory residue checks.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalParams {
+    /// The share of the device's global memory the writer fills and the listener reads,
+    /// above 0 and at most 1.
+    pub share: f64,
+}
+
+impl Default for GlobalParams {
+    fn default() -> Self {
+        GlobalParams { share: 0.5 }
+    }
+}
+
+impl CheckParams for GlobalParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.share > 0.0 && self.share <= 1.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "`share` must be above 0 and at most 1, not {}",
+                self.share
+            ))
+        }
+    }
+}
+
+/// Parameters of the local-memory residue check.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalParams {
+    /// How many writer/listener pairs to run, 1 to 1000.
+    pub attempts: u32,
+    /// Work-groups per compute unit in each kernel, 1 to 64.
+    pub groups_per_compute_unit: u32,
+}
+
+impl Default for LocalParams {
+    fn default() -> Self {
+        LocalParams {
+            attempts: 4,
+            groups_per_compute_unit: 2,
+        }
+    }
+}
+
+impl CheckParams for LocalParams {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.attempts) {
+            return Err(format!(
+                "`attempts` must be 1 to 1000, not {}",
+                self.attempts
+            ));
+        }
+        if !(1..=64).contains(&self.groups_per_compute_unit) {
+            return Err(format!(
+                "`groups_per_compute_unit` must be 1 to 64, not {}",
+                self.groups_per_compute_unit
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Boundary {
+    Process,
+    Context,
+}
+
+fn global(ctx: &mut CheckCtx<'_>, boundary: Boundary) -> Finding {
+    let params: GlobalParams = match ctx.params() {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    match global_residue(ctx, &params, boundary) {
+        Ok(finding) => finding,
+        Err(e) => ctx.tenant_failed(e),
+    }
+}
+
+fn global_residue(
+    ctx: &mut CheckCtx<'_>,
+    params: &GlobalParams,
+    boundary: Boundary,
+) -> Result<Finding, TenantError> {
+    let total = ctx.device.info.global_mem_bytes;
+    let block = BLOCK_BYTES as u64;
+    let bytes = ((total as f64 * params.share) as u64) / block * block;
+    if bytes == 0 {
+        return Ok(Finding::NotApplicable(format!(
+            "a share of {} of {total} bytes of device memory is less than one canary block",
+            params.share
+        )));
+    }
+    let key = ctx.key;
+    ctx.evidence("allocation_bytes", bytes);
+    ctx.evidence(
+        "boundary",
+        if boundary == Boundary::Process {
+            "process"
+        } else {
+            "context"
+        },
+    );
+
+    let mut writer = ctx.spawn_tenant("A")?;
+    let first = writer.create_context()?;
+    let buffer = writer.alloc(first, bytes)?;
+    writer.kernel(first, Kernel::FillCanary { buffer, key })?;
+    let control = writer.scan(first, Kernel::CountCanary { buffer, key })?;
+    ctx.evidence("control_blocks_seen", control.blocks);
+    ctx.evidence("control_blocks_written", bytes / block);
+    if control.blocks != bytes / block {
+        return Ok(Finding::Inconclusive(format!(
+            "positive control failed: the writer's detector saw {} of the {} canary blocks it had just written, \
+             so a clean reading would prove nothing",
+            control.blocks,
+            bytes / block
+        )));
+    }
+    writer.free(first, buffer)?;
+    writer.destroy_context(first)?;
+
+    let found = match boundary {
+        Boundary::Process => {
+            writer.exit()?;
+            let mut listener = ctx.spawn_tenant("B")?;
+            let found = listen_global(&mut listener, bytes, key)?;
+            listener.exit()?;
+            found
+        }
+        Boundary::Context => {
+            let found = listen_global(&mut writer, bytes, key)?;
+            writer.exit()?;
+            found
+        }
+    };
+    let share = found.scanned as f64 / total as f64;
+    Ok(judge_leak(ctx, &found, share, "the listener"))
+}
+
+fn listen_global(
+    tenant: &mut hilt_harness::tenant::Tenant,
+    bytes: u64,
+    key: hilt_harness::canary::CanaryKey,
+) -> Result<ScanReport, TenantError> {
+    let context = tenant.create_context()?;
+    let buffer = tenant.alloc(context, bytes)?;
+    let found = tenant.scan(context, Kernel::CountCanary { buffer, key })?;
+    tenant.free(context, buffer)?;
+    Ok(found)
+}
+
+/// Records the measurements of a listener's scan and turns it into a verdict.
+/// `scanned_share` is the share of the device's memory of that kind the listener read.
+fn judge_leak(
+    ctx: &mut CheckCtx<'_>,
+    found: &ScanReport,
+    scanned_share: f64,
+    who: &str,
+) -> Finding {
+    ctx.measure(
+        "leaked_bytes",
+        found.leaked_bytes() as f64,
+        "B",
+        Some(0.0),
+        Better::Lower,
+    );
+    ctx.measure(
+        "scanned_share",
+        scanned_share,
+        "ratio",
+        None,
+        Better::Neither,
+    );
+    ctx.evidence("scanned_bytes", found.scanned);
+    ctx.evidence("leaked_blocks", found.blocks);
+    ctx.evidence("leaked_blocks_in_place", found.in_place);
+    if let Some(offset) = found.first_offset {
+        ctx.evidence("first_leak_offset", offset);
+    }
+    if found.blocks == 0 {
+        Finding::Pass
+    } else {
+        Finding::Fail(format!(
+            "{who} read {} bytes of the writer's canary ({} blocks, {} of them in place) from memory it never wrote",
+            found.leaked_bytes(),
+            found.blocks,
+            found.in_place
+        ))
+    }
+}
+
+fn local(ctx: &mut CheckCtx<'_>) -> Finding {
+    let params: LocalParams = match ctx.params() {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    match local_residue(ctx, &params) {
+        Ok(finding) => finding,
+        Err(e) => ctx.tenant_failed(e),
+    }
+}
+
+fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams) -> Result<Finding, TenantError> {
+    let info = &ctx.device.info;
+    if info.local_mem_bytes == 0 || info.compute_units == 0 {
+        return Ok(Finding::NotApplicable(format!(
+            "device {} reports no local memory",
+            info.id
+        )));
+    }
+    let groups = info
+        .compute_units
+        .saturating_mul(params.groups_per_compute_unit);
+    let dump_bytes = u64::from(groups) * info.local_mem_bytes;
+    let key = ctx.key;
+    ctx.evidence("work_groups", groups);
+    ctx.evidence("local_mem_bytes", info.local_mem_bytes);
+    ctx.evidence("attempts", params.attempts);
+
+    let mut tenant = ctx.spawn_tenant("A")?;
+    let context = tenant.create_context()?;
+    let out = tenant.alloc(context, dump_bytes)?;
+    let mut total = ScanReport::default();
+    let mut leaking_attempts = 0u32;
+    let mut control_min = u64::MAX;
+    for _ in 0..params.attempts {
+        let control = tenant.scan(context, Kernel::LocalWriter { groups, key })?;
+        control_min = control_min.min(control.blocks);
+        if control.blocks == 0 {
+            ctx.evidence("control_blocks_seen", 0);
+            return Ok(Finding::Inconclusive(
+                "positive control failed: the writer kernel's detector saw none of the canary it had just \
+                 written to local memory, so a clean reading would prove nothing"
+                    .into(),
+            ));
+        }
+        tenant.kernel(context, Kernel::LocalListener { groups, out })?;
+        let found = tenant.scan(context, Kernel::CountCanary { buffer: out, key })?;
+        if found.blocks > 0 {
+            leaking_attempts += 1;
+        }
+        total.merge(found);
+    }
+    tenant.free(context, out)?;
+    tenant.exit()?;
+    ctx.evidence("control_blocks_seen", control_min);
+    ctx.evidence("attempts_with_leak", leaking_attempts);
+    ctx.measure(
+        "leaking_attempts",
+        f64::from(leaking_attempts),
+        "count",
+        Some(0.0),
+        Better::Lower,
+    );
+    // Work-groups are spread round-robin, so every compute unit is covered once there
+    // are at least as many groups as units.
+    let share = f64::from(groups.min(info.compute_units)) / f64::from(info.compute_units);
+    Ok(judge_leak(ctx, &total, share, "the listener kernel"))
+}
