@@ -80,11 +80,7 @@ struct RunArgs {
     #[arg(long, value_name = "SECS")]
     tenant_timeout: Option<u64>,
     /// Options and filters for the test runner (`--list`, `--exact NAME`, `residue::`).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "TEST-ARGS"
-    )]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "TEST-ARGS")]
     test_args: Vec<String>,
 }
 
@@ -114,9 +110,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
-    let test_args = libtest_mimic::Arguments::from_iter(
-        std::iter::once("hilt run".to_string()).chain(args.test_args),
-    );
+    let test_args = libtest_mimic::Arguments::from_iter(std::iter::once("hilt run".to_string()).chain(args.test_args));
     let real = discover();
     let profile_spec = match (&args.profile, real.is_empty()) {
         (Some(p), _) => p.clone(),
@@ -166,13 +160,8 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         );
     }
 
-    let program =
-        std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
-    let timeout = Duration::from_secs(
-        args.tenant_timeout
-            .unwrap_or(profile.tenant_timeout_s)
-            .max(1),
-    );
+    let program = std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
+    let timeout = Duration::from_secs(args.tenant_timeout.unwrap_or(profile.tenant_timeout_s).max(1));
     let setup = RunSetup {
         profile,
         tier,
@@ -214,11 +203,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
 }
 
 /// The profile's sim knobs, then `--sim-knob` overrides, then `--sim-fault`s.
-fn sim_knobs(
-    profile: &Profile,
-    overrides: &[String],
-    faults: &[String],
-) -> anyhow::Result<SimKnobs> {
+fn sim_knobs(profile: &Profile, overrides: &[String], faults: &[String]) -> anyhow::Result<SimKnobs> {
     let mut table = toml::Table::try_from(&profile.sim).context("sim knobs")?;
     for o in overrides {
         let (key, value) = o
@@ -236,10 +221,7 @@ fn sim_knobs(
     for name in faults {
         let fault = sim::fault(name).ok_or_else(|| {
             let known: Vec<&str> = sim::FAULTS.iter().map(|f| f.name).collect();
-            anyhow!(
-                "unknown sim fault `{name}`; known faults: {}",
-                known.join(", ")
-            )
+            anyhow!("unknown sim fault `{name}`; known faults: {}", known.join(", "))
         })?;
         (fault.apply)(&mut knobs);
     }
@@ -303,11 +285,7 @@ fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
     for (id, source) in library.list() {
         match library.load(&id, catalogue, Date::today()) {
             Ok(p) => {
-                let matched: Vec<&str> = here
-                    .iter()
-                    .filter(|d| p.matches(d))
-                    .map(|d| d.id.as_str())
-                    .collect();
+                let matched: Vec<&str> = here.iter().filter(|d| p.matches(d)).map(|d| d.id.as_str()).collect();
                 let matches = if p.matches.is_empty() {
                     "abstract (matches no device)".to_string()
                 } else if matched.is_empty() {

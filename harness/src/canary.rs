@@ -47,10 +47,7 @@ impl CanaryKey {
     }
 
     fn tag_keys(self) -> (u64, u64) {
-        (
-            splitmix(self.0 ^ 0x7461_6731),
-            splitmix(self.0 ^ 0x7461_6732) | 1,
-        )
+        (splitmix(self.0 ^ 0x7461_6731), splitmix(self.0 ^ 0x7461_6732) | 1)
     }
 
     /// The four words of block `index`.
@@ -240,10 +237,7 @@ mod tests {
 
     #[test]
     fn zeroed_memory_holds_no_canary() {
-        assert_eq!(
-            Scanner::new(CanaryKey(3)).scan(&vec![0u8; 1 << 16]).blocks,
-            0
-        );
+        assert_eq!(Scanner::new(CanaryKey(3)).scan(&vec![0u8; 1 << 16]).blocks, 0);
     }
 
     #[test]

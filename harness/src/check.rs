@@ -60,8 +60,9 @@ pub trait CheckParams: Serialize + DeserializeOwned + schemars::JsonSchema + Def
 #[derive(Clone, Copy)]
 pub struct ParamsSpec {
     pub(crate) default: fn() -> serde_json::Value,
-    pub(crate) from_toml:
-        for<'a> fn(toml::de::ValueDeserializer<'a>) -> Result<(), toml::de::Error>,
+    /// Deserialises one file's `params` table where it stands (errors carry its spans),
+    /// then applies the type's own validation (the inner error).
+    pub(crate) from_toml: for<'a> fn(toml::de::ValueDeserializer<'a>) -> Result<Result<(), String>, toml::de::Error>,
     pub(crate) from_json: fn(serde_json::Value) -> Result<serde_json::Value, String>,
     pub(crate) schema: fn() -> schemars::Schema,
 }
@@ -92,8 +93,8 @@ fn default_json<P: CheckParams>() -> serde_json::Value {
     serde_json::to_value(P::default()).unwrap_or(serde_json::Value::Null)
 }
 
-fn from_toml<P: CheckParams>(de: toml::de::ValueDeserializer<'_>) -> Result<(), toml::de::Error> {
-    P::deserialize(de).map(drop)
+fn from_toml<P: CheckParams>(de: toml::de::ValueDeserializer<'_>) -> Result<Result<(), String>, toml::de::Error> {
+    P::deserialize(de).map(|p| p.validate())
 }
 
 fn from_json<P: CheckParams>(v: serde_json::Value) -> Result<serde_json::Value, String> {
@@ -218,14 +219,7 @@ impl<'a> CheckCtx<'a> {
     }
 
     /// Records a measurement.
-    pub fn measure(
-        &mut self,
-        name: &str,
-        value: f64,
-        unit: &str,
-        threshold: Option<f64>,
-        better: Better,
-    ) {
+    pub fn measure(&mut self, name: &str, value: f64, unit: &str, threshold: Option<f64>, better: Better) {
         self.measurements.push(Measurement {
             name: name.into(),
             value,
@@ -256,9 +250,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
         }
         prev = cur;
     }

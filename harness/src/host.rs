@@ -55,11 +55,7 @@ fn civil(time: SystemTime) -> (Date, u64, u32) {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
     let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (
-        Date { year, month, day },
-        secs % 86_400,
-        since.subsec_millis(),
-    )
+    (Date { year, month, day }, secs % 86_400, since.subsec_millis())
 }
 
 /// Facts about this machine.

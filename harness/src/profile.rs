@@ -31,10 +31,7 @@ use crate::host::Date;
 /// The profiles built into the binary, by id.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("base", include_str!("../../profiles/base.toml")),
-    (
-        "sim-reference",
-        include_str!("../../profiles/sim-reference.toml"),
-    ),
+    ("sim-reference", include_str!("../../profiles/sim-reference.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.
@@ -222,10 +219,7 @@ impl Library {
         let dirs = std::env::var_os("HILT_PROFILE_PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
-        Library {
-            dirs,
-            builtins: true,
-        }
+        Library { dirs, builtins: true }
     }
 
     /// Only these directories, and the built-ins if `builtins`.
@@ -235,12 +229,7 @@ impl Library {
 
     /// Loads and resolves a profile given by id or by path (anything ending in `.toml` or
     /// holding a `/`). Waivers are judged against `today`.
-    pub fn load(
-        &self,
-        spec: &str,
-        catalogue: &Catalogue,
-        today: Date,
-    ) -> Result<Profile, ProfileError> {
+    pub fn load(&self, spec: &str, catalogue: &Catalogue, today: Date) -> Result<Profile, ProfileError> {
         let source = if spec.ends_with(".toml") || spec.contains('/') {
             read_file(Path::new(spec))?
         } else {
@@ -251,13 +240,10 @@ impl Library {
         while let Some(source) = next.take() {
             let raw = parse_raw(&source, catalogue, today)?;
             if let Some(parent) = &raw.extends {
-                if chain
-                    .iter()
-                    .any(|(_, r)| *r.id.get_ref() == *parent.get_ref())
+                if chain.iter().any(|(_, r)| *r.id.get_ref() == *parent.get_ref())
                     || *raw.id.get_ref() == *parent.get_ref()
                 {
-                    let mut ids: Vec<&str> =
-                        chain.iter().map(|(_, r)| r.id.get_ref().as_str()).collect();
+                    let mut ids: Vec<&str> = chain.iter().map(|(_, r)| r.id.get_ref().as_str()).collect();
                     ids.push(raw.id.get_ref());
                     ids.push(parent.get_ref());
                     return Err(at(
@@ -266,20 +252,21 @@ impl Library {
                         format!("inheritance cycle: {}", ids.join(" -> ")),
                     ));
                 }
-                next = Some(self.find(parent.get_ref(), source.dir.as_deref()).map_err(
-                    |e| match e {
-                        ProfileError::NotFound { searched, .. } => at(
-                            &source,
-                            parent.span(),
-                            format!(
-                                "`extends` names unknown profile `{}` (looked in: {})",
-                                parent.get_ref(),
-                                searched.join(", ")
+                next = Some(
+                    self.find(parent.get_ref(), source.dir.as_deref())
+                        .map_err(|e| match e {
+                            ProfileError::NotFound { searched, .. } => at(
+                                &source,
+                                parent.span(),
+                                format!(
+                                    "`extends` names unknown profile `{}` (looked in: {})",
+                                    parent.get_ref(),
+                                    searched.join(", ")
+                                ),
                             ),
-                        ),
-                        other => other,
-                    },
-                )?);
+                            other => other,
+                        })?,
+                );
             }
             chain.push((source, raw));
         }
@@ -316,10 +303,7 @@ impl Library {
 
     fn find(&self, id: &str, near: Option<&Path>) -> Result<Source, ProfileError> {
         let mut searched = Vec::new();
-        for dir in near
-            .into_iter()
-            .chain(self.dirs.iter().map(PathBuf::as_path))
-        {
+        for dir in near.into_iter().chain(self.dirs.iter().map(PathBuf::as_path)) {
             let path = dir.join(format!("{id}.toml"));
             if path.is_file() {
                 return read_file(&path);
@@ -416,11 +400,7 @@ pub struct RawWaiver {
     expires: toml::value::Datetime,
 }
 
-fn parse_raw(
-    source: &Source,
-    catalogue: &Catalogue,
-    today: Date,
-) -> Result<RawProfile, ProfileError> {
+fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawProfile, ProfileError> {
     let raw: RawProfile = toml::from_str(&source.text).map_err(|e| from_toml(source, &e))?;
     let id = raw.id.get_ref();
     if id.is_empty()
@@ -451,8 +431,7 @@ fn parse_raw(
     let doc = toml::de::DeTable::parse(&source.text).map_err(|e| from_toml(source, &e))?;
     let doc = DeValue::Table(doc.into_inner());
     if let Some(sim) = doc.get("sim") {
-        SimKnobs::deserialize(ValueDeserializer::from(sim.clone()))
-            .map_err(|e| from_toml(source, &e))?;
+        SimKnobs::deserialize(ValueDeserializer::from(sim.clone())).map_err(|e| from_toml(source, &e))?;
     }
     for (id, check) in &raw.check {
         let Some(def) = catalogue.get(id.get_ref()) else {
@@ -460,11 +439,7 @@ fn parse_raw(
                 .nearest(id.get_ref())
                 .map(|n| format!("; did you mean `{n}`?"))
                 .unwrap_or_default();
-            return Err(at(
-                source,
-                id.span(),
-                format!("unknown check `{}`{hint}", id.get_ref()),
-            ));
+            return Err(at(source, id.span(), format!("unknown check `{}`{hint}", id.get_ref())));
         };
         if let Some(params) = doc
             .get("check")
@@ -472,7 +447,8 @@ fn parse_raw(
             .and_then(|c| c.get_ref().get("params"))
         {
             (def.params.from_toml)(ValueDeserializer::from(params.clone()))
-                .map_err(|e| from_toml(source, &e))?;
+                .map_err(|e| from_toml(source, &e))?
+                .map_err(|message| at(source, params.span(), format!("check `{}`: {message}", id.get_ref())))?;
         }
         if let Some(waiver) = &check.waiver {
             let expires = date_of(&waiver.get_ref().expires).ok_or_else(|| {
@@ -497,14 +473,8 @@ fn parse_raw(
     Ok(raw)
 }
 
-fn resolve(
-    chain: Vec<(Source, RawProfile)>,
-    catalogue: &Catalogue,
-) -> Result<Profile, ProfileError> {
-    let leaf_file = chain
-        .first()
-        .map(|(s, _)| s.name.clone())
-        .unwrap_or_default();
+fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Profile, ProfileError> {
+    let leaf_file = chain.first().map(|(s, _)| s.name.clone()).unwrap_or_default();
     let ids: Vec<String> = chain.iter().map(|(_, r)| r.id.get_ref().clone()).collect();
     let mut certifying = false;
     let mut default_tier = Tier::Standard;
@@ -516,7 +486,8 @@ fn resolve(
         tiers: Option<Vec<Tier>>,
         params: toml::Table,
         waiver: Option<RawWaiver>,
-        file: String,
+        /// Where the check was last declared, for errors found only after merging.
+        decl: (Source, std::ops::Range<usize>),
     }
     let mut checks: BTreeMap<String, Merged> = BTreeMap::new();
     let (mut title, mut version) = (String::new(), String::new());
@@ -532,6 +503,7 @@ fn resolve(
         }
         sim.extend(raw.sim.unwrap_or_default());
         for (id, check) in raw.check {
+            let span = id.span();
             let id = id.into_inner();
             if check.enabled == Some(false) {
                 checks.remove(&id);
@@ -542,16 +514,13 @@ fn resolve(
                 tiers: None,
                 params: toml::Table::new(),
                 waiver: None,
-                file: source.name.clone(),
+                decl: (source.clone(), span.clone()),
             });
             entry.level = check.level.or(entry.level);
             entry.tiers = check.tiers.or(entry.tiers.take());
             entry.params.extend(check.params.unwrap_or_default());
-            entry.waiver = check
-                .waiver
-                .map(Spanned::into_inner)
-                .or(entry.waiver.take());
-            entry.file = source.name.clone();
+            entry.waiver = check.waiver.map(Spanned::into_inner).or(entry.waiver.take());
+            entry.decl = (source.clone(), span);
         }
     }
     if tenant_timeout_s == 0 {
@@ -568,22 +537,16 @@ fn resolve(
         })?;
     let mut resolved = BTreeMap::new();
     for (id, m) in checks {
-        let def = catalogue.get(&id).ok_or_else(|| ProfileError::Invalid {
-            file: m.file.clone(),
-            message: format!("unknown check `{id}`"),
-        })?;
-        let level = m.level.ok_or_else(|| ProfileError::Invalid {
-            file: m.file.clone(),
-            message: format!("check `{id}` has no `level` here or in any profile it extends"),
-        })?;
-        let params = serde_json::to_value(&m.params).map_err(|e| ProfileError::Invalid {
-            file: m.file.clone(),
-            message: e.to_string(),
-        })?;
-        let params = (def.params.from_json)(params).map_err(|e| ProfileError::Invalid {
-            file: m.file.clone(),
-            message: format!("check `{id}`: {e}"),
-        })?;
+        let (decl, span) = &m.decl;
+        let fail = |message: String| at(decl, span.clone(), message);
+        let def = catalogue
+            .get(&id)
+            .ok_or_else(|| fail(format!("unknown check `{id}`")))?;
+        let level = m
+            .level
+            .ok_or_else(|| fail(format!("check `{id}` has no `level` here or in any profile it extends")))?;
+        let params = serde_json::to_value(&m.params).map_err(|e| fail(e.to_string()))?;
+        let params = (def.params.from_json)(params).map_err(|e| fail(format!("check `{id}`: {e}")))?;
         let tiers = m
             .tiers
             .map(|t| t.into_iter().collect())
@@ -623,10 +586,15 @@ fn resolve(
 pub fn profile_schema(catalogue: &Catalogue) -> serde_json::Value {
     let mut schema = schemars::schema_for!(RawProfile).to_value();
     let mut per_check = serde_json::Map::new();
+    let mut defs = serde_json::Map::new();
     for def in catalogue.checks() {
         let mut params = def.params.schema().to_value();
         if let Some(obj) = params.as_object_mut() {
             obj.remove("$schema");
+            // Nested definitions move to the top, where their `#/$defs/...` refs point.
+            if let Some(serde_json::Value::Object(nested)) = obj.remove("$defs") {
+                defs.extend(nested);
+            }
         }
         per_check.insert(
             def.id.to_string(),
@@ -636,6 +604,9 @@ pub fn profile_schema(catalogue: &Catalogue) -> serde_json::Value {
                 "properties": { "params": params },
             }),
         );
+    }
+    if let Some(serde_json::Value::Object(top)) = schema.pointer_mut("/$defs") {
+        top.extend(defs);
     }
     if let Some(check) = schema.pointer_mut("/properties/check") {
         *check = serde_json::json!({
@@ -678,10 +649,7 @@ fn at(source: &Source, span: std::ops::Range<usize>, message: String) -> Profile
     let line = text[..start].matches('\n').count() + 1;
     let column = text[line_start..start].chars().count() + 1;
     let src_line = &text[line_start..line_end];
-    let width = text[start..span.end.clamp(start, line_end)]
-        .chars()
-        .count()
-        .max(1);
+    let width = text[start..span.end.clamp(start, line_end)].chars().count().max(1);
     let gutter = " ".repeat(line.to_string().len());
     let excerpt = format!(
         "{gutter} |\n{line} | {src_line}\n{gutter} | {}{}",

@@ -12,9 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hilt_results::{
-    Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, Summary, Tier, Verdict,
-};
+use hilt_results::{Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, Summary, Tier, Verdict};
 use serde::Serialize;
 
 /// Something that happened during a run.
@@ -82,39 +80,30 @@ impl Recorder {
             Event::RunStarted { .. } | Event::TrialStarted { .. } => {}
             Event::TrialFinished { outcome } => {
                 self.record.outcomes.push((**outcome).clone());
-                self.record.summary =
-                    Summary::tally(self.record.summary.selected, &self.record.outcomes);
+                self.record.summary = Summary::tally(self.record.summary.selected, &self.record.outcomes);
             }
-            Event::RunFinished {
-                summary,
-                conformance,
-            } => {
+            Event::RunFinished { summary, conformance } => {
                 self.record.summary = summary.clone();
                 self.record.conformance = conformance.clone();
                 self.record.run.complete = true;
-                self.record.run.finished_at =
-                    Some(crate::host::rfc3339(std::time::SystemTime::now()));
+                self.record.run.finished_at = Some(crate::host::rfc3339(std::time::SystemTime::now()));
             }
         }
         let record = &self.record;
-        self.reporters
-            .retain_mut(|r| match r.report(&event, record) {
-                Ok(()) => true,
-                Err(e) => {
-                    eprintln!("warning: reporter {} failed and was stopped: {e}", r.name());
-                    false
-                }
-            });
+        self.reporters.retain_mut(|r| match r.report(&event, record) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("warning: reporter {} failed and was stopped: {e}", r.name());
+                false
+            }
+        });
     }
 
     /// Decides conformance, emits the final event and returns the record and exit code.
     pub fn finish(mut self, partial: Vec<String>) -> (ResultRecord, ExitCode) {
         let (conformance, exit) = decide(&self.record.outcomes, self.record.run.tier, partial);
         let summary = Summary::tally(self.record.summary.selected, &self.record.outcomes);
-        self.emit(Event::RunFinished {
-            summary,
-            conformance,
-        });
+        self.emit(Event::RunFinished { summary, conformance });
         (self.record, exit)
     }
 }
@@ -132,16 +121,11 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Confor
     for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
         let why = o.reason.as_deref().unwrap_or("no reason given");
         match o.verdict {
-            Verdict::Fail if o.waiver.is_none() => {
-                failed.push(format!("{} failed: {why}", o.trial))
-            }
+            Verdict::Fail if o.waiver.is_none() => failed.push(format!("{} failed: {why}", o.trial)),
             Verdict::Inconclusive => unsure.push(format!("{} was inconclusive: {why}", o.trial)),
             Verdict::Error => unsure.push(format!("{} ended in error: {why}", o.trial)),
             Verdict::NotApplicable if tier == Tier::Certification => {
-                unsure.push(format!(
-                    "{} could not run in the certification tier: {why}",
-                    o.trial
-                ));
+                unsure.push(format!("{} could not run in the certification tier: {why}", o.trial));
             }
             _ => {}
         }
@@ -315,13 +299,7 @@ mod tests {
             (ConformanceStatus::Inconclusive, 3)
         );
         assert_eq!(
-            status(
-                &[
-                    outcome(Mandatory, Error, false),
-                    outcome(Mandatory, Fail, false)
-                ],
-                t
-            ),
+            status(&[outcome(Mandatory, Error, false), outcome(Mandatory, Fail, false)], t),
             (ConformanceStatus::NotConformant, 1)
         );
         assert_eq!(
@@ -329,10 +307,7 @@ mod tests {
             (ConformanceStatus::Conformant, 0)
         );
         assert_eq!(
-            status(
-                &[outcome(Mandatory, NotApplicable, false)],
-                Tier::Certification
-            ),
+            status(&[outcome(Mandatory, NotApplicable, false)], Tier::Certification),
             (ConformanceStatus::Inconclusive, 3)
         );
         assert_eq!(

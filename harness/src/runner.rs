@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use hilt_results::{
-    ExitCode, FormatVersion, Outcome, ProfileInfo, ResultRecord, RunInfo, Summary, Tier, Tool,
-    Verdict,
+    ExitCode, FormatVersion, Outcome, ProfileInfo, ResultRecord, RunInfo, Summary, Tier, Tool, Verdict,
 };
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
@@ -39,12 +38,7 @@ pub struct PlannedTrial {
 
 /// The trials of `profile` in `tier` on `devices`, in check-id then device order. Devices
 /// the profile does not match get no trials.
-pub fn plan(
-    profile: &Profile,
-    tier: Tier,
-    devices: &[Arc<TrialDevice>],
-    catalogue: &Catalogue,
-) -> Vec<PlannedTrial> {
+pub fn plan(profile: &Profile, tier: Tier, devices: &[Arc<TrialDevice>], catalogue: &Catalogue) -> Vec<PlannedTrial> {
     let mut trials = Vec::new();
     for (id, settings) in profile.checks_in(tier) {
         // Profiles are resolved against the same catalogue, so every id is known.
@@ -124,17 +118,10 @@ pub struct RunEnd {
 }
 
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
-pub fn execute(
-    setup: RunSetup,
-    catalogue: &Catalogue,
-    args: &Arguments,
-) -> std::io::Result<RunEnd> {
+pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
     let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
     if args.list {
-        let trials = planned
-            .iter()
-            .map(|p| Trial::test(p.name.clone(), || Ok(())))
-            .collect();
+        let trials = planned.iter().map(|p| Trial::test(p.name.clone(), || Ok(()))).collect();
         let _ = libtest_mimic::run(args, trials);
         return Ok(RunEnd {
             record: None,
@@ -195,9 +182,7 @@ pub fn execute(
             let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
             let key = run_key.derive(index as u64);
             let name = p.name.clone();
-            Trial::ignorable_test(name, move || {
-                run_trial(&p, key, &launcher, &lock, &recorder)
-            })
+            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &lock, &recorder))
         })
         .collect();
     let _conclusion = libtest_mimic::run(args, trials);
@@ -221,8 +206,7 @@ fn run_trial(
     recorder: &Mutex<Recorder>,
 ) -> Result<Completion, Failed> {
     // Exclusive checks hold the device lock for the whole trial.
-    let _guard =
-        (!p.check.concurrent).then(|| device_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    let _guard = (!p.check.concurrent).then(|| device_lock.lock().unwrap_or_else(|e| e.into_inner()));
     let started_at = crate::host::rfc3339(SystemTime::now());
     lock(recorder).emit(Event::TrialStarted {
         trial: p.name.clone(),
@@ -232,15 +216,14 @@ fn run_trial(
     let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher);
     let run = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
-    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx)))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default();
-            Finding::Error(format!("the check panicked: {msg}"))
-        });
+    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_default();
+        Finding::Error(format!("the check panicked: {msg}"))
+    });
     let (verdict, reason) = match finding {
         Finding::Pass => (Verdict::Pass, None),
         Finding::Fail(r) => (Verdict::Fail, Some(r)),
@@ -260,12 +243,7 @@ fn run_trial(
         check: p.check.id.into(),
         device: p.device.info.id.clone(),
         level: p.settings.level,
-        requirements: p
-            .check
-            .requirements
-            .iter()
-            .map(|r| (*r).to_string())
-            .collect(),
+        requirements: p.check.requirements.iter().map(|r| (*r).to_string()).collect(),
         verdict,
         reason: reason.clone(),
         waiver: waiver.clone(),
@@ -281,9 +259,7 @@ fn run_trial(
     let reason = reason.unwrap_or_default();
     match verdict {
         Verdict::Pass => Ok(Completion::Completed),
-        Verdict::NotApplicable => Ok(Completion::ignored_with(format!(
-            "not applicable: {reason}"
-        ))),
+        Verdict::NotApplicable => Ok(Completion::ignored_with(format!("not applicable: {reason}"))),
         Verdict::Fail => match waiver {
             Some(w) => Ok(Completion::ignored_with(format!(
                 "waived until {}: {}; {reason}",
@@ -300,12 +276,7 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn header(
-    setup: &RunSetup,
-    planned: &[PlannedTrial],
-    filtered: bool,
-    selected: u32,
-) -> ResultRecord {
+fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: u32) -> ResultRecord {
     let profile = &setup.profile;
     ResultRecord {
         format: FormatVersion::CURRENT,

@@ -127,9 +127,7 @@ pub enum TenantError {
         source: std::io::Error,
     },
     /// The tenant missed its watchdog deadline and was killed.
-    #[error(
-        "tenant `{role}` did not answer `{op}` within {timeout:?} and was killed by its watchdog"
-    )]
+    #[error("tenant `{role}` did not answer `{op}` within {timeout:?} and was killed by its watchdog")]
     Hung {
         /// The tenant's role.
         role: String,
@@ -178,9 +176,7 @@ impl TenantError {
     /// The end of the tenant's stderr, where the error carries it.
     pub fn stderr_tail(&self) -> Option<&str> {
         match self {
-            TenantError::Hung { stderr_tail, .. } | TenantError::Crashed { stderr_tail, .. } => {
-                Some(stderr_tail)
-            }
+            TenantError::Hung { stderr_tail, .. } | TenantError::Crashed { stderr_tail, .. } => Some(stderr_tail),
             _ => None,
         }
     }
@@ -199,11 +195,7 @@ pub struct Tenant {
 
 impl Tenant {
     /// Starts a tenant process and opens `device` in it.
-    pub fn spawn(
-        launcher: &TenantLauncher,
-        role: &str,
-        device: &DeviceSpec,
-    ) -> Result<Tenant, TenantError> {
+    pub fn spawn(launcher: &TenantLauncher, role: &str, device: &DeviceSpec) -> Result<Tenant, TenantError> {
         let mut child = Command::new(&launcher.program)
             .args(&launcher.args)
             .stdin(Stdio::piped())
@@ -248,9 +240,7 @@ impl Tenant {
             stderr_reader,
             timeout: launcher.timeout,
         };
-        tenant.call(&Request::Open {
-            device: device.clone(),
-        })?;
+        tenant.call(&Request::Open { device: device.clone() })?;
         Ok(tenant)
     }
 
@@ -449,12 +439,7 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> std::io::Result<()>
                 state.contexts.clear();
                 (Response::Ok(Reply::Done), true)
             }
-            Ok(request) => (
-                state
-                    .handle(request)
-                    .map_or_else(Response::Err, Response::Ok),
-                false,
-            ),
+            Ok(request) => (state.handle(request).map_or_else(Response::Err, Response::Ok), false),
             Err(e) => (Response::Err(format!("malformed request: {e}")), false),
         };
         let text = serde_json::to_string(&response).map_err(std::io::Error::other)?;
@@ -497,23 +482,15 @@ impl TenantState {
                 Ok(Reply::Done)
             }
             Request::Alloc { context, bytes } => {
-                let buffer = self
-                    .context(context)?
-                    .alloc(bytes)
-                    .map_err(|e| e.to_string())?;
+                let buffer = self.context(context)?.alloc(bytes).map_err(|e| e.to_string())?;
                 Ok(Reply::Buffer { buffer })
             }
             Request::Free { context, buffer } => {
-                self.context(context)?
-                    .free(buffer)
-                    .map_err(|e| e.to_string())?;
+                self.context(context)?.free(buffer).map_err(|e| e.to_string())?;
                 Ok(Reply::Done)
             }
             Request::Kernel { context, kernel } => {
-                let output = self
-                    .context(context)?
-                    .run(&kernel)
-                    .map_err(|e| e.to_string())?;
+                let output = self.context(context)?.run(&kernel).map_err(|e| e.to_string())?;
                 Ok(Reply::Kernel { output })
             }
             Request::Exit => Ok(Reply::Done),
@@ -572,10 +549,8 @@ mod tests {
             device: DeviceSpec::Sim(spec),
         })
         .expect("json");
-        let fill =
-            r#"{"op":"kernel","context":0,"kernel":{"kernel":"fill_canary","buffer":1,"key":7}}"#;
-        let count =
-            r#"{"op":"kernel","context":0,"kernel":{"kernel":"count_canary","buffer":1,"key":7}}"#;
+        let fill = r#"{"op":"kernel","context":0,"kernel":{"kernel":"fill_canary","buffer":1,"key":7}}"#;
+        let count = r#"{"op":"kernel","context":0,"kernel":{"kernel":"count_canary","buffer":1,"key":7}}"#;
         let r = serve_lines(&[
             &open,
             r#"{"op":"create_context"}"#,
@@ -586,12 +561,7 @@ mod tests {
             r#"{"op":"create_context"}"#,
         ]);
         assert_eq!(r.len(), 6, "nothing is served after exit");
-        assert_eq!(
-            r[2],
-            Response::Ok(Reply::Buffer {
-                buffer: BufferId(1)
-            })
-        );
+        assert_eq!(r[2], Response::Ok(Reply::Buffer { buffer: BufferId(1) }));
         let Response::Ok(Reply::Kernel {
             output: KernelOutput::Scan(scan),
         }) = &r[4]

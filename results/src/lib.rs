@@ -95,9 +95,7 @@ pub struct RunInfo {
 }
 
 /// The tiers of a profile, from the quickest to the most thorough.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Tier {
@@ -136,9 +134,7 @@ impl std::str::FromStr for Tier {
         Tier::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown tier `{s}`, expected one of smoke, standard, certification")
-            })
+            .ok_or_else(|| format!("unknown tier `{s}`, expected one of smoke, standard, certification"))
     }
 }
 
@@ -226,9 +222,7 @@ pub struct Outcome {
 }
 
 /// How much a profile makes of a check.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Level {
@@ -252,9 +246,7 @@ impl Level {
 }
 
 /// A verdict. Each means one thing.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Verdict {
@@ -469,9 +461,7 @@ impl ResultRecord {
         }
         let probe: Probe = serde_json::from_slice(bytes).map_err(ReadError::Malformed)?;
         if probe.format.major != FORMAT_MAJOR {
-            return Err(ReadError::UnsupportedVersion {
-                found: probe.format,
-            });
+            return Err(ReadError::UnsupportedVersion { found: probe.format });
         }
         serde_json::from_slice(bytes).map_err(ReadError::Malformed)
     }
@@ -501,18 +491,14 @@ mod tests {
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         for bytes in [&b""[..], b"{", b"[]", b"{\"format\":1}", b"\xff\xfe"] {
-            assert!(matches!(
-                ResultRecord::from_json(bytes),
-                Err(ReadError::Malformed(_))
-            ));
+            assert!(matches!(ResultRecord::from_json(bytes), Err(ReadError::Malformed(_))));
         }
     }
 
     #[test]
     fn checked_in_schema_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json");
-        let fresh =
-            serde_json::to_string_pretty(&result_schema()).expect("schema serialises") + "\n";
+        let fresh = serde_json::to_string_pretty(&result_schema()).expect("schema serialises") + "\n";
         if std::env::var_os("HILT_BLESS").is_some() {
             std::fs::write(path, &fresh).expect("write schema");
         }

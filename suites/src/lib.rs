@@ -30,11 +30,7 @@ mod tests {
             .map(|r| r.id)
             .collect();
         for check in catalogue().checks() {
-            assert!(
-                !check.requirements.is_empty(),
-                "{} names no requirement",
-                check.id
-            );
+            assert!(!check.requirements.is_empty(), "{} names no requirement", check.id);
             for req in check.requirements {
                 assert!(
                     known.iter().any(|k| k == req),
@@ -54,8 +50,7 @@ mod tests {
                 check.id
             );
             for name in check.faults {
-                let fault = sim::fault(name)
-                    .unwrap_or_else(|| panic!("{} names unknown sim fault {name}", check.id));
+                let fault = sim::fault(name).unwrap_or_else(|| panic!("{} names unknown sim fault {name}", check.id));
                 assert_eq!(
                     fault.kind,
                     FaultKind::Platform,
@@ -73,21 +68,11 @@ mod tests {
         for id in &ids {
             let suite = id.split('.').next().unwrap_or_default();
             assert!(
-                [
-                    "residue",
-                    "isolation",
-                    "firmware",
-                    "performance",
-                    "platform"
-                ]
-                .contains(&suite),
+                ["residue", "isolation", "firmware", "performance", "platform"].contains(&suite),
                 "{id}"
             );
             assert!(
-                id.split('.').count() >= 2
-                    && id
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                id.split('.').count() >= 2 && id.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
                 "{id}"
             );
         }

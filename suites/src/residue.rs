@@ -66,6 +66,7 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
 pub struct GlobalParams {
     /// The share of the device's global memory the writer fills and the listener reads,
     /// above 0 and at most 1.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub share: f64,
 }
 
@@ -80,10 +81,7 @@ impl CheckParams for GlobalParams {
         if self.share > 0.0 && self.share <= 1.0 {
             Ok(())
         } else {
-            Err(format!(
-                "`share` must be above 0 and at most 1, not {}",
-                self.share
-            ))
+            Err(format!("`share` must be above 0 and at most 1, not {}", self.share))
         }
     }
 }
@@ -93,8 +91,10 @@ impl CheckParams for GlobalParams {
 #[serde(deny_unknown_fields, default)]
 pub struct LocalParams {
     /// How many writer/listener pairs to run, 1 to 1000.
+    #[schemars(range(min = 1, max = 1000))]
     pub attempts: u32,
     /// Work-groups per compute unit in each kernel, 1 to 64.
+    #[schemars(range(min = 1, max = 64))]
     pub groups_per_compute_unit: u32,
 }
 
@@ -110,10 +110,7 @@ impl Default for LocalParams {
 impl CheckParams for LocalParams {
     fn validate(&self) -> Result<(), String> {
         if !(1..=1000).contains(&self.attempts) {
-            return Err(format!(
-                "`attempts` must be 1 to 1000, not {}",
-                self.attempts
-            ));
+            return Err(format!("`attempts` must be 1 to 1000, not {}", self.attempts));
         }
         if !(1..=64).contains(&self.groups_per_compute_unit) {
             return Err(format!(
@@ -142,11 +139,7 @@ fn global(ctx: &mut CheckCtx<'_>, boundary: Boundary) -> Finding {
     }
 }
 
-fn global_residue(
-    ctx: &mut CheckCtx<'_>,
-    params: &GlobalParams,
-    boundary: Boundary,
-) -> Result<Finding, TenantError> {
+fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Boundary) -> Result<Finding, TenantError> {
     let total = ctx.device.info.global_mem_bytes;
     let block = BLOCK_BYTES as u64;
     let bytes = ((total as f64 * params.share) as u64) / block * block;
@@ -217,12 +210,7 @@ fn listen_global(
 
 /// Records the measurements of a listener's scan and turns it into a verdict.
 /// `scanned_share` is the share of the device's memory of that kind the listener read.
-fn judge_leak(
-    ctx: &mut CheckCtx<'_>,
-    found: &ScanReport,
-    scanned_share: f64,
-    who: &str,
-) -> Finding {
+fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, who: &str) -> Finding {
     ctx.measure(
         "leaked_bytes",
         found.leaked_bytes() as f64,
@@ -230,13 +218,7 @@ fn judge_leak(
         Some(0.0),
         Better::Lower,
     );
-    ctx.measure(
-        "scanned_share",
-        scanned_share,
-        "ratio",
-        None,
-        Better::Neither,
-    );
+    ctx.measure("scanned_share", scanned_share, "ratio", None, Better::Neither);
     ctx.evidence("scanned_bytes", found.scanned);
     ctx.evidence("leaked_blocks", found.blocks);
     ctx.evidence("leaked_blocks_in_place", found.in_place);
@@ -274,9 +256,7 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams) -> Result<Finding
             info.id
         )));
     }
-    let groups = info
-        .compute_units
-        .saturating_mul(params.groups_per_compute_unit);
+    let groups = info.compute_units.saturating_mul(params.groups_per_compute_unit);
     let dump_bytes = u64::from(groups) * info.local_mem_bytes;
     let key = ctx.key;
     ctx.evidence("work_groups", groups);

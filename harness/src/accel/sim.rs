@@ -223,15 +223,13 @@ pub fn create(spec: &SimSpec) -> Result<(), AccelError> {
     file.set_len(layout.total)
         .map_err(io("failed to size sim device file"))?;
     // SAFETY: the file was just created by us at its full size; nothing else maps it yet.
-    let mut map =
-        unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
+    let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
     map[..8].copy_from_slice(MAGIC);
     put(&mut map, OFF_PAGES, layout.pages);
     put(&mut map, OFF_CUS, u64::from(spec.knobs.compute_units));
     put(&mut map, OFF_LOCAL, layout.local_per_cu);
     put(&mut map, OFF_NEXT_ALLOC, 1);
-    map.flush()
-        .map_err(io("failed to write sim device header"))?;
+    map.flush().map_err(io("failed to write sim device header"))?;
     Ok(())
 }
 
@@ -255,8 +253,7 @@ impl Layout {
                 k.memory_mib
             )));
         }
-        if k.compute_units == 0 || k.compute_units > 1024 || k.local_kib == 0 || k.local_kib > 1024
-        {
+        if k.compute_units == 0 || k.compute_units > 1024 || k.local_kib == 0 || k.local_kib > 1024 {
             return Err(AccelError::Backend(
                 "sim compute_units must be 1..=1024 and local_kib 1..=1024".into(),
             ));
@@ -308,10 +305,7 @@ impl SimDevice {
             .write(true)
             .open(&spec.path)
             .map_err(io("failed to open sim device file"))?;
-        let len = file
-            .metadata()
-            .map_err(io("failed to stat sim device file"))?
-            .len();
+        let len = file.metadata().map_err(io("failed to stat sim device file"))?.len();
         if len != layout.total {
             return Err(AccelError::Backend(format!(
                 "sim device file {} is {len} bytes, its knobs need {}",
@@ -322,8 +316,7 @@ impl SimDevice {
         // SAFETY: the file is only ever resized by `create`, before any tenant opens it,
         // and we checked its size above; concurrent writers are other sim tenants, which
         // touch the allocator only under the file lock.
-        let map =
-            unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
         if &map[..8] != MAGIC || get(&map, OFF_PAGES) != layout.pages {
             return Err(AccelError::Backend(format!(
                 "{} is not a sim device made with these knobs",
@@ -432,12 +425,7 @@ impl SimContext {
     }
 
     /// The byte range of `len` bytes at `offset` in buffer `id`, within the mapping.
-    fn range(
-        &self,
-        id: BufferId,
-        offset: u64,
-        len: u64,
-    ) -> Result<std::ops::Range<usize>, AccelError> {
+    fn range(&self, id: BufferId, offset: u64, len: u64) -> Result<std::ops::Range<usize>, AccelError> {
         let b = self.buffer(id)?;
         if offset.checked_add(len).is_none_or(|end| end > b.bytes) {
             return Err(AccelError::OutOfBounds {
@@ -588,9 +576,7 @@ impl Context for SimContext {
                 let range = self.range(buffer, 0, self.buffer(buffer)?.bytes)?;
                 let mut map = self.shared.lock_map();
                 self.clear_local_if_compliant(&mut map);
-                Ok(KernelOutput::Scan(
-                    self.detect(&Scanner::new(key), &map[range]),
-                ))
+                Ok(KernelOutput::Scan(self.detect(&Scanner::new(key), &map[range])))
             }
             Kernel::LocalWriter { groups, key } => {
                 let mut map = self.shared.lock_map();
@@ -700,16 +686,12 @@ mod tests {
         let key = CanaryKey(9);
         let mut a = dev.create_context().expect("ctx a");
         let buf = a.alloc(256 * 1024).expect("alloc");
-        a.run(&Kernel::FillCanary { buffer: buf, key })
-            .expect("fill");
+        a.run(&Kernel::FillCanary { buffer: buf, key }).expect("fill");
         a.free(buf).expect("free");
         drop(a);
         let mut b = dev.create_context().expect("ctx b");
         let buf = b.alloc(256 * 1024).expect("alloc");
-        match b
-            .run(&Kernel::CountCanary { buffer: buf, key })
-            .expect("count")
-        {
+        match b.run(&Kernel::CountCanary { buffer: buf, key }).expect("count") {
             KernelOutput::Scan(r) => r.blocks,
             other => panic!("unexpected {other:?}"),
         }
@@ -729,10 +711,7 @@ mod tests {
         let (_dir, dev) = device(small(|_| {}));
         let mut c = dev.create_context().expect("ctx");
         let err = c.alloc(2 << 20).expect_err("too big");
-        assert!(
-            matches!(err, AccelError::OutOfMemory { free: 1048576, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, AccelError::OutOfMemory { free: 1048576, .. }), "{err}");
         let buf = c.alloc(100).expect("alloc");
         let err = c.write(buf, 90, &[0; 20]).expect_err("out of bounds");
         assert!(matches!(err, AccelError::OutOfBounds { .. }), "{err}");

@@ -1,0 +1,86 @@
+//! Helpers shared by the integration tests: run the real `hilt` binary, read what it
+//! recorded, and redact what changes from run to run (times, ids, host names, paths).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hilt_results::ResultRecord;
+
+/// The `hilt` binary built for these tests.
+pub fn hilt_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hilt"))
+}
+
+/// Runs `hilt ARGS` with `HILT_PROFILE_PATH` pointing at the test fixtures.
+pub fn hilt(args: &[&str]) -> Output {
+    Command::new(hilt_bin())
+        .args(args)
+        .env("HILT_PROFILE_PATH", fixtures().join("profiles"))
+        .output()
+        .expect("hilt runs")
+}
+
+/// The fixtures directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// What one `hilt run` left behind.
+pub struct Run {
+    pub exit: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub record: ResultRecord,
+    pub out: tempfile::TempDir,
+}
+
+/// Runs `hilt run --out TMP ARGS` and reads the result it recorded.
+pub fn run(args: &[&str]) -> Run {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().to_str().expect("utf-8 temp path");
+    let mut full = vec!["run", "--out", dir];
+    full.extend_from_slice(args);
+    let output = hilt(&full);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let bytes = std::fs::read(out.path().join("result.json"))
+        .unwrap_or_else(|e| panic!("no result.json ({e}); stderr:\n{stderr}\nstdout:\n{stdout}"));
+    let record = ResultRecord::from_json(&bytes).expect("result.json is a valid record");
+    Run {
+        exit: output.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        record,
+        out,
+    }
+}
+
+/// The verdict of `check` in a record, as its string name.
+pub fn verdict(record: &ResultRecord, check: &str) -> String {
+    record
+        .outcomes
+        .iter()
+        .find(|o| o.check == check)
+        .map(|o| o.verdict.as_str().to_string())
+        .unwrap_or_else(|| format!("<{check} did not run>"))
+}
+
+/// Replaces what varies between runs with stable placeholders.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    for (pattern, replacement) in [
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", "[time]"),
+        (r"finished in \d+\.\d+s", "finished in [duration]"),
+        (r#""duration_ms": \d+"#, r#""duration_ms": "[ms]""#),
+        (r#""id": "[0-9a-f]{32}""#, r#""id": "[run-id]""#),
+        (r#""tenant_[A-Z]_pid": \d+"#, r#""tenant_pid": "[pid]""#),
+    ] {
+        out = regex_lite::Regex::new(pattern)
+            .expect("pattern")
+            .replace_all(&out, replacement)
+            .into_owned();
+    }
+    out
+}

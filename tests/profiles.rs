@@ -1,0 +1,147 @@
+//! Profiles: inheritance, waivers, the checked-in schema, and the error messages that a
+//! malformed profile gets (file, line, column, what was expected).
+
+mod common;
+
+use std::path::Path;
+
+use hilt_harness::host::Date;
+use hilt_harness::profile::{Library, profile_schema};
+use hilt_results::{Level, Tier};
+
+fn library() -> Library {
+    Library::with_dirs(vec![common::fixtures().join("profiles")], true)
+}
+
+fn today() -> Date {
+    Date {
+        year: 2026,
+        month: 11,
+        day: 26,
+    }
+}
+
+#[test]
+fn children_override_what_they_inherit_key_by_key() {
+    let p = library()
+        .load("tuned", &hilt_suites::catalogue(), today())
+        .expect("tuned loads");
+    assert_eq!(p.chain, ["tuned", "sim-reference", "base"]);
+    assert_eq!(p.default_tier, Tier::Smoke);
+    assert_eq!(p.tenant_timeout_s, 5);
+    assert_eq!(p.sim.memory_mib, 16, "[sim] from the child");
+    assert_eq!(p.sim.compute_units, 4, "[sim] from the parent");
+    assert!(
+        !p.checks.contains_key("residue.global.cross_context"),
+        "enabled = false removes a check"
+    );
+    let local = &p.checks["residue.local.cross_kernel"];
+    assert_eq!(local.level, Level::Recommended);
+    assert_eq!(local.tiers.iter().copied().collect::<Vec<_>>(), [Tier::Certification]);
+    assert_eq!(local.params["attempts"], 2, "param from the child");
+    assert_eq!(local.params["groups_per_compute_unit"], 2, "param from base");
+    assert_eq!(p.checks_in(Tier::Smoke).count(), 1);
+}
+
+#[test]
+fn the_digest_changes_with_any_setting_and_only_then() {
+    let cat = hilt_suites::catalogue();
+    let a = library().load("sim-reference", &cat, today()).expect("loads");
+    let b = library().load("sim-reference", &cat, today()).expect("loads");
+    let c = library().load("tuned", &cat, today()).expect("loads");
+    assert_eq!(a.digest(), b.digest());
+    assert_ne!(a.digest(), c.digest());
+    assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
+}
+
+#[test]
+fn a_waiver_expires() {
+    let cat = hilt_suites::catalogue();
+    let before = library().load("waived", &cat, today()).expect("valid until 2099");
+    assert!(before.checks["residue.global.cross_context"].waiver.is_some());
+    let after = library().load(
+        "waived",
+        &cat,
+        Date {
+            year: 2100,
+            month: 1,
+            day: 1,
+        },
+    );
+    let err = after.expect_err("expired").to_string();
+    assert!(err.contains("expired on 2099-12-31"), "{err}");
+}
+
+#[test]
+fn a_waived_failure_is_recorded_as_waived_never_as_pass() {
+    let run = common::run(&[
+        "--profile",
+        "waived",
+        "--sim-fault",
+        "global-no-scrub",
+        "--exact",
+        "residue::global::cross_context::sim0",
+    ]);
+    let o = &run.record.outcomes[0];
+    assert_eq!(o.verdict, hilt_results::Verdict::Fail);
+    let waiver = o.waiver.as_ref().expect("waiver recorded");
+    assert_eq!(waiver.expires, "2099-12-31");
+    assert_eq!(run.record.summary.waived, 1);
+    assert_eq!(run.record.summary.pass, 0);
+    assert!(
+        run.stdout.contains("ignored (waived until 2099-12-31"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.exit, 0, "a waived failure does not block");
+}
+
+#[test]
+fn every_shipped_profile_loads() {
+    let cat = hilt_suites::catalogue();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    for entry in std::fs::read_dir(&dir).expect("profiles/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let spec = path.to_str().expect("utf-8");
+            Library::with_dirs(vec![], true)
+                .load(spec, &cat, Date::today())
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn checked_in_profile_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/profile.schema.json");
+    let fresh = serde_json::to_string_pretty(&profile_schema(&hilt_suites::catalogue())).expect("json") + "\n";
+    if std::env::var_os("HILT_BLESS").is_some() {
+        std::fs::write(&path, &fresh).expect("write schema");
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == fresh,
+        "profiles/profile.schema.json is stale: run `HILT_BLESS=1 cargo test --test profiles`"
+    );
+}
+
+/// Every malformed profile gets exit code 2 and a message that names file, line and column.
+#[test]
+fn malformed_profiles_get_located_errors() {
+    let dir = "tests/fixtures/bad-profiles";
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("bad-profiles/")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut report = String::new();
+    for name in names {
+        let path = format!("{dir}/{name}");
+        let out = common::hilt(&["run", "--profile", &path, "--list"]);
+        assert_eq!(out.status.code(), Some(2), "{path} must be a profile error");
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(env!("CARGO_MANIFEST_DIR"), "[repo]");
+        assert!(!stderr.contains("panicked"), "{path}: {stderr}");
+        report.push_str(&format!("=== {name}\n{stderr}\n"));
+    }
+    insta::assert_snapshot!(report);
+}

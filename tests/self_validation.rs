@@ -1,0 +1,141 @@
+//! Self-validation: every check can fail, and we prove it.
+//!
+//! For every check of the catalogue, on the real `hilt` binary with real tenant
+//! processes: on the compliant sim it must pass; under each sim fault mapped to it it must
+//! fail; under each harness fault (blind detector, hung or crashed tenant) it must end
+//! inconclusive or in error, never pass. A check that no planted fault makes fail fails
+//! this test.
+
+mod common;
+
+use hilt_harness::accel::sim::{FAULTS, FaultKind};
+
+#[test]
+fn every_check_passes_on_the_compliant_sim_and_fails_under_its_faults() {
+    let catalogue = hilt_suites::catalogue();
+    let clean = common::run(&["--tier", "certification"]);
+    assert_eq!(clean.exit, 0, "compliant sim must be conformant:\n{}", clean.stderr);
+    for check in catalogue.checks() {
+        assert_eq!(
+            common::verdict(&clean.record, check.id),
+            "pass",
+            "{} on the compliant sim",
+            check.id
+        );
+        assert!(
+            !check.faults.is_empty(),
+            "{} has no planted fault that makes it fail",
+            check.id
+        );
+    }
+
+    for fault in FAULTS {
+        let run = common::run(&[
+            "--tier",
+            "certification",
+            "--tenant-timeout",
+            "1",
+            "--sim-fault",
+            fault.name,
+        ]);
+        assert_eq!(run.record.run.sim_faults, vec![fault.name.to_string()]);
+        assert_eq!(
+            run.record.conformance.status,
+            hilt_results::ConformanceStatus::Partial,
+            "a run with a planted fault is never evidence"
+        );
+        for check in catalogue.checks() {
+            let got = common::verdict(&run.record, check.id);
+            match fault.kind {
+                FaultKind::Platform if check.faults.contains(&fault.name) => {
+                    assert_eq!(got, "fail", "{} under sim fault {}", check.id, fault.name);
+                }
+                FaultKind::Harness => {
+                    assert!(
+                        got == "inconclusive" || got == "error",
+                        "{} under harness fault {} must not pass, got {got}",
+                        check.id,
+                        fault.name
+                    );
+                }
+                FaultKind::Platform => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn the_two_global_checks_tell_process_and_context_boundaries_apart() {
+    // Scrubbing only between processes protects processes but not contexts.
+    let run = common::run(&["--sim-fault", "global-scrub-cross-process-only"]);
+    assert_eq!(common::verdict(&run.record, "residue.global.cross_process"), "pass");
+    assert_eq!(common::verdict(&run.record, "residue.global.cross_context"), "fail");
+    assert_eq!(run.exit, 1, "a mandatory failure exits 1 even in a partial run");
+}
+
+#[test]
+fn a_leak_is_measured_and_located() {
+    let run = common::run(&[
+        "--sim-fault",
+        "global-no-scrub",
+        "--exact",
+        "residue::global::cross_process::sim0",
+    ]);
+    let o = &run.record.outcomes[0];
+    let leaked = o
+        .measurements
+        .iter()
+        .find(|m| m.name == "leaked_bytes")
+        .expect("leaked_bytes");
+    // Half of the 64 MiB sim, as sim-reference's share of 0.5 asks.
+    assert_eq!(leaked.value, 32.0 * 1024.0 * 1024.0);
+    assert_eq!(leaked.threshold, Some(0.0));
+    assert_eq!(o.evidence["first_leak_offset"], 0);
+    assert_eq!(o.evidence["control_blocks_seen"], o.evidence["control_blocks_written"]);
+    assert_ne!(
+        o.evidence["tenant_A_pid"], o.evidence["tenant_B_pid"],
+        "two real processes"
+    );
+}
+
+#[test]
+fn a_hung_tenant_is_killed_by_its_watchdog_and_recorded() {
+    let run = common::run(&[
+        "--tenant-timeout",
+        "1",
+        "--sim-fault",
+        "kernel-hang",
+        "--exact",
+        "residue::global::cross_process::sim0",
+    ]);
+    let o = &run.record.outcomes[0];
+    assert_eq!(o.verdict, hilt_results::Verdict::Error);
+    let reason = o.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("killed by its watchdog"), "{reason}");
+    let tail = o.evidence["tenant_stderr_tail"].as_str().unwrap_or_default();
+    assert!(tail.contains("kernel-hang"), "stderr tail is evidence: {tail}");
+    assert_eq!(run.exit, 3, "an error in a mandatory check is inconclusive");
+}
+
+#[test]
+fn a_crashed_tenant_is_recorded_with_its_stderr() {
+    let run = common::run(&[
+        "--sim-fault",
+        "tenant-crash",
+        "--exact",
+        "residue::local::cross_kernel::sim0",
+    ]);
+    let o = &run.record.outcomes[0];
+    assert_eq!(o.verdict, hilt_results::Verdict::Error);
+    assert!(
+        o.reason.as_deref().unwrap_or_default().contains("signal 6"),
+        "{:?}",
+        o.reason
+    );
+    assert!(
+        o.evidence["tenant_stderr_tail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tenant-crash")
+    );
+}
