@@ -293,7 +293,7 @@ fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
                 } else {
                     format!("matches {}", matched.join(", "))
                 };
-                writeln!(out, "{id:<16} {:<40} {matches}", p.title)?;
+                writeln!(out, "{id:<16} {:<48} {matches}", p.title)?;
                 writeln!(out, "{:<16} {source}", "")?;
             }
             Err(e) => writeln!(out, "{id:<16} cannot be loaded: {e}")?,

@@ -196,17 +196,31 @@ pub struct Tenant {
 impl Tenant {
     /// Starts a tenant process and opens `device` in it.
     pub fn spawn(launcher: &TenantLauncher, role: &str, device: &DeviceSpec) -> Result<Tenant, TenantError> {
-        let mut child = Command::new(&launcher.program)
+        let mut command = Command::new(&launcher.program);
+        command
             .args(&launcher.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| TenantError::Spawn {
-                role: role.into(),
-                program: launcher.program.display().to_string(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        // A tenant must not outlive a harness that was killed: a hung tenant would hold the
+        // device forever. PR_SET_PDEATHSIG survives exec and fires when the spawning thread
+        // ends, which for a trial is after the tenant has been waited for anyway.
+        // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut child = command.spawn().map_err(|source| TenantError::Spawn {
+            role: role.into(),
+            program: launcher.program.display().to_string(),
+            source,
+        })?;
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {

@@ -75,7 +75,11 @@ pub fn redact(text: &str) -> String {
         (r"finished in \d+\.\d+s", "finished in [duration]"),
         (r#""duration_ms": \d+"#, r#""duration_ms": "[ms]""#),
         (r#""id": "[0-9a-f]{32}""#, r#""id": "[run-id]""#),
-        (r#""tenant_[A-Z]_pid": \d+"#, r#""tenant_pid": "[pid]""#),
+        (r#""tenant_([A-Z])_pid": \d+"#, r#""tenant_${1}_pid": "[pid]""#),
+        (r#""hostname": "[^"]*""#, r#""hostname": "[hostname]""#),
+        (r#""kernel": "[^"]*""#, r#""kernel": "[kernel]""#),
+        (r#""arch": "[^"]*""#, r#""arch": "[arch]""#),
+        (r#""cpus": \d+"#, r#""cpus": "[cpus]""#),
     ] {
         out = regex_lite::Regex::new(pattern)
             .expect("pattern")
