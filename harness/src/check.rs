@@ -22,6 +22,8 @@ pub struct CheckDef {
     pub title: &'static str,
     /// What the check does and why it matters, in a few sentences.
     pub description: &'static str,
+    /// What to do when it fails, in a few sentences.
+    pub remediation: &'static str,
     /// The requirement ids (from `profiles/requirements/ts-104-033.toml`) it gives
     /// evidence for.
     pub requirements: &'static [&'static str],

@@ -282,12 +282,12 @@ impl Library {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.extension().is_some_and(|e| e == "toml") {
-                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                        found
-                            .entry(stem.to_string())
-                            .or_insert_with(|| path.display().to_string());
-                    }
+                if path.extension().is_some_and(|e| e == "toml")
+                    && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+                {
+                    found
+                        .entry(stem.to_string())
+                        .or_insert_with(|| path.display().to_string());
                 }
             }
         }

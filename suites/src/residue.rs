@@ -21,6 +21,10 @@ pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
     description: "Tenant A, a process, fills a share of device memory with keyed canary, \
         checks that it can see it, frees it and exits. Tenant B, another process, allocates \
         the same amount without initialising it and counts canary blocks anywhere in it.",
+    remediation: "The driver or runtime hands freed device memory to the next process \
+        unscrubbed. Enable the driver's memory scrubbing or clear-on-allocate setting, update \
+        to a driver that scrubs between processes, or keep tenants on separate devices or \
+        hardware partitions until it does.",
     requirements: &["DP-7", "AI-ISO-1"],
     faults: &["global-no-scrub"],
     concurrent: false,
@@ -37,6 +41,10 @@ pub static GLOBAL_CROSS_CONTEXT: CheckDef = CheckDef {
         context of the same process allocates the same amount without initialising it and \
         counts canary blocks anywhere in it. Frameworks that serve several models or users \
         from one process rely on this boundary.",
+    remediation: "The runtime reuses freed device memory inside a process without clearing \
+        it. Serving frameworks that host several tenants in one process must clear buffers \
+        on allocation themselves, or give each tenant its own process (and check \
+        `residue.global.cross_process` there).",
     requirements: &["DP-7", "AI-ISO-1"],
     faults: &["global-no-scrub", "global-scrub-cross-process-only"],
     concurrent: false,
@@ -53,6 +61,10 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
         a later listener kernel copies out the local memory it never wrote, and the host \
         counts canary in the copy. Repeated `attempts` times so that a leak that shows only \
         on some schedules is still caught.",
+    remediation: "Local memory survives from one kernel to the next. Apply the vendor's \
+        LeftoverLocals mitigation (a driver that clears local memory between kernels, such \
+        as AMD's cleaner shader with `enforce_isolation`), or do not share the device \
+        between tenants that must not see each other.",
     requirements: &["DP-7", "AI-ISO-1", "AI-ISO-2"],
     faults: &["local-no-clear"],
     concurrent: false,
@@ -193,7 +205,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
         }
     };
     let share = found.scanned as f64 / total as f64;
-    Ok(judge_leak(ctx, &found, share, "the listener"))
+    Ok(judge_leak(ctx, &found, share, "the listener", ""))
 }
 
 fn listen_global(
@@ -210,7 +222,7 @@ fn listen_global(
 
 /// Records the measurements of a listener's scan and turns it into a verdict.
 /// `scanned_share` is the share of the device's memory of that kind the listener read.
-fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, who: &str) -> Finding {
+fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, who: &str, context: &str) -> Finding {
     ctx.measure(
         "leaked_bytes",
         found.leaked_bytes() as f64,
@@ -229,7 +241,7 @@ fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, wh
         Finding::Pass
     } else {
         Finding::Fail(format!(
-            "{who} read {} bytes of the writer's canary ({} blocks, {} of them in place) from memory it never wrote",
+            "{who} read {} bytes of the writer's canary ({} blocks, {} of them in place) from memory it never wrote{context}",
             found.leaked_bytes(),
             found.blocks,
             found.in_place
@@ -301,5 +313,6 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams) -> Result<Finding
     // Work-groups are spread round-robin, so every compute unit is covered once there
     // are at least as many groups as units.
     let share = f64::from(groups.min(info.compute_units)) / f64::from(info.compute_units);
-    Ok(judge_leak(ctx, &total, share, "the listener kernel"))
+    let context = format!(", in {leaking_attempts} of {} attempts", params.attempts);
+    Ok(judge_leak(ctx, &total, share, "the listener kernel", &context))
 }

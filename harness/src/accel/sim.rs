@@ -747,6 +747,38 @@ mod tests {
     }
 
     #[test]
+    fn write_read_and_copy_round_trip() {
+        let (_dir, dev) = device(small(|_| {}));
+        let mut c = dev.create_context().expect("ctx");
+        let a = c.alloc(10_000).expect("alloc a");
+        let b = c.alloc(10_000).expect("alloc b");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        c.write(a, 0, &data).expect("write");
+        c.run(&Kernel::Copy {
+            src: a,
+            dst: b,
+            bytes: 10_000,
+        })
+        .expect("copy");
+        let mut back = vec![0u8; 10_000];
+        c.read(b, 0, &mut back).expect("read");
+        assert_eq!(back, data);
+        let err = c
+            .run(&Kernel::Copy {
+                src: a,
+                dst: b,
+                bytes: 10_001,
+            })
+            .expect_err("too long");
+        assert!(matches!(err, AccelError::OutOfBounds { .. }), "{err}");
+        c.free(a).expect("free");
+        assert!(
+            matches!(c.free(a), Err(AccelError::UnknownBuffer(_))),
+            "double free is an error"
+        );
+    }
+
+    #[test]
     fn every_fault_changes_the_knobs() {
         for f in FAULTS {
             let mut k = SimKnobs::default();
