@@ -16,7 +16,7 @@ use hilt_results::{
 };
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-use crate::accel::sim::{self, SimKnobs, SimSpec};
+use crate::accel::sim::{self, SimKnobs};
 use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
 use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, TrialDevice};
@@ -57,40 +57,19 @@ pub fn plan(profile: &Profile, tier: Tier, devices: &[Arc<TrialDevice>], catalog
     trials
 }
 
-/// A simulated device for one run: its backing file lives as long as this value.
+/// A simulated device for one run: its memory lives as long as this value and the
+/// tenants that inherited it.
 pub struct SimDevice {
-    _dir: tempfile::TempDir,
+    _memory: std::fs::File,
     /// The device as trials see it.
     pub device: TrialDevice,
 }
 
-/// Creates a fresh sim device `id` with `knobs` in a temporary directory (in `/dev/shm`
-/// where it exists, so that device memory is RAM).
+/// Creates a fresh sim device `id` with `knobs`, in an anonymous memory file.
 pub fn make_sim_device(id: &str, knobs: SimKnobs) -> Result<SimDevice, crate::accel::AccelError> {
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .map_err(|source| crate::accel::AccelError::Io {
-        what: "failed to create a sim device directory".into(),
-        source,
-    })?;
-    let spec = SimSpec {
-        id: id.into(),
-        path: dir.path().join(format!("{id}.mem")),
-        knobs,
-    };
-    sim::create(&spec)?;
+    let (memory, spec) = sim::create_anonymous(id, knobs)?;
     let info: DeviceInfo = spec.info();
-    Ok(SimDevice {
-        _dir: dir,
-        device: TrialDevice {
-            info,
-            spec: DeviceSpec::Sim(spec),
-        },
-    })
+    Ok(SimDevice { _memory: memory, device: TrialDevice { info, spec: DeviceSpec::Sim(spec) } })
 }
 
 /// What `execute` needs besides the plan.

@@ -206,24 +206,61 @@ impl SimSpec {
     }
 }
 
-/// Creates (or truncates) the backing file of a fresh sim device.
+/// Creates (or truncates) the backing file of a fresh sim device at `spec.path`.
 pub fn create(spec: &SimSpec) -> Result<(), AccelError> {
-    let layout = Layout::of(&spec.knobs)?;
-    let io = |what: &str| {
-        let what = format!("{what} {}", spec.path.display());
-        move |source| AccelError::Io { what, source }
-    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&spec.path)
-        .map_err(io("failed to create sim device file"))?;
-    file.set_len(layout.total)
-        .map_err(io("failed to size sim device file"))?;
+        .map_err(|source| AccelError::Io {
+            what: format!("failed to create sim device file {}", spec.path.display()),
+            source,
+        })?;
+    format(&file, spec)
+}
+
+/// Creates a fresh sim device in an anonymous memory file that tenant processes inherit,
+/// so that nothing is left behind however the run ends. The returned file must stay open
+/// for as long as tenants may open the device; `spec.path` names it through
+/// `/proc/self/fd`, which resolves in every child that inherits it.
+pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), AccelError> {
+    let name = std::ffi::CString::new(format!("hilt-{id}")).map_err(|e| AccelError::Backend(e.to_string()))?;
+    // SAFETY: memfd_create takes a valid NUL-terminated name and returns a new descriptor
+    // or -1. Without MFD_CLOEXEC the descriptor is inherited by the tenants we spawn.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd < 0 {
+        return Err(AccelError::Io {
+            what: "failed to create the sim device's memory file".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let spec = SimSpec { id: id.into(), path: PathBuf::from(format!("/proc/self/fd/{fd}")), knobs };
+    format(&file, &spec)?;
+    Ok((file, spec))
+}
+
+/// Sizes a new backing file, reserving its space, and writes the header.
+fn format(file: &File, spec: &SimSpec) -> Result<(), AccelError> {
+    let layout = Layout::of(&spec.knobs)?;
+    let io = |what: &str| {
+        let what = format!("{what} {}", spec.path.display());
+        move |source| AccelError::Io { what, source }
+    };
+    // Reserve the space now: on a full tmpfs a sparse file would turn the first write
+    // into SIGBUS in a tenant instead of this clear error.
+    let len = libc::off_t::try_from(layout.total).map_err(|e| AccelError::Backend(e.to_string()))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: posix_fallocate on a descriptor we own; it returns an errno value.
+    let rc = unsafe { libc::posix_fallocate(fd, 0, len) };
+    if rc != 0 {
+        return Err(io("failed to reserve space for the sim device")(std::io::Error::from_raw_os_error(rc)));
+    }
     // SAFETY: the file was just created by us at its full size; nothing else maps it yet.
-    let mut map = unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
+    let mut map = unsafe { MmapMut::map_mut(file) }.map_err(io("failed to map sim device file"))?;
     map[..8].copy_from_slice(MAGIC);
     put(&mut map, OFF_PAGES, layout.pages);
     put(&mut map, OFF_CUS, u64::from(spec.knobs.compute_units));
