@@ -12,6 +12,9 @@
 //! can fail. Results from the sim say something about hilt, never about a platform, and
 //! are recorded as simulated.
 //!
+//! For a run, the file is an anonymous memory file that the tenants inherit
+//! ([`create_anonymous`]), so nothing outlives the run; [`create`] makes one at a path.
+//!
 //! File layout (all offsets multiples of [`PAGE`]): a header page; the page table (one
 //! `u32` allocation id and one `u32` owner pid per global page); the local memory of every
 //! compute unit; the global memory.
