@@ -69,7 +69,13 @@ pub struct SimDevice {
 pub fn make_sim_device(id: &str, knobs: SimKnobs) -> Result<SimDevice, crate::accel::AccelError> {
     let (memory, spec) = sim::create_anonymous(id, knobs)?;
     let info: DeviceInfo = spec.info();
-    Ok(SimDevice { _memory: memory, device: TrialDevice { info, spec: DeviceSpec::Sim(spec) } })
+    Ok(SimDevice {
+        _memory: memory,
+        device: TrialDevice {
+            info,
+            spec: DeviceSpec::Sim(spec),
+        },
+    })
 }
 
 /// What `execute` needs besides the plan.

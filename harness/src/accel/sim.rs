@@ -241,7 +241,11 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
     }
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let spec = SimSpec { id: id.into(), path: PathBuf::from(format!("/proc/self/fd/{fd}")), knobs };
+    let spec = SimSpec {
+        id: id.into(),
+        path: PathBuf::from(format!("/proc/self/fd/{fd}")),
+        knobs,
+    };
     format(&file, &spec)?;
     Ok((file, spec))
 }
@@ -260,7 +264,9 @@ fn format(file: &File, spec: &SimSpec) -> Result<(), AccelError> {
     // SAFETY: posix_fallocate on a descriptor we own; it returns an errno value.
     let rc = unsafe { libc::posix_fallocate(fd, 0, len) };
     if rc != 0 {
-        return Err(io("failed to reserve space for the sim device")(std::io::Error::from_raw_os_error(rc)));
+        return Err(io("failed to reserve space for the sim device")(
+            std::io::Error::from_raw_os_error(rc),
+        ));
     }
     // SAFETY: the file was just created by us at its full size; nothing else maps it yet.
     let mut map = unsafe { MmapMut::map_mut(file) }.map_err(io("failed to map sim device file"))?;
