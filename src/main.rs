@@ -79,8 +79,8 @@ struct RunArgs {
     /// Set a sim knob for this run, overriding the profile (repeatable): `scrub=never`.
     #[arg(long = "sim-knob", value_name = "KEY=VALUE")]
     sim_knobs: Vec<String>,
-    /// The watchdog deadline of each tenant call, seconds; default: the profile's.
-    #[arg(long, value_name = "SECS")]
+    /// The watchdog deadline of each tenant call, seconds (1 to 86400); default: the profile's.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     tenant_timeout: Option<u64>,
     /// Options and filters for the test runner (`--list`, `--exact NAME`, `residue::`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "TEST-ARGS")]
@@ -115,6 +115,9 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let test_args = libtest_mimic::Arguments::from_iter(std::iter::once("hilt run".to_string()).chain(args.test_args));
+    if test_args.test_threads == Some(0) {
+        bail!("--test-threads must be at least 1");
+    }
     let real = discover();
     let profile_spec = match (&args.profile, real.is_empty()) {
         (Some(p), _) => p.clone(),
@@ -159,11 +162,15 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let listing = test_args.list;
     if !listing && devices.iter().all(|d| d.info.simulated) && args.profile.is_none() {
         eprintln!(
-            "hilt: no accelerator found; running the simulated device sim0 with profile sim-reference \
-             (this tests hilt itself and certifies nothing)"
+            "hilt: no accelerator found by the backends of this build; running the simulated device sim0 \
+             with profile sim-reference (this tests hilt itself and certifies nothing)"
         );
     }
 
+    let mut overrides: Vec<String> = args.sim_knobs.iter().map(|k| format!("sim.{}", k.trim())).collect();
+    if let Some(t) = args.tenant_timeout {
+        overrides.push(format!("tenant_timeout_s={t}"));
+    }
     let program = std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
     let timeout = Duration::from_secs(args.tenant_timeout.unwrap_or(profile.tenant_timeout_s).max(1));
     let setup = RunSetup {
@@ -177,9 +184,20 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
             timeout,
         },
         sim_faults: args.sim_faults.clone(),
+        overrides,
     };
     let end = runner::execute(setup, catalogue, &test_args)
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
+    if !end.recording_errors.is_empty() {
+        for e in &end.recording_errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "error: the run finished but its result could not be recorded in {}",
+            args.out.display()
+        );
+        return Ok(hilt_results::ExitCode::Inconclusive.code());
+    }
     if let Some(record) = &end.record {
         let c = &record.conformance;
         let status = serde_json::to_value(c.status)
@@ -381,10 +399,10 @@ fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
                 } else {
                     format!("matches {}", matched.join(", "))
                 };
-                writeln!(out, "{id:<16} {:<48} {matches}", p.title)?;
-                writeln!(out, "{:<16} {source}", "")?;
+                writeln!(out, "{id:<20} {:<48} {matches}", p.title)?;
+                writeln!(out, "{:<20} {source}", "")?;
             }
-            Err(e) => writeln!(out, "{id:<16} cannot be loaded: {e}")?,
+            Err(e) => writeln!(out, "{id:<20} cannot be loaded: {e}")?,
         }
     }
     Ok(())

@@ -52,12 +52,12 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
             .lines()
             .next()
             .unwrap_or_default()
-            .contains("no accelerator found; running the simulated device sim0 with profile sim-reference"),
+            .contains("no accelerator found by the backends of this build; running the simulated device sim0 with profile sim-reference"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stdout.contains("test result: ok. 3 passed; 0 failed"),
+        run.stdout.contains("test result: ok. 4 passed; 0 failed"),
         "{}",
         run.stdout
     );
@@ -67,7 +67,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
     assert_eq!(r.profile.chain, ["sim-reference", "base"]);
     assert!(!r.profile.certifying);
     assert!(r.devices.iter().all(|d| d.simulated));
-    assert_eq!(r.summary.pass, 3);
+    assert_eq!(r.summary.pass, 4);
     assert_eq!(r.outcomes.len(), r.run.planned.len());
 
     let mut value: serde_json::Value =
@@ -88,23 +88,19 @@ fn events_stream_header_trials_and_end() {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or_default()).collect();
+    let trials = run.record.run.planned.len();
+    let mut expected = vec!["run_started"];
+    for _ in 0..trials {
+        expected.extend(["trial_started", "trial_finished"]);
+    }
+    expected.push("run_finished");
     assert_eq!(
-        kinds,
-        [
-            "run_started",
-            "trial_started",
-            "trial_finished",
-            "trial_started",
-            "trial_finished",
-            "trial_started",
-            "trial_finished",
-            "run_finished"
-        ]
+        kinds, expected,
+        "one thread: each trial starts and finishes before the next"
     );
-    assert_eq!(events[0]["run"]["id"], events[0]["run"]["id"]);
     assert_eq!(events[0]["run"]["id"].as_str(), Some(run.record.run.id.as_str()));
     assert_eq!(events[0]["profile"]["id"], "sim-reference");
-    assert_eq!(events[7]["conformance"]["status"], "conformant");
+    assert_eq!(events[kinds.len() - 1]["conformance"]["status"], "conformant");
 }
 
 #[test]
@@ -112,7 +108,7 @@ fn filters_make_a_partial_run_that_is_never_conformant() {
     let run = common::run(&["--skip", "local"]);
     assert_eq!(run.exit, 0);
     assert!(run.record.run.filtered);
-    assert_eq!(run.record.run.planned.len(), 3);
+    assert_eq!(run.record.run.planned.len(), 4);
     assert_eq!(run.record.outcomes.len(), 2);
     assert_eq!(run.record.summary.selected, 2);
     assert_eq!(run.record.conformance.status, ConformanceStatus::Partial);
@@ -133,7 +129,7 @@ fn the_tier_selects_checks_and_is_recorded() {
     assert_eq!(run.record.run.tier, hilt_results::Tier::Smoke, "tuned's default tier");
     assert_eq!(run.record.run.planned, ["residue::global::cross_process::sim0"]);
     let run = common::run(&["--profile", "tuned", "--tier", "certification"]);
-    assert_eq!(run.record.run.planned.len(), 2);
+    assert_eq!(run.record.run.planned.len(), 3, "cross_context is disabled in tuned");
     assert_eq!(
         run.record.devices[0].facts["sim.memory_mib"], 16,
         "sim knobs from the profile"
@@ -142,9 +138,24 @@ fn the_tier_selects_checks_and_is_recorded() {
 
 #[test]
 fn sim_knobs_from_the_command_line_are_applied_and_recorded() {
-    let run = common::run(&["--sim-knob", "scrub=\"never\"", "--sim-knob", "memory_mib=8"]);
-    assert_eq!(run.exit, 1, "a mandatory residue failure: not conformant");
-    assert_eq!(run.record.conformance.status, ConformanceStatus::NotConformant);
+    let run = common::run(&[
+        "--sim-knob",
+        "scrub=\"never\"",
+        "--sim-knob",
+        "memory_mib=8",
+        "--tenant-timeout",
+        "30",
+    ]);
+    assert_eq!(run.exit, 1, "a mandatory residue failure");
+    assert_eq!(
+        run.record.conformance.status,
+        ConformanceStatus::Partial,
+        "knobs changed by hand are not evidence"
+    );
+    assert_eq!(
+        run.record.run.overrides,
+        ["sim.scrub=\"never\"", "sim.memory_mib=8", "tenant_timeout_s=30"]
+    );
     assert_eq!(common::verdict(&run.record, "residue.global.cross_process"), "fail");
     assert_eq!(run.record.devices[0].facts["sim.scrub"], "never");
     assert_eq!(run.record.devices[0].facts["global_mem_bytes"], 8 << 20);
@@ -163,6 +174,12 @@ fn usage_errors_exit_2_with_a_clear_message() {
         (
             &["run", "--profile", "no-such-profile"][..],
             "no profile `no-such-profile`",
+        ),
+        (&["run", "--test-threads", "0"][..], "--test-threads must be at least 1"),
+        (&["run", "--tenant-timeout", "0"][..], "0 is not in 1..=86400"),
+        (
+            &["run", "--tenant-timeout", "18446744073709551615"][..],
+            "not in 1..=86400",
         ),
     ] {
         let out = common::hilt(args);
@@ -204,10 +221,16 @@ fn a_killed_run_leaves_a_readable_partial_record() {
         assert!(Instant::now() < deadline, "the run never started a trial");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let the tenant reach its hung kernel, then kill the harness outright.
-    std::thread::sleep(Duration::from_millis(300));
-    let tenants = children_of(child.id());
-    assert_eq!(tenants.len(), 1, "one hung tenant while the first trial runs");
+    // Wait for the trial's tenant to exist, then kill the harness outright.
+    let tenants = loop {
+        let found = children_of(child.id());
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the trial never started its tenant");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
     child.kill().expect("kill");
     child.wait().expect("wait");
 
@@ -247,4 +270,27 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     let mut rest = text.rsplit_once(')')?.1.split_whitespace();
     let state = rest.next()?.chars().next()?;
     Some((state, rest.next()?.parse().ok()?))
+}
+
+#[test]
+fn the_sim_never_certifies_whatever_the_profile_claims() {
+    let run = common::run(&["--profile", "claims-certifying"]);
+    assert_eq!(run.exit, 0);
+    assert!(!run.record.profile.certifying);
+    assert!(run.record.devices.iter().all(|d| d.simulated));
+}
+
+#[test]
+fn a_result_that_cannot_be_written_is_not_reported_as_success() {
+    let out = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(out.path().join("result.json")).expect("a directory where the file should go");
+    let dir = out.path().to_str().expect("utf-8");
+    let output = common::hilt(&["run", "--out", dir]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("could not be recorded"), "{stderr}");
+    assert!(
+        !out.path().join("result.json.tmp").exists(),
+        "no half-written file is left"
+    );
 }

@@ -14,7 +14,6 @@
 //! profiles built into the binary (`profiles/*.toml` of the source tree).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use hilt_results::{Level, Tier};
@@ -132,10 +131,11 @@ impl Profile {
 }
 
 /// Why a profile could not be loaded.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileError {
     /// A problem at a place in a file.
+    #[error("{file}:{line}:{column}: {message}\n{excerpt}")]
     At {
         /// The file.
         file: String,
@@ -149,6 +149,7 @@ pub enum ProfileError {
         excerpt: String,
     },
     /// A problem with a whole file or profile.
+    #[error("{file}: {message}")]
     Invalid {
         /// The file.
         file: String,
@@ -156,13 +157,16 @@ pub enum ProfileError {
         message: String,
     },
     /// A file could not be read.
+    #[error("failed to read profile {path}")]
     Io {
         /// The path.
         path: String,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
     /// No profile by that id or path.
+    #[error("no profile `{name}`; looked in: {}", searched.join(", "))]
     NotFound {
         /// What was asked for.
         name: String,
@@ -170,31 +174,6 @@ pub enum ProfileError {
         searched: Vec<String>,
     },
 }
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProfileError::At {
-                file,
-                line,
-                column,
-                message,
-                excerpt,
-            } => {
-                write!(f, "{file}:{line}:{column}: {message}\n{excerpt}")
-            }
-            ProfileError::Invalid { file, message } => write!(f, "{file}: {message}"),
-            ProfileError::Io { path, source } => {
-                write!(f, "failed to read profile {path}: {source}")
-            }
-            ProfileError::NotFound { name, searched } => {
-                write!(f, "no profile `{name}`; looked in: {}", searched.join(", "))
-            }
-        }
-    }
-}
-
-impl std::error::Error for ProfileError {}
 
 /// Where profiles are found.
 #[derive(Debug, Clone)]
@@ -357,8 +336,9 @@ pub struct RawProfile {
     certifying: Option<bool>,
     /// The tier used without `--tier` (default `standard`).
     default_tier: Option<Tier>,
-    /// The watchdog deadline of each tenant call, seconds (default 60).
-    tenant_timeout_s: Option<u64>,
+    /// The watchdog deadline of each tenant call, seconds, 1 to 86400 (default 60).
+    #[schemars(with = "Option<u64>", range(min = 1, max = 86400))]
+    tenant_timeout_s: Option<Spanned<u64>>,
     /// Which devices the profile applies to; a profile without rules is abstract.
     #[serde(rename = "match")]
     matches: Option<Vec<MatchRule>>,
@@ -431,14 +411,33 @@ fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawP
     let doc = toml::de::DeTable::parse(&source.text).map_err(|e| from_toml(source, &e))?;
     let doc = DeValue::Table(doc.into_inner());
     if let Some(sim) = doc.get("sim") {
-        SimKnobs::deserialize(ValueDeserializer::from(sim.clone())).map_err(|e| from_toml(source, &e))?;
+        SimKnobs::deserialize(ValueDeserializer::from(sim.clone()))
+            .map_err(|e| from_toml(source, &e))?
+            .validate()
+            .map_err(|message| at(source, sim.span(), message))?;
+    }
+    if let Some(t) = &raw.tenant_timeout_s
+        && !(1..=86_400).contains(t.get_ref())
+    {
+        return Err(at(
+            source,
+            t.span(),
+            format!("`tenant_timeout_s` must be 1 to 86400, not {}", t.get_ref()),
+        ));
     }
     for (id, check) in &raw.check {
         let Some(def) = catalogue.get(id.get_ref()) else {
-            let hint = catalogue
-                .nearest(id.get_ref())
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            let hint = match catalogue.nearest(id.get_ref()) {
+                Some(n) => format!("; did you mean `{n}`?"),
+                None => {
+                    let all: Vec<&str> = catalogue.checks().iter().map(|c| c.id).collect();
+                    if all.len() <= 12 {
+                        format!("; known checks: {}", all.join(", "))
+                    } else {
+                        "; `hilt checks` lists the known checks".to_string()
+                    }
+                }
+            };
             return Err(at(source, id.span(), format!("unknown check `{}`{hint}", id.get_ref())));
         };
         if let Some(params) = doc
@@ -497,7 +496,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         version = raw.version;
         certifying = raw.certifying.unwrap_or(certifying);
         default_tier = raw.default_tier.unwrap_or(default_tier);
-        tenant_timeout_s = raw.tenant_timeout_s.unwrap_or(tenant_timeout_s);
+        tenant_timeout_s = raw.tenant_timeout_s.map_or(tenant_timeout_s, Spanned::into_inner);
         if let Some(m) = raw.matches {
             matches = m;
         }
@@ -522,12 +521,6 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
             entry.waiver = check.waiver.map(Spanned::into_inner).or(entry.waiver.take());
             entry.decl = (source.clone(), span);
         }
-    }
-    if tenant_timeout_s == 0 {
-        return Err(ProfileError::Invalid {
-            file: leaf_file,
-            message: "`tenant_timeout_s` must be at least 1".into(),
-        });
     }
     let sim: SimKnobs = toml::Value::Table(sim)
         .try_into()

@@ -58,12 +58,17 @@ pub trait Reporter: Send {
 pub struct Recorder {
     record: ResultRecord,
     reporters: Vec<Box<dyn Reporter>>,
+    failures: Vec<String>,
 }
 
 impl Recorder {
     /// A recorder for a run whose header is `record` (no outcomes yet).
     pub fn new(record: ResultRecord, reporters: Vec<Box<dyn Reporter>>) -> Recorder {
-        let mut r = Recorder { record, reporters };
+        let mut r = Recorder {
+            record,
+            reporters,
+            failures: Vec::new(),
+        };
         let run = r.record.run.id.clone();
         r.emit(Event::RunStarted { run });
         r
@@ -90,21 +95,25 @@ impl Recorder {
             }
         }
         let record = &self.record;
+        let failures = &mut self.failures;
         self.reporters.retain_mut(|r| match r.report(&event, record) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("warning: reporter {} failed and was stopped: {e}", r.name());
+                let message = format!("reporter {} failed and was stopped: {e}", r.name());
+                eprintln!("warning: {message}");
+                failures.push(message);
                 false
             }
         });
     }
 
-    /// Decides conformance, emits the final event and returns the record and exit code.
-    pub fn finish(mut self, partial: Vec<String>) -> (ResultRecord, ExitCode) {
+    /// Decides conformance, emits the final event and returns the record, the exit code
+    /// and the failures of reporters.
+    pub fn finish(mut self, partial: Vec<String>) -> (ResultRecord, ExitCode, Vec<String>) {
         let (conformance, exit) = decide(&self.record.outcomes, self.record.run.tier, partial);
         let summary = Summary::tally(self.record.summary.selected, &self.record.outcomes);
         self.emit(Event::RunFinished { summary, conformance });
-        (self.record, exit)
+        (self.record, exit, self.failures)
     }
 }
 
@@ -118,7 +127,11 @@ impl Recorder {
 pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Conformance, ExitCode) {
     let mut failed = Vec::new();
     let mut unsure = Vec::new();
+    let mut supported = 0;
     for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
+        if o.verdict == Verdict::Pass || (o.verdict == Verdict::Fail && o.waiver.is_some()) {
+            supported += 1;
+        }
         let why = o.reason.as_deref().unwrap_or("no reason given");
         match o.verdict {
             Verdict::Fail if o.waiver.is_none() => failed.push(format!("{} failed: {why}", o.trial)),
@@ -132,6 +145,8 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Confor
     }
     if outcomes.is_empty() {
         unsure.push("no trial ran".into());
+    } else if supported == 0 {
+        unsure.push("no mandatory check passed, so nothing supports conformance".into());
     }
     let (status, exit) = if !failed.is_empty() {
         (ConformanceStatus::NotConformant, ExitCode::NotConformant)
@@ -232,11 +247,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    });
+    let result = written.and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -274,12 +294,10 @@ mod tests {
         use Level::*;
         use Verdict::*;
         let t = Tier::Standard;
+        let pass = || outcome(Mandatory, Pass, false);
+        assert_eq!(status(&[pass()], t), (ConformanceStatus::Conformant, 0));
         assert_eq!(
-            status(&[outcome(Mandatory, Pass, false)], t),
-            (ConformanceStatus::Conformant, 0)
-        );
-        assert_eq!(
-            status(&[outcome(Mandatory, Fail, false)], t),
+            status(&[pass(), outcome(Mandatory, Fail, false)], t),
             (ConformanceStatus::NotConformant, 1)
         );
         assert_eq!(
@@ -287,15 +305,15 @@ mod tests {
             (ConformanceStatus::Conformant, 0)
         );
         assert_eq!(
-            status(&[outcome(Recommended, Fail, false)], t),
+            status(&[pass(), outcome(Recommended, Fail, false)], t),
             (ConformanceStatus::Conformant, 0)
         );
         assert_eq!(
-            status(&[outcome(Mandatory, Inconclusive, false)], t),
+            status(&[pass(), outcome(Mandatory, Inconclusive, false)], t),
             (ConformanceStatus::Inconclusive, 3)
         );
         assert_eq!(
-            status(&[outcome(Mandatory, Error, false)], t),
+            status(&[pass(), outcome(Mandatory, Error, false)], t),
             (ConformanceStatus::Inconclusive, 3)
         );
         assert_eq!(
@@ -303,17 +321,32 @@ mod tests {
             (ConformanceStatus::NotConformant, 1)
         );
         assert_eq!(
-            status(&[outcome(Mandatory, NotApplicable, false)], t),
+            status(&[pass(), outcome(Mandatory, NotApplicable, false)], t),
             (ConformanceStatus::Conformant, 0)
         );
         assert_eq!(
-            status(&[outcome(Mandatory, NotApplicable, false)], Tier::Certification),
+            status(&[pass(), outcome(Mandatory, NotApplicable, false)], Tier::Certification),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+    }
+
+    #[test]
+    fn nothing_that_did_not_pass_supports_conformance() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        assert_eq!(status(&[], t), (ConformanceStatus::Inconclusive, 3), "nothing ran");
+        assert_eq!(
+            status(&[outcome(Mandatory, NotApplicable, false)], t),
             (ConformanceStatus::Inconclusive, 3)
         );
         assert_eq!(
-            status(&[], t),
-            (ConformanceStatus::Inconclusive, 3),
-            "nothing ran is never conformant"
+            status(&[outcome(Recommended, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[outcome(Informational, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
         );
     }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 use hilt_results::{
@@ -92,6 +92,9 @@ pub struct RunSetup {
     pub launcher: TenantLauncher,
     /// Sim faults planted on purpose.
     pub sim_faults: Vec<String>,
+    /// Settings given on the command line that override the profile (`sim.scrub=never`,
+    /// `tenant_timeout_s=5`); recorded, and overridden sim knobs make the run partial.
+    pub overrides: Vec<String>,
 }
 
 /// How a run ended.
@@ -100,6 +103,9 @@ pub struct RunEnd {
     pub record: Option<ResultRecord>,
     /// The process exit code.
     pub exit: ExitCode,
+    /// Reporters that failed (a result file that could not be written): the run's verdicts
+    /// stand, but its record is not where it should be.
+    pub recording_errors: Vec<String>,
 }
 
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
@@ -111,6 +117,7 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
         return Ok(RunEnd {
             record: None,
             exit: ExitCode::Conformant,
+            recording_errors: Vec::new(),
         });
     }
 
@@ -128,6 +135,18 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
             "partial run: filters selected {} of {} planned trials",
             selected.iter().filter(|s| **s).count(),
             planned.len()
+        ));
+    }
+    let knob_overrides: Vec<&str> = setup
+        .overrides
+        .iter()
+        .filter(|o| o.starts_with("sim."))
+        .map(String::as_str)
+        .collect();
+    if !knob_overrides.is_empty() {
+        partial.push(format!(
+            "sim knobs overridden on the command line: {}",
+            knob_overrides.join(", ")
         ));
     }
     if !setup.sim_faults.is_empty() {
@@ -152,10 +171,10 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
     let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
     let launcher = Arc::new(setup.launcher);
     let run_key = CanaryKey::random();
-    let locks: BTreeMap<String, Arc<Mutex<()>>> = setup
+    let locks: BTreeMap<String, Arc<RwLock<()>>> = setup
         .devices
         .iter()
-        .map(|d| (d.info.id.clone(), Arc::new(Mutex::new(()))))
+        .map(|d| (d.info.id.clone(), Arc::new(RwLock::new(()))))
         .collect();
 
     let trials = planned
@@ -176,10 +195,11 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
         .map_err(|_| std::io::Error::other("a trial outlived the run"))?
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
-    let (record, exit) = recorder.finish(partial);
+    let (record, exit, recording_errors) = recorder.finish(partial);
     Ok(RunEnd {
         record: Some(record),
         exit,
+        recording_errors,
     })
 }
 
@@ -187,11 +207,16 @@ fn run_trial(
     p: &PlannedTrial,
     key: CanaryKey,
     launcher: &TenantLauncher,
-    device_lock: &Mutex<()>,
+    device_lock: &RwLock<()>,
     recorder: &Mutex<Recorder>,
 ) -> Result<Completion, Failed> {
-    // Exclusive checks hold the device lock for the whole trial.
-    let _guard = (!p.check.concurrent).then(|| device_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    // Exclusive checks hold the device for the whole trial; concurrent ones share it with
+    // each other but never with an exclusive one.
+    let (_shared, _exclusive) = if p.check.concurrent {
+        (Some(device_lock.read().unwrap_or_else(|e| e.into_inner())), None)
+    } else {
+        (None, Some(device_lock.write().unwrap_or_else(|e| e.into_inner())))
+    };
     let started_at = crate::host::rfc3339(SystemTime::now());
     lock(recorder).emit(Event::TrialStarted {
         trial: p.name.clone(),
@@ -278,6 +303,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             filtered,
             planned: planned.iter().map(|p| p.name.clone()).collect(),
             sim_faults: setup.sim_faults.clone(),
+            overrides: setup.overrides.clone(),
         },
         host: crate::host::host_facts(),
         profile: ProfileInfo {
@@ -286,7 +312,12 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             version: profile.version.clone(),
             digest: profile.digest(),
             chain: profile.chain.clone(),
-            certifying: profile.certifying,
+            // The sim proves hilt's logic; a run on it never certifies, whatever the profile says.
+            certifying: profile.certifying
+                && !setup
+                    .devices
+                    .iter()
+                    .any(|d| d.info.simulated && profile.matches(&d.info)),
         },
         devices: setup
             .devices

@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 use crate::accel::{Accelerator, BufferId, Context, DeviceSpec, Kernel, KernelOutput};
 use crate::canary::ScanReport;
 
+/// The most bytes one `write` or `read` request moves: transfers are for small patterns
+/// and spot checks; bulk work runs as kernels on the device.
+pub const MAX_TRANSFER: u64 = 1 << 20;
+
 /// How much of a tenant's stderr is kept for evidence.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -56,6 +60,28 @@ pub enum Request {
         context: usize,
         /// The buffer.
         buffer: BufferId,
+    },
+    /// Write host bytes into a buffer.
+    Write {
+        /// The context's index.
+        context: usize,
+        /// The buffer.
+        buffer: BufferId,
+        /// Byte offset in the buffer.
+        offset: u64,
+        /// The bytes, as lower-case hex (at most [`MAX_TRANSFER`] bytes).
+        hex: String,
+    },
+    /// Read bytes of a buffer back to the host.
+    Read {
+        /// The context's index.
+        context: usize,
+        /// The buffer.
+        buffer: BufferId,
+        /// Byte offset in the buffer.
+        offset: u64,
+        /// Bytes to read (at most [`MAX_TRANSFER`]).
+        len: u64,
     },
     /// Run a built-in kernel.
     Kernel {
@@ -93,6 +119,11 @@ pub enum Reply {
     Buffer {
         /// Its id.
         buffer: BufferId,
+    },
+    /// Bytes read from a buffer, as lower-case hex.
+    Data {
+        /// The bytes.
+        hex: String,
     },
     /// A kernel's output.
     Kernel {
@@ -331,6 +362,31 @@ impl Tenant {
         self.call(&Request::DestroyContext { context }).map(drop)
     }
 
+    /// Writes host bytes into a buffer.
+    pub fn write(&mut self, context: usize, buffer: BufferId, offset: u64, data: &[u8]) -> Result<(), TenantError> {
+        let hex = crate::profile::hex(data);
+        self.call(&Request::Write {
+            context,
+            buffer,
+            offset,
+            hex,
+        })
+        .map(drop)
+    }
+
+    /// Reads `len` bytes of a buffer.
+    pub fn read(&mut self, context: usize, buffer: BufferId, offset: u64, len: u64) -> Result<Vec<u8>, TenantError> {
+        match self.call(&Request::Read {
+            context,
+            buffer,
+            offset,
+            len,
+        })? {
+            Reply::Data { hex } => unhex(&hex).ok_or_else(|| self.protocol("read", "reply is not hex".into())),
+            other => Err(self.unexpected("read", &other)),
+        }
+    }
+
     /// Runs a kernel and returns its output.
     pub fn kernel(&mut self, context: usize, kernel: Kernel) -> Result<KernelOutput, TenantError> {
         match self.call(&Request::Kernel { context, kernel })? {
@@ -351,12 +407,12 @@ impl Tenant {
     pub fn exit(mut self) -> Result<(), TenantError> {
         self.call(&Request::Exit)?;
         drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + self.timeout;
+        let start = std::time::Instant::now();
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(_)) | Err(_) => return Err(self.crashed("exit")),
-                Ok(None) if std::time::Instant::now() > deadline => {
+                Ok(None) if start.elapsed() > self.timeout => {
                     let _ = self.child.kill();
                     return Err(TenantError::Hung {
                         role: self.role.clone(),
@@ -382,9 +438,21 @@ impl Tenant {
     }
 
     fn crashed(&mut self, op: &str) -> TenantError {
-        let status = match self.child.wait() {
-            Ok(s) => describe_status(s),
-            Err(e) => format!("status unknown: {e}"),
+        // The tenant closed its end; give it a moment to exit, then make sure it has.
+        let start = std::time::Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break describe_status(s),
+                Ok(None) if start.elapsed() < Duration::from_secs(2) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    break match self.child.wait() {
+                        Ok(s) => format!("closed its output and was killed ({})", describe_status(s)),
+                        Err(e) => format!("status unknown: {e}"),
+                    };
+                }
+                Err(e) => break format!("status unknown: {e}"),
+            }
         };
         TenantError::Crashed {
             role: self.role.clone(),
@@ -432,6 +500,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::DestroyContext { .. } => "destroy_context",
         Request::Alloc { .. } => "alloc",
         Request::Free { .. } => "free",
+        Request::Write { .. } => "write",
+        Request::Read { .. } => "read",
         Request::Kernel { .. } => "kernel",
         Request::Exit => "exit",
     }
@@ -443,12 +513,12 @@ fn op_name(request: &Request) -> &'static str {
 /// stdout ends the loop early.
 pub fn serve(input: impl BufRead, mut output: impl Write) -> std::io::Result<()> {
     let mut state = TenantState::default();
-    for line in input.lines() {
+    for line in input.split(b'\n') {
         let line = line?;
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let (response, exit) = match serde_json::from_str::<Request>(&line) {
+        let (response, exit) = match serde_json::from_slice::<Request>(&line) {
             Ok(Request::Exit) => {
                 state.contexts.clear();
                 (Response::Ok(Reply::Done), true)
@@ -503,6 +573,38 @@ impl TenantState {
                 self.context(context)?.free(buffer).map_err(|e| e.to_string())?;
                 Ok(Reply::Done)
             }
+            Request::Write {
+                context,
+                buffer,
+                offset,
+                hex,
+            } => {
+                let data = unhex(&hex).ok_or("`hex` is not an even-length hex string")?;
+                if data.len() as u64 > MAX_TRANSFER {
+                    return Err(format!("a write moves at most {MAX_TRANSFER} bytes"));
+                }
+                self.context(context)?
+                    .write(buffer, offset, &data)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Done)
+            }
+            Request::Read {
+                context,
+                buffer,
+                offset,
+                len,
+            } => {
+                if len > MAX_TRANSFER {
+                    return Err(format!("a read moves at most {MAX_TRANSFER} bytes"));
+                }
+                let mut data = vec![0u8; len as usize];
+                self.context(context)?
+                    .read(buffer, offset, &mut data)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Data {
+                    hex: crate::profile::hex(&data),
+                })
+            }
             Request::Kernel { context, kernel } => {
                 let output = self.context(context)?.run(&kernel).map_err(|e| e.to_string())?;
                 Ok(Reply::Kernel { output })
@@ -517,6 +619,17 @@ impl TenantState {
             .and_then(Option::as_mut)
             .ok_or_else(|| format!("no context {index}"))
     }
+}
+
+/// Decodes lower-case or upper-case hex; `None` for anything else.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -547,6 +660,30 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_get_an_error_and_the_tenant_goes_on() {
+        let mut out = Vec::new();
+        serve(&b"\xff\xfe\n{\"op\":\"create_context\"}\n"[..], &mut out).expect("serve");
+        let text = String::from_utf8(out).expect("utf8");
+        let r: Vec<Response> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("response"))
+            .collect();
+        assert!(matches!(&r[0], Response::Err(m) if m.starts_with("malformed request")));
+        assert_eq!(r[1], Response::Err("no device open".into()));
+    }
+
+    #[test]
+    fn hex_round_trips_and_rejects_junk() {
+        assert_eq!(
+            unhex(&crate::profile::hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("é1"), None);
+    }
+
+    #[test]
     fn a_tenant_drives_a_sim_device_over_json_lines() {
         use crate::accel::sim::{self, SimKnobs, SimSpec};
         let dir = tempfile::tempdir().expect("tempdir");
@@ -571,10 +708,19 @@ mod tests {
             r#"{"op":"alloc","context":0,"bytes":4096}"#,
             fill,
             count,
+            r#"{"op":"write","context":0,"buffer":1,"offset":4094,"hex":"c0ffee"}"#,
+            r#"{"op":"write","context":0,"buffer":1,"offset":4090,"hex":"c0ff"}"#,
+            r#"{"op":"read","context":0,"buffer":1,"offset":4090,"len":2}"#,
             r#"{"op":"exit"}"#,
             r#"{"op":"create_context"}"#,
         ]);
-        assert_eq!(r.len(), 6, "nothing is served after exit");
+        assert_eq!(r.len(), 9, "nothing is served after exit");
+        assert!(
+            matches!(&r[5], Response::Err(m) if m.contains("outside buffer")),
+            "{:?}",
+            r[5]
+        );
+        assert_eq!(r[7], Response::Ok(Reply::Data { hex: "c0ff".into() }));
         assert_eq!(r[2], Response::Ok(Reply::Buffer { buffer: BufferId(1) }));
         let Response::Ok(Reply::Kernel {
             output: KernelOutput::Scan(scan),

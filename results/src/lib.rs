@@ -92,6 +92,10 @@ pub struct RunInfo {
     /// Simulator faults planted on purpose for this run (`--sim-fault`). A run with any
     /// planted fault is a test of hilt itself, never evidence about a platform.
     pub sim_faults: Vec<String>,
+    /// Settings given on the command line that override the profile, as `key=value`
+    /// (`tenant_timeout_s=5`, `sim.scrub="never"`). Overridden sim knobs make the run
+    /// partial.
+    pub overrides: Vec<String>,
 }
 
 /// The tiers of a profile, from the quickest to the most thorough.

@@ -15,6 +15,7 @@ pub fn catalogue() -> Catalogue {
         &residue::GLOBAL_CROSS_PROCESS,
         &residue::GLOBAL_CROSS_CONTEXT,
         &residue::LOCAL_CROSS_KERNEL,
+        &residue::LOCAL_CROSS_PROCESS,
     ])
 }
 

@@ -39,6 +39,8 @@ const OFF_PAGES: usize = 8;
 const OFF_CUS: usize = 16;
 const OFF_LOCAL: usize = 24;
 const OFF_NEXT_ALLOC: usize = 32;
+/// The pid of the process whose kernel last ran, for `LocalClear::CrossProcessOnly`.
+const OFF_LAST_KERNEL_PID: usize = 40;
 
 /// The sim's behaviour. Every field has a compliant default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -98,6 +100,9 @@ pub enum Scrub {
 pub enum LocalClear {
     /// Clear every compute unit's local memory when a kernel starts (compliant).
     BetweenKernels,
+    /// Clear it only when the previous kernel ran in another process: kernels of one
+    /// process see each other's leftovers (faulty; what CPU runtimes such as PoCL do).
+    CrossProcessOnly,
     /// Never clear it (faulty: LeftoverLocals).
     Never,
 }
@@ -145,6 +150,12 @@ pub const FAULTS: &[SimFault] = &[
         summary: "local memory keeps its contents from one kernel to the next",
         kind: FaultKind::Platform,
         apply: |k| k.local_clear = LocalClear::Never,
+    },
+    SimFault {
+        name: "local-clear-cross-process-only",
+        summary: "local memory is cleared only when the next kernel comes from another process",
+        kind: FaultKind::Platform,
+        apply: |k| k.local_clear = LocalClear::CrossProcessOnly,
     },
     SimFault {
         name: "blind-detector",
@@ -246,8 +257,26 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
         path: PathBuf::from(format!("/proc/self/fd/{fd}")),
         knobs,
     };
+    let needed = Layout::of(&spec.knobs)?.total;
+    if let Some(available) = mem_available()
+        && needed > available / 2
+    {
+        return Err(AccelError::Backend(format!(
+            "the sim device needs {} MiB of memory, more than half of the {} MiB available; lower `memory_mib`",
+            needed >> 20,
+            available >> 20
+        )));
+    }
     format(&file, &spec)?;
     Ok((file, spec))
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Sizes a new backing file, reserving its space, and writes the header.
@@ -279,6 +308,22 @@ fn format(file: &File, spec: &SimSpec) -> Result<(), AccelError> {
     Ok(())
 }
 
+impl SimKnobs {
+    /// Rejects sizes the sim cannot be built with.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, value: u32, max: u32| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("sim `{name}` must be 1 to {max}, not {value}"))
+            }
+        };
+        check("memory_mib", self.memory_mib, 16 * 1024)?;
+        check("compute_units", self.compute_units, 1024)?;
+        check("local_kib", self.local_kib, 1024)
+    }
+}
+
 /// Where everything lives in the backing file.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -293,17 +338,7 @@ struct Layout {
 
 impl Layout {
     fn of(k: &SimKnobs) -> Result<Layout, AccelError> {
-        if k.memory_mib == 0 || k.memory_mib > 16 * 1024 {
-            return Err(AccelError::Backend(format!(
-                "sim memory_mib must be between 1 and 16384, not {}",
-                k.memory_mib
-            )));
-        }
-        if k.compute_units == 0 || k.compute_units > 1024 || k.local_kib == 0 || k.local_kib > 1024 {
-            return Err(AccelError::Backend(
-                "sim compute_units must be 1..=1024 and local_kib 1..=1024".into(),
-            ));
-        }
+        k.validate().map_err(AccelError::Backend)?;
         let pages = (u64::from(k.memory_mib) << 20) / PAGE;
         let local_per_cu = u64::from(k.local_kib) << 10;
         let cus = u64::from(k.compute_units);
@@ -331,6 +366,7 @@ pub struct SimDevice {
 }
 
 struct Shared {
+    path: PathBuf,
     file: File,
     map: Mutex<MmapMut>,
     layout: Layout,
@@ -372,6 +408,7 @@ impl SimDevice {
         Ok(SimDevice {
             info: spec.info(),
             shared: Arc::new(Shared {
+                path: spec.path.clone(),
                 file,
                 map: Mutex::new(map),
                 layout,
@@ -411,16 +448,19 @@ impl Shared {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` holding both the in-process lock and the cross-process file lock.
-    fn with_allocator<T>(&self, f: impl FnOnce(&mut MmapMut) -> T) -> Result<T, AccelError> {
+    /// Runs `f` holding both the in-process lock and the cross-process file lock: the
+    /// allocator and every kernel run under it, so the device is time-sliced between
+    /// tenants as a GPU without partitioning is. A tenant killed while holding it releases
+    /// it with its descriptor.
+    fn exclusive<T>(&self, f: impl FnOnce(&mut MmapMut) -> T) -> Result<T, AccelError> {
         let mut map = self.lock_map();
         self.file.lock().map_err(|source| AccelError::Io {
-            what: "failed to lock sim device".into(),
+            what: format!("failed to lock sim device {}", self.path.display()),
             source,
         })?;
         let out = f(&mut map);
         self.file.unlock().map_err(|source| AccelError::Io {
-            what: "failed to unlock sim device".into(),
+            what: format!("failed to unlock sim device {}", self.path.display()),
             source,
         })?;
         Ok(out)
@@ -491,12 +531,21 @@ impl SimContext {
         start as usize..(start + l.local_per_cu) as usize
     }
 
-    fn clear_local_if_compliant(&self, map: &mut MmapMut) {
-        if self.shared.knobs.local_clear == LocalClear::BetweenKernels {
-            let l = &self.shared.layout;
+    /// What the device does to local memory as a kernel starts.
+    fn start_kernel(&self, map: &mut MmapMut) {
+        let shared = &self.shared;
+        let last = get(map, OFF_LAST_KERNEL_PID);
+        let clear = match shared.knobs.local_clear {
+            LocalClear::BetweenKernels => true,
+            LocalClear::CrossProcessOnly => last != u64::from(shared.pid),
+            LocalClear::Never => false,
+        };
+        if clear {
+            let l = &shared.layout;
             let start = l.local as usize;
             map[start..start + (l.cus * l.local_per_cu) as usize].fill(0);
         }
+        put(map, OFF_LAST_KERNEL_PID, u64::from(shared.pid));
     }
 
     /// The detector, with the planted detector faults applied.
@@ -530,7 +579,7 @@ impl Context for SimContext {
         let shared = Arc::clone(&self.shared);
         let layout = shared.layout;
         let want = bytes.div_ceil(PAGE);
-        let (id, first) = shared.with_allocator(|map| {
+        let (id, first) = shared.exclusive(|map| {
             shared.reclaim_dead(map);
             // First fit from the lowest address: a new allocation lands where the last
             // tenant's did, as real allocators tend to do.
@@ -599,7 +648,7 @@ impl Context for SimContext {
             .remove(&buffer)
             .ok_or(AccelError::UnknownBuffer(buffer.0))?;
         let shared = Arc::clone(&self.shared);
-        shared.with_allocator(|map| {
+        shared.exclusive(|map| {
             if shared.knobs.scrub == Scrub::OnFree {
                 shared.zero_pages(map, b.first_page, b.pages);
             }
@@ -610,59 +659,56 @@ impl Context for SimContext {
     }
 
     fn run(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError> {
-        match *kernel {
-            Kernel::FillCanary { buffer, key } => {
-                let range = self.range(buffer, 0, self.buffer(buffer)?.bytes)?;
-                let mut map = self.shared.lock_map();
-                self.clear_local_if_compliant(&mut map);
-                canary::fill(&mut map[range], key, 0);
-                Ok(KernelOutput::Done)
+        // Resolve buffers before taking the device.
+        let ranges = match *kernel {
+            Kernel::FillCanary { buffer, .. } | Kernel::CountCanary { buffer, .. } => {
+                vec![self.range(buffer, 0, self.buffer(buffer)?.bytes)?]
             }
-            Kernel::CountCanary { buffer, key } => {
-                let range = self.range(buffer, 0, self.buffer(buffer)?.bytes)?;
-                let mut map = self.shared.lock_map();
-                self.clear_local_if_compliant(&mut map);
-                Ok(KernelOutput::Scan(self.detect(&Scanner::new(key), &map[range])))
-            }
-            Kernel::LocalWriter { groups, key } => {
-                let mut map = self.shared.lock_map();
-                self.clear_local_if_compliant(&mut map);
-                let l = self.shared.layout;
-                let blocks_per_cu = l.local_per_cu / canary::BLOCK_BYTES as u64;
-                for g in 0..u64::from(groups) {
-                    let range = self.local_range(g % l.cus);
-                    canary::fill(&mut map[range], key, g * blocks_per_cu);
-                }
-                // Positive control: the writer reads its own local memory back through the
-                // same detector before the kernel ends.
-                let scanner = Scanner::new(key);
-                let mut control = ScanReport::default();
-                for cu in 0..l.cus.min(u64::from(groups)) {
-                    control.merge(self.detect(&scanner, &map[self.local_range(cu)]));
-                }
-                Ok(KernelOutput::Scan(control))
-            }
+            Kernel::LocalWriter { .. } => vec![],
             Kernel::LocalListener { groups, out } => {
-                let l = self.shared.layout;
-                let out_range = self.range(out, 0, u64::from(groups) * l.local_per_cu)?;
-                let mut map = self.shared.lock_map();
-                self.clear_local_if_compliant(&mut map);
-                for g in 0..u64::from(groups) {
-                    let src = self.local_range(g % l.cus);
-                    let dst = out_range.start + (g * l.local_per_cu) as usize;
-                    map.copy_within(src, dst);
+                vec![self.range(out, 0, u64::from(groups) * self.shared.layout.local_per_cu)?]
+            }
+            Kernel::Copy { src, dst, bytes } => vec![self.range(src, 0, bytes)?, self.range(dst, 0, bytes)?],
+        };
+        let shared = Arc::clone(&self.shared);
+        shared.exclusive(|map| {
+            self.start_kernel(map);
+            let l = shared.layout;
+            match *kernel {
+                Kernel::FillCanary { key, .. } => {
+                    canary::fill(&mut map[ranges[0].clone()], key, 0);
+                    KernelOutput::Done
                 }
-                Ok(KernelOutput::Done)
+                Kernel::CountCanary { key, .. } => {
+                    KernelOutput::Scan(self.detect(&Scanner::new(key), &map[ranges[0].clone()]))
+                }
+                Kernel::LocalWriter { groups, key } => {
+                    // Each work-group fills the local memory of its compute unit and reads
+                    // it back through the detector before it ends: the positive control
+                    // should see groups x local memory / block size blocks.
+                    let scanner = Scanner::new(key);
+                    let blocks_per_cu = l.local_per_cu / canary::BLOCK_BYTES as u64;
+                    let mut control = ScanReport::default();
+                    for g in 0..u64::from(groups) {
+                        let range = self.local_range(g % l.cus);
+                        canary::fill(&mut map[range.clone()], key, g * blocks_per_cu);
+                        control.merge(self.detect(&scanner, &map[range]));
+                    }
+                    KernelOutput::Scan(control)
+                }
+                Kernel::LocalListener { groups, .. } => {
+                    for g in 0..u64::from(groups) {
+                        let src = self.local_range(g % l.cus);
+                        map.copy_within(src, ranges[0].start + (g * l.local_per_cu) as usize);
+                    }
+                    KernelOutput::Done
+                }
+                Kernel::Copy { .. } => {
+                    map.copy_within(ranges[0].clone(), ranges[1].start);
+                    KernelOutput::Done
+                }
             }
-            Kernel::Copy { src, dst, bytes } => {
-                let s = self.range(src, 0, bytes)?;
-                let d = self.range(dst, 0, bytes)?;
-                let mut map = self.shared.lock_map();
-                self.clear_local_if_compliant(&mut map);
-                map.copy_within(s, d.start);
-                Ok(KernelOutput::Done)
-            }
-        }
+        })
     }
 }
 
