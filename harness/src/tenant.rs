@@ -623,7 +623,7 @@ impl TenantState {
 
 /// Decodes lower-case or upper-case hex; `None` for anything else.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
