@@ -472,7 +472,8 @@ impl Shared {
     }
 
     /// Returns the pages of processes that no longer exist to the free pool, as a driver
-    /// does when a process dies holding device memory.
+    /// does when a process dies holding device memory. A recycled pid keeps its pages
+    /// until that process ends too: harmless, since the sim lives for one run.
     fn reclaim_dead(&self, map: &mut MmapMut) {
         let mut alive: BTreeMap<u32, bool> = BTreeMap::new();
         for page in 0..self.layout.pages {
