@@ -208,6 +208,19 @@ impl<'a> CheckCtx<'a> {
             .map_err(|e| Finding::Error(format!("parameters do not fit the check: {e}")))
     }
 
+    /// Runs a check body with its parameters: parameters that do not fit and tenant
+    /// failures (hung, crashed, refused) become `Error` findings, the tenant's stderr kept
+    /// as evidence. Most run functions are this and one body.
+    pub fn with_params<P: CheckParams>(
+        &mut self,
+        body: impl FnOnce(&mut CheckCtx<'a>, &P) -> Result<Finding, TenantError>,
+    ) -> Finding {
+        match self.params::<P>() {
+            Ok(params) => body(self, &params).unwrap_or_else(|e| self.tenant_failed(e)),
+            Err(finding) => finding,
+        }
+    }
+
     /// Starts a tenant process with the device open.
     pub fn spawn_tenant(&mut self, role: &str) -> Result<Tenant, TenantError> {
         let tenant = Tenant::spawn(self.launcher, role, &self.device.spec)?;

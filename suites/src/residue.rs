@@ -29,7 +29,7 @@ pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
     faults: &["global-no-scrub"],
     concurrent: false,
     params: ParamsSpec::of::<GlobalParams>(),
-    run: |ctx| global(ctx, Boundary::Process),
+    run: |ctx| ctx.with_params(|ctx, p| global_residue(ctx, p, Boundary::Process)),
 };
 
 /// `residue.global.cross_context`.
@@ -49,7 +49,7 @@ pub static GLOBAL_CROSS_CONTEXT: CheckDef = CheckDef {
     faults: &["global-no-scrub", "global-scrub-cross-process-only"],
     concurrent: false,
     params: ParamsSpec::of::<GlobalParams>(),
-    run: |ctx| global(ctx, Boundary::Context),
+    run: |ctx| ctx.with_params(|ctx, p| global_residue(ctx, p, Boundary::Context)),
 };
 
 /// `residue.local.cross_kernel`.
@@ -69,7 +69,7 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
     faults: &["local-no-clear", "local-clear-cross-process-only"],
     concurrent: false,
     params: ParamsSpec::of::<LocalParams>(),
-    run: |ctx| local(ctx, Boundary::Context),
+    run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Context)),
 };
 
 /// `residue.local.cross_process`.
@@ -89,7 +89,7 @@ pub static LOCAL_CROSS_PROCESS: CheckDef = CheckDef {
     faults: &["local-no-clear"],
     concurrent: false,
     params: ParamsSpec::of::<LocalParams>(),
-    run: |ctx| local(ctx, Boundary::Process),
+    run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Process)),
 };
 
 /// Parameters of the global-memory residue checks.
@@ -158,17 +158,6 @@ impl CheckParams for LocalParams {
 enum Boundary {
     Process,
     Context,
-}
-
-fn global(ctx: &mut CheckCtx<'_>, boundary: Boundary) -> Finding {
-    let params: GlobalParams = match ctx.params() {
-        Ok(p) => p,
-        Err(f) => return f,
-    };
-    match global_residue(ctx, &params, boundary) {
-        Ok(finding) => finding,
-        Err(e) => ctx.tenant_failed(e),
-    }
 }
 
 fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Boundary) -> Result<Finding, TenantError> {
@@ -266,17 +255,6 @@ fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, wh
             found.blocks,
             found.in_place
         ))
-    }
-}
-
-fn local(ctx: &mut CheckCtx<'_>, boundary: Boundary) -> Finding {
-    let params: LocalParams = match ctx.params() {
-        Ok(p) => p,
-        Err(f) => return f,
-    };
-    match local_residue(ctx, &params, boundary) {
-        Ok(finding) => finding,
-        Err(e) => ctx.tenant_failed(e),
     }
 }
 
