@@ -33,8 +33,8 @@ struct Cli {
 enum Command {
     /// Run a profile's checks on the devices it matches and record a result.
     ///
-    /// Arguments after hilt's own options go to the test runner, as with `cargo test`:
-    /// a name filter, `--exact`, `--skip`, `--list`, `--format terse`, `--test-threads`.
+    /// Trials are named `suite::check::device`; a name filter, `--exact`, `--skip`,
+    /// `--list`, `--format terse` and `--test-threads` behave as they do for `cargo test`.
     Run(RunArgs),
     /// List the check catalogue.
     Checks {
@@ -82,9 +82,30 @@ struct RunArgs {
     /// The watchdog deadline of each tenant call, seconds (1 to 86400); default: the profile's.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     tenant_timeout: Option<u64>,
-    /// Options and filters for the test runner (`--list`, `--exact NAME`, `residue::`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "TEST-ARGS")]
-    test_args: Vec<String>,
+    /// Run only trials whose name contains this (`residue::global`), as with `cargo test`.
+    #[arg(value_name = "FILTER")]
+    filter: Option<String>,
+    /// Match FILTER (and --skip) against whole trial names.
+    #[arg(long)]
+    exact: bool,
+    /// Leave out trials whose name contains this (repeatable).
+    #[arg(long, value_name = "FILTER")]
+    skip: Vec<String>,
+    /// List the planned trials and run nothing.
+    #[arg(long)]
+    list: bool,
+    /// Terminal output: pretty, terse or json.
+    #[arg(long, value_enum)]
+    format: Option<libtest_mimic::FormatSetting>,
+    /// Trials to run at once (devices still run one exclusive trial at a time).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    test_threads: Option<u32>,
+    /// Terse output, one character per trial.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Colour: auto, always or never.
+    #[arg(long, value_enum)]
+    color: Option<libtest_mimic::ColorSetting>,
 }
 
 fn main() -> ExitCode {
@@ -114,10 +135,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
-    let test_args = libtest_mimic::Arguments::from_iter(std::iter::once("hilt run".to_string()).chain(args.test_args));
-    if test_args.test_threads == Some(0) {
-        bail!("--test-threads must be at least 1");
-    }
+    let test_args = libtest_mimic::Arguments {
+        filter: args.filter.clone(),
+        exact: args.exact,
+        skip: args.skip.clone(),
+        list: args.list,
+        format: args.format,
+        test_threads: args.test_threads.map(|n| n as usize),
+        quiet: args.quiet,
+        color: args.color,
+        ..libtest_mimic::Arguments::default()
+    };
     let real = discover();
     let profile_spec = match (&args.profile, real.is_empty()) {
         (Some(p), _) => p.clone(),

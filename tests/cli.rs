@@ -175,7 +175,7 @@ fn usage_errors_exit_2_with_a_clear_message() {
             &["run", "--profile", "no-such-profile"][..],
             "no profile `no-such-profile`",
         ),
-        (&["run", "--test-threads", "0"][..], "--test-threads must be at least 1"),
+        (&["run", "--test-threads", "0"][..], "0 is not in 1..=1024"),
         (&["run", "--tenant-timeout", "0"][..], "0 is not in 1..=86400"),
         (
             &["run", "--tenant-timeout", "18446744073709551615"][..],
@@ -293,4 +293,13 @@ fn a_result_that_cannot_be_written_is_not_reported_as_success() {
         !out.path().join("result.json.tmp").exists(),
         "no half-written file is left"
     );
+}
+
+#[test]
+fn runner_options_and_hilt_options_mix_in_any_order() {
+    let run = common::run(&["-q", "--skip", "global", "--sim-fault", "local-no-clear", "local"]);
+    assert_eq!(run.record.run.sim_faults, ["local-no-clear"]);
+    assert_eq!(run.record.outcomes.len(), 2);
+    assert!(run.record.outcomes.iter().all(|o| o.check.starts_with("residue.local")));
+    assert_eq!(run.exit, 1);
 }
