@@ -513,6 +513,112 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    fn verdict() -> impl Strategy<Value = Verdict> {
+        prop_oneof![
+            Just(Verdict::Pass),
+            Just(Verdict::Fail),
+            Just(Verdict::NotApplicable),
+            Just(Verdict::Inconclusive),
+            Just(Verdict::Error)
+        ]
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        (
+            verdict(),
+            "[a-z:_]{1,30}",
+            proptest::option::of(".{0,40}"),
+            -1e12f64..1e12,
+            any::<u64>(),
+            any::<bool>(),
+        )
+            .prop_map(|(verdict, trial, reason, value, duration_ms, waived)| Outcome {
+                trial: trial.clone(),
+                check: trial.replace("::", "."),
+                device: "dev0".into(),
+                level: Level::Mandatory,
+                requirements: vec!["DP-7".into()],
+                verdict,
+                reason,
+                waiver: waived.then(|| Waiver {
+                    reason: "r".into(),
+                    expires: "2099-01-01".into(),
+                }),
+                measurements: vec![Measurement {
+                    name: "m".into(),
+                    value,
+                    unit: "B".into(),
+                    threshold: Some(0.0),
+                    better: Better::Lower,
+                }],
+                evidence: BTreeMap::from([("k".to_string(), serde_json::json!(duration_ms))]),
+                params: serde_json::json!({ "share": 0.5 }),
+                started_at: "2026-11-26T12:00:00.000Z".into(),
+                duration_ms,
+            })
+    }
+
+    fn record(outcomes: Vec<Outcome>) -> ResultRecord {
+        ResultRecord {
+            format: FormatVersion::CURRENT,
+            tool: Tool {
+                name: "hilt".into(),
+                version: "0.1.0".into(),
+            },
+            run: RunInfo {
+                id: "0".repeat(32),
+                started_at: "2026-11-26T12:00:00.000Z".into(),
+                finished_at: None,
+                complete: false,
+                tier: Tier::Smoke,
+                filtered: false,
+                planned: outcomes.iter().map(|o| o.trial.clone()).collect(),
+                sim_faults: vec![],
+                overrides: vec![],
+            },
+            host: Host {
+                hostname: "h".into(),
+                os: "linux".into(),
+                kernel: "6".into(),
+                arch: "x86_64".into(),
+                cpus: 2,
+            },
+            profile: ProfileInfo {
+                id: "p".into(),
+                title: "t".into(),
+                version: "1".into(),
+                digest: "sha256:00".into(),
+                chain: vec!["p".into()],
+                certifying: false,
+            },
+            devices: vec![],
+            summary: Summary::tally(outcomes.len() as u32, &outcomes),
+            outcomes,
+            conformance: Conformance {
+                conformant: false,
+                status: ConformanceStatus::Incomplete,
+                reasons: vec![],
+            },
+        }
+    }
+
+    proptest! {
+        /// Whatever a record holds, writing it and reading it back gives the same record,
+        /// and the summary counts every outcome once.
+        #[test]
+        fn records_round_trip(outcomes in proptest::collection::vec(outcome(), 0..20)) {
+            let r = record(outcomes);
+            let s = &r.summary;
+            prop_assert_eq!(s.finished as usize, r.outcomes.len());
+            prop_assert_eq!(s.pass + s.fail + s.not_applicable + s.inconclusive + s.error, s.finished);
+            prop_assert!(s.waived <= s.fail);
+            let bytes = serde_json::to_vec(&r).expect("serialises");
+            prop_assert_eq!(ResultRecord::from_json(&bytes).expect("reads back"), r);
+        }
+    }
+
     #[test]
     fn exit_codes_are_the_documented_numbers() {
         assert_eq!(ExitCode::Conformant.code(), 0);
