@@ -77,6 +77,32 @@ fn the_two_global_checks_tell_process_and_context_boundaries_apart() {
 }
 
 #[test]
+fn the_two_local_checks_tell_process_and_context_boundaries_apart() {
+    // Clearing local memory only when another process's kernel comes next protects
+    // processes but not kernels of one process.
+    let run = common::run(&["--sim-fault", "local-clear-cross-process-only", "residue::local"]);
+    assert_eq!(common::verdict(&run.record, "residue.local.cross_process"), "pass");
+    assert_eq!(common::verdict(&run.record, "residue.local.cross_kernel"), "fail");
+}
+
+#[test]
+fn a_partly_blind_detector_is_caught_by_every_positive_control() {
+    let run = common::run(&["--sim-fault", "half-blind-detector"]);
+    for o in &run.record.outcomes {
+        assert_eq!(o.verdict, hilt_results::Verdict::Inconclusive, "{}", o.trial);
+        assert!(
+            o.reason
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("positive control failed"),
+            "{:?}",
+            o.reason
+        );
+    }
+    assert_eq!(run.record.outcomes.len(), 4);
+}
+
+#[test]
 fn a_leak_is_measured_and_located() {
     let run = common::run(&[
         "--sim-fault",

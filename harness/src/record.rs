@@ -129,7 +129,8 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Confor
     let mut unsure = Vec::new();
     let mut supported = 0;
     for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
-        if o.verdict == Verdict::Pass || (o.verdict == Verdict::Fail && o.waiver.is_some()) {
+        // Only a pass supports conformance; a waived failure merely does not block it.
+        if o.verdict == Verdict::Pass {
             supported += 1;
         }
         let why = o.reason.as_deref().unwrap_or("no reason given");
@@ -301,8 +302,9 @@ mod tests {
             (ConformanceStatus::NotConformant, 1)
         );
         assert_eq!(
-            status(&[outcome(Mandatory, Fail, true)], t),
-            (ConformanceStatus::Conformant, 0)
+            status(&[pass(), outcome(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Conformant, 0),
+            "a waived failure does not block"
         );
         assert_eq!(
             status(&[pass(), outcome(Recommended, Fail, false)], t),
@@ -336,6 +338,11 @@ mod tests {
         use Verdict::*;
         let t = Tier::Standard;
         assert_eq!(status(&[], t), (ConformanceStatus::Inconclusive, 3), "nothing ran");
+        assert_eq!(
+            status(&[outcome(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Inconclusive, 3),
+            "waived failures alone support nothing"
+        );
         assert_eq!(
             status(&[outcome(Mandatory, NotApplicable, false)], t),
             (ConformanceStatus::Inconclusive, 3)

@@ -94,7 +94,8 @@ pub struct RunInfo {
     pub sim_faults: Vec<String>,
     /// Settings given on the command line that override the profile, as `key=value`
     /// (`tenant_timeout_s=5`, `sim.scrub="never"`). Overridden sim knobs make the run
-    /// partial.
+    /// partial. Absent in records that have none.
+    #[serde(default)]
     pub overrides: Vec<String>,
 }
 

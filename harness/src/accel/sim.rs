@@ -3,8 +3,9 @@
 //! Its device memory is a file mapped shared into every process that opens it, with its
 //! own page allocator whose state lives in the same file, so two tenant processes really
 //! share one device: what tenant A leaves in a page, tenant B can find there when the
-//! allocator hands B the same page. Allocator operations are serialised across processes
-//! with an advisory lock on the file.
+//! allocator hands B the same page. Allocator operations and kernels are serialised across
+//! processes with an advisory lock on the file, as a GPU without partitions time-slices
+//! its tenants.
 //!
 //! Knobs ([`SimKnobs`]) choose its behaviour. The default is the compliant device (memory
 //! scrubbed on free, local memory cleared between kernels). Each named [`SimFault`] moves
@@ -58,6 +59,9 @@ pub struct SimKnobs {
     pub local_clear: LocalClear,
     /// Fault: the canary detector kernel sees nothing (positive controls must catch it).
     pub blind_detector: bool,
+    /// Fault: the canary detector kernel reads only the first half of what it is given
+    /// (positive controls must catch a partly blind detector too).
+    pub half_blind_detector: bool,
     /// Fault: the canary detector kernel never returns (the tenant watchdog must catch it).
     pub hang_kernel: bool,
     /// Fault: the tenant process aborts inside the detector kernel.
@@ -73,6 +77,7 @@ impl Default for SimKnobs {
             scrub: Scrub::OnFree,
             local_clear: LocalClear::BetweenKernels,
             blind_detector: false,
+            half_blind_detector: false,
             hang_kernel: false,
             crash_kernel: false,
         }
@@ -162,6 +167,12 @@ pub const FAULTS: &[SimFault] = &[
         summary: "the canary detector kernel reports nothing, even its own canary",
         kind: FaultKind::Harness,
         apply: |k| k.blind_detector = true,
+    },
+    SimFault {
+        name: "half-blind-detector",
+        summary: "the canary detector kernel reads only the first half of its input",
+        kind: FaultKind::Harness,
+        apply: |k| k.half_blind_detector = true,
     },
     SimFault {
         name: "kernel-hang",
@@ -397,7 +408,8 @@ impl SimDevice {
         }
         // SAFETY: the file is only ever resized by `create`, before any tenant opens it,
         // and we checked its size above; concurrent writers are other sim tenants, which
-        // touch the allocator only under the file lock.
+        // run allocator operations and kernels only under the file lock and otherwise
+        // touch only their own pages.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(io("failed to map sim device file"))?;
         if &map[..8] != MAGIC || get(&map, OFF_PAGES) != layout.pages {
             return Err(AccelError::Backend(format!(
@@ -567,6 +579,11 @@ impl SimContext {
                 scanned: hay.len() as u64,
                 ..ScanReport::default()
             };
+        }
+        if knobs.half_blind_detector {
+            let mut report = scanner.scan(&hay[..hay.len() / 2]);
+            report.scanned = hay.len() as u64;
+            return report;
         }
         scanner.scan(hay)
     }
@@ -869,6 +886,26 @@ mod tests {
             matches!(c.free(a), Err(AccelError::UnknownBuffer(_))),
             "double free is an error"
         );
+    }
+
+    #[test]
+    fn the_device_lock_excludes_other_openers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = SimSpec {
+            id: "sim0".into(),
+            path: dir.path().join("dev"),
+            knobs: small(|_| {}),
+        };
+        create(&spec).expect("create");
+        // Two opens are two open file descriptions, as two tenant processes have.
+        let a = SimDevice::open(&spec).expect("open a");
+        let b = SimDevice::open(&spec).expect("open b");
+        let held = a
+            .shared
+            .exclusive(|_| b.shared.file.try_lock().is_err())
+            .expect("lock a");
+        assert!(held, "b took the device while a held it");
+        assert!(b.shared.file.try_lock().is_ok(), "a released the device");
     }
 
     #[test]
