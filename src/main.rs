@@ -216,16 +216,6 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     };
     let end = runner::execute(setup, catalogue, &test_args)
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
-    if !end.recording_errors.is_empty() {
-        for e in &end.recording_errors {
-            eprintln!("error: {e}");
-        }
-        eprintln!(
-            "error: the run finished but its result could not be recorded in {}",
-            args.out.display()
-        );
-        return Ok(hilt_results::ExitCode::Inconclusive.code());
-    }
     if let Some(record) = &end.record {
         let c = &record.conformance;
         let status = serde_json::to_value(c.status)
@@ -248,6 +238,17 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         for reason in &c.reasons {
             eprintln!("hilt:   {reason}");
         }
+    }
+    if !end.recording_errors.is_empty() {
+        // The verdicts stand, but the evidence is not all where it should be: never exit 0.
+        eprintln!(
+            "error: the run finished but its record in {} is incomplete (see the warnings above)",
+            args.out.display()
+        );
+        return Ok(match end.exit {
+            hilt_results::ExitCode::NotConformant => end.exit.code(),
+            _ => hilt_results::ExitCode::Inconclusive.code(),
+        });
     }
     Ok(end.exit.code())
 }

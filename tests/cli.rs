@@ -288,7 +288,11 @@ fn a_result_that_cannot_be_written_is_not_reported_as_success() {
     let output = common::hilt(&["run", "--out", dir]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("could not be recorded"), "{stderr}");
+    assert!(stderr.contains("is incomplete (see the warnings above)"), "{stderr}");
+    assert!(
+        stderr.contains("Is a directory"),
+        "the warning says what failed: {stderr}"
+    );
     assert!(
         !out.path().join("result.json.tmp").exists(),
         "no half-written file is left"
@@ -302,4 +306,16 @@ fn runner_options_and_hilt_options_mix_in_any_order() {
     assert_eq!(run.record.outcomes.len(), 2);
     assert!(run.record.outcomes.iter().all(|o| o.check.starts_with("residue.local")));
     assert_eq!(run.exit, 1);
+}
+
+#[test]
+fn two_runs_never_write_one_directory() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let lock = std::fs::File::create(out.path().join(".hilt.lock")).expect("lock file");
+    lock.lock().expect("hold the directory as a running hilt would");
+    let output = common::hilt(&["run", "--out", out.path().to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("another hilt run is writing to"), "{stderr}");
+    assert!(!out.path().join("result.json").exists());
 }

@@ -163,8 +163,18 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
         selected.iter().filter(|s| **s).count() as u32,
     );
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    let mut _out_lock = None;
     if let Some(dir) = &setup.out_dir {
         std::fs::create_dir_all(dir)?;
+        // Two runs writing the same directory would interleave their records.
+        let lock = std::fs::File::create(dir.join(".hilt.lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(std::io::Error::other(format!(
+                "another hilt run is writing to {}",
+                dir.display()
+            )));
+        }
+        _out_lock = Some(lock);
         reporters.push(Box::new(EventsFile::create(dir)?));
         reporters.push(Box::new(ResultFile::new(dir)));
     }

@@ -28,6 +28,9 @@ use crate::canary::ScanReport;
 /// and spot checks; bulk work runs as kernels on the device.
 pub const MAX_TRANSFER: u64 = 1 << 20;
 
+/// How long a killed tenant (and its stderr) gets to go away before the harness moves on.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// How much of a tenant's stderr is kept for evidence.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -324,8 +327,7 @@ impl Tenant {
             Ok(Err(e)) => Err(self.protocol(op, e.to_string())),
             Err(RecvTimeoutError::Disconnected) => Err(self.crashed(op)),
             Err(RecvTimeoutError::Timeout) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.kill();
                 Err(TenantError::Hung {
                     role: self.role.clone(),
                     op: op.into(),
@@ -413,7 +415,7 @@ impl Tenant {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(_)) | Err(_) => return Err(self.crashed("exit")),
                 Ok(None) if start.elapsed() > self.timeout => {
-                    let _ = self.child.kill();
+                    self.kill();
                     return Err(TenantError::Hung {
                         role: self.role.clone(),
                         op: "exit".into(),
@@ -426,9 +428,24 @@ impl Tenant {
         }
     }
 
+    /// Kills the tenant and reaps it, waiting a bounded time: a process stuck in a driver
+    /// call may not die at once, and the harness must not hang with it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let start = std::time::Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < KILL_GRACE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn stderr_tail(&mut self) -> String {
-        // The process is gone or killed; let the reader drain what is left.
-        if let Some(reader) = self.stderr_reader.take() {
+        // The process is gone or killed; let the reader drain what is left, for a bounded
+        // time (a surviving grandchild could hold the pipe open).
+        let start = std::time::Instant::now();
+        while self.stderr_reader.as_ref().is_some_and(|r| !r.is_finished()) && start.elapsed() < KILL_GRACE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(reader) = self.stderr_reader.take_if(|r| r.is_finished()) {
             let _ = reader.join();
         }
         let t = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
@@ -445,11 +462,8 @@ impl Tenant {
                 Ok(Some(s)) => break describe_status(s),
                 Ok(None) if start.elapsed() < Duration::from_secs(2) => std::thread::sleep(Duration::from_millis(5)),
                 Ok(None) => {
-                    let _ = self.child.kill();
-                    break match self.child.wait() {
-                        Ok(s) => format!("closed its output and was killed ({})", describe_status(s)),
-                        Err(e) => format!("status unknown: {e}"),
-                    };
+                    self.kill();
+                    break "closed its output and was killed".to_string();
                 }
                 Err(e) => break format!("status unknown: {e}"),
             }
@@ -478,8 +492,7 @@ impl Tenant {
 impl Drop for Tenant {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill();
         }
     }
 }

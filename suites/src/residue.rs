@@ -266,7 +266,21 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
             info.id
         )));
     }
-    let groups = info.compute_units.saturating_mul(params.groups_per_compute_unit);
+    // The listener's dump (one local memory per work-group) must fit in half of device
+    // memory; fewer groups per compute unit are used when it would not.
+    let fit = (info.global_mem_bytes / 2 / info.local_mem_bytes).min(u64::from(u32::MAX)) as u32;
+    if fit < info.compute_units {
+        return Ok(Finding::Error(format!(
+            "one listener work-group per compute unit needs {} bytes of device memory for its dump, more than \
+             half of the {} bytes the device has",
+            u64::from(info.compute_units) * info.local_mem_bytes,
+            info.global_mem_bytes
+        )));
+    }
+    let groups = info
+        .compute_units
+        .saturating_mul(params.groups_per_compute_unit)
+        .min(fit);
     let dump_bytes = u64::from(groups) * info.local_mem_bytes;
     let expected_control = u64::from(groups) * (info.local_mem_bytes / BLOCK_BYTES as u64);
     let key = ctx.key;

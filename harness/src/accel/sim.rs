@@ -273,7 +273,7 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
         && needed > available / 2
     {
         return Err(AccelError::Backend(format!(
-            "the sim device needs {} MiB of memory, more than half of the {} MiB available; lower `memory_mib`",
+            "the sim device needs {} MiB of memory, more than half of the {} MiB available; lower `memory_mib` or `local_kib`",
             needed >> 20,
             available >> 20
         )));
@@ -282,12 +282,24 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
     Ok((file, spec))
 }
 
-/// `MemAvailable` from /proc/meminfo, in bytes.
+/// Memory this process may still take: `MemAvailable` from /proc/meminfo, lowered to what
+/// the cgroup (v2) limit leaves when one is set, since the sim's memory file is charged to
+/// the cgroup.
 fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let host = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+    Some(cgroup_headroom().map_or(host, |c| c.min(host)))
+}
+
+fn cgroup_headroom() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max = read("memory.max")?.trim().parse::<u64>().ok()?;
+    let current = read("memory.current")?.trim().parse::<u64>().ok()?;
+    Some(max.saturating_sub(current))
 }
 
 /// Sizes a new backing file, reserving its space, and writes the header.
