@@ -218,10 +218,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
     if let Some(record) = &end.record {
         let c = &record.conformance;
-        let status = serde_json::to_value(c.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let status = c.status.as_str();
         let s = &record.summary;
         eprintln!(
             "hilt: {status}: profile {} tier {}: {} pass, {} fail ({} waived), {} not applicable, {} inconclusive, {} error; result in {}",

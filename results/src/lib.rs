@@ -402,6 +402,19 @@ pub enum ConformanceStatus {
     Incomplete,
 }
 
+impl ConformanceStatus {
+    /// The name used in the record and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConformanceStatus::Conformant => "conformant",
+            ConformanceStatus::NotConformant => "not_conformant",
+            ConformanceStatus::Inconclusive => "inconclusive",
+            ConformanceStatus::Partial => "partial",
+            ConformanceStatus::Incomplete => "incomplete",
+        }
+    }
+}
+
 /// The exit codes of `hilt run`, a contract for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -617,6 +630,28 @@ mod tests {
             prop_assert!(s.waived <= s.fail);
             let bytes = serde_json::to_vec(&r).expect("serialises");
             prop_assert_eq!(ResultRecord::from_json(&bytes).expect("reads back"), r);
+        }
+    }
+
+    #[test]
+    fn status_names_are_their_wire_names() {
+        for status in [
+            ConformanceStatus::Conformant,
+            ConformanceStatus::NotConformant,
+            ConformanceStatus::Inconclusive,
+            ConformanceStatus::Partial,
+            ConformanceStatus::Incomplete,
+        ] {
+            assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
+        }
+        for verdict in [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::NotApplicable,
+            Verdict::Inconclusive,
+            Verdict::Error,
+        ] {
+            assert_eq!(serde_json::to_value(verdict).expect("json"), verdict.as_str());
         }
     }
 
