@@ -780,13 +780,17 @@ mod tests {
     use super::*;
     use crate::canary::CanaryKey;
 
-    fn device(knobs: SimKnobs) -> (tempfile::TempDir, SimDevice) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spec = SimSpec {
+    fn spec_in(dir: &tempfile::TempDir, knobs: SimKnobs) -> SimSpec {
+        SimSpec {
             id: "sim0".into(),
             path: dir.path().join("dev"),
             knobs,
-        };
+        }
+    }
+
+    fn device(knobs: SimKnobs) -> (tempfile::TempDir, SimDevice) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = spec_in(&dir, knobs);
         create(&spec).expect("create");
         let dev = SimDevice::open(&spec).expect("open");
         (dir, dev)
@@ -852,11 +856,7 @@ mod tests {
     #[test]
     fn a_file_made_with_other_knobs_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = SimSpec {
-            id: "sim0".into(),
-            path: dir.path().join("dev"),
-            knobs: small(|_| {}),
-        };
+        let spec = spec_in(&dir, small(|_| {}));
         create(&spec).expect("create");
         let other = SimSpec {
             knobs: SimKnobs {
@@ -903,11 +903,7 @@ mod tests {
     #[test]
     fn the_device_lock_excludes_other_openers() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = SimSpec {
-            id: "sim0".into(),
-            path: dir.path().join("dev"),
-            knobs: small(|_| {}),
-        };
+        let spec = spec_in(&dir, small(|_| {}));
         create(&spec).expect("create");
         // Two opens are two open file descriptions, as two tenant processes have.
         let a = SimDevice::open(&spec).expect("open a");
