@@ -21,6 +21,8 @@ use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
 use hilt_results::Tier;
 
+mod signing;
+
 /// Hardware-in-the-loop conformance checks for AI computing platforms (ETSI TS 104 033).
 #[derive(Parser)]
 #[command(name = "hilt", version, about)]
@@ -53,6 +55,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an Ed25519 key pair for signing results: NAME.key (PKCS#8 PEM, mode 0600) and
+    /// NAME.pub (SPKI PEM).
+    Keygen {
+        /// The path and base name of the two files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Sign an unsigned result (result.json) with a key, into a DSSE envelope.
+    Sign(signing::SignArgs),
+    /// Verify a signed result: exit 0 verified, 1 not verified, 2 unreadable input.
+    Verify(signing::VerifyArgs),
     /// Serve the tenant protocol on stdin/stdout (spawned by `hilt run`).
     #[command(hide = true)]
     Tenant,
@@ -70,9 +83,13 @@ struct RunArgs {
     /// Only devices whose id or backend is this (`sim0`, `sim`).
     #[arg(long)]
     device: Option<String>,
-    /// Where to write result.json and events.jsonl.
+    /// Where to write result.json, result.dsse.json and events.jsonl.
     #[arg(long, default_value = "hilt-out")]
     out: PathBuf,
+    /// Sign the result with this private key (PKCS#8 PEM, mode 0600, from `hilt keygen`);
+    /// without one, a one-off key signs it and the result is development-only.
+    #[arg(long, value_name = "PATH", env = "HILT_SIGN_KEY", hide_env_values = true)]
+    sign_key: Option<PathBuf>,
     /// Plant a sim fault for this run (repeatable); see `hilt checks`.
     #[arg(long = "sim-fault", value_name = "NAME")]
     sim_faults: Vec<String>,
@@ -117,6 +134,9 @@ fn main() -> ExitCode {
         Command::Checks { json, .. } => print_checks(&catalogue, json).map(|()| 0),
         Command::Profiles => print_profiles(&catalogue).map(|()| 0),
         Command::Devices { json } => print_devices(json).map(|()| 0),
+        Command::Keygen { out } => signing::keygen(&out),
+        Command::Sign(args) => signing::sign(&args),
+        Command::Verify(args) => signing::verify(&args),
         Command::Tenant => {
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
@@ -199,6 +219,12 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     if let Some(t) = args.tenant_timeout {
         overrides.push(format!("tenant_timeout_s={t}"));
     }
+    // The key is read before anything runs: a refused key must not cost a whole run.
+    let signer = if listing {
+        None
+    } else {
+        Some(signing::run_signer(args.sign_key.as_deref())?)
+    };
     let program = std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
     let timeout = Duration::from_secs(args.tenant_timeout.unwrap_or(profile.tenant_timeout_s).max(1));
     let setup = RunSetup {
@@ -213,6 +239,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         },
         sim_faults: args.sim_faults.clone(),
         overrides,
+        signer,
     };
     let end = runner::execute(setup, catalogue, &test_args)
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
@@ -234,6 +261,15 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         );
         for reason in &c.reasons {
             eprintln!("hilt:   {reason}");
+        }
+        let envelope = args.out.join(hilt_harness::record::ENVELOPE_FILE);
+        if record.signing.is_some() {
+            eprintln!(
+                "hilt: signed in {} with a one-off key: development only, not attributable (use --sign-key)",
+                envelope.display()
+            );
+        } else if args.sign_key.is_some() {
+            eprintln!("hilt: signed in {}", envelope.display());
         }
     }
     if !end.recording_errors.is_empty() {

@@ -196,6 +196,9 @@ fn usage_errors_exit_2_with_a_clear_message() {
 fn a_killed_run_leaves_a_readable_partial_record() {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().to_str().expect("utf-8");
+    // An envelope from an earlier run in the same directory must not survive: it would
+    // vouch for a record it never signed.
+    std::fs::write(out.path().join("result.dsse.json"), "{}").expect("write");
     let mut child = std::process::Command::new(common::hilt_bin())
         .args([
             "run",
@@ -239,6 +242,10 @@ fn a_killed_run_leaves_a_readable_partial_record() {
     assert!(!record.run.complete);
     assert_eq!(record.conformance.status, ConformanceStatus::Incomplete);
     assert!(record.run.finished_at.is_none());
+    assert!(
+        !out.path().join("result.dsse.json").exists(),
+        "a killed run leaves no envelope"
+    );
 
     // The tenant got SIGKILL with its parent (PR_SET_PDEATHSIG).
     let deadline = Instant::now() + Duration::from_secs(10);

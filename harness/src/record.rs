@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use hilt_results::signed::SigningKey;
 use hilt_results::{Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, Summary, Tier, Verdict};
 use serde::Serialize;
 
@@ -243,14 +244,52 @@ impl Reporter for ResultFile {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a mix.
+/// The name of the signed envelope beside `result.json`.
+pub const ENVELOPE_FILE: &str = "result.dsse.json";
+
+/// Signs the finished record into `result.dsse.json`. Only a finished record is signed: a
+/// killed run leaves its partial `result.json` and no envelope.
+pub struct EnvelopeFile {
+    path: PathBuf,
+    key: SigningKey,
+}
+
+impl EnvelopeFile {
+    /// An envelope at `path`, signed with `key`.
+    pub fn new(path: PathBuf, key: SigningKey) -> EnvelopeFile {
+        EnvelopeFile { path, key }
+    }
+}
+
+impl Reporter for EnvelopeFile {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
+        if !matches!(event, Event::RunFinished { .. }) {
+            return Ok(());
+        }
+        write_bytes_atomically(&self.path, &self.key.sign(record))
+    }
+}
+
+/// Writes `bytes` and a newline to `path` so that readers see the old file or the new
+/// one, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut all = Vec::with_capacity(bytes.len() + 1);
+    all.extend_from_slice(bytes);
+    all.push(b'\n');
+    write_bytes_atomically(path, &all)
+}
+
+/// Writes exactly `bytes` to `path`, atomically (write beside, then rename).
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let written = File::create(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
-        file.write_all(b"\n")?;
         file.sync_all()
     });
     let result = written.and_then(|()| std::fs::rename(&tmp, path));

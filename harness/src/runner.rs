@@ -21,8 +21,10 @@ use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
 use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, TrialDevice};
 use crate::profile::{CheckSettings, Profile};
-use crate::record::{Event, EventsFile, Recorder, Reporter, ResultFile};
+use crate::record::{ENVELOPE_FILE, EnvelopeFile, Event, EventsFile, Recorder, Reporter, ResultFile};
 use crate::tenant::TenantLauncher;
+use hilt_results::signed::SigningKey;
+use sha2::Digest;
 
 /// One planned trial.
 pub struct PlannedTrial {
@@ -95,6 +97,17 @@ pub struct RunSetup {
     /// Settings given on the command line that override the profile (`sim.scrub=never`,
     /// `tenant_timeout_s=5`); recorded, and overridden sim knobs make the run partial.
     pub overrides: Vec<String>,
+    /// How the finished record is signed into `result.dsse.json`; `None` signs nothing.
+    pub signer: Option<RunSigner>,
+}
+
+/// The key a run signs its record with.
+pub enum RunSigner {
+    /// A key someone holds (a lab's): the signed result is attributable to it.
+    Key(SigningKey),
+    /// A one-off key made for this run because none was given: the record says so, and
+    /// verification reports the result as intact but not attributable.
+    Development(SigningKey),
 }
 
 /// How a run ended.
@@ -109,7 +122,7 @@ pub struct RunEnd {
 }
 
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
-pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
+pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
     let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
     if args.list {
         let trials = planned.iter().map(|p| Trial::test(p.name.clone(), || Ok(()))).collect();
@@ -156,12 +169,16 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
         ));
     }
 
-    let header = header(
+    let mut header = header(
         &setup,
         &planned,
         filtered,
         selected.iter().filter(|s| **s).count() as u32,
     );
+    let signer = setup.signer.take();
+    if let Some(RunSigner::Development(key)) = &signer {
+        header.signing = Some(key.development_note());
+    }
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let mut _out_lock = None;
     if let Some(dir) = &setup.out_dir {
@@ -175,8 +192,16 @@ pub fn execute(setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std:
             )));
         }
         _out_lock = Some(lock);
+        // An envelope left by an earlier run must never sit beside this run's record.
+        match std::fs::remove_file(dir.join(ENVELOPE_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         reporters.push(Box::new(EventsFile::create(dir)?));
         reporters.push(Box::new(ResultFile::new(dir)));
+        if let Some(RunSigner::Key(key) | RunSigner::Development(key)) = signer {
+            reporters.push(Box::new(EnvelopeFile::new(dir.join(ENVELOPE_FILE), key)));
+        }
     }
     let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
     let launcher = Arc::new(setup.launcher);
@@ -303,6 +328,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
         tool: Tool {
             name: "hilt".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            executable_sha256: executable_sha256(),
         },
         run: RunInfo {
             id: crate::profile::hex(&rand::random::<[u8; 16]>()),
@@ -345,7 +371,25 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             status: hilt_results::ConformanceStatus::Incomplete,
             reasons: vec!["the run has not finished".into()],
         },
+        signing: None,
     }
+}
+
+/// The sha256 of the running executable, so the record names the exact build.
+fn executable_sha256() -> Option<String> {
+    let path = std::env::current_exe().ok()?;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(crate::profile::hex(&hasher.finalize()))
 }
 
 /// The record's view of a device.

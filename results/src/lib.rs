@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod signed;
+
 /// The major version of the result format written by this crate.
 pub const FORMAT_MAJOR: u32 = 1;
 /// The minor version of the result format written by this crate.
-pub const FORMAT_MINOR: u32 = 0;
+pub const FORMAT_MINOR: u32 = 1;
 
 /// One conformance run: what ran, where, on what, and what it found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -42,6 +44,24 @@ pub struct ResultRecord {
     pub summary: Summary,
     /// The conformance decision and the reasons for it.
     pub conformance: Conformance,
+    /// Present when the run was signed with a one-off key made for it, because no signing
+    /// key was given: the signature then proves the record intact but not who ran it.
+    /// Absent in records meant for a lab's own key. Since format 1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningNote>,
+}
+
+/// How a record was meant to be signed, when that is not by a key someone holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningNote {
+    /// Always true: results signed this way are for development only.
+    pub development_only: bool,
+    /// The key id (hex sha256 of the public key's DER SubjectPublicKeyInfo) of the one-off
+    /// key that signed the record.
+    pub keyid: String,
+    /// The one-off public key, SPKI PEM, so that the record's integrity can still be
+    /// checked.
+    pub public_key: String,
 }
 
 /// A result format version.
@@ -68,6 +88,10 @@ pub struct Tool {
     pub name: String,
     /// The program's version (semver).
     pub version: String,
+    /// The sha256 (hex) of the executable that ran, so a verifier can tell exactly which
+    /// build produced the record; absent when it could not be read. Since format 1.1.
+    #[serde(default)]
+    pub executable_sha256: Option<String>,
 }
 
 /// When the run happened and how it was asked for.
@@ -580,6 +604,7 @@ mod tests {
             tool: Tool {
                 name: "hilt".into(),
                 version: "0.1.0".into(),
+                executable_sha256: Some("ab".repeat(32)),
             },
             run: RunInfo {
                 id: "0".repeat(32),
@@ -615,6 +640,7 @@ mod tests {
                 status: ConformanceStatus::Incomplete,
                 reasons: vec![],
             },
+            signing: None,
         }
     }
 

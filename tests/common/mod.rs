@@ -80,6 +80,15 @@ pub fn redact(text: &str) -> String {
         (r#""kernel": "[^"]*""#, r#""kernel": "[kernel]""#),
         (r#""arch": "[^"]*""#, r#""arch": "[arch]""#),
         (r#""cpus": \d+"#, r#""cpus": "[cpus]""#),
+        (
+            r#""executable_sha256": "[0-9a-f]{64}""#,
+            r#""executable_sha256": "[sha256]""#,
+        ),
+        (r#""keyid": "[0-9a-f]{64}""#, r#""keyid": "[keyid]""#),
+        (
+            r#""public_key": "-----BEGIN PUBLIC KEY-----[^"]*""#,
+            r#""public_key": "[public key]""#,
+        ),
     ] {
         out = regex_lite::Regex::new(pattern)
             .expect("pattern")

@@ -1,0 +1,731 @@
+//! Signed results: a DSSE envelope around an in-toto Statement whose predicate is the
+//! result record, signed with Ed25519.
+//!
+//! The layout follows two public specifications, so that tools that know nothing of hilt
+//! can check a result:
+//!
+//! - the envelope is DSSE v1: `{"payload": base64, "payloadType":
+//!   "application/vnd.in-toto+json", "signatures": [{"keyid": hex, "sig": base64}]}`, and
+//!   each signature is Ed25519 over the DSSE pre-authentication encoding
+//!   ([`pae`]) of the payload type and the payload bytes;
+//! - the payload is an in-toto Statement v1 whose subjects are the devices under test
+//!   (name, sha256 of the device's identity facts), whose `predicateType` is
+//!   [`PREDICATE_TYPE`] and whose predicate is the [`ResultRecord`].
+//!
+//! The payload is serialised once, as compact JSON, and signed as those bytes; verification
+//! checks the signature over the bytes in the envelope and only then parses them, never
+//! re-serialising the payload. The envelope itself is written in one canonical form
+//! (compact JSON and a final newline) and [`verify`] refuses any other form, so that a
+//! change of any byte of the file, even one a lenient JSON reader would skip, is detected
+//! and the file's own hash identifies the signed result.
+//!
+//! `keyid` is the hex sha256 of the public key's DER SubjectPublicKeyInfo, the same bytes
+//! as the base64 body of the `.pub` file, so `openssl pkey -pubin -outform DER | sha256sum`
+//! reproduces it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signer as _, SigningKey as DalekSigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{FORMAT_MAJOR, FormatVersion, ResultRecord, SigningNote, Tier};
+
+/// The DSSE payload type of a hilt envelope.
+pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The in-toto Statement type of the payload.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// The predicate type of a hilt conformance result, version 1.
+pub const PREDICATE_TYPE: &str = "https://hilt.dev/conformance-result/v1";
+
+/// A DSSE v1 envelope, as written to `result.dsse.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The base64 (standard alphabet, padded) of the serialised statement.
+    pub payload: String,
+    /// Always [`PAYLOAD_TYPE`].
+    #[serde(rename = "payloadType")]
+    pub payload_type: String,
+    /// One or more signatures over the pre-authentication encoding.
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+/// One signature in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeSignature {
+    /// The hex sha256 of the signer's DER SubjectPublicKeyInfo.
+    pub keyid: String,
+    /// The base64 of the 64-byte Ed25519 signature.
+    pub sig: String,
+}
+
+/// An in-toto Statement v1 carrying a result record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    /// Always [`STATEMENT_TYPE`].
+    #[serde(rename = "_type")]
+    pub statement_type: String,
+    /// The devices under test (or the host, when the run had no device).
+    pub subject: Vec<Subject>,
+    /// Always [`PREDICATE_TYPE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// The result record.
+    pub predicate: ResultRecord,
+}
+
+/// One subject of a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    /// `model (pci address)` or `model (device id)`.
+    pub name: String,
+    /// `{"sha256": hex}` of the device's identity facts (see [`subjects_of`]).
+    pub digest: BTreeMap<String, String>,
+}
+
+/// The DSSE v1 pre-authentication encoding:
+/// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths in ASCII decimal.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + payload_type.len() + 32);
+    out.extend_from_slice(format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The subjects of a record: one per device, named by model and bus address (or device
+/// id), with the sha256 of the device's identity facts: its record (id, backend, name,
+/// vendor, address, simulated flag and facts) as compact JSON with object keys sorted.
+/// A record without devices gets the host as its subject.
+pub fn subjects_of(record: &ResultRecord) -> Vec<Subject> {
+    // Serialising plain data structures to a value cannot fail.
+    let devices: Vec<serde_json::Value> = record
+        .devices
+        .iter()
+        .map(|d| serde_json::to_value(d).unwrap_or_default())
+        .collect();
+    let host = serde_json::to_value(&record.host).unwrap_or_default();
+    subjects_from(&devices, &host)
+}
+
+fn subjects_from(devices: &[serde_json::Value], host: &serde_json::Value) -> Vec<Subject> {
+    let subject = |name: String, facts: &serde_json::Value| Subject {
+        name,
+        digest: BTreeMap::from([("sha256".to_string(), sha256_hex(&canonical_json(facts)))]),
+    };
+    let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_owned);
+    if devices.is_empty() {
+        let name = text(host, "hostname").unwrap_or_default();
+        return vec![subject(format!("host {name}"), host)];
+    }
+    devices
+        .iter()
+        .map(|d| {
+            let place = text(d, "pci_address").or_else(|| text(d, "id")).unwrap_or_default();
+            let model = text(d, "name").unwrap_or_default();
+            subject(format!("{model} ({place})"), d)
+        })
+        .collect()
+}
+
+/// Compact JSON with every object's keys in sorted order, whatever order they came in.
+fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(serde_json::to_string(key).unwrap_or_default().as_bytes());
+                    out.push(b':');
+                    write(&map[key], out);
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => out.extend_from_slice(serde_json::to_string(scalar).unwrap_or_default().as_bytes()),
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
+}
+
+/// An Ed25519 private key that signs results.
+pub struct SigningKey {
+    key: DalekSigningKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key material.
+        write!(f, "SigningKey({})", self.public().keyid())
+    }
+}
+
+impl SigningKey {
+    /// A new key from the operating system's random source.
+    pub fn generate() -> Result<SigningKey, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        let key = DalekSigningKey::from_bytes(&seed);
+        seed.fill(0);
+        Ok(SigningKey { key })
+    }
+
+    /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), as `hilt keygen` and
+    /// `openssl genpkey -algorithm ed25519` write it.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, KeyError> {
+        DalekSigningKey::from_pkcs8_pem(pem)
+            .map(|key| SigningKey { key })
+            .map_err(|e| KeyError::Format(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))
+    }
+
+    /// Reads a private key file, refusing one that group or others may read.
+    pub fn read(path: &Path) -> Result<SigningKey, KeyError> {
+        let context = |e: std::io::Error| KeyError::Io(format!("cannot read private key {}: {e}", path.display()));
+        let meta = std::fs::metadata(path).map_err(context)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed(format!(
+                    "private key {} is readable by group or others (mode {mode:04o}); \
+                     restrict it with `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                )));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = meta;
+        let text = std::fs::read_to_string(path).map_err(context)?;
+        SigningKey::from_pkcs8_pem(&text).map_err(|e| match e {
+            KeyError::Format(why) => KeyError::Format(format!("{}: {why}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The PKCS#8 v1 PEM text of the key (the private key alone, the form OpenSSL 3.0
+    /// reads). Callers write it to a file of mode 0600 and nowhere else.
+    pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
+        let bytes = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        };
+        bytes
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError::Format(e.to_string()))
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey::from_verifying(self.key.verifying_key())
+    }
+
+    /// Signs `record` into the bytes of a canonical envelope (compact JSON and a newline).
+    pub fn sign(&self, record: &ResultRecord) -> Vec<u8> {
+        let statement = Statement {
+            statement_type: STATEMENT_TYPE.into(),
+            subject: subjects_of(record),
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate: record.clone(),
+        };
+        // A record holds only strings, numbers, maps with string keys and finite floats,
+        // which serde_json always serialises.
+        self.sign_payload(&serde_json::to_vec(&statement).unwrap_or_default())
+    }
+
+    /// Signs `payload` (a serialised statement) as it is, into the bytes of a canonical
+    /// envelope.
+    pub fn sign_payload(&self, payload: &[u8]) -> Vec<u8> {
+        let signature = self.key.sign(&pae(PAYLOAD_TYPE, payload));
+        let envelope = Envelope {
+            payload: BASE64.encode(payload),
+            payload_type: PAYLOAD_TYPE.into(),
+            signatures: vec![EnvelopeSignature {
+                keyid: self.public().keyid().to_string(),
+                sig: BASE64.encode(signature.to_bytes()),
+            }],
+        };
+        let mut bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Marks `record` as signed by this one-off key (development only) and signs it.
+    pub fn sign_as_development(&self, record: &mut ResultRecord) -> Vec<u8> {
+        record.signing = Some(self.development_note());
+        self.sign(record)
+    }
+
+    /// The note a record carries when this key is a one-off development key.
+    pub fn development_note(&self) -> SigningNote {
+        let public = self.public();
+        SigningNote {
+            development_only: true,
+            keyid: public.keyid().to_string(),
+            public_key: public.to_pem(),
+        }
+    }
+}
+
+/// An Ed25519 public key that results are verified against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    keyid: String,
+    der: Vec<u8>,
+}
+
+impl PublicKey {
+    fn from_verifying(key: VerifyingKey) -> PublicKey {
+        // Encoding a valid Ed25519 key as SPKI DER cannot fail (fixed 44-byte structure).
+        let der = key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default();
+        PublicKey {
+            keyid: sha256_hex(&der),
+            key,
+            der,
+        }
+    }
+
+    /// Reads an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        VerifyingKey::from_public_key_pem(pem)
+            .map(PublicKey::from_verifying)
+            .map_err(|e| KeyError::Format(format!("not an Ed25519 SPKI PEM public key ({e})")))
+    }
+
+    /// Reads a public key file.
+    pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KeyError::Io(format!("cannot read public key {}: {e}", path.display())))?;
+        PublicKey::from_pem(&text).map_err(|e| match e {
+            KeyError::Format(why) => KeyError::Format(format!("{}: {why}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The SPKI PEM text.
+    pub fn to_pem(&self) -> String {
+        let body = BASE64.encode(&self.der);
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        pem
+    }
+
+    /// The key id: hex sha256 of the DER SubjectPublicKeyInfo.
+    pub fn keyid(&self) -> &str {
+        &self.keyid
+    }
+}
+
+/// Why a key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The text is not a key of the expected kind.
+    #[error("{0}")]
+    Format(String),
+    /// A private key that others may read.
+    #[error("{0}")]
+    Exposed(String),
+    /// The operating system's random source failed.
+    #[error("no random source for a new key: {0}")]
+    Random(String),
+}
+
+/// A key that a verifier trusts, with the name it was given by (a file path).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// Where the key came from, for messages.
+    pub label: String,
+    /// The key.
+    pub key: PublicKey,
+}
+
+/// What a verifier requires of a result besides a trusted signature.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// The keys whose signatures make a result attributable.
+    pub trusted: Vec<TrustedKey>,
+    /// The profile id the result must have been run with.
+    pub require_profile: Option<String>,
+    /// The tier the result must have been run in.
+    pub require_tier: Option<Tier>,
+    /// Whether the result must be conformant.
+    pub require_conformant: bool,
+}
+
+/// One line of a verification report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// True when this aspect checked out.
+    pub ok: bool,
+    /// What was checked and what was found, in one line.
+    pub text: String,
+}
+
+/// The outcome of verifying an envelope that could at least be read.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// One finding per aspect, in the order they were checked.
+    pub findings: Vec<Finding>,
+    /// The record, when the payload parsed (even if the signature did not verify: callers
+    /// must look at [`Verification::verified`] before trusting it).
+    pub record: Option<ResultRecord>,
+    /// The label of the trusted key that signed, when one did.
+    pub signer: Option<String>,
+}
+
+impl Verification {
+    /// True when every finding checked out: the envelope is well formed, signed by a
+    /// trusted key, and the record meets the policy.
+    pub fn verified(&self) -> bool {
+        !self.findings.is_empty() && self.findings.iter().all(|f| f.ok)
+    }
+
+    fn ok(&mut self, text: impl Into<String>) {
+        self.findings.push(Finding {
+            ok: true,
+            text: text.into(),
+        });
+    }
+
+    fn fail(&mut self, text: impl Into<String>) {
+        self.findings.push(Finding {
+            ok: false,
+            text: text.into(),
+        });
+    }
+}
+
+/// Input that cannot be read as an envelope at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unreadable {
+    /// The file is empty.
+    #[error("the file is empty")]
+    Empty,
+    /// The JSON ends early.
+    #[error("the file ends early, at line {line} column {column}: it is truncated")]
+    Truncated {
+        /// Line of the end.
+        line: usize,
+        /// Column of the end.
+        column: usize,
+    },
+    /// The bytes are not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+}
+
+/// Verifies envelope `bytes` against `policy`. `Err` means the input is not readable as
+/// JSON at all; everything else (a wrong structure, payload type, key, signature, format
+/// version or requirement) is a failed finding in the returned report.
+pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable> {
+    let mut report = Verification {
+        findings: Vec::new(),
+        record: None,
+        signer: None,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Unreadable::Empty);
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_eof() {
+            Unreadable::Truncated {
+                line: e.line(),
+                column: e.column(),
+            }
+        } else {
+            Unreadable::NotJson(e.to_string())
+        }
+    })?;
+
+    // Structure.
+    if value.get("format").is_some() && value.get("outcomes").is_some() {
+        report.fail("envelope: this is an unsigned result record, not a signed envelope (sign it with `hilt sign`)");
+        return Ok(report);
+    }
+    let envelope: Envelope = match serde_json::from_value(value) {
+        Ok(e) => e,
+        Err(e) => {
+            report.fail(format!("envelope: not a DSSE envelope: {e}"));
+            return Ok(report);
+        }
+    };
+    let mut canonical = serde_json::to_vec(&envelope).unwrap_or_default();
+    canonical.push(b'\n');
+    if canonical != bytes {
+        report.fail(
+            "envelope: not in canonical form (compact JSON and one final newline): \
+             the file was altered after signing",
+        );
+    } else {
+        report.ok(format!("envelope: DSSE v1, {} signature(s)", envelope.signatures.len()));
+    }
+    if envelope.payload_type != PAYLOAD_TYPE {
+        report.fail(format!(
+            "payload type: `{}`, expected `{PAYLOAD_TYPE}`",
+            envelope.payload_type
+        ));
+        return Ok(report);
+    }
+    report.ok(format!("payload type: {PAYLOAD_TYPE}"));
+    let payload = match BASE64.decode(&envelope.payload) {
+        Ok(p) => p,
+        Err(e) => {
+            report.fail(format!("payload: not valid base64: {e}"));
+            return Ok(report);
+        }
+    };
+
+    // Signatures, over the bytes as they are in the envelope.
+    let message = pae(&envelope.payload_type, &payload);
+    let statement = parse_statement(&payload);
+    let development = statement.as_ref().ok().and_then(|s| s.0.predicate.signing.clone());
+    check_signatures(&mut report, &envelope, &message, policy, development.as_ref());
+
+    // Payload contents.
+    let (statement, raw_devices, raw_host) = match statement {
+        Ok(s) => s,
+        Err(why) => {
+            report.fail(why);
+            return Ok(report);
+        }
+    };
+    if statement.statement_type != STATEMENT_TYPE || statement.predicate_type != PREDICATE_TYPE {
+        report.fail(format!(
+            "statement: type `{}` with predicate `{}`, expected `{STATEMENT_TYPE}` with `{PREDICATE_TYPE}`",
+            statement.statement_type, statement.predicate_type
+        ));
+    }
+    let record = statement.predicate;
+    report.ok(format!(
+        "result format: {}.{} (this reader knows {FORMAT_MAJOR}.x)",
+        record.format.major, record.format.minor
+    ));
+    report.ok(format!(
+        "ran: {} {} (executable sha256 {}), profile {} {} ({}), tier {}, {} run, {}",
+        record.tool.name,
+        record.tool.version,
+        record.tool.executable_sha256.as_deref().map_or("unknown".into(), short),
+        record.profile.id,
+        record.profile.version,
+        record.profile.digest,
+        record.run.tier,
+        if record.run.complete { "complete" } else { "incomplete" },
+        record.conformance.status.as_str(),
+    ));
+    if statement.subject == subjects_from(&raw_devices, &raw_host) {
+        report.ok(format!(
+            "subjects: {} device(s) match the record",
+            statement.subject.len()
+        ));
+    } else {
+        report.fail("subjects: the statement's subjects do not match the devices in the record");
+    }
+    check_policy(&mut report, &record, policy);
+    report.record = Some(record);
+    Ok(report)
+}
+
+/// The statement, and the record's devices and host as they stand in the payload (with
+/// any fields a newer minor version added), for the subject digests.
+type Parsed = (Statement, Vec<serde_json::Value>, serde_json::Value);
+
+fn parse_statement(payload: &[u8]) -> Result<Parsed, String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        predicate: Option<ProbeRecord>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeRecord {
+        format: FormatVersion,
+        #[serde(default)]
+        devices: Vec<serde_json::Value>,
+        #[serde(default)]
+        host: serde_json::Value,
+    }
+    let probe: Probe = serde_json::from_slice(payload).map_err(|e| format!("statement: not JSON: {e}"))?;
+    let (devices, host) = match probe.predicate {
+        Some(p) if p.format.major != FORMAT_MAJOR => {
+            return Err(format!(
+                "result format: {}.{} is not supported (this reader knows major version {FORMAT_MAJOR})",
+                p.format.major, p.format.minor
+            ));
+        }
+        Some(p) => (p.devices, p.host),
+        None => (Vec::new(), serde_json::Value::Null),
+    };
+    let statement = serde_json::from_slice(payload)
+        .map_err(|e| format!("statement: not an in-toto statement of a hilt result: {e}"))?;
+    Ok((statement, devices, host))
+}
+
+fn check_signatures(
+    report: &mut Verification,
+    envelope: &Envelope,
+    message: &[u8],
+    policy: &Policy,
+    development: Option<&SigningNote>,
+) {
+    if envelope.signatures.is_empty() {
+        report.fail("signature: the envelope carries no signature");
+        return;
+    }
+    if let Some(note) = development {
+        let valid = PublicKey::from_pem(&note.public_key)
+            .ok()
+            .filter(|k| k.keyid() == note.keyid)
+            .is_some_and(|k| {
+                envelope
+                    .signatures
+                    .iter()
+                    .any(|s| s.keyid == k.keyid() && verifies(&k, s, message))
+            });
+        if valid {
+            report.fail(format!(
+                "signature: intact, but by the run's own one-off key {}: the result is development-only and \
+                 not attributable to anyone",
+                short(&note.keyid)
+            ));
+        } else {
+            report.fail("signature: does not verify against the one-off key the record names: the result was altered");
+        }
+        return;
+    }
+    if policy.trusted.is_empty() {
+        report.fail("signature: no trusted key given (--trusted-key): the signer cannot be established");
+        return;
+    }
+    let mut trusted_signer = None;
+    for sig in &envelope.signatures {
+        match policy.trusted.iter().find(|t| t.key.keyid() == sig.keyid) {
+            Some(t) if verifies(&t.key, sig, message) => {
+                trusted_signer.get_or_insert((t.label.clone(), short(&sig.keyid)));
+            }
+            Some(t) => {
+                report.fail(format!(
+                    "signature: by trusted key {} ({}) but does not verify: the envelope or its payload was altered",
+                    short(&sig.keyid),
+                    t.label
+                ));
+                return;
+            }
+            None => {}
+        }
+    }
+    match trusted_signer {
+        Some((label, keyid)) => {
+            report.ok(format!("signature: valid, by trusted key {label} (keyid {keyid}…)"));
+            report.signer = Some(label);
+        }
+        None => {
+            let ids: Vec<String> = envelope.signatures.iter().map(|s| short(&s.keyid)).collect();
+            let trusted: Vec<String> = policy
+                .trusted
+                .iter()
+                .map(|t| format!("{} ({})", short(t.key.keyid()), t.label))
+                .collect();
+            report.fail(format!(
+                "signature: by key {} which is not among the trusted keys: {}",
+                ids.join(", "),
+                trusted.join(", ")
+            ));
+        }
+    }
+}
+
+fn verifies(key: &PublicKey, sig: &EnvelopeSignature, message: &[u8]) -> bool {
+    let Ok(bytes) = BASE64.decode(&sig.sig) else {
+        return false;
+    };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else {
+        return false;
+    };
+    key.key.verify_strict(message, &signature).is_ok()
+}
+
+fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Policy) {
+    if let Some(want) = &policy.require_profile {
+        let have = &record.profile.id;
+        if have == want {
+            report.ok(format!("profile: {have}, as required"));
+        } else {
+            report.fail(format!("profile: {have}, but {want} is required"));
+        }
+    }
+    if let Some(want) = policy.require_tier {
+        let have = record.run.tier;
+        if have == want {
+            report.ok(format!("tier: {have}, as required"));
+        } else {
+            report.fail(format!("tier: {have}, but {want} is required"));
+        }
+    }
+    if policy.require_conformant {
+        let c = &record.conformance;
+        if c.conformant {
+            report.ok("conformance: conformant, as required");
+        } else {
+            report.fail(format!(
+                "conformance: {}, but a conformant result is required",
+                c.status.as_str()
+            ));
+        }
+    }
+}
+
+fn short(keyid: &str) -> String {
+    keyid.chars().take(16).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The hex sha256 of `bytes` (used for executable and key digests).
+pub fn sha256_of(bytes: &[u8]) -> String {
+    sha256_hex(bytes)
+}
