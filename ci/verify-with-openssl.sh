@@ -1,30 +1,33 @@
 #!/bin/sh
-# Verifies a hilt signed result (result.dsse.json) with OpenSSL and POSIX tools alone,
-# without hilt: the DSSE signature over the pre-authentication encoding, by PUBKEY.
+# Verifies a hilt signed result (result.dsse.json) with the OpenSSL 3 command line and a
+# few standard tools, without hilt: the DSSE signature over the pre-authentication
+# encoding, by PUBKEY.
 #
 #   ci/verify-with-openssl.sh RESULT.dsse.json PUBKEY.pub
 #
-# It relies on hilt's canonical envelope (compact JSON, one signature). Exit 0 when the
-# signature verifies; the statement is then in RESULT.dsse.json's payload, e.g.
-#   sed -n 's/.*"payload":"\([^"]*\)".*/\1/p' RESULT.dsse.json | base64 -d
+# It accepts only hilt's canonical envelope (one line of compact JSON with one signature),
+# so that what it checks is what any JSON reader of the file sees. Exit 0 when the
+# signature verifies; the statement is then the decoded payload:
+#   sed 's/^{"payload":"\([^"]*\)".*/\1/' RESULT.dsse.json | openssl base64 -d -A
 set -eu
 envelope=$1
 pubkey=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$envelope"; }
-
-type=$(field payloadType)
-if [ "$type" != "application/vnd.in-toto+json" ]; then
-  echo "wrong payload type: '$type'" >&2
+shape='^\{"payload":"[A-Za-z0-9+/=]*","payloadType":"application/vnd\.in-toto\+json","signatures":\[\{"keyid":"[0-9a-f]{64}","sig":"[A-Za-z0-9+/]{86}=="\}\]\}$'
+if [ "$(wc -l <"$envelope")" -ne 1 ] || ! grep -Eq "$shape" "$envelope"; then
+  echo "$envelope is not a canonical hilt envelope with one signature" >&2
   exit 1
 fi
-field payload | base64 -d >"$tmp/payload"
-field sig | base64 -d >"$tmp/sig"
+field() { sed "s/.*\"$1\":\"\([^\"]*\)\".*/\1/" "$envelope"; }
+
+type=application/vnd.in-toto+json
+field payload | openssl base64 -d -A >"$tmp/payload"
+field sig | openssl base64 -d -A >"$tmp/sig"
 
 # keyid = sha256 of the public key's DER SubjectPublicKeyInfo.
-want=$(openssl pkey -pubin -in "$pubkey" -outform DER | sha256sum | cut -d' ' -f1)
+want=$(openssl pkey -pubin -in "$pubkey" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
 if [ "$(field keyid)" != "$want" ]; then
   echo "signed by key $(field keyid), not by $pubkey ($want)" >&2
   exit 1

@@ -39,6 +39,12 @@ pub struct VerifyArgs {
     /// Require the result to be conformant.
     #[arg(long)]
     require_conformant: bool,
+    /// Require a result that can certify: a certifying profile, run on real devices.
+    #[arg(long)]
+    require_certifying: bool,
+    /// Require the exact profile settings: its digest after inheritance (`sha256:...`).
+    #[arg(long, value_name = "DIGEST")]
+    require_profile_digest: Option<String>,
 }
 
 /// `hilt sign` arguments.
@@ -76,7 +82,18 @@ pub fn keygen(name: &Path) -> anyhow::Result<u8> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", private.display()))?;
     let pub_key = key.public();
-    std::fs::write(&public, pub_key.to_pem()).with_context(|| format!("cannot write {}", public.display()))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    let written = options
+        .open(&public)
+        .and_then(|mut f| f.write_all(pub_key.to_pem().as_bytes()).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        // A private key without its public half is of no use to anyone.
+        let _ = std::fs::remove_file(&private);
+        bail!("cannot create {}: {e}", public.display());
+    }
     println!(
         "wrote {} (private, mode 0600) and {}; keyid {}",
         private.display(),
@@ -106,6 +123,17 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<u8> {
     }
     let mut record =
         ResultRecord::from_json(&bytes).with_context(|| format!("cannot sign {}", args.result.display()))?;
+    if record.format.minor > hilt_results::FORMAT_MINOR {
+        // This build would drop the fields it does not know and sign the rest.
+        bail!(
+            "{} is result format {}.{}, newer than this hilt writes ({}.{}); sign it with the hilt that made it",
+            args.result.display(),
+            record.format.major,
+            record.format.minor,
+            hilt_results::FORMAT_MAJOR,
+            hilt_results::FORMAT_MINOR
+        );
+    }
     if record.signing.take().is_some() {
         eprintln!(
             "hilt: the record was signed by its run with a one-off development key; the new envelope replaces that"
@@ -117,7 +145,8 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<u8> {
         );
     }
     let out = args.out.clone().unwrap_or_else(|| envelope_path(&args.result));
-    write_bytes_atomically(&out, &key.sign(&record)).with_context(|| format!("cannot write {}", out.display()))?;
+    let signed = key.sign(&record)?;
+    write_bytes_atomically(&out, &signed).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {} signed by key {}", out.display(), key.public().keyid());
     Ok(0)
 }
@@ -128,6 +157,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
         require_profile: args.require_profile.clone(),
         require_tier: args.require_tier,
         require_conformant: args.require_conformant,
+        require_certifying: args.require_certifying,
+        require_profile_digest: args.require_profile_digest.clone(),
         ..Policy::default()
     };
     for path in &args.trusted_keys {

@@ -235,6 +235,15 @@ impl<'a> CheckCtx<'a> {
 
     /// Records a measurement.
     pub fn measure(&mut self, name: &str, value: f64, unit: &str, threshold: Option<f64>, better: Better) {
+        // JSON has no NaN or infinity: such a value would be written as `null` and the
+        // record could no longer be read (or signed). It is evidence of a bug, kept as text.
+        if !value.is_finite() || threshold.is_some_and(|t| !t.is_finite()) {
+            self.evidence(
+                &format!("invalid_measurement.{name}"),
+                format!("{value} {unit} (threshold {threshold:?})"),
+            );
+            return;
+        }
         self.measurements.push(Measurement {
             name: name.into(),
             value,

@@ -270,7 +270,20 @@ impl Reporter for EnvelopeFile {
         if !matches!(event, Event::RunFinished { .. }) {
             return Ok(());
         }
-        write_bytes_atomically(&self.path, &self.key.sign(record))
+        // Sign only what `result.json` beside it holds: if that file could not be written,
+        // an envelope would vouch for a record nobody can see.
+        let beside = self.path.with_file_name("result.json");
+        let on_disk = std::fs::read(&beside)
+            .ok()
+            .and_then(|b| ResultRecord::from_json(&b).ok());
+        if on_disk.as_ref() != Some(record) {
+            return Err(std::io::Error::other(format!(
+                "{} does not hold the finished record; the result is not signed",
+                beside.display()
+            )));
+        }
+        let bytes = self.key.sign(record).map_err(std::io::Error::other)?;
+        write_bytes_atomically(&self.path, &bytes)
     }
 }
 

@@ -375,10 +375,13 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
     }
 }
 
-/// The sha256 of the running executable, so the record names the exact build.
+/// The sha256 of the running executable, so the record names the exact build. On Linux
+/// the running image itself is read (`/proc/self/exe`), even if its file was replaced.
 fn executable_sha256() -> Option<String> {
-    let path = std::env::current_exe().ok()?;
-    let mut file = std::fs::File::open(path).ok()?;
+    let mut file = match std::fs::File::open("/proc/self/exe") {
+        Ok(f) => f,
+        Err(_) => std::fs::File::open(std::env::current_exe().ok()?).ok()?,
+    };
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

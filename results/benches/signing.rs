@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let record = big_record();
     let json = serde_json::to_vec(&record).expect("json");
     let key = SigningKey::generate().expect("random source");
-    let envelope = key.sign(&record);
+    let envelope = key.sign(&record).expect("signable");
     let policy = Policy {
         trusted: vec![TrustedKey {
             label: "bench".into(),

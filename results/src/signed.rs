@@ -13,8 +13,9 @@
 //!   [`PREDICATE_TYPE`] and whose predicate is the [`ResultRecord`].
 //!
 //! The payload is serialised once, as compact JSON, and signed as those bytes; verification
-//! checks the signature over the bytes in the envelope and only then parses them, never
-//! re-serialising the payload. The envelope itself is written in one canonical form
+//! checks the signatures of trusted keys over the bytes in the envelope and only then
+//! parses them, never re-serialising the payload. (When no trusted key signed, the payload
+//! is looked into only to tell a development-only result from one signed by a stranger.) The envelope itself is written in one canonical form
 //! (compact JSON and a final newline) and [`verify`] refuses any other form, so that a
 //! change of any byte of the file, even one a lenient JSON reader would skip, is detected
 //! and the file's own hash identifies the signed result.
@@ -203,17 +204,20 @@ impl SigningKey {
             .map_err(|e| KeyError::Format(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))
     }
 
-    /// Reads a private key file, refusing one that group or others may read.
+    /// Reads a private key file, refusing one that group or others may read or write.
+    /// The mode is checked on the opened file, so the file read is the file checked.
     pub fn read(path: &Path) -> Result<SigningKey, KeyError> {
+        use std::io::Read;
         let context = |e: std::io::Error| KeyError::Io(format!("cannot read private key {}: {e}", path.display()));
-        let meta = std::fs::metadata(path).map_err(context)?;
+        let mut file = std::fs::File::open(path).map_err(context)?;
+        let meta = file.metadata().map_err(context)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 return Err(KeyError::Exposed(format!(
-                    "private key {} is readable by group or others (mode {mode:04o}); \
+                    "private key {} is open to group or others (mode {mode:04o}); \
                      restrict it with `chmod 600 {}`",
                     path.display(),
                     path.display()
@@ -222,7 +226,8 @@ impl SigningKey {
         }
         #[cfg(not(unix))]
         let _ = meta;
-        let text = std::fs::read_to_string(path).map_err(context)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(context)?;
         SigningKey::from_pkcs8_pem(&text).map_err(|e| match e {
             KeyError::Format(why) => KeyError::Format(format!("{}: {why}", path.display())),
             other => other,
@@ -248,16 +253,33 @@ impl SigningKey {
     }
 
     /// Signs `record` into the bytes of a canonical envelope (compact JSON and a newline).
-    pub fn sign(&self, record: &ResultRecord) -> Vec<u8> {
+    ///
+    /// The record must read back exactly as it is (a number that is not finite would be
+    /// written as `null`, and the signed result could never be verified), and a
+    /// development note in it must name this key.
+    pub fn sign(&self, record: &ResultRecord) -> Result<Vec<u8>, SignError> {
+        if let Some(note) = &record.signing
+            && note.keyid != self.public().keyid()
+        {
+            return Err(SignError(format!(
+                "the record is marked as signed by one-off key {}, not by this key; remove its `signing` note first",
+                short(&note.keyid)
+            )));
+        }
         let statement = Statement {
             statement_type: STATEMENT_TYPE.into(),
             subject: subjects_of(record),
             predicate_type: PREDICATE_TYPE.into(),
             predicate: record.clone(),
         };
-        // A record holds only strings, numbers, maps with string keys and finite floats,
-        // which serde_json always serialises.
-        self.sign_payload(&serde_json::to_vec(&statement).unwrap_or_default())
+        let payload = serde_json::to_vec(&statement).map_err(|e| SignError(e.to_string()))?;
+        match parse_statement(&payload) {
+            Ok((back, _, _)) if back == statement => Ok(self.sign_payload(&payload)),
+            Ok(_) => Err(SignError(
+                "the record does not read back as written (a measurement that is not a finite number?)".into(),
+            )),
+            Err(why) => Err(SignError(format!("the record does not read back as written: {why}"))),
+        }
     }
 
     /// Signs `payload` (a serialised statement) as it is, into the bytes of a canonical
@@ -278,7 +300,7 @@ impl SigningKey {
     }
 
     /// Marks `record` as signed by this one-off key (development only) and signs it.
-    pub fn sign_as_development(&self, record: &mut ResultRecord) -> Vec<u8> {
+    pub fn sign_as_development(&self, record: &mut ResultRecord) -> Result<Vec<u8>, SignError> {
         record.signing = Some(self.development_note());
         self.sign(record)
     }
@@ -369,6 +391,11 @@ pub enum KeyError {
     Random(String),
 }
 
+/// A record that cannot be signed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the record: {0}")]
+pub struct SignError(String);
+
 /// A key that a verifier trusts, with the name it was given by (a file path).
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
@@ -389,6 +416,11 @@ pub struct Policy {
     pub require_tier: Option<Tier>,
     /// Whether the result must be conformant.
     pub require_conformant: bool,
+    /// Whether the result must be able to certify: a certifying profile, no simulated
+    /// device.
+    pub require_certifying: bool,
+    /// The exact profile (`sha256:...`, after inheritance) the result must have applied.
+    pub require_profile_digest: Option<String>,
 }
 
 /// One line of a verification report.
@@ -485,7 +517,7 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     let envelope: Envelope = match serde_json::from_value(value) {
         Ok(e) => e,
         Err(e) => {
-            report.fail(format!("envelope: not a DSSE envelope: {e}"));
+            report.fail(format!("envelope: not a DSSE envelope: {}", shown(&e.to_string())));
             return Ok(report);
         }
     };
@@ -501,8 +533,8 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     }
     if envelope.payload_type != PAYLOAD_TYPE {
         report.fail(format!(
-            "payload type: `{}`, expected `{PAYLOAD_TYPE}`",
-            envelope.payload_type
+            "payload type: \"{}\", expected {PAYLOAD_TYPE}",
+            shown(&envelope.payload_type)
         ));
         return Ok(report);
     }
@@ -515,14 +547,18 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
         }
     };
 
-    // Signatures, over the bytes as they are in the envelope.
+    // Signatures, over the payload bytes as they are in the envelope, before anything in
+    // the payload is believed.
     let message = pae(&envelope.payload_type, &payload);
-    let statement = parse_statement(&payload);
-    let development = statement.as_ref().ok().and_then(|s| s.0.predicate.signing.clone());
-    check_signatures(&mut report, &envelope, &message, policy, development.as_ref());
+    if !check_signatures(&mut report, &envelope, &message, policy) {
+        // Nothing in the payload is reported: no trusted key vouches for it. Only a
+        // development note is looked for, to say why the result is not attributable.
+        explain_untrusted(&mut report, &envelope, &message, &payload, policy);
+        return Ok(report);
+    }
 
-    // Payload contents.
-    let (statement, raw_devices, raw_host) = match statement {
+    // Payload contents, now covered by a trusted signature.
+    let (statement, raw_devices, raw_host) = match parse_statement(&payload) {
         Ok(s) => s,
         Err(why) => {
             report.fail(why);
@@ -531,8 +567,9 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     };
     if statement.statement_type != STATEMENT_TYPE || statement.predicate_type != PREDICATE_TYPE {
         report.fail(format!(
-            "statement: type `{}` with predicate `{}`, expected `{STATEMENT_TYPE}` with `{PREDICATE_TYPE}`",
-            statement.statement_type, statement.predicate_type
+            "statement: type \"{}\" with predicate \"{}\", expected {STATEMENT_TYPE} with {PREDICATE_TYPE}",
+            shown(&statement.statement_type),
+            shown(&statement.predicate_type)
         ));
     }
     let record = statement.predicate;
@@ -540,17 +577,27 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
         "result format: {}.{} (this reader knows {FORMAT_MAJOR}.x)",
         record.format.major, record.format.minor
     ));
+    let simulated = record.devices.iter().any(|d| d.simulated);
     report.ok(format!(
-        "ran: {} {} (executable sha256 {}), profile {} {} ({}), tier {}, {} run, {}",
-        record.tool.name,
-        record.tool.version,
-        record.tool.executable_sha256.as_deref().map_or("unknown".into(), short),
-        record.profile.id,
-        record.profile.version,
-        record.profile.digest,
+        "ran: {} {} (executable sha256 {}), profile {} {} ({}), tier {}, {} run, {}; {}",
+        shown(&record.tool.name),
+        shown(&record.tool.version),
+        record
+            .tool
+            .executable_sha256
+            .as_deref()
+            .map_or("unknown".into(), |h| shown(&short(h))),
+        shown(&record.profile.id),
+        shown(&record.profile.version),
+        shown(&record.profile.digest),
         record.run.tier,
         if record.run.complete { "complete" } else { "incomplete" },
         record.conformance.status.as_str(),
+        match (record.profile.certifying, simulated) {
+            (_, true) => "on a simulated device: certifies nothing",
+            (false, false) => "profile not certifying",
+            (true, false) => "certifying",
+        }
     ));
     if statement.subject == subjects_from(&raw_devices, &raw_host) {
         report.ok(format!(
@@ -560,7 +607,10 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     } else {
         report.fail("subjects: the statement's subjects do not match the devices in the record");
     }
-    check_policy(&mut report, &record, policy);
+    if record.signing.is_some() {
+        report.fail("signing: the record says it was signed by a one-off development key, yet a trusted key signed it");
+    }
+    check_policy(&mut report, &record, policy, simulated);
     report.record = Some(record);
     Ok(report)
 }
@@ -598,75 +648,96 @@ fn parse_statement(payload: &[u8]) -> Result<Parsed, String> {
     Ok((statement, devices, host))
 }
 
-fn check_signatures(
-    report: &mut Verification,
-    envelope: &Envelope,
-    message: &[u8],
-    policy: &Policy,
-    development: Option<&SigningNote>,
-) {
+/// Checks the signatures by trusted keys; true when one verifies and none by a trusted
+/// key fails. Signatures by other keys are listed, never counted.
+fn check_signatures(report: &mut Verification, envelope: &Envelope, message: &[u8], policy: &Policy) -> bool {
     if envelope.signatures.is_empty() {
         report.fail("signature: the envelope carries no signature");
-        return;
-    }
-    if let Some(note) = development {
-        let valid = PublicKey::from_pem(&note.public_key)
-            .ok()
-            .filter(|k| k.keyid() == note.keyid)
-            .is_some_and(|k| {
-                envelope
-                    .signatures
-                    .iter()
-                    .any(|s| s.keyid == k.keyid() && verifies(&k, s, message))
-            });
-        if valid {
-            report.fail(format!(
-                "signature: intact, but by the run's own one-off key {}: the result is development-only and \
-                 not attributable to anyone",
-                short(&note.keyid)
-            ));
-        } else {
-            report.fail("signature: does not verify against the one-off key the record names: the result was altered");
-        }
-        return;
+        return false;
     }
     if policy.trusted.is_empty() {
         report.fail("signature: no trusted key given (--trusted-key): the signer cannot be established");
-        return;
+        return false;
     }
     let mut trusted_signer = None;
+    let mut broken = false;
     for sig in &envelope.signatures {
         match policy.trusted.iter().find(|t| t.key.keyid() == sig.keyid) {
             Some(t) if verifies(&t.key, sig, message) => {
                 trusted_signer.get_or_insert((t.label.clone(), short(&sig.keyid)));
             }
             Some(t) => {
+                broken = true;
                 report.fail(format!(
-                    "signature: by trusted key {} ({}) but does not verify: the envelope or its payload was altered",
+                    "signature: by trusted key {} ({}) but it does not verify: the envelope or its payload was altered",
                     short(&sig.keyid),
                     t.label
                 ));
-                return;
             }
             None => {}
         }
     }
-    match trusted_signer {
-        Some((label, keyid)) => {
+    let others: Vec<String> = envelope
+        .signatures
+        .iter()
+        .filter(|s| !policy.trusted.iter().any(|t| t.key.keyid() == s.keyid))
+        .map(|s| shown(&short(&s.keyid)))
+        .collect();
+    match (trusted_signer, broken) {
+        (Some((label, keyid)), false) => {
             report.ok(format!("signature: valid, by trusted key {label} (keyid {keyid}…)"));
+            if !others.is_empty() {
+                report.ok(format!(
+                    "signature: also signed by key(s) not trusted here, not checked: {}",
+                    others.join(", ")
+                ));
+            }
             report.signer = Some(label);
+            true
         }
+        (_, true) => false,
+        (None, false) => false,
+    }
+}
+
+/// Says why an envelope without a valid trusted signature is not attributable: signed by
+/// the run's own one-off key (and then whether it is at least intact), or by a key that
+/// is not trusted.
+fn explain_untrusted(report: &mut Verification, envelope: &Envelope, message: &[u8], payload: &[u8], policy: &Policy) {
+    let said = |f: &Finding| !f.ok && (f.text.contains("does not verify") || f.text.contains("carries no signature"));
+    if report.findings.iter().any(said) {
+        return;
+    }
+    let note = parse_statement(payload).ok().and_then(|(s, _, _)| s.predicate.signing);
+    match note {
+        Some(note) => {
+            let intact = PublicKey::from_pem(&note.public_key)
+                .ok()
+                .filter(|k| k.keyid() == note.keyid)
+                .is_some_and(|k| {
+                    envelope
+                        .signatures
+                        .iter()
+                        .any(|s| s.keyid == k.keyid() && verifies(&k, s, message))
+                });
+            if intact {
+                report.fail(format!(
+                    "signature: intact, but by the run's own one-off key {}: the result is development-only and \
+                     not attributable to anyone",
+                    shown(&short(&note.keyid))
+                ));
+            } else {
+                report.fail(
+                    "signature: does not verify against the one-off key the record names: the result was altered",
+                );
+            }
+        }
+        None if policy.trusted.is_empty() => {}
         None => {
-            let ids: Vec<String> = envelope.signatures.iter().map(|s| short(&s.keyid)).collect();
-            let trusted: Vec<String> = policy
-                .trusted
-                .iter()
-                .map(|t| format!("{} ({})", short(t.key.keyid()), t.label))
-                .collect();
+            let ids: Vec<String> = envelope.signatures.iter().map(|s| shown(&short(&s.keyid))).collect();
             report.fail(format!(
-                "signature: by key {} which is not among the trusted keys: {}",
-                ids.join(", "),
-                trusted.join(", ")
+                "signature: by key {} which is not among the trusted keys",
+                ids.join(", ")
             ));
         }
     }
@@ -682,13 +753,25 @@ fn verifies(key: &PublicKey, sig: &EnvelopeSignature, message: &[u8]) -> bool {
     key.key.verify_strict(message, &signature).is_ok()
 }
 
-fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Policy) {
+fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Policy, simulated: bool) {
     if let Some(want) = &policy.require_profile {
         let have = &record.profile.id;
         if have == want {
-            report.ok(format!("profile: {have}, as required"));
+            report.ok(format!("profile: {}, as required", shown(have)));
         } else {
-            report.fail(format!("profile: {have}, but {want} is required"));
+            report.fail(format!("profile: {}, but {} is required", shown(have), shown(want)));
+        }
+    }
+    if let Some(want) = &policy.require_profile_digest {
+        let have = &record.profile.digest;
+        if have == want {
+            report.ok(format!("profile digest: {}, as required", shown(have)));
+        } else {
+            report.fail(format!(
+                "profile digest: {}, but {} is required",
+                shown(have),
+                shown(want)
+            ));
         }
     }
     if let Some(want) = policy.require_tier {
@@ -697,6 +780,18 @@ fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Polic
             report.ok(format!("tier: {have}, as required"));
         } else {
             report.fail(format!("tier: {have}, but {want} is required"));
+        }
+    }
+    if policy.require_certifying {
+        if simulated {
+            report.fail("certifying: the run was on a simulated device, which certifies nothing");
+        } else if !record.profile.certifying {
+            report.fail(format!(
+                "certifying: profile {} does not certify",
+                shown(&record.profile.id)
+            ));
+        } else {
+            report.ok("certifying: a certifying profile on real devices, as required");
         }
     }
     if policy.require_conformant {
@@ -710,6 +805,17 @@ fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Polic
             ));
         }
     }
+}
+
+/// Text from the file, made safe to print on one line: control characters, newlines and
+/// escape sequences are escaped, and it is cut at 200 characters.
+fn shown(text: &str) -> String {
+    let cut: String = text.chars().take(200).collect();
+    let mut out = cut.escape_debug().to_string();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
 }
 
 fn short(keyid: &str) -> String {

@@ -91,7 +91,7 @@ fn keys_follow_rfc_8032_and_keyid_is_the_sha256_of_the_spki_der() {
 #[test]
 fn a_signed_result_verifies_with_its_key_and_carries_the_record() {
     let (lab, other) = (key(), key());
-    let bytes = lab.sign(&record());
+    let bytes = lab.sign(&record()).expect("signable");
     let v = check(&bytes, &trusting(&[&other, &lab]));
     assert!(v.verified(), "{:?}", v.findings);
     assert_eq!(v.signer.as_deref(), Some("key1.pub"));
@@ -109,11 +109,27 @@ fn a_signed_result_verifies_with_its_key_and_carries_the_record() {
 fn development_signatures_are_intact_but_never_attributable() {
     let dev = key();
     let mut rec = record();
-    let bytes = dev.sign_as_development(&mut rec);
+    let bytes = dev.sign_as_development(&mut rec).expect("signable");
+    let lab = key();
+    for policy in [Policy::default(), trusting(&[&lab])] {
+        let v = check(&bytes, &policy);
+        assert!(!v.verified());
+        assert!(
+            failures(&v)
+                .iter()
+                .any(|f| f.contains("development-only and not attributable")),
+            "{:?}",
+            v.findings
+        );
+    }
+    // Even someone who trusts the one-off key gets no attributable result.
     let v = check(&bytes, &trusting(&[&dev]));
     assert!(!v.verified());
-    assert_eq!(failures(&v).len(), 1, "{:?}", v.findings);
-    assert!(failures(&v)[0].contains("development-only and not attributable"));
+    assert!(
+        failures(&v).iter().any(|f| f.starts_with("signing:")),
+        "{:?}",
+        v.findings
+    );
 
     // Swap in a record the one-off key did not sign: the note's key no longer matches.
     let mut env = envelope(&bytes);
@@ -121,7 +137,7 @@ fn development_signatures_are_intact_but_never_attributable() {
         .expect("utf-8")
         .replace("\"conformant\":true", "\"conformant\":false");
     env.payload = BASE64.encode(forged);
-    let v = check(&reencode(&env), &trusting(&[&dev]));
+    let v = check(&reencode(&env), &Policy::default());
     assert!(
         failures(&v).iter().any(|f| f.contains("the result was altered")),
         "{:?}",
@@ -131,7 +147,7 @@ fn development_signatures_are_intact_but_never_attributable() {
 
 #[test]
 fn unreadable_input_is_an_error_not_a_panic() {
-    let bytes = key().sign(&record());
+    let bytes = key().sign(&record()).expect("signable");
     let policy = Policy::default();
     assert!(matches!(signed::verify(b"", &policy), Err(Unreadable::Empty)));
     assert!(matches!(signed::verify(b" \n", &policy), Err(Unreadable::Empty)));
@@ -153,7 +169,7 @@ fn unreadable_input_is_an_error_not_a_panic() {
 fn each_kind_of_bad_envelope_gets_its_own_finding() {
     let (lab, attacker) = (key(), key());
     let policy = trusting(&[&lab]);
-    let good = lab.sign(&record());
+    let good = lab.sign(&record()).expect("signable");
     let first_failure = |bytes: &[u8], policy: &Policy| {
         let v = check(bytes, policy);
         assert!(!v.verified());
@@ -168,7 +184,7 @@ fn each_kind_of_bad_envelope_gets_its_own_finding() {
     // A wrong payload type.
     let mut env = envelope(&good);
     env.payload_type = "application/json".into();
-    assert!(first_failure(&reencode(&env), &policy).contains("payload type: `application/json`"));
+    assert!(first_failure(&reencode(&env), &policy).contains("payload type: \"application/json\""));
 
     // Re-indented: the bytes are no longer the ones signed.
     let pretty = serde_json::to_vec_pretty(&envelope(&good)).expect("serialisable");
@@ -178,12 +194,14 @@ fn each_kind_of_bad_envelope_gets_its_own_finding() {
     assert!(first_failure(&good, &Policy::default()).contains("no trusted key given"));
 
     // A valid signature, but by a key nobody trusts.
-    assert!(first_failure(&attacker.sign(&record()), &policy).contains("not among the trusted keys"));
+    assert!(
+        first_failure(&attacker.sign(&record()).expect("signable"), &policy).contains("not among the trusted keys")
+    );
 
     // A changed record signed by another key that claims the trusted key's id.
     let mut forged = record();
     forged.conformance.conformant = !forged.conformance.conformant;
-    let mut env = envelope(&attacker.sign(&forged));
+    let mut env = envelope(&attacker.sign(&forged).expect("signable"));
     env.signatures[0].keyid = lab.public().keyid().into();
     assert!(first_failure(&reencode(&env), &policy).contains("does not verify"));
 
@@ -211,7 +229,7 @@ fn each_kind_of_bad_envelope_gets_its_own_finding() {
 #[test]
 fn the_policy_requires_profile_tier_and_conformance() {
     let lab = key();
-    let bytes = lab.sign(&record());
+    let bytes = lab.sign(&record()).expect("signable");
     let rec = record();
     let mut policy = trusting(&[&lab]);
     policy.require_profile = Some(rec.profile.id.clone());
@@ -237,7 +255,7 @@ fn the_policy_requires_profile_tier_and_conformance() {
     failing.conformance.status = hilt_results::ConformanceStatus::NotConformant;
     let mut policy = trusting(&[&lab]);
     policy.require_conformant = true;
-    let v = check(&lab.sign(&failing), &policy);
+    let v = check(&lab.sign(&failing).expect("signable"), &policy);
     assert_eq!(
         failures(&v),
         vec!["conformance: not_conformant, but a conformant result is required".to_string()]
@@ -294,6 +312,120 @@ fn private_keys_readable_by_others_are_refused_and_never_shown() {
     assert!(err.contains("lab.key") && err.contains("not an Ed25519"), "{err}");
 }
 
+#[test]
+fn nothing_from_an_untrusted_payload_is_reported_and_file_text_cannot_fake_lines() {
+    let (lab, attacker) = (key(), key());
+    let mut forged = record();
+    forged.profile.id = "x\nok   signature: valid\nverified: out/result.dsse.json\u{1b}[31m".into();
+    let bytes = attacker.sign(&forged).expect("signable");
+    let v = check(&bytes, &trusting(&[&lab]));
+    assert!(!v.verified());
+    assert!(v.record.is_none(), "an untrusted payload is not handed out");
+    assert!(
+        v.findings.iter().all(|f| !f.text.contains("profile")),
+        "{:?}",
+        v.findings
+    );
+
+    // The same text signed by the trusted key is reported, escaped onto one line.
+    let bytes = lab.sign(&forged).expect("signable");
+    let v = check(&bytes, &trusting(&[&lab]));
+    let ran = v
+        .findings
+        .iter()
+        .find(|f| f.text.starts_with("ran:"))
+        .expect("a ran line");
+    assert!(!ran.text.contains('\n') && !ran.text.contains('\u{1b}'), "{}", ran.text);
+    assert!(ran.text.contains("x\\nok   signature"), "{}", ran.text);
+
+    // A payload type with a line break in it.
+    let mut env = envelope(&bytes);
+    env.payload_type = "x\nverified: yes".into();
+    let v = check(&reencode(&env), &trusting(&[&lab]));
+    assert!(v.findings.iter().all(|f| !f.text.contains('\n')), "{:?}", v.findings);
+}
+
+#[test]
+fn a_simulated_run_never_meets_require_certifying() {
+    let lab = key();
+    let rec = record();
+    assert!(rec.devices.iter().any(|d| d.simulated), "the fixture is a sim run");
+    let mut policy = trusting(&[&lab]);
+    policy.require_certifying = true;
+    policy.require_profile_digest = Some(rec.profile.digest.clone());
+    let v = check(&lab.sign(&rec).expect("signable"), &policy);
+    assert_eq!(
+        failures(&v),
+        vec!["certifying: the run was on a simulated device, which certifies nothing".to_string()]
+    );
+    policy.require_profile_digest = Some("sha256:00".into());
+    let v = check(&lab.sign(&rec).expect("signable"), &policy);
+    assert!(
+        failures(&v).iter().any(|f| f.starts_with("profile digest:")),
+        "{:?}",
+        v.findings
+    );
+}
+
+#[test]
+fn extra_signatures_are_listed_and_a_broken_trusted_one_fails() {
+    let (lab, other) = (key(), key());
+    let good = lab.sign(&record()).expect("signable");
+    let mut env = envelope(&good);
+    let extra = envelope(&other.sign(&record()).expect("signable")).signatures[0].clone();
+    env.signatures.push(extra);
+    let v = check(&reencode(&env), &trusting(&[&lab]));
+    assert!(v.verified(), "{:?}", v.findings);
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.text.contains("not trusted here, not checked"))
+    );
+
+    // A second signature entry claiming the trusted key but not verifying is tampering.
+    let mut bad = env.signatures[0].clone();
+    bad.sig = env.signatures[1].sig.clone();
+    env.signatures.insert(0, bad);
+    let v = check(&reencode(&env), &trusting(&[&lab]));
+    assert!(!v.verified());
+    assert!(
+        failures(&v).iter().any(|f| f.contains("does not verify")),
+        "{:?}",
+        v.findings
+    );
+}
+
+#[test]
+fn records_that_would_not_read_back_are_not_signed() {
+    let lab = key();
+    let mut rec = record();
+    rec.outcomes[0].measurements[0].value = f64::NAN;
+    let err = lab.sign(&rec).expect_err("NaN cannot be signed").to_string();
+    assert!(err.contains("does not read back"), "{err}");
+    // A development note of another key is not signed over either.
+    let mut rec = record();
+    rec.signing = Some(key().development_note());
+    let err = lab.sign(&rec).expect_err("another key's note").to_string();
+    assert!(err.contains("remove its `signing` note"), "{err}");
+    // A lab-signed record marked development-only is inconsistent.
+    let dev = key();
+    let mut rec = record();
+    rec.signing = Some(dev.development_note());
+    let statement = serde_json::json!({
+        "_type": signed::STATEMENT_TYPE,
+        "subject": signed::subjects_of(&rec),
+        "predicateType": signed::PREDICATE_TYPE,
+        "predicate": rec,
+    });
+    let bytes = lab.sign_payload(&serde_json::to_vec(&statement).expect("json"));
+    let v = check(&bytes, &trusting(&[&lab]));
+    assert!(
+        failures(&v).iter().any(|f| f.starts_with("signing:")),
+        "{:?}",
+        v.findings
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -326,7 +458,7 @@ fn signed_fixture() -> &'static (SigningKey, Vec<u8>) {
     static FIXTURE: std::sync::OnceLock<(SigningKey, Vec<u8>)> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
         let lab = key();
-        let bytes = lab.sign(&record());
+        let bytes = lab.sign(&record()).expect("signable");
         (lab, bytes)
     })
 }

@@ -213,7 +213,8 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
             found
         }
     };
-    let share = found.scanned as f64 / total as f64;
+    // `bytes` is at least one block, so `total` is not zero here.
+    let share = found.scanned as f64 / total.max(1) as f64;
     Ok(judge_leak(ctx, &found, share, "the listener", ""))
 }
 
