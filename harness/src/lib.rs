@@ -8,7 +8,10 @@
 pub mod accel;
 pub mod canary;
 pub mod check;
+pub mod capture;
 pub mod host;
+pub mod hostfs;
+pub mod pci;
 pub mod profile;
 pub mod record;
 pub mod requirements;
