@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 use hilt_harness::accel::DeviceInfo;
 use hilt_harness::accel::sim::{self, SimKnobs};
 use hilt_harness::check::{Catalogue, Scope, TrialDevice};
+use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
 use hilt_harness::pci::{self, PciFunction};
-use hilt_harness::host::Date;
 use hilt_harness::profile::{Library, Profile};
 use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
@@ -191,8 +191,9 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     devices.extend(pci_only_devices(&host, &devices)?.into_iter().map(Arc::new));
     devices.push(Arc::new(runner::host_device()));
     if let Some(sel) = &args.device {
+        // The host stays: host checks run whichever device is selected.
         devices.retain(|d| d.info.id == *sel || d.info.backend == *sel || d.info.backend == runner::HOST_BACKEND);
-        if devices.is_empty() {
+        if devices.iter().all(|d| d.info.backend == runner::HOST_BACKEND) {
             bail!("no device here is `{sel}`; see `hilt devices`");
         }
     }
@@ -621,7 +622,10 @@ fn print_pci(
         let driven = devices
             .iter()
             .find(|d| d.pci_address.as_deref() == Some(f.address.as_str()))
-            .map_or_else(|| format!("host checks as {}", f.trial_id()), |d| format!("device {}", d.id));
+            .map_or_else(
+                || format!("host checks as {}", f.trial_id()),
+                |d| format!("device {}", d.id),
+            );
         writeln!(
             out,
             "{}  {:04x}:{:04x}  {} {}  [{}]  driver {}  iommu group {}  ({driven})",

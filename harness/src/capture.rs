@@ -54,8 +54,14 @@ pub const RULES: &[(&str, Store)] = &[
     ("/sys/class/iommu", Store::Dir),
     ("/sys/class/iommu/*", Store::Link),
     ("/sys/firmware/efi", Store::Dir),
-    ("/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c", Store::File),
-    ("/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c", Store::File),
+    (
+        "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+        Store::File,
+    ),
+    (
+        "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+        Store::File,
+    ),
     ("/sys/kernel/security", Store::Dir),
     ("/sys/kernel/security/lockdown", Store::File),
     ("/sys/kernel/security/lsm", Store::File),
@@ -176,6 +182,7 @@ pub fn capture(fs: &HostFs, out: impl Write, captured_at: &str) -> Result<Captur
                             append_file(&mut tar, &path, &[], &mut dirs_done)?;
                             report.entries += 1;
                         }
+                        Err(e) if e.kind == HostErrorKind::NotFound => {}
                         Err(e) => {
                             manifest.unreadable.insert(path.clone(), e.message);
                             report.unreadable += 1;
@@ -334,7 +341,10 @@ mod tests {
         }
         assert!(names.contains(&"etc/ssh/sshd_config".to_string()), "{names:?}");
         assert!(names.contains(&"etc/ssh/sshd_config.d/10-local.conf".to_string()));
-        assert!(!names.iter().any(|n| n.contains("key") || n.contains("shadow")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.contains("key") || n.contains("shadow")),
+            "{names:?}"
+        );
         assert!(names.contains(&MANIFEST.to_string()));
     }
 

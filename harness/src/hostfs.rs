@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(fs.list("/sys/x").expect("list"), ["a"]);
         let e = fs.read("/sys/x/missing").expect_err("missing");
         assert_eq!(e.kind, HostErrorKind::NotFound);
-        assert_eq!(e.to_string(), "failed to read /sys/x/missing: no such file or directory");
+        assert_eq!(
+            e.to_string(),
+            "failed to read /sys/x/missing: no such file or directory"
+        );
         assert_eq!(
             fs.read("/sys/x/a/below").expect_err("below a file").kind,
             HostErrorKind::NotFound
@@ -298,11 +301,7 @@ mod tests {
             unreadable: [("/etc/ssh/sshd_config".to_string(), "permission denied".to_string())].into(),
             ..Manifest::default()
         };
-        std::fs::write(
-            dir.path().join(MANIFEST),
-            serde_json::to_vec(&manifest).expect("json"),
-        )
-        .expect("write");
+        std::fs::write(dir.path().join(MANIFEST), serde_json::to_vec(&manifest).expect("json")).expect("write");
         let fs = HostFs::at(dir.path()).expect("root");
         assert_eq!(fs.stat("/dev/nvidia0").expect("stat").perms(), 0o666);
         let e = fs.read("/etc/ssh/sshd_config").expect_err("denied");

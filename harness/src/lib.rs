@@ -7,8 +7,8 @@
 
 pub mod accel;
 pub mod canary;
-pub mod check;
 pub mod capture;
+pub mod check;
 pub mod host;
 pub mod hostfs;
 pub mod pci;

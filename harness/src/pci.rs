@@ -98,9 +98,10 @@ impl PciFunction {
         DeviceInfo {
             id: self.trial_id(),
             backend: BACKEND.into(),
-            name: self
-                .device_name()
-                .map_or_else(|| format!("PCI device {:04x}:{:04x}", self.vendor, self.device), str::to_string),
+            name: self.device_name().map_or_else(
+                || format!("PCI device {:04x}:{:04x}", self.vendor, self.device),
+                str::to_string,
+            ),
             vendor: self.vendor_name().map(str::to_string),
             pci_vendor: Some(self.vendor),
             pci_device: Some(self.device),
@@ -182,7 +183,10 @@ pub fn read_rom(fs: &HostFs, address: &str, enable: bool) -> Result<Vec<u8>, Hos
         path: path.clone(),
         kind: HostErrorKind::Other,
         message: match e {
-            Some(e) => format!("the kernel refused the read ({}) and enabling it is not allowed", e.message),
+            Some(e) => format!(
+                "the kernel refused the read ({}) and enabling it is not allowed",
+                e.message
+            ),
             None => "the kernel gave no bytes and enabling the read is not allowed".into(),
         },
     };

@@ -44,7 +44,9 @@ pub static ROM_MEASUREMENT: CheckDef = CheckDef {
             let rom = match pci::read_rom(&fs, &address, params.enable_rom_read) {
                 Ok(rom) => rom,
                 Err(e) if e.kind == HostErrorKind::NotFound => {
-                    return Ok(Finding::NotApplicable(format!("{address} exposes no option ROM in sysfs")));
+                    return Ok(Finding::NotApplicable(format!(
+                        "{address} exposes no option ROM in sysfs"
+                    )));
                 }
                 Err(e) if e.kind == HostErrorKind::PermissionDenied => return Err(hostread::unreadable(e)),
                 Err(e) => {
@@ -282,7 +284,13 @@ fn judge_driver(ctx: &mut hilt_harness::check::CheckCtx<'_>, set: &AdvisorySet, 
         .filter(|(_, fixed)| compare_versions(version, fixed) == Ordering::Less)
         .collect();
     ctx.evidence("advisories_checked", set.advisory.len());
-    ctx.measure("affecting_advisories", affected.len() as f64, "count", Some(0.0), Better::Lower);
+    ctx.measure(
+        "affecting_advisories",
+        affected.len() as f64,
+        "count",
+        Some(0.0),
+        Better::Lower,
+    );
     if !affected.is_empty() {
         let ids: Vec<String> = affected
             .iter()
@@ -370,7 +378,9 @@ mod tests {
     #[test]
     fn banners_give_their_version() {
         assert_eq!(
-            version_in_banner("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Sep 11 2025\nGCC version: gcc 12"),
+            version_in_banner(
+                "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Sep 11 2025\nGCC version: gcc 12"
+            ),
             Some("580.95.05".into())
         );
     }

@@ -27,7 +27,9 @@ pub static IOMMU_ENABLED: CheckDef = CheckDef {
         hostread::run::<NoParams>(ctx, |ctx, _| {
             let fs = ctx.host().clone();
             let units = fs.list_or_empty("/sys/class/iommu").map_err(hostread::unreadable)?;
-            let groups = fs.list_or_empty("/sys/kernel/iommu_groups").map_err(hostread::unreadable)?;
+            let groups = fs
+                .list_or_empty("/sys/kernel/iommu_groups")
+                .map_err(hostread::unreadable)?;
             ctx.evidence("iommu_units", units.clone());
             ctx.evidence("iommu_groups", groups.len());
             if !units.is_empty() || !groups.is_empty() {
@@ -182,7 +184,10 @@ pub static DEVICE_NODES: CheckDef = CheckDef {
             Ok(if open.is_empty() {
                 Finding::Pass
             } else {
-                Finding::Fail(format!("accelerator device files are open to every local user: {}", open.join("; ")))
+                Finding::Fail(format!(
+                    "accelerator device files are open to every local user: {}",
+                    open.join("; ")
+                ))
             })
         })
     },

@@ -70,8 +70,16 @@ mod tests {
             if check.scope == Scope::Device {
                 assert!(check.host_faults.is_empty(), "{}", check.id);
             } else {
-                assert!(check.faults.is_empty(), "{}: host checks do not touch the sim", check.id);
-                assert!(!check.host_faults.is_empty(), "{} has no fixture that makes it fail", check.id);
+                assert!(
+                    check.faults.is_empty(),
+                    "{}: host checks do not touch the sim",
+                    check.id
+                );
+                assert!(
+                    !check.host_faults.is_empty(),
+                    "{} has no fixture that makes it fail",
+                    check.id
+                );
                 for name in check.host_faults {
                     assert!(hosts.join(name).is_dir(), "{} names missing fixture {name}", check.id);
                 }

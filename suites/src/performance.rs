@@ -47,7 +47,13 @@ pub static PCIE_LINK: CheckDef = CheckDef {
             let (cur_w, max_w) = (width(&cur_w)?, width(&max_w)?);
             let cur_s = read("current_link_speed")?.as_deref().and_then(pci::parse_link_speed);
             let max_s = read("max_link_speed")?.as_deref().and_then(pci::parse_link_speed);
-            ctx.measure("current_link_width", f64::from(cur_w), "lanes", Some(f64::from(max_w)), Better::Higher);
+            ctx.measure(
+                "current_link_width",
+                f64::from(cur_w),
+                "lanes",
+                Some(f64::from(max_w)),
+                Better::Higher,
+            );
             ctx.measure("max_link_width", f64::from(max_w), "lanes", None, Better::Neither);
             if let Some(s) = cur_s {
                 ctx.measure("current_link_speed", s, "GT/s", max_s, Better::Higher);

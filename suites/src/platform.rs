@@ -50,7 +50,11 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
                 }
             };
             let Some(secure_boot) = var("SecureBoot")? else {
-                if fs.list_or_empty("/sys/firmware/efi/efivars").map_err(hostread::unreadable)?.is_empty() {
+                if fs
+                    .list_or_empty("/sys/firmware/efi/efivars")
+                    .map_err(hostread::unreadable)?
+                    .is_empty()
+                {
                     return Ok(Finding::Inconclusive(
                         "efivarfs is not mounted at /sys/firmware/efi/efivars, so the secure boot state cannot be read"
                             .into(),
@@ -68,7 +72,9 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
             Ok(if secure_boot != 1 {
                 Finding::Fail(format!("secure boot is disabled (SecureBoot = {secure_boot})"))
             } else if setup_mode == Some(1) {
-                Finding::Fail("the firmware is in setup mode: its secure boot keys can be replaced without authentication".into())
+                Finding::Fail(
+                    "the firmware is in setup mode: its secure boot keys can be replaced without authentication".into(),
+                )
             } else {
                 Finding::Pass
             })
@@ -156,9 +162,9 @@ pub static MODULE_SIGNATURES: CheckDef = CheckDef {
                 ));
             }
             if let Some(text) = optional(fs.read_trimmed("/proc/sys/kernel/tainted"))? {
-                let taint: u64 = text.parse().map_err(|_| {
-                    Finding::Error(format!("/proc/sys/kernel/tainted holds `{text}`, not a number"))
-                })?;
+                let taint: u64 = text
+                    .parse()
+                    .map_err(|_| Finding::Error(format!("/proc/sys/kernel/tainted holds `{text}`, not a number")))?;
                 ctx.evidence("tainted", taint);
                 if taint & (1 << 13) != 0 {
                     return Ok(Finding::Fail(format!(
@@ -363,7 +369,9 @@ fn lockdown_mode(fs: &HostFs) -> Result<Lockdown, Finding> {
             let mode = text
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
-                .ok_or_else(|| Finding::Error(format!("/sys/kernel/security/lockdown has no bracketed mode: `{text}`")))?;
+                .ok_or_else(|| {
+                    Finding::Error(format!("/sys/kernel/security/lockdown has no bracketed mode: `{text}`"))
+                })?;
             Ok(Lockdown::Mode(mode.to_string()))
         }
         None => {
@@ -371,7 +379,11 @@ fn lockdown_mode(fs: &HostFs) -> Result<Lockdown, Finding> {
                 .list_or_empty("/sys/kernel/security")
                 .map_err(hostread::unreadable)?
                 .is_empty();
-            Ok(if mounted { Lockdown::Absent } else { Lockdown::NotMounted })
+            Ok(if mounted {
+                Lockdown::Absent
+            } else {
+                Lockdown::NotMounted
+            })
         }
     }
 }
@@ -384,7 +396,9 @@ fn judge_root_login(value: &str, allow_by_key: bool) -> Option<String> {
         "prohibit-password" | "without-password" => Some("root can log in remotely with a key".into()),
         "forced-commands-only" => Some("root can log in remotely with a key to run its forced command".into()),
         "yes" => Some("root can log in remotely, with a password too".into()),
-        other => Some(format!("unknown value `{other}`, which sshd would refuse to start with")),
+        other => Some(format!(
+            "unknown value `{other}`, which sshd would refuse to start with"
+        )),
     }
 }
 
@@ -427,7 +441,13 @@ impl SshdConfig {
             let value = rest.trim().trim_start_matches('=').trim();
             let at = format!("{file}:{}", n + 1);
             match key.to_ascii_lowercase().as_str() {
-                "match" => block = if value.eq_ignore_ascii_case("all") { None } else { Some(value.to_string()) },
+                "match" => {
+                    block = if value.eq_ignore_ascii_case("all") {
+                        None
+                    } else {
+                        Some(value.to_string())
+                    }
+                }
                 "include" => {
                     for pattern in value.split_whitespace() {
                         let pattern = if pattern.starts_with('/') {
@@ -476,7 +496,10 @@ mod tests {
     #[test]
     fn the_first_value_wins_across_includes_as_in_sshd() {
         let (_d, fs) = root(&[
-            ("/etc/ssh/sshd_config.d/10-cloud.conf", "PermitRootLogin prohibit-password\n"),
+            (
+                "/etc/ssh/sshd_config.d/10-cloud.conf",
+                "PermitRootLogin prohibit-password\n",
+            ),
             ("/etc/ssh/sshd_config.d/20-late.conf", "PermitRootLogin yes\n"),
         ]);
         let main = "# comment\nInclude sshd_config.d/*.conf\nPermitRootLogin no\n";
@@ -494,7 +517,8 @@ mod tests {
     #[test]
     fn match_blocks_are_kept_apart_and_equals_signs_accepted() {
         let (_d, fs) = root(&[]);
-        let main = "PermitRootLogin=no\nMatch Address 10.0.0.0/8\n  PermitRootLogin yes\nMatch all\nPermitRootLogin yes\n";
+        let main =
+            "PermitRootLogin=no\nMatch Address 10.0.0.0/8\n  PermitRootLogin yes\nMatch all\nPermitRootLogin yes\n";
         let c = SshdConfig::parse(&fs, main).expect("parse");
         assert_eq!(c.permit_root_login.map(|p| p.0), Some("no".into()));
         assert_eq!(c.match_values.len(), 1);
