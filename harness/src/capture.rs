@@ -11,7 +11,6 @@
 //! in the manifest, since neither git nor an unprivileged unpack keeps them.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use crate::hostfs::{HostError, HostErrorKind, HostFs, MANIFEST, Manifest};
 
@@ -169,7 +168,7 @@ pub fn capture(fs: &HostFs, out: impl Write, captured_at: &str) -> Result<Captur
                     h.set_mode(0o777);
                     h.set_mtime(0);
                     h.set_size(0);
-                    tar.append_link(&mut h, rel(&path), PathBuf::from(target))?;
+                    tar.append_link(&mut h, rel(&path), target)?;
                     report.entries += 1;
                 }
                 Store::Node => {
