@@ -14,8 +14,10 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hilt_harness::accel::DeviceInfo;
 use hilt_harness::accel::sim::{self, SimKnobs};
-use hilt_harness::check::{Catalogue, TrialDevice};
+use hilt_harness::check::{Catalogue, Scope, TrialDevice};
 use hilt_harness::host::Date;
+use hilt_harness::hostfs::HostFs;
+use hilt_harness::pci::{self, PciFunction};
 use hilt_harness::profile::{Library, Profile};
 use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
@@ -49,11 +51,23 @@ enum Command {
     },
     /// List profiles and the devices here that each matches.
     Profiles,
-    /// List the devices hilt can drive here.
+    /// List the devices hilt can drive here, and the accelerator PCI functions it sees.
     Devices {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Read the host under this root instead of `/`.
+        #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
+        sysfs_root: Option<PathBuf>,
+    },
+    /// Write the host files that host checks read (and nothing else) to a tar archive;
+    /// unpacked, it replays with `hilt run --sysfs-root DIR`.
+    Capture {
+        /// The archive to write.
+        out: PathBuf,
+        /// Read the host under this root instead of `/`.
+        #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
+        sysfs_root: Option<PathBuf>,
     },
     /// Make an Ed25519 key pair for signing results: NAME.key (PKCS#8 PEM, mode 0600) and
     /// NAME.pub (SPKI PEM).
@@ -83,6 +97,10 @@ struct RunArgs {
     /// Only devices whose id or backend is this (`sim0`, `sim`).
     #[arg(long)]
     device: Option<String>,
+    /// Read the host's files (sysfs, /proc, /dev, /etc) under this root instead of `/`:
+    /// a fixture tree or an unpacked `hilt capture`.
+    #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
+    sysfs_root: Option<PathBuf>,
     /// Where to write result.json, result.dsse.json and events.jsonl.
     #[arg(long, default_value = "hilt-out")]
     out: PathBuf,
@@ -133,7 +151,8 @@ fn main() -> ExitCode {
         Command::Checks { markdown: true, .. } => print_checks_markdown(&catalogue).map(|()| 0),
         Command::Checks { json, .. } => print_checks(&catalogue, json).map(|()| 0),
         Command::Profiles => print_profiles(&catalogue).map(|()| 0),
-        Command::Devices { json } => print_devices(json).map(|()| 0),
+        Command::Devices { json, sysfs_root } => print_devices(json, sysfs_root.as_deref()).map(|()| 0),
+        Command::Capture { out, sysfs_root } => capture(&out, sysfs_root.as_deref()).map(|()| 0),
         Command::Keygen { out } => signing::keygen(&out),
         Command::Sign(args) => signing::sign(&args),
         Command::Verify(args) => signing::verify(&args),
@@ -166,6 +185,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         color: args.color,
         ..libtest_mimic::Arguments::default()
     };
+    let host = host_fs(args.sysfs_root.as_deref())?;
     let real = discover();
     let profile_spec = match (&args.profile, real.is_empty()) {
         (Some(p), _) => p.clone(),
@@ -188,9 +208,12 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     };
     let mut devices: Vec<Arc<TrialDevice>> = real.into_iter().map(Arc::new).collect();
     devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
+    devices.extend(pci_only_devices(&host, &devices)?.into_iter().map(Arc::new));
+    devices.push(Arc::new(runner::host_device()));
     if let Some(sel) = &args.device {
-        devices.retain(|d| d.info.id == *sel || d.info.backend == *sel);
-        if devices.is_empty() {
+        // The host stays: host checks run whichever device is selected.
+        devices.retain(|d| d.info.id == *sel || d.info.backend == *sel || d.info.backend == runner::HOST_BACKEND);
+        if devices.iter().all(|d| d.info.backend == runner::HOST_BACKEND) {
             bail!("no device here is `{sel}`; see `hilt devices`");
         }
     }
@@ -200,7 +223,11 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         .map(|d| d.info.id.as_str())
         .collect();
     if matched.is_empty() {
-        let here: Vec<&str> = devices.iter().map(|d| d.info.id.as_str()).collect();
+        let here: Vec<&str> = devices
+            .iter()
+            .filter(|d| d.info.backend != runner::HOST_BACKEND)
+            .map(|d| d.info.id.as_str())
+            .collect();
         bail!(
             "profile `{}` matches none of the devices here ({})",
             profile.id,
@@ -208,7 +235,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         );
     }
     let listing = test_args.list;
-    if !listing && devices.iter().all(|d| d.info.simulated) && args.profile.is_none() {
+    if !listing && devices.iter().all(|d| d.info.simulated || !d.spec.openable()) && args.profile.is_none() {
         eprintln!(
             "hilt: no accelerator found by the backends of this build; running the simulated device sim0 \
              with profile sim-reference (this tests hilt itself and certifies nothing)"
@@ -231,6 +258,7 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         profile,
         tier,
         devices,
+        host,
         out_dir: (!listing).then(|| args.out.clone()),
         launcher: TenantLauncher {
             program,
@@ -332,6 +360,8 @@ fn print_checks(catalogue: &Catalogue, json: bool) -> anyhow::Result<()> {
                     "description": c.description,
                     "requirements": c.requirements,
                     "sim_faults": c.faults,
+                    "scope": c.scope.as_str(),
+                    "host_faults": c.host_faults,
                     "concurrent": c.concurrent,
                     "default_params": c.params.default_json(),
                 })
@@ -343,12 +373,22 @@ fn print_checks(catalogue: &Catalogue, json: bool) -> anyhow::Result<()> {
     for c in catalogue.checks() {
         writeln!(out, "{}  [{}]", c.id, c.requirements.join(", "))?;
         writeln!(out, "    {}", c.title)?;
-        writeln!(
-            out,
-            "    suite: {}; fails under sim faults: {}",
-            c.suite(),
-            c.faults.join(", ")
-        )?;
+        if c.host_faults.is_empty() {
+            writeln!(
+                out,
+                "    suite: {}; fails under sim faults: {}",
+                c.suite(),
+                c.faults.join(", ")
+            )?;
+        } else {
+            writeln!(
+                out,
+                "    suite: {}; runs on: {}; fails on host fixtures: {}",
+                c.suite(),
+                c.scope.as_str(),
+                c.host_faults.join(", ")
+            )?;
+        }
     }
     writeln!(out)?;
     writeln!(out, "sim faults (hilt run --sim-fault NAME):")?;
@@ -370,8 +410,9 @@ fn print_checks_markdown(catalogue: &Catalogue) -> anyhow::Result<()> {
     md.push_str("<!-- Generated by `hilt checks --markdown`; a test keeps it current. -->\n\n");
     md.push_str(
         "Every check has a stable dotted id, names the TS 104 033 requirements it gives evidence for \
-         (ids from `profiles/requirements/ts-104-033.toml`), and names the sim faults that must make it \
-         fail; the self-validation test holds it to them.\n\n",
+         (ids from `profiles/requirements/ts-104-033.toml`), and names the planted faults that must make \
+         it fail: sim faults for device checks, fixture trees under `tests/fixtures/hosts/` for host \
+         checks (see docs/host-checks.md); the self-validation and host-check tests hold it to them.\n\n",
     );
     md.push_str("| check | requirements | fails under |\n| --- | --- | --- |\n");
     for c in catalogue.checks() {
@@ -380,7 +421,12 @@ fn print_checks_markdown(catalogue: &Catalogue) -> anyhow::Result<()> {
             c.id,
             c.id.replace('.', ""),
             c.requirements.join(", "),
-            c.faults.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            c.faults
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .chain(c.host_faults.iter().map(|f| format!("host `{f}`")))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for c in catalogue.checks() {
@@ -388,10 +434,11 @@ fn print_checks_markdown(catalogue: &Catalogue) -> anyhow::Result<()> {
         md.push_str(&format!(
             "Suite `{}`; {}.\n\n",
             c.suite(),
-            if c.concurrent {
-                "may share the device with other trials"
-            } else {
-                "needs the device to itself"
+            match (c.scope, c.concurrent) {
+                (Scope::Host, _) => "runs once per run, on the host (trial device `host`), reading its files",
+                (Scope::Pci, _) => "runs on each accelerator PCI function, reading its sysfs files",
+                (Scope::Device, true) => "may share the device with other trials",
+                (Scope::Device, false) => "needs the device to itself",
             }
         ));
         md.push_str("Requirements:\n\n");
@@ -420,12 +467,21 @@ fn print_checks_markdown(catalogue: &Catalogue) -> anyhow::Result<()> {
             }
         }
         md.push_str(&format!("\n**When it fails.** {}\n", c.remediation));
-        let faults: Vec<String> = c
-            .faults
-            .iter()
-            .map(|f| format!("`{f}` ({})", sim::fault(f).map_or("unknown", |f| f.summary)))
-            .collect();
-        md.push_str(&format!("\n**Proven to fail under** {}.\n", faults.join("; ")));
+        if c.host_faults.is_empty() {
+            let faults: Vec<String> = c
+                .faults
+                .iter()
+                .map(|f| format!("`{f}` ({})", sim::fault(f).map_or("unknown", |f| f.summary)))
+                .collect();
+            md.push_str(&format!("\n**Proven to fail under** {}.\n", faults.join("; ")));
+        } else {
+            let faults: Vec<String> = c
+                .host_faults
+                .iter()
+                .map(|f| format!("`tests/fixtures/hosts/{f}`"))
+                .collect();
+            md.push_str(&format!("\n**Proven to fail on** {}.\n", faults.join(", ")));
+        }
     }
     md.push_str("\n## Sim faults\n\n");
     md.push_str(
@@ -482,12 +538,79 @@ fn devices_here() -> anyhow::Result<Vec<DeviceInfo>> {
     Ok(list)
 }
 
-fn print_devices(json: bool) -> anyhow::Result<()> {
+/// The host's files under `root`, or the live host.
+fn host_fs(root: Option<&std::path::Path>) -> anyhow::Result<HostFs> {
+    match root {
+        None => Ok(HostFs::live()),
+        Some(r) => HostFs::at(r).with_context(|| format!("--sysfs-root {}", r.display())),
+    }
+}
+
+/// Trial devices for the accelerator PCI functions that no backend device covers (joined
+/// by bus address), so that host checks run on them.
+fn pci_only_devices(host: &HostFs, devices: &[Arc<TrialDevice>]) -> anyhow::Result<Vec<TrialDevice>> {
+    let functions = pci::accelerators(host).context("failed to list the PCI functions")?;
+    Ok(functions
+        .iter()
+        .filter(|f| {
+            !devices
+                .iter()
+                .any(|d| d.info.pci_address.as_deref() == Some(f.address.as_str()))
+        })
+        .map(|f| TrialDevice {
+            info: f.device_info(),
+            spec: hilt_harness::accel::DeviceSpec::NotOpenable,
+        })
+        .collect())
+}
+
+fn capture(out: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let host = host_fs(root)?;
+    let start = std::time::Instant::now();
+    let file = std::fs::File::create(out).with_context(|| format!("failed to create {}", out.display()))?;
+    let report = hilt_harness::capture::capture(
+        &host,
+        std::io::BufWriter::new(file),
+        &hilt_harness::host::rfc3339(std::time::SystemTime::now()),
+    )
+    .with_context(|| format!("failed to capture {} into {}", host.root().display(), out.display()))?;
+    eprintln!(
+        "hilt: captured {} files ({} bytes) and {} links, nodes and directories from {} into {} in {} ms; {} \
+         unreadable (listed in its manifest)",
+        report.files,
+        report.bytes,
+        report.entries,
+        host.root().display(),
+        out.display(),
+        start.elapsed().as_millis(),
+        report.unreadable
+    );
+    Ok(())
+}
+
+fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<()> {
     let list = devices_here()?;
+    let host = host_fs(root)?;
+    let functions = pci::accelerators(&host).context("failed to list the PCI functions")?;
     let mut out = std::io::stdout().lock();
     if json {
         let records: Vec<_> = list.iter().map(runner::device_record).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&records)?)?;
+        let pci: Vec<_> = functions
+            .iter()
+            .map(|f| {
+                let mut record = runner::device_record(&f.device_info());
+                record.id = list
+                    .iter()
+                    .find(|d| d.pci_address.as_deref() == Some(f.address.as_str()))
+                    .map_or(record.id, |d| d.id.clone());
+                record
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "devices": records, "pci_accelerators": pci }))?
+        )?;
         return Ok(());
     }
     for d in &list {
@@ -509,6 +632,48 @@ fn print_devices(json: bool) -> anyhow::Result<()> {
     }
     if discover().is_empty() {
         writeln!(out, "no accelerator found by the backends built in (sim)")?;
+    }
+    writeln!(out)?;
+    print_pci(&mut out, &host, &functions, &list)
+}
+
+/// The PCI view: accelerator functions in sysfs, and the backend device each is, if any.
+fn print_pci(
+    out: &mut impl Write,
+    host: &HostFs,
+    functions: &[PciFunction],
+    devices: &[DeviceInfo],
+) -> anyhow::Result<()> {
+    let root = if host.is_live() {
+        String::new()
+    } else {
+        format!(" under {}", host.root().display())
+    };
+    if functions.is_empty() {
+        writeln!(out, "no accelerator PCI function (class 03, 12 or 0b) in sysfs{root}")?;
+        return Ok(());
+    }
+    writeln!(out, "accelerator PCI functions in sysfs{root}:")?;
+    for f in functions {
+        let driven = devices
+            .iter()
+            .find(|d| d.pci_address.as_deref() == Some(f.address.as_str()))
+            .map_or_else(
+                || format!("host checks as {}", f.trial_id()),
+                |d| format!("device {}", d.id),
+            );
+        writeln!(
+            out,
+            "{}  {:04x}:{:04x}  {} {}  [{}]  driver {}  iommu group {}  ({driven})",
+            f.address,
+            f.vendor,
+            f.device,
+            f.vendor_name().unwrap_or("unknown vendor"),
+            f.device_name().unwrap_or("unknown device"),
+            f.class_name().unwrap_or("unknown class"),
+            f.driver.as_deref().unwrap_or("none"),
+            f.iommu_group.as_deref().unwrap_or("none"),
+        )?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ fn hilt_in(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("HILT_SIGN_KEY")
+        .env("HILT_SYSFS_ROOT", common::host_fixture("h100-good"))
         .output()
         .expect("hilt runs")
 }
@@ -240,6 +241,7 @@ fn an_exposed_key_is_refused_before_anything_runs() {
         .args(["run", "-q", "--out", "out"])
         .current_dir(dir.path())
         .env("HILT_SIGN_KEY", "lab.key")
+        .env("HILT_SYSFS_ROOT", common::host_fixture("h100-good"))
         .output()
         .expect("hilt runs");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

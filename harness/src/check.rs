@@ -12,6 +12,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
+use crate::hostfs::HostFs;
 use crate::tenant::{Tenant, TenantError, TenantLauncher};
 
 /// A check's definition.
@@ -29,6 +30,11 @@ pub struct CheckDef {
     pub requirements: &'static [&'static str],
     /// The sim faults that must make it fail; the self-validation test holds it to that.
     pub faults: &'static [&'static str],
+    /// What the check runs on: a device a tenant can open, the host, or a PCI function.
+    pub scope: Scope,
+    /// For host and PCI checks: the fixture trees under `tests/fixtures/hosts/` that must
+    /// make it fail (the planted faults of checks that read the host's files).
+    pub host_faults: &'static [&'static str],
     /// True when the check may share the device with other trials; residue and isolation
     /// checks need the device to themselves.
     pub concurrent: bool,
@@ -47,6 +53,39 @@ impl CheckDef {
     /// The trial name of this check on `device`: `suite::rest::of::id::device`.
     pub fn trial_name(&self, device: &str) -> String {
         format!("{}::{device}", self.id.replace('.', "::"))
+    }
+}
+
+/// What a check runs on, and so which trial devices get a trial of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A device that tenants open through an accelerator backend (the residue checks).
+    Device,
+    /// The host, once per run: its firmware, kernel and services (trial device `host`).
+    Host,
+    /// Each accelerator PCI function: its sysfs view (link, IOMMU group, option ROM,
+    /// driver). Runs on any non-simulated device with a PCI address.
+    Pci,
+}
+
+impl Scope {
+    /// Whether a check of this scope runs on `device`.
+    pub fn applies_to(self, device: &TrialDevice) -> bool {
+        let host = device.info.backend == crate::runner::HOST_BACKEND;
+        match self {
+            Scope::Device => !host && device.spec.openable(),
+            Scope::Host => host,
+            Scope::Pci => !host && !device.info.simulated && device.info.pci_address.is_some(),
+        }
+    }
+
+    /// The scope's name in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Device => "device",
+            Scope::Host => "host",
+            Scope::Pci => "pci",
+        }
     }
 }
 
@@ -180,6 +219,7 @@ pub struct CheckCtx<'a> {
     pub key: CanaryKey,
     params: &'a serde_json::Value,
     launcher: &'a TenantLauncher,
+    host: HostFs,
     pub(crate) measurements: Vec<Measurement>,
     pub(crate) evidence: BTreeMap<String, serde_json::Value>,
 }
@@ -197,9 +237,21 @@ impl<'a> CheckCtx<'a> {
             key,
             params,
             launcher,
+            host: HostFs::live(),
             measurements: Vec::new(),
             evidence: BTreeMap::new(),
         }
+    }
+
+    /// The same context reading the host's files under `host` (default: the live host).
+    pub fn with_host(mut self, host: HostFs) -> CheckCtx<'a> {
+        self.host = host;
+        self
+    }
+
+    /// The host's files, through the run's root (`--sysfs-root`).
+    pub fn host(&self) -> &HostFs {
+        &self.host
     }
 
     /// The check's parameters, as validated when the profile was loaded.

@@ -7,8 +7,11 @@
 
 pub mod accel;
 pub mod canary;
+pub mod capture;
 pub mod check;
 pub mod host;
+pub mod hostfs;
+pub mod pci;
 pub mod profile;
 pub mod record;
 pub mod requirements;

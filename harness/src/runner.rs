@@ -20,11 +20,41 @@ use crate::accel::sim::{self, SimKnobs};
 use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
 use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, TrialDevice};
+use crate::hostfs::HostFs;
 use crate::profile::{CheckSettings, Profile};
 use crate::record::{ENVELOPE_FILE, EnvelopeFile, Event, EventsFile, Recorder, Reporter, ResultFile};
 use crate::tenant::TenantLauncher;
 use hilt_results::signed::SigningKey;
 use sha2::Digest;
+
+/// The backend name of the trial device that host-scope checks run on.
+pub const HOST_BACKEND: &str = "host";
+
+/// The trial device of host-scope checks: the machine itself, present in every run.
+pub fn host_device() -> TrialDevice {
+    TrialDevice {
+        info: DeviceInfo {
+            id: HOST_BACKEND.into(),
+            backend: HOST_BACKEND.into(),
+            name: "this host".into(),
+            vendor: None,
+            pci_vendor: None,
+            pci_device: None,
+            pci_address: None,
+            simulated: false,
+            global_mem_bytes: 0,
+            local_mem_bytes: 0,
+            compute_units: 0,
+            facts: BTreeMap::new(),
+        },
+        spec: DeviceSpec::NotOpenable,
+    }
+}
+
+/// Whether `profile` covers `device`: by its match rules, and always for the host.
+pub fn covers(profile: &Profile, device: &DeviceInfo) -> bool {
+    device.backend == HOST_BACKEND || profile.matches(device)
+}
 
 /// One planned trial.
 pub struct PlannedTrial {
@@ -47,7 +77,10 @@ pub fn plan(profile: &Profile, tier: Tier, devices: &[Arc<TrialDevice>], catalog
         let Some(check) = catalogue.get(id) else {
             continue;
         };
-        for device in devices.iter().filter(|d| profile.matches(&d.info)) {
+        for device in devices
+            .iter()
+            .filter(|d| covers(profile, &d.info) && check.scope.applies_to(d))
+        {
             trials.push(PlannedTrial {
                 name: check.trial_name(&device.info.id),
                 check,
@@ -88,6 +121,8 @@ pub struct RunSetup {
     pub tier: Tier,
     /// The devices trials may run on.
     pub devices: Vec<Arc<TrialDevice>>,
+    /// The root that host checks read the host's files under (`--sysfs-root`).
+    pub host: HostFs,
     /// Where `result.json` and `events.jsonl` go; `None` records nothing.
     pub out_dir: Option<PathBuf>,
     /// How tenants are started.
@@ -218,10 +253,11 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|(index, p)| {
             let recorder = Arc::clone(&recorder);
             let launcher = Arc::clone(&launcher);
+            let host = setup.host.clone();
             let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
             let key = run_key.derive(index as u64);
             let name = p.name.clone();
-            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &lock, &recorder))
+            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &host, &lock, &recorder))
         })
         .collect();
     let _conclusion = libtest_mimic::run(args, trials);
@@ -242,6 +278,7 @@ fn run_trial(
     p: &PlannedTrial,
     key: CanaryKey,
     launcher: &TenantLauncher,
+    host: &HostFs,
     device_lock: &RwLock<()>,
     recorder: &Mutex<Recorder>,
 ) -> Result<Completion, Failed> {
@@ -258,7 +295,7 @@ fn run_trial(
         at: started_at.clone(),
     });
     let start = Instant::now();
-    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher);
+    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher).with_host(host.clone());
     let run = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
     let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
@@ -358,7 +395,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
         devices: setup
             .devices
             .iter()
-            .filter(|d| profile.matches(&d.info))
+            .filter(|d| covers(profile, &d.info))
             .map(|d| device_record(&d.info))
             .collect(),
         outcomes: Vec::new(),
@@ -398,9 +435,12 @@ fn executable_sha256() -> Option<String> {
 /// The record's view of a device.
 pub fn device_record(info: &DeviceInfo) -> hilt_results::Device {
     let mut facts = info.facts.clone();
-    facts.insert("global_mem_bytes".into(), info.global_mem_bytes.into());
-    facts.insert("local_mem_bytes".into(), info.local_mem_bytes.into());
-    facts.insert("compute_units".into(), info.compute_units.into());
+    // Host and PCI-only devices have no memory or compute units hilt can know.
+    if info.backend != HOST_BACKEND && info.backend != crate::pci::BACKEND {
+        facts.insert("global_mem_bytes".into(), info.global_mem_bytes.into());
+        facts.insert("local_mem_bytes".into(), info.local_mem_bytes.into());
+        facts.insert("compute_units".into(), info.compute_units.into());
+    }
     hilt_results::Device {
         id: info.id.clone(),
         backend: info.backend.clone(),

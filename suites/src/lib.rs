@@ -1,10 +1,17 @@
 //! The hilt check catalogue, one module per suite.
 //!
-//! Suites present today: [`residue`]. The isolation, firmware, performance and platform
-//! suites get their modules with their first checks. Every check names the requirement
-//! ids it gives evidence for and the sim faults that must make it fail; the tests below
-//! and the workspace's self-validation test hold every check to both.
+//! Suites present today: [`residue`] (device checks on the sim and real backends),
+//! [`isolation_host`], [`platform`], [`firmware`] and [`performance`] (host checks that
+//! read the host's files). Every check names the requirement ids it gives evidence for
+//! and the planted faults that must make it fail: sim faults for device checks, fixture
+//! trees (`tests/fixtures/hosts/`) for host checks; the tests below and the workspace's
+//! self-validation and host-check tests hold every check to both.
 
+pub mod firmware;
+pub mod hostread;
+pub mod isolation_host;
+pub mod performance;
+pub mod platform;
 pub mod residue;
 
 use hilt_harness::check::Catalogue;
@@ -16,6 +23,18 @@ pub fn catalogue() -> Catalogue {
         &residue::GLOBAL_CROSS_CONTEXT,
         &residue::LOCAL_CROSS_KERNEL,
         &residue::LOCAL_CROSS_PROCESS,
+        &isolation_host::IOMMU_ENABLED,
+        &isolation_host::IOMMU_GROUP,
+        &isolation_host::DEVICE_NODES,
+        &isolation_host::PERF_COUNTERS,
+        &performance::PCIE_LINK,
+        &firmware::ROM_MEASUREMENT,
+        &firmware::DRIVER_ADVISORIES,
+        &platform::SECURE_BOOT,
+        &platform::KERNEL_LOCKDOWN,
+        &platform::MODULE_SIGNATURES,
+        &platform::TPM,
+        &platform::SSHD_ROOT_LOGIN,
     ])
 }
 
@@ -23,6 +42,7 @@ pub fn catalogue() -> Catalogue {
 mod tests {
     use super::*;
     use hilt_harness::accel::sim::{self, FaultKind};
+    use hilt_harness::check::Scope;
 
     #[test]
     fn every_check_names_known_requirements() {
@@ -44,7 +64,27 @@ mod tests {
 
     #[test]
     fn every_check_has_a_platform_fault_that_exists() {
+        let hosts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hosts");
         for check in catalogue().checks() {
+            // Device checks are proven by sim faults, host checks by fixture trees.
+            if check.scope == Scope::Device {
+                assert!(check.host_faults.is_empty(), "{}", check.id);
+            } else {
+                assert!(
+                    check.faults.is_empty(),
+                    "{}: host checks do not touch the sim",
+                    check.id
+                );
+                assert!(
+                    !check.host_faults.is_empty(),
+                    "{} has no fixture that makes it fail",
+                    check.id
+                );
+                for name in check.host_faults {
+                    assert!(hosts.join(name).is_dir(), "{} names missing fixture {name}", check.id);
+                }
+                continue;
+            }
             assert!(
                 !check.faults.is_empty(),
                 "{} has no planted fault that makes it fail",

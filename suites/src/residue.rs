@@ -8,7 +8,7 @@
 
 use hilt_harness::accel::Kernel;
 use hilt_harness::canary::{BLOCK_BYTES, ScanReport};
-use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec};
+use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec, Scope};
 use hilt_harness::tenant::TenantError;
 use hilt_results::Better;
 use schemars::JsonSchema;
@@ -28,6 +28,8 @@ pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
     requirements: &["DP-7", "AI-ISO-1"],
     faults: &["global-no-scrub"],
     concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
     params: ParamsSpec::of::<GlobalParams>(),
     run: |ctx| ctx.with_params(|ctx, p| global_residue(ctx, p, Boundary::Process)),
 };
@@ -48,6 +50,8 @@ pub static GLOBAL_CROSS_CONTEXT: CheckDef = CheckDef {
     requirements: &["DP-7", "AI-ISO-1"],
     faults: &["global-no-scrub", "global-scrub-cross-process-only"],
     concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
     params: ParamsSpec::of::<GlobalParams>(),
     run: |ctx| ctx.with_params(|ctx, p| global_residue(ctx, p, Boundary::Context)),
 };
@@ -68,6 +72,8 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
     requirements: &["DP-7", "AI-ISO-1", "AI-ISO-2"],
     faults: &["local-no-clear", "local-clear-cross-process-only"],
     concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
     params: ParamsSpec::of::<LocalParams>(),
     run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Context)),
 };
@@ -88,6 +94,8 @@ pub static LOCAL_CROSS_PROCESS: CheckDef = CheckDef {
     requirements: &["DP-7", "AI-ISO-1", "AI-ISO-2"],
     faults: &["local-no-clear"],
     concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
     params: ParamsSpec::of::<LocalParams>(),
     run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Process)),
 };

@@ -13,13 +13,21 @@ pub fn hilt_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hilt"))
 }
 
-/// Runs `hilt ARGS` with `HILT_PROFILE_PATH` pointing at the test fixtures.
+/// Runs `hilt ARGS` with `HILT_PROFILE_PATH` pointing at the test fixtures and the host's
+/// files read from the compliant fixture host (`HILT_SYSFS_ROOT`), so that no test
+/// depends on the machine it runs on; `--sysfs-root` in ARGS overrides it.
 pub fn hilt(args: &[&str]) -> Output {
     Command::new(hilt_bin())
         .args(args)
         .env("HILT_PROFILE_PATH", fixtures().join("profiles"))
+        .env("HILT_SYSFS_ROOT", host_fixture("h100-good"))
         .output()
         .expect("hilt runs")
+}
+
+/// A host fixture tree, `tests/fixtures/hosts/NAME`.
+pub fn host_fixture(name: &str) -> PathBuf {
+    fixtures().join("hosts").join(name)
 }
 
 /// The fixtures directory.

@@ -91,6 +91,9 @@ pub struct DeviceInfo {
 pub enum DeviceSpec {
     /// The simulated accelerator backed by a shared file.
     Sim(sim::SimSpec),
+    /// Nothing a tenant can open: the host itself, or a PCI function that no backend of
+    /// this build drives. Only host and PCI checks run on it.
+    NotOpenable,
 }
 
 impl DeviceSpec {
@@ -98,7 +101,15 @@ impl DeviceSpec {
     pub fn open(&self) -> Result<Box<dyn Accelerator>, AccelError> {
         match self {
             DeviceSpec::Sim(spec) => Ok(Box::new(sim::SimDevice::open(spec)?)),
+            DeviceSpec::NotOpenable => Err(AccelError::Backend(
+                "this device has no accelerator backend in this build; only host checks run on it".into(),
+            )),
         }
+    }
+
+    /// Whether a tenant can open the device.
+    pub fn openable(&self) -> bool {
+        !matches!(self, DeviceSpec::NotOpenable)
     }
 }
 

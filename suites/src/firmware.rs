@@ -1,0 +1,387 @@
+//! Suite `firmware`: is the accelerator's firmware the one expected, and is its driver
+//! free of published vulnerabilities? Both read the host's files (through
+//! `--sysfs-root`) for one accelerator PCI function at a time.
+
+use std::cmp::Ordering;
+
+use hilt_harness::check::{CheckDef, CheckParams, Finding, NoParams, ParamsSpec, Scope};
+use hilt_harness::hostfs::HostErrorKind;
+use hilt_harness::pci;
+use hilt_results::Better;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::hostread::{self, optional};
+
+/// `firmware.rom_measurement`.
+pub static ROM_MEASUREMENT: CheckDef = CheckDef {
+    id: "firmware.rom_measurement",
+    title: "The accelerator's option ROM matches a reference measurement",
+    description: "Reads the function's option ROM through sysfs, takes its sha256 and \
+        compares it with the profile's reference measurements for that vendor, device and \
+        (where given) subsystem. A mismatch fails; a device the profile has no reference \
+        for is inconclusive, with the measured hash recorded so that a lab can adopt it. \
+        sysfs reads a ROM only after `1` is written to its `rom` file: hilt does that when a \
+        plain read is refused and writes `0` afterwards, restoring the state it found (the \
+        flag only lets the kernel map the ROM during a read; `enable_rom_read = false` \
+        forbids the write). Not applicable to a function that exposes no ROM.",
+    remediation: "A ROM that matches no reference is not the firmware the profile approved: \
+        compare the vendor's release notes for the installed VBIOS, reflash an approved \
+        image with the vendor's tool, or, if the new image is approved, add its hash (with \
+        its source) to the profile.",
+    requirements: &["IP-2"],
+    faults: &[],
+    concurrent: true,
+    scope: Scope::Pci,
+    host_faults: &["rom-mismatch"],
+    params: ParamsSpec::of::<RomParams>(),
+    run: |ctx| {
+        hostread::run::<RomParams>(ctx, |ctx, params| {
+            let fs = ctx.host().clone();
+            let address = hostread::pci_address(ctx)?;
+            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let rom = match pci::read_rom(&fs, &address, params.enable_rom_read) {
+                Ok(rom) => rom,
+                Err(e) if e.kind == HostErrorKind::NotFound => {
+                    return Ok(Finding::NotApplicable(format!(
+                        "{address} exposes no option ROM in sysfs"
+                    )));
+                }
+                Err(e) if e.kind == HostErrorKind::PermissionDenied => return Err(hostread::unreadable(e)),
+                Err(e) => {
+                    return Ok(Finding::Inconclusive(format!(
+                        "failed to read the option ROM of {address}: {}",
+                        e.message
+                    )));
+                }
+            };
+            let hash = hilt_harness::profile::hex(&sha2::Sha256::digest(&rom));
+            ctx.evidence("rom_sha256", hash.clone());
+            ctx.measure("rom_bytes", rom.len() as f64, "B", None, Better::Neither);
+            let ids = format!("{:04x}:{:04x}", function.vendor, function.device);
+            let subsystem = function.subsystem_vendor.zip(function.subsystem_device);
+            let of_device: Vec<&RomReference> = params
+                .references
+                .iter()
+                .filter(|r| r.vendor == function.vendor && r.device == function.device)
+                .collect();
+            // The most specific references win: those naming this subsystem, else those
+            // naming none.
+            let exact: Vec<&RomReference> = of_device
+                .iter()
+                .copied()
+                .filter(|r| r.subsystem().is_some() && r.subsystem() == subsystem)
+                .collect();
+            let refs = if exact.is_empty() {
+                of_device.into_iter().filter(|r| r.subsystem().is_none()).collect()
+            } else {
+                exact
+            };
+            let sub = subsystem.map_or_else(String::new, |(v, d)| format!(" subsystem {v:04x}:{d:04x}"));
+            if refs.is_empty() {
+                return Ok(Finding::Inconclusive(format!(
+                    "the profile has no reference measurement for {ids}{sub}; the option ROM of {address} measures \
+                     sha256 {hash}"
+                )));
+            }
+            if let Some(r) = refs.iter().find(|r| r.sha256.eq_ignore_ascii_case(&hash)) {
+                ctx.evidence("reference_source", r.source.clone());
+                return Ok(Finding::Pass);
+            }
+            Ok(Finding::Fail(format!(
+                "the option ROM of {address} ({ids}{sub}) measures sha256 {hash}, which matches none of the {} \
+                 reference(s) for it",
+                refs.len()
+            )))
+        })
+    },
+};
+
+/// `firmware.driver_advisories`.
+pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
+    id: "firmware.driver_advisories",
+    title: "The accelerator's driver has every published security fix",
+    description: "Reads the version of the driver bound to the function (for NVIDIA \
+        /sys/module/nvidia/version, else /proc/driver/nvidia/version) and compares it with \
+        the vendor advisories built into hilt (profiles/advisories/*.toml), branch by \
+        branch: a release older than an advisory's fix on its branch fails, naming the \
+        advisory. A branch that the latest advisory does not list is inconclusive, since \
+        vendors do not declare unlisted branches unaffected. Not applicable to drivers hilt \
+        has no advisory data for.",
+    remediation: "Update the driver to at least the fixed release of its branch named in \
+        the failure (or move to a branch the latest advisory lists), then reload the module \
+        or reboot.",
+    requirements: &["IP-5", "SC-8"],
+    faults: &[],
+    concurrent: true,
+    scope: Scope::Pci,
+    host_faults: &["vulnerable-driver"],
+    params: ParamsSpec::of::<NoParams>(),
+    run: |ctx| {
+        hostread::run::<NoParams>(ctx, |ctx, _| {
+            let fs = ctx.host().clone();
+            let address = hostread::pci_address(ctx)?;
+            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let Some(driver) = function.driver else {
+                return Ok(Finding::NotApplicable(format!("no driver is bound to {address}")));
+            };
+            ctx.evidence("driver", driver.clone());
+            let sets = advisory_sets().map_err(Finding::Error)?;
+            let Some(set) = sets.iter().find(|s| s.driver == driver) else {
+                let known: Vec<&str> = sets.iter().map(|s| s.driver.as_str()).collect();
+                return Ok(Finding::NotApplicable(format!(
+                    "hilt has no advisory data for driver `{driver}` (it has data for: {})",
+                    known.join(", ")
+                )));
+            };
+            let version = match optional(fs.read_trimmed(&format!("/sys/module/{driver}/version")))? {
+                Some(v) => v,
+                None => match optional(fs.read_text(&format!("/proc/driver/{driver}/version")))?
+                    .and_then(|t| version_in_banner(&t))
+                {
+                    Some(v) => v,
+                    None => {
+                        return Ok(Finding::Inconclusive(format!(
+                            "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
+                        )));
+                    }
+                },
+            };
+            ctx.evidence("driver_version", version.clone());
+            Ok(judge_driver(ctx, set, &version))
+        })
+    },
+};
+
+/// Parameters of `firmware.rom_measurement`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RomParams {
+    /// Approved option ROM measurements.
+    pub references: Vec<RomReference>,
+    /// Allow writing `1` to the sysfs `rom` file (and `0` after) when the kernel refuses a
+    /// plain read; without it such a ROM is inconclusive.
+    pub enable_rom_read: bool,
+}
+
+impl Default for RomParams {
+    fn default() -> Self {
+        RomParams {
+            references: Vec::new(),
+            enable_rom_read: true,
+        }
+    }
+}
+
+impl CheckParams for RomParams {
+    fn validate(&self) -> Result<(), String> {
+        for r in &self.references {
+            if r.sha256.len() != 64 || !r.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("reference sha256 `{}` is not 64 hex digits", r.sha256));
+            }
+            if r.source.trim().is_empty() {
+                return Err(format!("reference {} has no `source`", r.sha256));
+            }
+            if r.subsystem_vendor.is_some() != r.subsystem_device.is_some() {
+                return Err(format!(
+                    "reference {} gives only one of `subsystem_vendor` and `subsystem_device`",
+                    r.sha256
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One approved option ROM image.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RomReference {
+    /// PCI vendor id (`0x10de`).
+    pub vendor: u16,
+    /// PCI device id.
+    pub device: u16,
+    /// PCI subsystem vendor id, for a reference that holds for one board only.
+    pub subsystem_vendor: Option<u16>,
+    /// PCI subsystem device id, with `subsystem_vendor`.
+    pub subsystem_device: Option<u16>,
+    /// The sha256 of the ROM as sysfs reads it, hex.
+    pub sha256: String,
+    /// Where the measurement comes from (a golden host, a vendor release).
+    pub source: String,
+}
+
+impl RomReference {
+    fn subsystem(&self) -> Option<(u16, u16)> {
+        self.subsystem_vendor.zip(self.subsystem_device)
+    }
+}
+
+/// The advisories of one driver, as in `profiles/advisories/*.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvisorySet {
+    /// The kernel driver's name (`nvidia`).
+    pub driver: String,
+    /// Its advisories.
+    pub advisory: Vec<Advisory>,
+}
+
+/// One vendor advisory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advisory {
+    /// The vendor's id (`NVIDIA-5551`).
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// When it was published.
+    pub published: toml::value::Datetime,
+    /// Its public source.
+    pub source: String,
+    /// How the figures were taken.
+    pub confidence: String,
+    /// The CVEs it covers, in words.
+    pub cves: String,
+    /// The first fixed release, by branch.
+    pub fixed: std::collections::BTreeMap<String, String>,
+}
+
+/// The advisory data built into hilt.
+pub const ADVISORY_FILES: &[(&str, &str)] = &[(
+    "profiles/advisories/nvidia.toml",
+    include_str!("../../profiles/advisories/nvidia.toml"),
+)];
+
+/// The built-in advisory sets, parsed.
+pub fn advisory_sets() -> Result<Vec<AdvisorySet>, String> {
+    ADVISORY_FILES
+        .iter()
+        .map(|(name, text)| toml::from_str(text).map_err(|e| format!("{name}: {e}")))
+        .collect()
+}
+
+/// Compares dotted versions numerically, field by field; a missing field counts as 0.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let fields = |v: &str| -> Vec<u64> { v.split('.').map(|f| f.parse().unwrap_or(0)).collect() };
+    let (a, b) = (fields(a), fields(b));
+    for i in 0..a.len().max(b.len()) {
+        match a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0)) {
+            Ordering::Equal => continue,
+            other => return other,
+        }
+    }
+    Ordering::Equal
+}
+
+fn judge_driver(ctx: &mut hilt_harness::check::CheckCtx<'_>, set: &AdvisorySet, version: &str) -> Finding {
+    let branch = version.split('.').next().unwrap_or_default().to_string();
+    let affected: Vec<(&Advisory, &String)> = set
+        .advisory
+        .iter()
+        .filter_map(|a| a.fixed.get(&branch).map(|f| (a, f)))
+        .filter(|(_, fixed)| compare_versions(version, fixed) == Ordering::Less)
+        .collect();
+    ctx.evidence("advisories_checked", set.advisory.len());
+    ctx.measure(
+        "affecting_advisories",
+        affected.len() as f64,
+        "count",
+        Some(0.0),
+        Better::Lower,
+    );
+    if !affected.is_empty() {
+        let ids: Vec<String> = affected
+            .iter()
+            .map(|(a, fixed)| format!("{} ({}, fixed in {fixed})", a.id, a.published))
+            .collect();
+        let newest = affected
+            .iter()
+            .map(|(_, f)| f.as_str())
+            .max_by(|a, b| compare_versions(a, b))
+            .unwrap_or_default();
+        ctx.evidence(
+            "affecting",
+            affected.iter().map(|(a, _)| a.source.clone()).collect::<Vec<_>>(),
+        );
+        return Finding::Fail(format!(
+            "driver {} {version} is affected by {}: update to at least {newest} on branch R{branch}",
+            set.driver,
+            ids.join(", ")
+        ));
+    }
+    let Some(latest) = set.advisory.iter().max_by_key(|a| a.published.to_string()) else {
+        return Finding::NotApplicable(format!("hilt has no advisories for driver `{}`", set.driver));
+    };
+    ctx.evidence("latest_advisory", latest.id.clone());
+    if latest.fixed.contains_key(&branch) {
+        return Finding::Pass;
+    }
+    let last_listed = set
+        .advisory
+        .iter()
+        .filter(|a| a.fixed.contains_key(&branch))
+        .max_by_key(|a| a.published.to_string());
+    Finding::Inconclusive(match last_listed {
+        Some(a) => format!(
+            "driver {} {version} has every fix published for branch R{branch} up to {} ({}), but the latest \
+             advisory, {} ({}), lists no R{branch} release, and unlisted branches are not declared unaffected",
+            set.driver, a.id, a.published, latest.id, latest.published
+        ),
+        None => format!(
+            "branch R{branch} of driver {} ({version}) appears in none of hilt's {} advisories, and unlisted \
+             branches are not declared unaffected",
+            set.driver,
+            set.advisory.len()
+        ),
+    })
+}
+
+/// The version in a driver banner such as `/proc/driver/nvidia/version`'s first line
+/// (`NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build ...`).
+fn version_in_banner(text: &str) -> Option<String> {
+    text.lines()
+        .next()?
+        .split_whitespace()
+        .find(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_field_by_field() {
+        assert_eq!(compare_versions("535.309.01", "535.288.01"), Ordering::Greater);
+        assert_eq!(compare_versions("535.54.03", "535.129.03"), Ordering::Less);
+        assert_eq!(compare_versions("580.95.05", "580.95.5"), Ordering::Equal);
+        assert_eq!(compare_versions("580.95", "580.95.01"), Ordering::Less);
+    }
+
+    #[test]
+    fn the_built_in_advisories_parse_and_name_their_sources() {
+        let sets = advisory_sets().expect("advisory data parses");
+        let nvidia = sets.iter().find(|s| s.driver == "nvidia").expect("nvidia data");
+        assert!(nvidia.advisory.len() >= 13);
+        for a in &nvidia.advisory {
+            assert!(a.source.starts_with("https://"), "{}", a.id);
+            for (branch, fixed) in &a.fixed {
+                assert!(fixed.starts_with(&format!("{branch}.")), "{}: {branch} {fixed}", a.id);
+            }
+        }
+        let june_2024 = nvidia.advisory.iter().find(|a| a.id == "NVIDIA-5551").expect("5551");
+        assert_eq!(june_2024.fixed["535"], "535.183.01");
+    }
+
+    #[test]
+    fn banners_give_their_version() {
+        assert_eq!(
+            version_in_banner(
+                "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Sep 11 2025\nGCC version: gcc 12"
+            ),
+            Some("580.95.05".into())
+        );
+    }
+}
