@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
-use hilt_harness::accel::DeviceInfo;
 use hilt_harness::accel::sim::{self, SimKnobs};
+use hilt_harness::accel::{DeviceInfo, DeviceSpec, opencl};
 use hilt_harness::check::{Catalogue, Scope, TrialDevice};
 use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
@@ -186,18 +186,17 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         ..libtest_mimic::Arguments::default()
     };
     let host = host_fs(args.sysfs_root.as_deref())?;
-    let real = discover();
-    let profile_spec = match (&args.profile, real.is_empty()) {
-        (Some(p), _) => p.clone(),
-        (None, true) => "sim-reference".to_string(),
-        (None, false) => {
-            bail!("accelerators found here, but no `--profile` given; see `hilt profiles`")
-        }
+    let Discovery { devices: real, notes } = discover();
+    let any_real = !real.is_empty();
+    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim")) || real.is_empty();
+    let profile_spec = match &args.profile {
+        Some(p) => p.clone(),
+        None if wants_sim => "sim-reference".to_string(),
+        None => default_profile(catalogue, &real, args.device.as_deref())?,
     };
     let profile = Library::standard().load(&profile_spec, catalogue, Date::today())?;
     let tier = args.tier.unwrap_or(profile.default_tier);
 
-    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim")) || real.is_empty();
     let sim_device = if wants_sim {
         let knobs = sim_knobs(&profile, &args.sim_knobs, &args.sim_faults)?;
         Some(runner::make_sim_device("sim0", knobs)?)
@@ -236,9 +235,26 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     }
     let listing = test_args.list;
     if !listing && devices.iter().all(|d| d.info.simulated || !d.spec.openable()) && args.profile.is_none() {
+        let why = if notes.is_empty() || any_real {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        };
+        if any_real {
+            eprintln!(
+                "hilt: running the simulated device sim0 with profile sim-reference, as asked (this tests hilt \
+                 itself and certifies nothing)"
+            );
+        } else {
+            eprintln!(
+                "hilt: no accelerator found by the backends of this build{why}; running the simulated device sim0 \
+                 with profile sim-reference (this tests hilt itself and certifies nothing)"
+            );
+        }
+    } else if !listing && args.profile.is_none() {
         eprintln!(
-            "hilt: no accelerator found by the backends of this build; running the simulated device sim0 \
-             with profile sim-reference (this tests hilt itself and certifies nothing)"
+            "hilt: profile {} chosen for the devices here (`--profile` to choose another)",
+            profile.id
         );
     }
 
@@ -340,10 +356,92 @@ fn sim_knobs(profile: &Profile, overrides: &[String], faults: &[String]) -> anyh
     Ok(knobs)
 }
 
-/// Real accelerators found by the backends built into this binary. The sim is not among
-/// them: it is added when asked for, or when nothing real is here.
-fn discover() -> Vec<TrialDevice> {
-    Vec::new()
+/// What the backends built into this binary found.
+struct Discovery {
+    /// Real accelerators. The sim is not among them: it is added when asked for, or when
+    /// nothing real is here.
+    devices: Vec<TrialDevice>,
+    /// One line per backend that found nothing, saying why.
+    notes: Vec<String>,
+}
+
+/// The real backends this build has.
+const BACKENDS: &[&str] = &["opencl"];
+
+fn discover() -> Discovery {
+    let mut found = Discovery {
+        devices: Vec::new(),
+        notes: Vec::new(),
+    };
+    // `HILT_BACKENDS=opencl` probes only those backends; `HILT_BACKENDS=sim` (or `none`)
+    // probes none, so only the simulated device is there.
+    let wanted = std::env::var("HILT_BACKENDS").ok();
+    let enabled = |backend: &str| {
+        wanted
+            .as_deref()
+            .is_none_or(|list| list.split(',').any(|b| b.trim() == backend))
+    };
+    for backend in BACKENDS.iter().filter(|b| !enabled(b)) {
+        found.notes.push(format!(
+            "{backend}: not probed (HILT_BACKENDS={})",
+            wanted.as_deref().unwrap_or_default()
+        ));
+    }
+    if !enabled("opencl") {
+        return found;
+    }
+    match opencl::discover() {
+        Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
+            info,
+            spec: DeviceSpec::OpenCl(spec),
+        })),
+        Err(note) => found.notes.push(format!("opencl: {note}")),
+    }
+    found
+}
+
+/// The profile for the real devices here (those `--device` selects): of the profiles that
+/// match one of them, the one with the most specific match rule (a PCI id beats a name,
+/// a name beats a backend alone).
+fn default_profile(catalogue: &Catalogue, devices: &[TrialDevice], selected: Option<&str>) -> anyhow::Result<String> {
+    let library = Library::standard();
+    let devices: Vec<&TrialDevice> = devices
+        .iter()
+        .filter(|d| selected.is_none_or(|s| d.info.id == s || d.info.backend == s))
+        .collect();
+    let mut ranked: Vec<(usize, String)> = Vec::new();
+    for (id, _) in library.list() {
+        let Ok(profile) = library.load(&id, catalogue, Date::today()) else {
+            continue;
+        };
+        let specificity = profile
+            .matches
+            .iter()
+            .filter(|rule| devices.iter().any(|d| rule.matches(&d.info)))
+            .map(|rule| {
+                usize::from(rule.backend.is_some())
+                    + usize::from(rule.name.is_some())
+                    + 2 * usize::from(rule.pci_vendor.is_some())
+                    + 4 * usize::from(rule.pci_device.is_some())
+            })
+            .max();
+        if let Some(score) = specificity {
+            ranked.push((score, id));
+        }
+    }
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let here: Vec<&str> = devices.iter().map(|d| d.info.id.as_str()).collect();
+    match ranked.as_slice() {
+        [] => bail!(
+            "no profile matches the accelerators here ({}); give one with `--profile`, see `hilt profiles`",
+            here.join(", ")
+        ),
+        [(best, id), (next, other), ..] if best == next => bail!(
+            "profiles `{id}` and `{other}` both fit the accelerators here ({}); choose one with `--profile`",
+            here.join(", ")
+        ),
+        [(_, id), ..] => Ok(id.clone()),
+    }
 }
 
 fn print_checks(catalogue: &Catalogue, json: bool) -> anyhow::Result<()> {
@@ -528,7 +626,7 @@ fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
 
 /// The devices here, the sim with its default knobs included.
 fn devices_here() -> anyhow::Result<Vec<DeviceInfo>> {
-    let mut list: Vec<DeviceInfo> = discover().into_iter().map(|d| d.info).collect();
+    let mut list: Vec<DeviceInfo> = discover().devices.into_iter().map(|d| d.info).collect();
     let spec = sim::SimSpec {
         id: "sim0".into(),
         path: PathBuf::new(),
@@ -630,8 +728,12 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
             d.local_mem_bytes >> 10
         )?;
     }
-    if discover().is_empty() {
-        writeln!(out, "no accelerator found by the backends built in (sim)")?;
+    let found = discover();
+    if found.devices.is_empty() {
+        writeln!(out, "no accelerator found by the backends built in (opencl, sim)")?;
+    }
+    for note in &found.notes {
+        writeln!(out, "{note}")?;
     }
     writeln!(out)?;
     print_pci(&mut out, &host, &functions, &list)

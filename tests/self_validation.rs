@@ -65,6 +65,9 @@ fn every_check_passes_on_the_compliant_sim_and_fails_under_its_faults() {
                 FaultKind::Platform if check.faults.contains(&fault.name) => {
                     assert_eq!(got, "fail", "{} under sim fault {}", check.id, fault.name);
                 }
+                // The harness faults break the canary detector; the performance checks time
+                // transfers and kernels and never use it.
+                FaultKind::Harness if check.suite() == "performance" => {}
                 FaultKind::Harness => {
                     assert!(
                         got == "inconclusive" || got == "error",
@@ -111,7 +114,7 @@ fn a_partly_blind_detector_is_caught_by_every_positive_control() {
             o.reason
         );
     }
-    assert_eq!(run.record.outcomes.len(), 4);
+    assert_eq!(run.record.outcomes.len(), 5);
 }
 
 #[test]
@@ -129,7 +132,9 @@ fn a_leak_is_measured_and_located() {
         .find(|m| m.name == "leaked_bytes")
         .expect("leaked_bytes");
     // Half of the 64 MiB sim, as sim-reference's share of 0.5 asks.
-    assert_eq!(leaked.value, 32.0 * 1024.0 * 1024.0);
+    // Every round leaks whole: 64 KiB, 1 MiB and the 32 MiB share of the 64 MiB sim.
+    assert_eq!(leaked.value, (64.0 + 1024.0 + 32.0 * 1024.0) * 1024.0);
+    assert_eq!(o.evidence["round_bytes"], serde_json::json!([65536, 1048576, 33554432]));
     assert_eq!(leaked.threshold, Some(0.0));
     assert_eq!(o.evidence["first_leak_offset"], 0);
     assert_eq!(o.evidence["control_blocks_seen"], o.evidence["control_blocks_written"]);

@@ -10,15 +10,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::hilt_bin;
-
 /// Runs `hilt ARGS` in `dir`.
 fn hilt_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(hilt_bin())
+    common::command()
         .args(args)
         .current_dir(dir)
-        .env_remove("HILT_SIGN_KEY")
-        .env("HILT_SYSFS_ROOT", common::host_fixture("h100-good"))
         .output()
         .expect("hilt runs")
 }
@@ -237,11 +233,10 @@ fn an_exposed_key_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(hilt_in(dir.path(), &["keygen", "--out", "lab"]).status.success());
     std::fs::set_permissions(dir.path().join("lab.key"), std::fs::Permissions::from_mode(0o640)).expect("chmod");
-    let out = Command::new(hilt_bin())
+    let out = common::command()
         .args(["run", "-q", "--out", "out"])
         .current_dir(dir.path())
         .env("HILT_SIGN_KEY", "lab.key")
-        .env("HILT_SYSFS_ROOT", common::host_fixture("h100-good"))
         .output()
         .expect("hilt runs");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

@@ -31,6 +31,8 @@ use crate::host::Date;
 pub const BUILTIN: &[(&str, &str)] = &[
     ("base", include_str!("../../profiles/base.toml")),
     ("sim-reference", include_str!("../../profiles/sim-reference.toml")),
+    ("opencl-generic", include_str!("../../profiles/opencl-generic.toml")),
+    ("pocl-cpu", include_str!("../../profiles/pocl-cpu.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.

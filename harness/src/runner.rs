@@ -339,6 +339,14 @@ fn run_trial(
         outcome: Box::new(outcome),
     });
     let reason = reason.unwrap_or_default();
+    // Informational checks are evidence only: whatever they found is shown, but as a
+    // skipped test, so that the terminal's verdict tracks the checks that decide.
+    if p.settings.level == hilt_results::Level::Informational && verdict != Verdict::Pass {
+        return Ok(Completion::ignored_with(format!(
+            "informational: {}: {reason}",
+            verdict.as_str()
+        )));
+    }
     match verdict {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::NotApplicable => Ok(Completion::ignored_with(format!("not applicable: {reason}"))),

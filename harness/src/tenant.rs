@@ -93,8 +93,45 @@ pub enum Request {
         /// The kernel.
         kernel: Kernel,
     },
+    /// Time an operation inside the tenant, where no protocol overhead is counted:
+    /// `warmup` untimed runs, then `repetitions` timed ones.
+    Time {
+        /// The context's index.
+        context: usize,
+        /// What to time.
+        what: TimedOp,
+        /// Untimed runs first (caches, lazy initialisation, clocks ramping up).
+        warmup: u32,
+        /// Timed runs, 1 to 10,000.
+        repetitions: u32,
+    },
     /// Free everything and exit.
     Exit,
+}
+
+/// An operation a tenant can time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "timed", rename_all = "snake_case")]
+pub enum TimedOp {
+    /// Write `bytes` of host memory into the start of `buffer`.
+    HostToDevice {
+        /// The buffer.
+        buffer: BufferId,
+        /// Bytes per run.
+        bytes: u64,
+    },
+    /// Read `bytes` from the start of `buffer` into host memory.
+    DeviceToHost {
+        /// The buffer.
+        buffer: BufferId,
+        /// Bytes per run.
+        bytes: u64,
+    },
+    /// Run a kernel to completion.
+    Kernel {
+        /// The kernel.
+        kernel: Kernel,
+    },
 }
 
 /// A tenant's answer to one request.
@@ -132,6 +169,11 @@ pub enum Reply {
     Kernel {
         /// The output.
         output: KernelOutput,
+    },
+    /// The seconds each timed run took.
+    Times {
+        /// One entry per repetition, in order.
+        seconds: Vec<f64>,
     },
 }
 
@@ -397,6 +439,25 @@ impl Tenant {
         }
     }
 
+    /// Times `op` inside the tenant: `warmup` untimed runs, then `repetitions` timed ones.
+    pub fn time(
+        &mut self,
+        context: usize,
+        op: TimedOp,
+        warmup: u32,
+        repetitions: u32,
+    ) -> Result<Vec<f64>, TenantError> {
+        match self.call(&Request::Time {
+            context,
+            what: op,
+            warmup,
+            repetitions,
+        })? {
+            Reply::Times { seconds } if seconds.len() == repetitions as usize => Ok(seconds),
+            other => Err(self.unexpected("time", &other)),
+        }
+    }
+
     /// Runs a kernel that must return a canary scan.
     pub fn scan(&mut self, context: usize, kernel: Kernel) -> Result<ScanReport, TenantError> {
         match self.kernel(context, kernel)? {
@@ -516,6 +577,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Write { .. } => "write",
         Request::Read { .. } => "read",
         Request::Kernel { .. } => "kernel",
+        Request::Time { .. } => "time",
         Request::Exit => "exit",
     }
 }
@@ -621,6 +683,41 @@ impl TenantState {
             Request::Kernel { context, kernel } => {
                 let output = self.context(context)?.run(&kernel).map_err(|e| e.to_string())?;
                 Ok(Reply::Kernel { output })
+            }
+            Request::Time {
+                context,
+                what: op,
+                warmup,
+                repetitions,
+            } => {
+                if !(1..=10_000).contains(&repetitions) || warmup > 10_000 {
+                    return Err("`repetitions` must be 1 to 10000 and `warmup` at most 10000".into());
+                }
+                let ctx = self.context(context)?;
+                let bytes = match op {
+                    TimedOp::HostToDevice { bytes, .. } | TimedOp::DeviceToHost { bytes, .. } => bytes,
+                    TimedOp::Kernel { .. } => 0,
+                };
+                let len = usize::try_from(bytes).map_err(|_| format!("{bytes} bytes do not fit in host memory"))?;
+                let mut host = vec![0x5au8; len];
+                let mut once = |ctx: &mut Box<dyn Context>| -> Result<(), String> {
+                    match &op {
+                        TimedOp::HostToDevice { buffer, .. } => ctx.write(*buffer, 0, &host),
+                        TimedOp::DeviceToHost { buffer, .. } => ctx.read(*buffer, 0, &mut host),
+                        TimedOp::Kernel { kernel } => ctx.run(kernel).map(drop),
+                    }
+                    .map_err(|e| e.to_string())
+                };
+                for _ in 0..warmup {
+                    once(ctx)?;
+                }
+                let mut seconds = Vec::with_capacity(repetitions as usize);
+                for _ in 0..repetitions {
+                    let start = std::time::Instant::now();
+                    once(ctx)?;
+                    seconds.push(start.elapsed().as_secs_f64());
+                }
+                Ok(Reply::Times { seconds })
             }
             Request::Exit => Ok(Reply::Done),
         }

@@ -9,6 +9,7 @@
 
 pub mod firmware;
 pub mod hostread;
+pub mod isolation;
 pub mod isolation_host;
 pub mod performance;
 pub mod platform;
@@ -22,12 +23,19 @@ pub fn catalogue() -> Catalogue {
         &residue::GLOBAL_CROSS_PROCESS,
         &residue::GLOBAL_CROSS_CONTEXT,
         &residue::LOCAL_CROSS_KERNEL,
+        &residue::LOCAL_CROSS_CONTEXT,
         &residue::LOCAL_CROSS_PROCESS,
+        &isolation::FAULT_CONTAINMENT,
         &isolation_host::IOMMU_ENABLED,
         &isolation_host::IOMMU_GROUP,
         &isolation_host::DEVICE_NODES,
         &isolation_host::PERF_COUNTERS,
         &performance::PCIE_LINK,
+        &performance::HOST_TO_DEVICE_BANDWIDTH,
+        &performance::DEVICE_TO_HOST_BANDWIDTH,
+        &performance::DEVICE_COPY_BANDWIDTH,
+        &performance::LAUNCH_LATENCY,
+        &performance::FMA_THROUGHPUT,
         &firmware::ROM_MEASUREMENT,
         &firmware::DRIVER_ADVISORIES,
         &platform::SECURE_BOOT,

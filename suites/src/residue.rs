@@ -7,7 +7,7 @@
 //! at any byte offset. Any canary found is a `fail`.
 
 use hilt_harness::accel::Kernel;
-use hilt_harness::canary::{BLOCK_BYTES, ScanReport};
+use hilt_harness::canary::{BLOCK_BYTES, CanaryKey, ScanReport};
 use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec, Scope};
 use hilt_harness::tenant::TenantError;
 use hilt_results::Better;
@@ -75,6 +75,28 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
     scope: Scope::Device,
     host_faults: &[],
     params: ParamsSpec::of::<LocalParams>(),
+    run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Kernel)),
+};
+
+/// `residue.local.cross_context`.
+pub static LOCAL_CROSS_CONTEXT: CheckDef = CheckDef {
+    id: "residue.local.cross_context",
+    title: "Local (work-group shared) memory holds nothing from another context's kernel",
+    description: "LeftoverLocals (CVE-2023-4969) across contexts of one process: the writer \
+        kernel runs over every compute unit in a first context (each work-group reads its \
+        canary back as the positive control), the context is destroyed, and the listener \
+        kernel runs in a new context of the same process; the host counts canary in the \
+        local memory the listener never wrote. Serving frameworks that give each model or \
+        user a context of its own rely on this boundary. Repeated `attempts` times.",
+    remediation: "Local memory survives from one context to the next inside a process. \
+        Apply the vendor's LeftoverLocals mitigation, or give mutually distrusting \
+        workloads processes of their own (and check `residue.local.cross_process` there).",
+    requirements: &["DP-7", "AI-ISO-1", "AI-ISO-2"],
+    faults: &["local-no-clear", "local-clear-cross-process-only"],
+    concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
+    params: ParamsSpec::of::<LocalParams>(),
     run: |ctx| ctx.with_params(|ctx, p| local_residue(ctx, p, Boundary::Context)),
 };
 
@@ -104,25 +126,44 @@ pub static LOCAL_CROSS_PROCESS: CheckDef = CheckDef {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GlobalParams {
-    /// The share of the device's global memory the writer fills and the listener reads,
-    /// above 0 and at most 1.
+    /// The share of the device's global memory the writer fills and the listener reads in
+    /// the last and largest round, above 0 and at most 1.
     #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub share: f64,
+    /// Smaller allocation sizes, KiB, each tried in a round of its own before the share:
+    /// allocators serve sizes from different pools, so residue may show at some sizes
+    /// only. Sizes above the share are skipped. At most 16, each 1 KiB to 64 GiB.
+    pub sizes_kib: Vec<u64>,
+    /// Before writing, the writer allocates and frees one allocation of the round's size,
+    /// as a process that has been running a while has done.
+    pub warmup: bool,
 }
 
 impl Default for GlobalParams {
     fn default() -> Self {
-        GlobalParams { share: 0.5 }
+        GlobalParams {
+            share: 0.5,
+            sizes_kib: vec![64, 1024],
+            warmup: true,
+        }
     }
 }
 
 impl CheckParams for GlobalParams {
     fn validate(&self) -> Result<(), String> {
-        if self.share > 0.0 && self.share <= 1.0 {
-            Ok(())
-        } else {
-            Err(format!("`share` must be above 0 and at most 1, not {}", self.share))
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return Err(format!("`share` must be above 0 and at most 1, not {}", self.share));
         }
+        if self.sizes_kib.len() > 16 {
+            return Err(format!(
+                "`sizes_kib` lists at most 16 sizes, not {}",
+                self.sizes_kib.len()
+            ));
+        }
+        if let Some(bad) = self.sizes_kib.iter().find(|k| !(1..=64 << 20).contains(*k)) {
+            return Err(format!("`sizes_kib` entries must be 1 to 67108864 (64 GiB), not {bad}"));
+        }
+        Ok(())
     }
 }
 
@@ -164,77 +205,179 @@ impl CheckParams for LocalParams {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Boundary {
+    /// Another process.
     Process,
+    /// Another context of the same process.
     Context,
+    /// The next kernel in the same context.
+    Kernel,
+}
+
+impl Boundary {
+    fn name(self) -> &'static str {
+        match self {
+            Boundary::Process => "process",
+            Boundary::Context => "context",
+            Boundary::Kernel => "kernel",
+        }
+    }
 }
 
 fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Boundary) -> Result<Finding, TenantError> {
     let total = ctx.device.info.global_mem_bytes;
     let block = BLOCK_BYTES as u64;
-    let bytes = ((total as f64 * params.share) as u64) / block * block;
-    if bytes == 0 {
+    let share_bytes = ((total as f64 * params.share) as u64) / block * block;
+    if share_bytes == 0 {
         return Ok(Finding::NotApplicable(format!(
             "a share of {} of {total} bytes of device memory is less than one canary block",
             params.share
         )));
     }
-    let key = ctx.key;
-    ctx.evidence("allocation_bytes", bytes);
-    ctx.evidence(
-        "boundary",
-        if boundary == Boundary::Process {
-            "process"
-        } else {
-            "context"
-        },
-    );
+    // A device may cap single allocations (OpenCL's CL_DEVICE_MAX_MEM_ALLOC_SIZE): larger
+    // rounds are made of several allocations.
+    let max_alloc = ["opencl.max_alloc_bytes", "max_alloc_bytes"]
+        .iter()
+        .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
+        .filter(|m| *m >= block)
+        .map_or(share_bytes, |m| m / block * block);
+    let mut sizes: Vec<u64> = params
+        .sizes_kib
+        .iter()
+        .map(|k| k * 1024 / block * block)
+        .filter(|b| *b > 0 && *b < share_bytes)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes.push(share_bytes);
+    ctx.evidence("boundary", boundary.name());
+    ctx.evidence("allocation_bytes", share_bytes);
+    ctx.evidence("round_bytes", sizes.clone());
+    ctx.evidence("max_single_allocation_bytes", max_alloc);
+    ctx.evidence("warmup", params.warmup);
 
+    let mut total_found = ScanReport::default();
+    let mut rounds = Vec::new();
+    let mut leaking = Vec::new();
+    for (round, &bytes) in sizes.iter().enumerate() {
+        let key = ctx.key.derive(round as u64);
+        let pieces = split(bytes, max_alloc);
+        let found = match global_round(ctx, &pieces, key, params.warmup, boundary)? {
+            Ok(found) => found,
+            Err(inconclusive) => return Ok(inconclusive),
+        };
+        rounds.push(serde_json::json!({
+            "bytes": bytes,
+            "leaked_blocks": found.blocks,
+            "leaked_blocks_in_place": found.in_place,
+        }));
+        if found.blocks > 0 {
+            leaking.push(format!("{} KiB", bytes / 1024));
+        }
+        total_found.merge(found);
+    }
+    ctx.evidence("rounds", serde_json::Value::Array(rounds));
+    // `share_bytes` is at least one block, so `total` is not zero here.
+    let share = share_bytes as f64 / total.max(1) as f64;
+    let context = if leaking.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (in {} of {} rounds: at {})",
+            leaking.len(),
+            sizes.len(),
+            leaking.join(", ")
+        )
+    };
+    Ok(judge_leak(ctx, &total_found, share, "the listener", &context))
+}
+
+/// One writer/listener round over allocations of `pieces` bytes; `Err` carries an
+/// inconclusive finding when the writer's positive control fails.
+fn global_round(
+    ctx: &mut CheckCtx<'_>,
+    pieces: &[u64],
+    key: CanaryKey,
+    warmup: bool,
+    boundary: Boundary,
+) -> Result<Result<ScanReport, Finding>, TenantError> {
+    let block = BLOCK_BYTES as u64;
     let mut writer = ctx.spawn_tenant("A")?;
     let first = writer.create_context()?;
-    let buffer = writer.alloc(first, bytes)?;
-    writer.kernel(first, Kernel::FillCanary { buffer, key })?;
-    let control = writer.scan(first, Kernel::CountCanary { buffer, key })?;
-    ctx.evidence("control_blocks_seen", control.blocks);
-    ctx.evidence("control_blocks_written", bytes / block);
-    if control.blocks != bytes / block {
-        return Ok(Finding::Inconclusive(format!(
-            "positive control failed: the writer's detector saw {} of the {} canary blocks it had just written, \
-             so a clean reading would prove nothing",
-            control.blocks,
-            bytes / block
-        )));
+    if warmup {
+        let held = pieces
+            .iter()
+            .map(|&b| writer.alloc(first, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        for b in held {
+            writer.free(first, b)?;
+        }
     }
-    writer.free(first, buffer)?;
+    let mut buffers = Vec::new();
+    let mut seen = 0;
+    for &bytes in pieces {
+        let buffer = writer.alloc(first, bytes)?;
+        writer.kernel(first, Kernel::FillCanary { buffer, key })?;
+        seen += writer.scan(first, Kernel::CountCanary { buffer, key })?.blocks;
+        buffers.push(buffer);
+    }
+    let written: u64 = pieces.iter().map(|b| b / block).sum();
+    ctx.evidence("control_blocks_seen", seen);
+    ctx.evidence("control_blocks_written", written);
+    if seen != written {
+        return Ok(Err(Finding::Inconclusive(format!(
+            "positive control failed: the writer's detector saw {seen} of the {written} canary blocks it had \
+             just written, so a clean reading would prove nothing"
+        ))));
+    }
+    for buffer in buffers {
+        writer.free(first, buffer)?;
+    }
     writer.destroy_context(first)?;
 
     let found = match boundary {
         Boundary::Process => {
             writer.exit()?;
             let mut listener = ctx.spawn_tenant("B")?;
-            let found = listen_global(&mut listener, bytes, key)?;
+            let found = listen_global(&mut listener, pieces, key)?;
             listener.exit()?;
             found
         }
-        Boundary::Context => {
-            let found = listen_global(&mut writer, bytes, key)?;
+        Boundary::Context | Boundary::Kernel => {
+            let found = listen_global(&mut writer, pieces, key)?;
             writer.exit()?;
             found
         }
     };
-    // `bytes` is at least one block, so `total` is not zero here.
-    let share = found.scanned as f64 / total.max(1) as f64;
-    Ok(judge_leak(ctx, &found, share, "the listener", ""))
+    Ok(Ok(found))
+}
+
+/// `bytes` as allocations of at most `max` bytes each.
+fn split(bytes: u64, max: u64) -> Vec<u64> {
+    let mut pieces = vec![max; (bytes / max) as usize];
+    if !bytes.is_multiple_of(max) {
+        pieces.push(bytes % max);
+    }
+    pieces
 }
 
 fn listen_global(
     tenant: &mut hilt_harness::tenant::Tenant,
-    bytes: u64,
-    key: hilt_harness::canary::CanaryKey,
+    pieces: &[u64],
+    key: CanaryKey,
 ) -> Result<ScanReport, TenantError> {
     let context = tenant.create_context()?;
-    let buffer = tenant.alloc(context, bytes)?;
-    let found = tenant.scan(context, Kernel::CountCanary { buffer, key })?;
-    tenant.free(context, buffer)?;
+    let mut found = ScanReport::default();
+    let buffers = pieces
+        .iter()
+        .map(|&b| tenant.alloc(context, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    for &buffer in &buffers {
+        found.merge(tenant.scan(context, Kernel::CountCanary { buffer, key })?);
+    }
+    for buffer in buffers {
+        tenant.free(context, buffer)?;
+    }
+    tenant.destroy_context(context)?;
     Ok(found)
 }
 
@@ -292,37 +435,39 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
         .min(fit);
     let dump_bytes = u64::from(groups) * info.local_mem_bytes;
     let expected_control = u64::from(groups) * (info.local_mem_bytes / BLOCK_BYTES as u64);
-    let key = ctx.key;
     ctx.evidence("work_groups", groups);
     ctx.evidence("local_mem_bytes", info.local_mem_bytes);
     ctx.evidence("attempts", params.attempts);
-    ctx.evidence(
-        "boundary",
-        if boundary == Boundary::Process {
-            "process"
-        } else {
-            "context"
-        },
-    );
+    ctx.evidence("boundary", boundary.name());
     ctx.evidence("control_blocks_expected", expected_control);
 
-    // Within one context the same tenant writes and listens; across processes every
-    // attempt gets a fresh writer A and a fresh listener B.
+    // Across kernels one tenant and context write and listen; across contexts one tenant
+    // makes a new context for each; across processes every attempt gets a fresh writer A
+    // and a fresh listener B. Every attempt has a key of its own, so a dump left in
+    // global memory by an earlier attempt is never counted as local residue.
     let mut same = match boundary {
-        Boundary::Context => {
+        Boundary::Kernel => {
             let mut t = ctx.spawn_tenant("A")?;
             let c = t.create_context()?;
             let out = t.alloc(c, dump_bytes)?;
-            Some((t, c, out))
+            Some((t, Some((c, out))))
         }
+        Boundary::Context => Some((ctx.spawn_tenant("A")?, None)),
         Boundary::Process => None,
     };
     let mut total = ScanReport::default();
     let mut worst = ScanReport::default();
     let mut leaking_attempts = 0u32;
-    for _ in 0..params.attempts {
+    for attempt in 0..params.attempts {
+        let key = ctx.key.derive(u64::from(attempt));
         let control = match &mut same {
-            Some((t, c, _)) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
+            Some((t, Some((c, _)))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
+            Some((t, None)) => {
+                let c = t.create_context()?;
+                let control = t.scan(c, Kernel::LocalWriter { groups, key })?;
+                t.destroy_context(c)?;
+                control
+            }
             None => {
                 let mut writer = ctx.spawn_tenant("A")?;
                 let c = writer.create_context()?;
@@ -340,17 +485,14 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
             )));
         }
         let found = match &mut same {
-            Some((t, c, out)) => {
+            Some((t, Some((c, out)))) => {
                 t.kernel(*c, Kernel::LocalListener { groups, out: *out })?;
                 t.scan(*c, Kernel::CountCanary { buffer: *out, key })?
             }
+            Some((t, None)) => listen_local(t, groups, dump_bytes, key)?,
             None => {
                 let mut listener = ctx.spawn_tenant("B")?;
-                let c = listener.create_context()?;
-                let out = listener.alloc(c, dump_bytes)?;
-                listener.kernel(c, Kernel::LocalListener { groups, out })?;
-                let found = listener.scan(c, Kernel::CountCanary { buffer: out, key })?;
-                listener.free(c, out)?;
+                let found = listen_local(&mut listener, groups, dump_bytes, key)?;
                 listener.exit()?;
                 found
             }
@@ -363,8 +505,10 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
         }
         total.merge(found);
     }
-    if let Some((mut t, c, out)) = same {
-        t.free(c, out)?;
+    if let Some((mut t, kept)) = same {
+        if let Some((c, out)) = kept {
+            t.free(c, out)?;
+        }
         t.exit()?;
     }
     ctx.evidence("control_blocks_seen", expected_control);
@@ -387,4 +531,20 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
         params.attempts
     );
     Ok(judge_leak(ctx, &worst, share, "the listener kernel", &context))
+}
+
+/// A listener kernel in a new context of `tenant`, and the canary of `key` in its dump.
+fn listen_local(
+    tenant: &mut hilt_harness::tenant::Tenant,
+    groups: u32,
+    dump_bytes: u64,
+    key: CanaryKey,
+) -> Result<ScanReport, TenantError> {
+    let c = tenant.create_context()?;
+    let out = tenant.alloc(c, dump_bytes)?;
+    tenant.kernel(c, Kernel::LocalListener { groups, out })?;
+    let found = tenant.scan(c, Kernel::CountCanary { buffer: out, key })?;
+    tenant.free(c, out)?;
+    tenant.destroy_context(c)?;
+    Ok(found)
 }

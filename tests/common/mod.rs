@@ -13,16 +13,23 @@ pub fn hilt_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hilt"))
 }
 
-/// Runs `hilt ARGS` with `HILT_PROFILE_PATH` pointing at the test fixtures and the host's
-/// files read from the compliant fixture host (`HILT_SYSFS_ROOT`), so that no test
-/// depends on the machine it runs on; `--sysfs-root` in ARGS overrides it.
-pub fn hilt(args: &[&str]) -> Output {
-    Command::new(hilt_bin())
-        .args(args)
-        .env("HILT_PROFILE_PATH", fixtures().join("profiles"))
+/// `hilt` set up so that no test depends on the machine it runs on: profiles from the
+/// test fixtures too (`HILT_PROFILE_PATH`), the host's files from the compliant fixture
+/// host (`HILT_SYSFS_ROOT`; `--sysfs-root` overrides it), and no real backend probed
+/// (`HILT_BACKENDS=sim`), so the simulated device runs even where PoCL is installed.
+/// The OpenCL tests (`tests/opencl.rs`) choose their backends themselves.
+pub fn command() -> Command {
+    let mut cmd = Command::new(hilt_bin());
+    cmd.env("HILT_PROFILE_PATH", fixtures().join("profiles"))
         .env("HILT_SYSFS_ROOT", host_fixture("h100-good"))
-        .output()
-        .expect("hilt runs")
+        .env("HILT_BACKENDS", "sim")
+        .env_remove("HILT_SIGN_KEY");
+    cmd
+}
+
+/// Runs `hilt ARGS` (see [`command`]).
+pub fn hilt(args: &[&str]) -> Output {
+    command().args(args).output().expect("hilt runs")
 }
 
 /// A host fixture tree, `tests/fixtures/hosts/NAME`.

@@ -7,6 +7,7 @@
 //! directly: they drive tenant processes (see [`crate::tenant`]), and the tenant process
 //! calls these traits.
 
+pub mod opencl;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -94,6 +95,9 @@ pub enum DeviceSpec {
     /// Nothing a tenant can open: the host itself, or a PCI function that no backend of
     /// this build drives. Only host and PCI checks run on it.
     NotOpenable,
+    /// An OpenCL device, found again by platform and device index.
+    #[serde(rename = "opencl")]
+    OpenCl(opencl::OpenClSpec),
 }
 
 impl DeviceSpec {
@@ -104,6 +108,7 @@ impl DeviceSpec {
             DeviceSpec::NotOpenable => Err(AccelError::Backend(
                 "this device has no accelerator backend in this build; only host checks run on it".into(),
             )),
+            DeviceSpec::OpenCl(spec) => Ok(Box::new(opencl::OpenClDevice::open(spec)?)),
         }
     }
 
@@ -160,6 +165,34 @@ pub enum Kernel {
         /// Bytes to copy.
         bytes: u64,
     },
+    /// An empty kernel of one work-item (launch latency).
+    Noop,
+    /// `work_items` work-items each run `iterations` rounds of 16 independent
+    /// single-precision fused multiply-adds (32 flops a round).
+    Fma {
+        /// Work-items to launch.
+        work_items: u64,
+        /// Rounds per work-item.
+        iterations: u32,
+    },
+    /// One work-item writes a word `offset` bytes past the start of `buffer`, far beyond
+    /// its end: the faulting tenant of `isolation.fault_containment`.
+    OutOfBounds {
+        /// The buffer the write starts from.
+        buffer: BufferId,
+        /// The byte offset written, beyond the buffer's size.
+        offset: u64,
+    },
+}
+
+impl Kernel {
+    /// Floating-point operations the kernel performs, where it is a compute kernel.
+    pub fn flops(&self) -> Option<f64> {
+        match *self {
+            Kernel::Fma { work_items, iterations } => Some(work_items as f64 * f64::from(iterations) * 32.0),
+            _ => None,
+        }
+    }
 }
 
 /// What a kernel returns to the host.

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -66,6 +67,11 @@ pub struct SimKnobs {
     pub hang_kernel: bool,
     /// Fault: the tenant process aborts inside the detector kernel.
     pub crash_kernel: bool,
+    /// Fault: a kernel's out-of-bounds write is not stopped but lands in other tenants'
+    /// memory.
+    pub fault_spills: bool,
+    /// Fault: every transfer and kernel takes this many extra milliseconds.
+    pub slow_ms: u32,
 }
 
 impl Default for SimKnobs {
@@ -80,6 +86,8 @@ impl Default for SimKnobs {
             half_blind_detector: false,
             hang_kernel: false,
             crash_kernel: false,
+            fault_spills: false,
+            slow_ms: 0,
         }
     }
 }
@@ -161,6 +169,18 @@ pub const FAULTS: &[SimFault] = &[
         summary: "local memory is cleared only when the next kernel comes from another process",
         kind: FaultKind::Platform,
         apply: |k| k.local_clear = LocalClear::CrossProcessOnly,
+    },
+    SimFault {
+        name: "fault-spills-to-neighbour",
+        summary: "a kernel's out-of-bounds write is not stopped and corrupts other tenants' memory",
+        kind: FaultKind::Platform,
+        apply: |k| k.fault_spills = true,
+    },
+    SimFault {
+        name: "slow-device",
+        summary: "every transfer and kernel takes 100 ms longer",
+        kind: FaultKind::Platform,
+        apply: |k| k.slow_ms = 100,
     },
     SimFault {
         name: "blind-detector",
@@ -490,6 +510,25 @@ impl Shared {
         Ok(out)
     }
 
+    /// The `fault_spills` fault: a stray write from `from` overwrites every page that
+    /// belongs to another allocation.
+    fn spill(&self, map: &mut MmapMut, from: BufferId) {
+        for page in 0..self.layout.pages {
+            let (id, _) = page_entry(map, &self.layout, page);
+            if id != 0 && u64::from(id) != from.0 {
+                let start = (self.layout.global + page * PAGE) as usize;
+                map[start..start + PAGE as usize].fill(0xa5);
+            }
+        }
+    }
+
+    /// The `slow_ms` fault.
+    fn slow_down(&self) {
+        if self.knobs.slow_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(self.knobs.slow_ms)));
+        }
+    }
+
     fn zero_pages(&self, map: &mut MmapMut, first: u64, count: u64) {
         let start = (self.layout.global + first * PAGE) as usize;
         map[start..start + (count * PAGE) as usize].fill(0);
@@ -662,12 +701,14 @@ impl Context for SimContext {
 
     fn write(&mut self, buffer: BufferId, offset: u64, data: &[u8]) -> Result<(), AccelError> {
         let range = self.range(buffer, offset, data.len() as u64)?;
+        self.shared.slow_down();
         self.shared.lock_map()[range].copy_from_slice(data);
         Ok(())
     }
 
     fn read(&mut self, buffer: BufferId, offset: u64, out: &mut [u8]) -> Result<(), AccelError> {
         let range = self.range(buffer, offset, out.len() as u64)?;
+        self.shared.slow_down();
         out.copy_from_slice(&self.shared.lock_map()[range]);
         Ok(())
     }
@@ -699,12 +740,23 @@ impl Context for SimContext {
                 vec![self.range(out, 0, u64::from(groups) * self.shared.layout.local_per_cu)?]
             }
             Kernel::Copy { src, dst, bytes } => vec![self.range(src, 0, bytes)?, self.range(dst, 0, bytes)?],
+            Kernel::Noop | Kernel::Fma { .. } => vec![],
+            Kernel::OutOfBounds { buffer, offset } => {
+                let b = self.buffer(buffer)?;
+                if offset < b.bytes {
+                    return Err(AccelError::Backend(
+                        "out_of_bounds needs an offset beyond the buffer".into(),
+                    ));
+                }
+                vec![]
+            }
         };
         let shared = Arc::clone(&self.shared);
+        shared.slow_down();
         shared.exclusive(|map| {
             self.start_kernel(map);
             let l = shared.layout;
-            match *kernel {
+            Ok(match *kernel {
                 Kernel::FillCanary { key, .. } => {
                     canary::fill(&mut map[ranges[0].clone()], key, 0);
                     KernelOutput::Done
@@ -737,8 +789,25 @@ impl Context for SimContext {
                     map.copy_within(ranges[0].clone(), ranges[1].start);
                     KernelOutput::Done
                 }
-            }
-        })
+                Kernel::Noop => KernelOutput::Done,
+                Kernel::Fma { work_items, iterations } => {
+                    black_box(fma_work(work_items, iterations));
+                    KernelOutput::Done
+                }
+                Kernel::OutOfBounds { buffer, offset } => {
+                    if !shared.knobs.fault_spills {
+                        return Err(AccelError::Backend(format!(
+                            "kernel fault: write {offset} bytes past the start of buffer {} is outside it;                              the context is unaffected",
+                            buffer.0
+                        )));
+                    }
+                    // Faulty: the write lands in whatever the page table maps there,
+                    // another tenant's memory included.
+                    shared.spill(map, buffer);
+                    KernelOutput::Done
+                }
+            })
+        })?
     }
 }
 
@@ -773,6 +842,22 @@ fn set_page_entry(map: &mut [u8], layout: &Layout, page: u64, id: u32, owner: u3
         (layout.table + page * 8) as usize,
         u64::from(id) | (u64::from(owner) << 32),
     );
+}
+
+/// The sim's compute kernel: `work_items` x `iterations` rounds of 16 single-precision
+/// fused multiply-adds, as the OpenCL and CUDA kernels do.
+fn fma_work(work_items: u64, iterations: u32) -> f32 {
+    let mut total = 0.0f32;
+    for item in 0..work_items {
+        let mut acc = [item as f32 * 1e-7; 16];
+        for _ in 0..iterations {
+            for a in &mut acc {
+                *a = a.mul_add(0.9999, 1e-4);
+            }
+        }
+        total += acc.iter().sum::<f32>();
+    }
+    total
 }
 
 #[cfg(test)]

@@ -1,0 +1,196 @@
+//! Suite `isolation`, device checks: what one tenant's fault does to another tenant on the
+//! same device. (The host's side of isolation, IOMMU and device files, is in
+//! `isolation_host`.)
+
+use hilt_harness::accel::Kernel;
+use hilt_harness::canary::BLOCK_BYTES;
+use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec, Scope};
+use hilt_harness::tenant::{Tenant, TenantError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `isolation.fault_containment`.
+pub static FAULT_CONTAINMENT: CheckDef = CheckDef {
+    id: "isolation.fault_containment",
+    title: "A tenant's memory fault stays with that tenant",
+    description: "Tenant B, a process, fills a buffer with keyed, self-checking canary and \
+        checks it (the positive control). Tenant A, another process on the same device, then \
+        runs a kernel that writes far outside its own buffer. A's fault must be reported to A \
+        (an error from the runtime, or A's process ended by the operating system); B's data \
+        must be intact afterwards, and B's context must still run work correctly (B fills \
+        and checks its buffer again).",
+    remediation: "One tenant's faulting kernel damaged or stopped another tenant, or went \
+        unreported. Do not share the device between mutually distrusting tenants in this \
+        mode (MPS and similar shared-context modes let one client's fault take down the \
+        others); use per-process contexts with hardware isolation (time-slicing with \
+        separate address spaces, MIG or similar partitions) and a driver that reports \
+        faults to the faulting context.",
+    requirements: &["RS-4", "AI-ISO-1"],
+    faults: &["fault-spills-to-neighbour"],
+    concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
+    params: ParamsSpec::of::<ContainmentParams>(),
+    run: |ctx| ctx.with_params(fault_containment),
+};
+
+/// Parameters of `isolation.fault_containment`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainmentParams {
+    /// The size of tenant B's buffer, KiB, 4 to 1048576.
+    #[schemars(range(min = 4, max = 1_048_576))]
+    pub victim_kib: u64,
+    /// How far past the start of its 4 KiB buffer tenant A writes, GiB, 1 to 65536.
+    #[schemars(range(min = 1, max = 65_536))]
+    pub stray_offset_gib: u64,
+}
+
+impl Default for ContainmentParams {
+    fn default() -> Self {
+        ContainmentParams {
+            victim_kib: 4096,
+            stray_offset_gib: 1024,
+        }
+    }
+}
+
+impl CheckParams for ContainmentParams {
+    fn validate(&self) -> Result<(), String> {
+        if !(4..=1_048_576).contains(&self.victim_kib) {
+            return Err(format!("`victim_kib` must be 4 to 1048576, not {}", self.victim_kib));
+        }
+        if !(1..=65_536).contains(&self.stray_offset_gib) {
+            return Err(format!(
+                "`stray_offset_gib` must be 1 to 65536, not {}",
+                self.stray_offset_gib
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What tenant A's faulting kernel came to.
+enum Stray {
+    /// The runtime returned an error to A.
+    Reported(String),
+    /// A's process ended (the operating system stopped it).
+    Ended(String),
+    /// The kernel completed as if nothing happened.
+    Silent,
+    /// The kernel neither returned nor failed within the deadline.
+    Hung(String),
+}
+
+fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Result<Finding, TenantError> {
+    let bytes =
+        (params.victim_kib * 1024).min(ctx.device.info.global_mem_bytes / 4) / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
+    if bytes == 0 {
+        return Ok(Finding::NotApplicable(
+            "the device has too little memory for the victim's buffer".into(),
+        ));
+    }
+    let blocks = bytes / BLOCK_BYTES as u64;
+    let key = ctx.key;
+    ctx.evidence("victim_bytes", bytes);
+
+    // B's working set, checked before anything happens (the positive control).
+    let mut victim = ctx.spawn_tenant("B")?;
+    let vc = victim.create_context()?;
+    let buffer = victim.alloc(vc, bytes)?;
+    victim.kernel(vc, Kernel::FillCanary { buffer, key })?;
+    let before = victim.scan(vc, Kernel::CountCanary { buffer, key })?;
+    if before.blocks != blocks || before.in_place != blocks {
+        return Ok(Finding::Inconclusive(format!(
+            "positive control failed: tenant B saw {} of the {blocks} blocks it had just written ({} in place)",
+            before.blocks, before.in_place
+        )));
+    }
+
+    // A faults.
+    let offset = params.stray_offset_gib << 30;
+    ctx.evidence("stray_write_offset_bytes", offset);
+    let mut faulty = ctx.spawn_tenant("A")?;
+    let fc = faulty.create_context()?;
+    let own = faulty.alloc(fc, 4096)?;
+    let stray = match faulty.kernel(fc, Kernel::OutOfBounds { buffer: own, offset }) {
+        Ok(_) => Stray::Silent,
+        Err(TenantError::Device { message, .. }) => Stray::Reported(message),
+        Err(e @ TenantError::Crashed { .. }) => {
+            if let Some(tail) = e.stderr_tail() {
+                ctx.evidence("tenant_A_stderr_tail", tail);
+            }
+            Stray::Ended(e.to_string())
+        }
+        Err(e @ TenantError::Hung { .. }) => Stray::Hung(e.to_string()),
+        Err(other) => return Err(other),
+    };
+    if !matches!(stray, Stray::Ended(_) | Stray::Hung(_)) {
+        faulty.exit()?;
+    }
+    ctx.evidence(
+        "tenant_A",
+        match &stray {
+            Stray::Reported(m) => format!("the runtime reported the fault: {m}"),
+            Stray::Ended(m) => format!("the process was ended: {m}"),
+            Stray::Silent => "the kernel completed without an error".to_string(),
+            Stray::Hung(m) => m.clone(),
+        },
+    );
+
+    // B must be intact and still able to work.
+    let victim_state = check_victim(&mut victim, vc, buffer, key, blocks);
+    match victim_state {
+        Ok(None) => {
+            victim.free(vc, buffer)?;
+            victim.exit()?;
+        }
+        Ok(Some(damage)) => return Ok(Finding::Fail(damage)),
+        Err(e) => {
+            if let Some(tail) = e.stderr_tail() {
+                ctx.evidence("tenant_B_stderr_tail", tail);
+            }
+            return Ok(Finding::Fail(format!(
+                "after tenant A's fault, tenant B could no longer use the device: {e}"
+            )));
+        }
+    }
+    Ok(match stray {
+        Stray::Reported(_) | Stray::Ended(_) => Finding::Pass,
+        Stray::Silent => Finding::Fail(format!(
+            "tenant A's write {offset} bytes past its buffer completed without any error: the fault was not \
+             reported to the tenant that caused it"
+        )),
+        Stray::Hung(m) => Finding::Inconclusive(format!(
+            "tenant A's faulting kernel neither failed nor returned ({m}); tenant B was unaffected"
+        )),
+    })
+}
+
+/// `Ok(None)` when B's buffer still holds every block in place and B can fill and check
+/// it again; `Ok(Some(what))` when it does not.
+fn check_victim(
+    victim: &mut Tenant,
+    context: usize,
+    buffer: hilt_harness::accel::BufferId,
+    key: hilt_harness::canary::CanaryKey,
+    blocks: u64,
+) -> Result<Option<String>, TenantError> {
+    let after = victim.scan(context, Kernel::CountCanary { buffer, key })?;
+    if after.blocks != blocks || after.in_place != blocks {
+        return Ok(Some(format!(
+            "tenant A's fault damaged tenant B's memory: {} of B's {blocks} blocks are intact ({} in place)",
+            after.blocks, after.in_place
+        )));
+    }
+    let again = key.derive(1);
+    victim.kernel(context, Kernel::FillCanary { buffer, key: again })?;
+    let redo = victim.scan(context, Kernel::CountCanary { buffer, key: again })?;
+    if redo.blocks != blocks || redo.in_place != blocks {
+        return Ok(Some(format!(
+            "after tenant A's fault, tenant B's new work came out wrong: {} of {blocks} blocks",
+            redo.blocks
+        )));
+    }
+    Ok(None)
+}
