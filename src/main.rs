@@ -23,6 +23,7 @@ use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
 use hilt_results::Tier;
 
+mod reports;
 mod signing;
 
 /// Hardware-in-the-loop conformance checks for AI computing platforms (ETSI TS 104 033).
@@ -80,6 +81,16 @@ enum Command {
     Sign(signing::SignArgs),
     /// Verify a signed result: exit 0 verified, 1 not verified, 2 unreadable input.
     Verify(signing::VerifyArgs),
+    /// Render a result (signed or not) as JUnit, Markdown, HTML or JSON.
+    Report(reports::ReportArgs),
+    /// Show two or more results side by side, each verified first.
+    Compare(reports::CompareArgs),
+    /// The requirement catalogue and the checks that cover each requirement.
+    Requirements {
+        /// Markdown, as in docs/requirements.md.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Serve the tenant protocol on stdin/stdout (spawned by `hilt run`).
     #[command(hide = true)]
     Tenant,
@@ -104,6 +115,15 @@ struct RunArgs {
     /// Where to write result.json, result.dsse.json and events.jsonl.
     #[arg(long, default_value = "hilt-out")]
     out: PathBuf,
+    /// Also write the result as JUnit XML here when the run finishes.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
+    /// Also write the result as one self-contained HTML page here when the run finishes.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+    /// Also write a Markdown summary here when the run finishes (`$GITHUB_STEP_SUMMARY`).
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
     /// Sign the result with this private key (PKCS#8 PEM, mode 0600, from `hilt keygen`);
     /// without one, a one-off key signs it and the result is development-only.
     #[arg(long, value_name = "PATH", env = "HILT_SIGN_KEY", hide_env_values = true)]
@@ -156,6 +176,9 @@ fn main() -> ExitCode {
         Command::Keygen { out } => signing::keygen(&out),
         Command::Sign(args) => signing::sign(&args),
         Command::Verify(args) => signing::verify(&args),
+        Command::Report(args) => reports::report(&args, &catalogue),
+        Command::Compare(args) => reports::compare(&args, &catalogue),
+        Command::Requirements { markdown } => reports::requirements_matrix(&catalogue, markdown),
         Command::Tenant => {
             let stdin = std::io::stdin();
             let stdout = std::io::stdout();
@@ -284,6 +307,11 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         sim_faults: args.sim_faults.clone(),
         overrides,
         signer,
+        reporters: if listing {
+            Vec::new()
+        } else {
+            run_reporters(&args, catalogue)
+        },
     };
     let end = runner::execute(setup, catalogue, &test_args)
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
@@ -328,6 +356,25 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         });
     }
     Ok(end.exit.code())
+}
+
+/// The reporters `hilt run`'s options ask for, and progress on a terminal.
+fn run_reporters(args: &RunArgs, catalogue: &Catalogue) -> Vec<Box<dyn hilt_harness::record::Reporter>> {
+    use hilt_harness::report::{Format, Progress, RunReport};
+    let mut list: Vec<Box<dyn hilt_harness::record::Reporter>> = Vec::new();
+    for (path, format) in [
+        (&args.junit, Format::Junit),
+        (&args.html, Format::Html),
+        (&args.markdown, Format::Markdown),
+    ] {
+        if let Some(path) = path {
+            list.push(Box::new(RunReport::new(path.clone(), format, catalogue.clone())));
+        }
+    }
+    if let Some(progress) = Progress::on_terminal() {
+        list.push(Box::new(progress));
+    }
+    list
 }
 
 /// The profile's sim knobs, then `--sim-knob` overrides, then `--sim-fault`s.

@@ -156,6 +156,7 @@ pub struct NoParams {}
 impl CheckParams for NoParams {}
 
 /// Every check hilt knows, in a fixed order.
+#[derive(Clone)]
 pub struct Catalogue {
     checks: Vec<&'static CheckDef>,
 }

@@ -14,6 +14,7 @@ pub mod hostfs;
 pub mod pci;
 pub mod profile;
 pub mod record;
+pub mod report;
 pub mod requirements;
 pub mod runner;
 pub mod tenant;

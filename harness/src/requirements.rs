@@ -37,6 +37,17 @@ pub enum Confidence {
     Inferred,
 }
 
+impl Confidence {
+    /// The name used in the catalogue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::StatedByEtsi => "stated-by-etsi",
+            Confidence::ReportedInCoverage => "reported-in-coverage",
+            Confidence::Inferred => "inferred",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {

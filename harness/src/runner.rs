@@ -134,6 +134,9 @@ pub struct RunSetup {
     pub overrides: Vec<String>,
     /// How the finished record is signed into `result.dsse.json`; `None` signs nothing.
     pub signer: Option<RunSigner>,
+    /// More reporters: reports written when the run finishes (`--junit`, `--html`),
+    /// progress on a terminal.
+    pub reporters: Vec<Box<dyn Reporter>>,
 }
 
 /// The key a run signs its record with.
@@ -238,6 +241,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             reporters.push(Box::new(EnvelopeFile::new(dir.join(ENVELOPE_FILE), key)));
         }
     }
+    reporters.append(&mut setup.reporters);
     let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
     let launcher = Arc::new(setup.launcher);
     let run_key = CanaryKey::random();

@@ -437,8 +437,7 @@ pub struct Finding {
 pub struct Verification {
     /// One finding per aspect, in the order they were checked.
     pub findings: Vec<Finding>,
-    /// The record, when the payload parsed (even if the signature did not verify: callers
-    /// must look at [`Verification::verified`] before trusting it).
+    /// The record, only when a trusted signature covers it.
     pub record: Option<ResultRecord>,
     /// The label of the trusted key that signed, when one did.
     pub signer: Option<String>,
@@ -484,6 +483,17 @@ pub enum Unreadable {
     /// The bytes are not JSON.
     #[error("not JSON: {0}")]
     NotJson(String),
+}
+
+/// The record inside an envelope, WITHOUT checking any signature: for showing what an
+/// unverified result claims, next to the verifier's findings. Never use it to decide.
+pub fn read_unverified(bytes: &[u8]) -> Result<ResultRecord, String> {
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {}", shown(&e.to_string())))?;
+    let payload = BASE64
+        .decode(&envelope.payload)
+        .map_err(|e| format!("payload is not base64: {e}"))?;
+    parse_statement(&payload).map(|(s, _, _)| s.predicate)
 }
 
 /// Verifies envelope `bytes` against `policy`. `Err` means the input is not readable as

@@ -19,7 +19,12 @@ pub fn hilt_bin() -> PathBuf {
 /// (`HILT_BACKENDS=sim`), so the simulated device runs even where PoCL is installed.
 /// The OpenCL tests (`tests/opencl.rs`) choose their backends themselves.
 pub fn command() -> Command {
-    let mut cmd = Command::new(hilt_bin());
+    command_for(hilt_bin())
+}
+
+/// Another program with the same environment as [`command`] (one that runs `hilt`).
+pub fn command_for(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env("HILT_PROFILE_PATH", fixtures().join("profiles"))
         .env("HILT_SYSFS_ROOT", host_fixture("h100-good"))
         .env("HILT_BACKENDS", "sim")

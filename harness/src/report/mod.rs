@@ -1,0 +1,381 @@
+//! Reports for people and pipelines, made from a result record: JUnit for CI systems,
+//! Markdown for a CI step summary, one self-contained HTML page for a lab to hand over,
+//! and side-by-side comparisons of several results.
+//!
+//! Every report is a pure function of a [`Report`]: the record, what is known about its
+//! signature, and the catalogues that give it meaning (the checks of this build and the
+//! TS 104 033 requirement catalogue). The same functions serve `hilt report` on a finished
+//! result and the reporters of a running `hilt run`.
+
+pub mod compare;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+
+use std::collections::BTreeMap;
+
+use hilt_results::{Better, Level, Measurement, Outcome, ResultRecord, Verdict};
+use serde::Serialize;
+
+use crate::check::Catalogue;
+use crate::record::{Event, Reporter};
+use crate::requirements::Requirement;
+
+/// The formats a report can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JUnit XML, for CI systems.
+    Junit,
+    /// Markdown, for a CI step summary.
+    Markdown,
+    /// One self-contained HTML page.
+    Html,
+    /// The record with its signature status and traceability, as JSON.
+    Json,
+}
+
+/// Renders `report` in `format`.
+pub fn render(format: Format, report: &Report<'_>) -> String {
+    match format {
+        Format::Junit => junit::render(report),
+        Format::Markdown => markdown::render(report),
+        Format::Html => html::render(report),
+        Format::Json => {
+            let value = serde_json::json!({
+                "signature": report.signature,
+                "traceability": report.traceability(),
+                "record": report.record,
+            });
+            serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+        }
+    }
+}
+
+/// A report written by a running `hilt run` (`--junit`, `--html`, `--markdown`) when the
+/// run finishes. Like every reporter, its failure never changes a verdict.
+pub struct RunReport {
+    path: std::path::PathBuf,
+    format: Format,
+    catalogue: Catalogue,
+    requirements: Vec<Requirement>,
+}
+
+impl RunReport {
+    /// A report in `format` at `path`.
+    pub fn new(path: std::path::PathBuf, format: Format, catalogue: Catalogue) -> RunReport {
+        RunReport {
+            path,
+            format,
+            catalogue,
+            requirements: crate::requirements::ts_104_033(),
+        }
+    }
+}
+
+impl Reporter for RunReport {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
+        if !matches!(event, Event::RunFinished { .. }) {
+            return Ok(());
+        }
+        let report = Report {
+            record,
+            signature: Signature::Pending,
+            catalogue: &self.catalogue,
+            requirements: &self.requirements,
+        };
+        crate::record::write_bytes_atomically(&self.path, render(self.format, &report).as_bytes())
+    }
+}
+
+/// Progress on a terminal: after each trial, how many of the selected trials finished
+/// and how long the run has taken, on stderr. Silent unless stderr is a terminal.
+pub struct Progress {
+    started: std::time::Instant,
+    done: u32,
+}
+
+impl Progress {
+    /// A progress reporter, or none when stderr is not a terminal.
+    pub fn on_terminal() -> Option<Progress> {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal().then(|| Progress {
+            started: std::time::Instant::now(),
+            done: 0,
+        })
+    }
+}
+
+impl Reporter for Progress {
+    fn name(&self) -> String {
+        "progress".into()
+    }
+
+    fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
+        use std::io::Write as _;
+        if let Event::TrialFinished { outcome } = event {
+            self.done += 1;
+            let mut err = std::io::stderr().lock();
+            writeln!(
+                err,
+                "hilt: [{}/{}] {:.1} s: {} {}",
+                self.done,
+                record.summary.selected,
+                self.started.elapsed().as_secs_f64(),
+                outcome.trial,
+                outcome.verdict.as_str()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What is known about a result's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Signature {
+    /// A plain `result.json`: nothing vouches for it.
+    Unsigned,
+    /// A valid signature by a trusted key.
+    Verified {
+        /// The trusted key that signed (the file it was given as).
+        signer: String,
+        /// Its key id.
+        keyid: String,
+    },
+    /// An envelope whose signature could not be established; the findings say why.
+    NotVerified {
+        /// The verifier's failed findings.
+        reasons: Vec<String>,
+    },
+    /// A run in progress or just finished, signed (or not) after this report was made.
+    Pending,
+}
+
+impl Signature {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Signature::Unsigned => "unsigned: nothing vouches for this record".into(),
+            Signature::Verified { signer, keyid } => format!("verified: signed by {signer} (keyid {keyid})"),
+            Signature::NotVerified { reasons } => format!("NOT VERIFIED: {}", reasons.join("; ")),
+            Signature::Pending => "written by the run itself; see result.dsse.json for its signature".into(),
+        }
+    }
+}
+
+/// Everything a report is made from.
+pub struct Report<'a> {
+    /// The record.
+    pub record: &'a ResultRecord,
+    /// Its signature status.
+    pub signature: Signature,
+    /// The checks of this build, for titles and coverage.
+    pub catalogue: &'a Catalogue,
+    /// The requirement catalogue.
+    pub requirements: &'a [Requirement],
+}
+
+/// How the result stands on one requirement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trace {
+    /// The requirement id.
+    pub id: String,
+    /// Its group.
+    pub group: String,
+    /// Its summary.
+    pub summary: String,
+    /// The outcomes in this result that give evidence for it: trial and verdict.
+    pub outcomes: Vec<(String, Verdict)>,
+    /// Checks of this build that name it but did not run in this result.
+    pub not_run: Vec<String>,
+    /// The overall state.
+    pub state: TraceState,
+}
+
+/// The state of one requirement in a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceState {
+    /// Every outcome for it passed (waived failures count as failures here).
+    Passed,
+    /// At least one outcome for it failed.
+    Failed,
+    /// Outcomes for it, none failed, but not all passed (inconclusive, error, not
+    /// applicable).
+    Unsettled,
+    /// Checks exist for it but none ran in this result.
+    NotRun,
+    /// No automated check covers it: it needs manual evidence.
+    Manual,
+}
+
+impl TraceState {
+    /// The name shown in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceState::Passed => "passed",
+            TraceState::Failed => "failed",
+            TraceState::Unsettled => "unsettled",
+            TraceState::NotRun => "not run",
+            TraceState::Manual => "manual evidence needed",
+        }
+    }
+}
+
+impl Report<'_> {
+    /// Requirement → outcomes, for every requirement of the catalogue, in catalogue order;
+    /// then any requirement ids the record names that the catalogue does not know.
+    pub fn traceability(&self) -> Vec<Trace> {
+        let mut by_req: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+        for o in &self.record.outcomes {
+            for r in &o.requirements {
+                by_req.entry(r.as_str()).or_default().push(o);
+            }
+        }
+        let mut rows: Vec<Trace> = self
+            .requirements
+            .iter()
+            .map(|req| {
+                let outcomes: Vec<(String, Verdict)> = by_req
+                    .get(req.id.as_str())
+                    .map(|os| os.iter().map(|o| (o.trial.clone(), o.verdict)).collect())
+                    .unwrap_or_default();
+                let ran: Vec<&str> = by_req
+                    .get(req.id.as_str())
+                    .map(|os| os.iter().map(|o| o.check.as_str()).collect())
+                    .unwrap_or_default();
+                let not_run: Vec<String> = self
+                    .catalogue
+                    .checks()
+                    .iter()
+                    .filter(|c| c.requirements.contains(&req.id.as_str()) && !ran.contains(&c.id))
+                    .map(|c| c.id.to_string())
+                    .collect();
+                let state = trace_state(&outcomes, !not_run.is_empty());
+                Trace {
+                    id: req.id.clone(),
+                    group: req.group.clone(),
+                    summary: req.summary.clone(),
+                    outcomes,
+                    not_run,
+                    state,
+                }
+            })
+            .collect();
+        for (id, os) in by_req {
+            if !self.requirements.iter().any(|r| r.id == id) {
+                let outcomes: Vec<(String, Verdict)> = os.iter().map(|o| (o.trial.clone(), o.verdict)).collect();
+                rows.push(Trace {
+                    id: id.to_string(),
+                    group: "unknown to this build".into(),
+                    summary: String::new(),
+                    state: trace_state(&outcomes, false),
+                    outcomes,
+                    not_run: Vec::new(),
+                });
+            }
+        }
+        rows
+    }
+
+    /// The outcomes that need attention: failures first, then errors and inconclusive
+    /// results, mandatory before the rest.
+    pub fn problems(&self) -> Vec<&Outcome> {
+        let mut list: Vec<&Outcome> = self
+            .record
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Fail | Verdict::Error | Verdict::Inconclusive))
+            .collect();
+        list.sort_by_key(|o| {
+            (
+                match o.verdict {
+                    Verdict::Fail => 0,
+                    Verdict::Error => 1,
+                    _ => 2,
+                },
+                level_rank(o.level),
+                o.trial.clone(),
+            )
+        });
+        list
+    }
+
+    /// The outcomes in trial-name order (trials finish in any order).
+    pub fn outcomes_sorted(&self) -> Vec<&Outcome> {
+        let mut list: Vec<&Outcome> = self.record.outcomes.iter().collect();
+        list.sort_by(|a, b| a.trial.cmp(&b.trial));
+        list
+    }
+
+    /// The title of a check, if this build knows it.
+    pub fn title(&self, check: &str) -> &str {
+        self.catalogue.get(check).map_or("", |c| c.title)
+    }
+}
+
+fn trace_state(outcomes: &[(String, Verdict)], more_checks: bool) -> TraceState {
+    if outcomes.is_empty() {
+        return if more_checks {
+            TraceState::NotRun
+        } else {
+            TraceState::Manual
+        };
+    }
+    if outcomes.iter().any(|(_, v)| *v == Verdict::Fail) {
+        TraceState::Failed
+    } else if outcomes.iter().all(|(_, v)| *v == Verdict::Pass) {
+        TraceState::Passed
+    } else {
+        TraceState::Unsettled
+    }
+}
+
+fn level_rank(level: Level) -> u8 {
+    match level {
+        Level::Mandatory => 0,
+        Level::Recommended => 1,
+        _ => 2,
+    }
+}
+
+/// A measurement as `value unit (threshold: limit, better: direction)`.
+pub fn describe_measurement(m: &Measurement) -> String {
+    let mut s = format!("{} = {} {}", m.name, number(m.value), m.unit);
+    if let Some(t) = m.threshold {
+        let rel = match m.better {
+            Better::Higher => "at least",
+            Better::Lower => "at most",
+            _ => "against",
+        };
+        s.push_str(&format!(" ({rel} {} {})", number(t), m.unit));
+    }
+    s
+}
+
+/// Whether a measurement meets its threshold; `None` without one.
+pub fn meets(m: &Measurement) -> Option<bool> {
+    let t = m.threshold?;
+    Some(match m.better {
+        Better::Higher => m.value >= t,
+        Better::Lower => m.value <= t,
+        _ => true,
+    })
+}
+
+/// A number as people read it: integers as integers, others with four significant digits.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.4}")
+    }
+}
