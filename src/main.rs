@@ -40,7 +40,7 @@ enum Command {
     ///
     /// Trials are named `suite::check::device`; a name filter, `--exact`, `--skip`,
     /// `--list`, `--format terse` and `--test-threads` behave as they do for `cargo test`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the check catalogue.
     Checks {
         /// JSON instead of text.
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let catalogue = hilt_suites::catalogue();
     let result = match cli.command {
-        Command::Run(args) => run(args, &catalogue),
+        Command::Run(args) => run(*args, &catalogue),
         Command::Checks { markdown: true, .. } => print_checks_markdown(&catalogue).map(|()| 0),
         Command::Checks { json, .. } => print_checks(&catalogue, json).map(|()| 0),
         Command::Profiles => print_profiles(&catalogue).map(|()| 0),
