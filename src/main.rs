@@ -211,7 +211,11 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let host = host_fs(args.sysfs_root.as_deref())?;
     let Discovery { devices: real, notes } = discover();
     let any_real = !real.is_empty();
-    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim")) || real.is_empty();
+    // Planting sim faults or setting sim knobs asks for the sim.
+    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim"))
+        || real.is_empty()
+        || !args.sim_faults.is_empty()
+        || !args.sim_knobs.is_empty();
     let profile_spec = match &args.profile {
         Some(p) => p.clone(),
         None if wants_sim => "sim-reference".to_string(),
@@ -223,12 +227,16 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let sim_device = if wants_sim {
         let knobs = sim_knobs(&profile, &args.sim_knobs, &args.sim_faults)?;
         Some(runner::make_sim_device("sim0", knobs)?)
-    } else if !args.sim_faults.is_empty() || !args.sim_knobs.is_empty() {
-        bail!("--sim-fault and --sim-knob need the sim device (`--device sim0`)");
     } else {
         None
     };
-    let mut devices: Vec<Arc<TrialDevice>> = real.into_iter().map(Arc::new).collect();
+    // With sim faults or knobs, the run is about the sim alone.
+    let sim_only = !args.sim_faults.is_empty() || !args.sim_knobs.is_empty();
+    let mut devices: Vec<Arc<TrialDevice>> = if sim_only {
+        Vec::new()
+    } else {
+        real.into_iter().map(Arc::new).collect()
+    };
     devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
     devices.extend(pci_only_devices(&host, &devices)?.into_iter().map(Arc::new));
     devices.push(Arc::new(runner::host_device()));
@@ -282,6 +290,12 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     }
 
     let mut overrides: Vec<String> = args.sim_knobs.iter().map(|k| format!("sim.{}", k.trim())).collect();
+    if let Ok(options) = std::env::var("HILT_OPENCL_BUILD_OPTIONS")
+        && !options.is_empty()
+        && devices.iter().any(|d| d.info.backend == "opencl")
+    {
+        overrides.push(format!("opencl.build_options={options}"));
+    }
     if let Some(t) = args.tenant_timeout {
         overrides.push(format!("tenant_timeout_s={t}"));
     }
@@ -428,6 +442,16 @@ fn discover() -> Discovery {
             .as_deref()
             .is_none_or(|list| list.split(',').any(|b| b.trim() == backend))
     };
+    if let Some(list) = &wanted {
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !BACKENDS.contains(&name) && !["sim", "none"].contains(&name) {
+                found.notes.push(format!(
+                    "HILT_BACKENDS names `{name}`, which this build does not have (it has: {}, sim)",
+                    BACKENDS.join(", ")
+                ));
+            }
+        }
+    }
     for backend in BACKENDS.iter().filter(|b| !enabled(b)) {
         found.notes.push(format!(
             "{backend}: not probed (HILT_BACKENDS={})",
@@ -461,6 +485,10 @@ fn default_profile(catalogue: &Catalogue, devices: &[TrialDevice], selected: Opt
         let Ok(profile) = library.load(&id, catalogue, Date::today()) else {
             continue;
         };
+        // A default that left a device out would test less than the machine has.
+        if !devices.iter().all(|d| profile.matches(&d.info)) {
+            continue;
+        }
         let specificity = profile
             .matches
             .iter()
@@ -480,7 +508,8 @@ fn default_profile(catalogue: &Catalogue, devices: &[TrialDevice], selected: Opt
     let here: Vec<&str> = devices.iter().map(|d| d.info.id.as_str()).collect();
     match ranked.as_slice() {
         [] => bail!(
-            "no profile matches the accelerators here ({}); give one with `--profile`, see `hilt profiles`",
+            "no profile matches all the accelerators here ({}); give one with `--profile` or choose a device \
+             with `--device`, see `hilt profiles`",
             here.join(", ")
         ),
         [(best, id), (next, other), ..] if best == next => bail!(
@@ -774,6 +803,19 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
             d.compute_units,
             d.local_mem_bytes >> 10
         )?;
+        if !d.simulated {
+            let fact = |k: &str| d.facts.get(k).and_then(|v| v.as_str()).unwrap_or("unknown").to_string();
+            writeln!(
+                out,
+                "{:<8} {:<8} platform {}, vendor {}, driver {}, PCI {}",
+                "",
+                "",
+                fact(&format!("{}.platform", d.backend)),
+                d.vendor.as_deref().unwrap_or("unknown"),
+                fact(&format!("{}.driver_version", d.backend)),
+                d.pci_address.as_deref().unwrap_or("not reported")
+            )?;
+        }
     }
     let found = discover();
     if found.devices.is_empty() {

@@ -1,10 +1,10 @@
 //! The OpenCL backend on a real OpenCL runtime: PoCL's CPU device in CI.
 //!
 //! These tests hold hilt's checks to what was measured on PoCL 3.1: local memory leaks
-//! from one kernel to the next within a process (deterministically with one worker
-//! thread), not across processes; buffer memory comes from the C heap unscrubbed, so heap
-//! tunables make a new context's buffer hold the previous context's data, and glibc's
-//! `perturb` scrubs it again. A check must fail where the residue is there and pass where
+//! from one kernel to the next within a process, also into a new context
+//! (deterministically with one worker thread), and not across processes; a released
+//! buffer is not handed to the next context's buffer, even with glibc tunables that keep
+//! freed memory in the heap. A check must fail where the residue is there and pass where
 //! it is not.
 //!
 //! The runtime tests need an OpenCL device. Where there is none they are reported as
@@ -44,8 +44,8 @@ fn main() {
             local_residue_is_found_within_a_process_not_across,
         ),
         runtime(
-            "opencl::global_residue_follows_the_heap_and_is_found_shifted",
-            global_residue_follows_the_heap_and_is_found_shifted,
+            "opencl::the_harness_never_finds_its_own_copy_in_the_heap",
+            the_harness_never_finds_its_own_copy_in_the_heap,
         ),
         runtime(
             "opencl::a_scrubbing_allocator_makes_the_global_checks_pass",
@@ -95,7 +95,11 @@ fn opencl_here() -> Result<(), String> {
 /// `hilt ARGS` with the OpenCL backend probed, and `env` added.
 fn hilt(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = common::command();
-    cmd.env("HILT_BACKENDS", "opencl").args(args);
+    // The loader tries OPENCL_DYLIB_PATH first: it must not find a runtime behind the
+    // missing-loader test's back.
+    cmd.env("HILT_BACKENDS", "opencl")
+        .env_remove("OPENCL_DYLIB_PATH")
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -211,11 +215,15 @@ fn local_residue_is_found_within_a_process_not_across() -> Result<(), Failed> {
     Ok(())
 }
 
-fn global_residue_follows_the_heap_and_is_found_shifted() -> Result<(), Failed> {
+fn the_harness_never_finds_its_own_copy_in_the_heap() -> Result<(), Failed> {
+    // These tunables keep every freed block in the C heap for the next allocation of a
+    // similar size, so that a canary copy the harness left in a freed heap buffer would be
+    // handed to the listener's new buffer on a CPU runtime and counted as residue. PoCL
+    // itself does not reuse a released buffer for the next context's buffer, so with the
+    // detector's copies kept out of the heap both checks must pass, in every round.
     let env = [("GLIBC_TUNABLES", HEAP_TUNABLES), ("HILT_OPENCL_ALLOC_HOST_PTR", "1")];
     let (_, record, _) = run(&["residue::global"], &env);
-    expect(&record, "residue.global.cross_context", "fail")?;
-    // Across processes the kernel hands out zeroed pages, whatever the heap does.
+    expect(&record, "residue.global.cross_context", "pass")?;
     expect(&record, "residue.global.cross_process", "pass")?;
     let o = record
         .outcomes
@@ -223,16 +231,8 @@ fn global_residue_follows_the_heap_and_is_found_shifted() -> Result<(), Failed> 
         .find(|o| o.check == "residue.global.cross_context")
         .ok_or("no outcome")?;
     let rounds = o.evidence["rounds"].as_array().ok_or("no rounds")?;
-    // Which rounds leak depends on the allocator's state (PoCL's worker threads allocate
-    // too), but whole buffers' worth come back, and at other offsets than they were
-    // written: a detector that looked only in place would have seen nothing.
-    let leaked: u64 = rounds.iter().map(|r| r["leaked_blocks"].as_u64().unwrap_or(0)).sum();
-    let in_place: u64 = rounds
-        .iter()
-        .map(|r| r["leaked_blocks_in_place"].as_u64().unwrap_or(0))
-        .sum();
-    if leaked < (16 << 20) / 32 || in_place >= leaked {
-        return Err(format!("{leaked} blocks leaked, {in_place} in place: {rounds:?}").into());
+    if rounds.len() < 4 || o.evidence["control_blocks_seen"] != o.evidence["control_blocks_written"] {
+        return Err(format!("rounds or positive control missing: {:?}", o.evidence).into());
     }
     Ok(())
 }
@@ -252,7 +252,12 @@ fn default_threads_leak_is_caught_19_of_20_runs() -> Result<(), Failed> {
     let mut caught = 0;
     let mut verdicts = Vec::new();
     for _ in 0..20 {
-        let (_, record, _) = run(&["--exact", "residue::local::cross_kernel::opencl0"], &[]);
+        // Two worker threads, as PoCL starts on a 2-core machine: one pair of kernels
+        // then shows the leak only when both land on the same thread.
+        let (_, record, _) = run(
+            &["--exact", "residue::local::cross_kernel::opencl0"],
+            &[("POCL_MAX_PTHREAD_COUNT", "2")],
+        );
         let v = verdict(&record, "residue.local.cross_kernel");
         caught += usize::from(v == "fail");
         verdicts.push(v);

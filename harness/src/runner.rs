@@ -188,15 +188,16 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             planned.len()
         ));
     }
+    // Overridden sim knobs and kernel build options change what the checks measure.
     let knob_overrides: Vec<&str> = setup
         .overrides
         .iter()
-        .filter(|o| o.starts_with("sim."))
+        .filter(|o| o.starts_with("sim.") || o.starts_with("opencl.build_options"))
         .map(String::as_str)
         .collect();
     if !knob_overrides.is_empty() {
         partial.push(format!(
-            "sim knobs overridden on the command line: {}",
+            "settings that change the checks overridden: {}",
             knob_overrides.join(", ")
         ));
     }

@@ -281,11 +281,19 @@ impl Tenant {
         // A tenant must not outlive a harness that was killed: a hung tenant would hold the
         // device forever. PR_SET_PDEATHSIG survives exec and fires when the spawning thread
         // ends, which for a trial is after the tenant has been waited for anyway.
-        // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+        // Tenants crash on purpose (a faulting kernel on a CPU runtime is a segmentation
+        // fault): no core dumps, which would fill a host's crash collector run after run.
+        // SAFETY: prctl and setrlimit are async-signal-safe; the closure touches nothing else.
         unsafe {
             use std::os::unix::process::CommandExt;
             command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0
+                    && libc::setrlimit(libc::RLIMIT_CORE, &no_core) == 0
+                {
                     Ok(())
                 } else {
                     Err(std::io::Error::last_os_error())

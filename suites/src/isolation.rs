@@ -15,10 +15,11 @@ pub static FAULT_CONTAINMENT: CheckDef = CheckDef {
     title: "A tenant's memory fault stays with that tenant",
     description: "Tenant B, a process, fills a buffer with keyed, self-checking canary and \
         checks it (the positive control). Tenant A, another process on the same device, then \
-        runs a kernel that writes far outside its own buffer. A's fault must be reported to A \
-        (an error from the runtime, or A's process ended by the operating system); B's data \
-        must be intact afterwards, and B's context must still run work correctly (B fills \
-        and checks its buffer again).",
+        runs a kernel that writes far outside its own buffer, while B keeps filling and \
+        checking a second buffer. A's fault must be reported to A (an error from the runtime, \
+        or A's process ended by the operating system); B's work during the fault must come \
+        out right, B's first buffer must be intact afterwards, and B's context must still run \
+        work correctly (B fills and checks it again).",
     remediation: "One tenant's faulting kernel damaged or stopped another tenant, or went \
         unreported. Do not share the device between mutually distrusting tenants in this \
         mode (MPS and similar shared-context modes let one client's fault take down the \
@@ -26,7 +27,7 @@ pub static FAULT_CONTAINMENT: CheckDef = CheckDef {
         separate address spaces, MIG or similar partitions) and a driver that reports \
         faults to the faulting context.",
     requirements: &["RS-4", "AI-ISO-1"],
-    faults: &["fault-spills-to-neighbour"],
+    faults: &["fault-spills-to-neighbour", "fault-unreported"],
     concurrent: false,
     scope: Scope::Device,
     host_faults: &[],
@@ -107,13 +108,25 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
         )));
     }
 
-    // A faults.
-    let offset = params.stray_offset_gib << 30;
+    // A faults while B works: B fills and checks a second buffer over and over, in its own
+    // process, until A's kernel has come back (or A has died).
+    let offset = stray_offset(ctx, params);
     ctx.evidence("stray_write_offset_bytes", offset);
     let mut faulty = ctx.spawn_tenant("A")?;
     let fc = faulty.create_context()?;
     let own = faulty.alloc(fc, 4096)?;
-    let stray = match faulty.kernel(fc, Kernel::OutOfBounds { buffer: own, offset }) {
+    let work = victim.alloc(vc, bytes)?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (stray, during) = std::thread::scope(|scope| {
+        let busy = scope.spawn(|| busy_work(&mut victim, vc, work, key.derive(2), blocks, &done));
+        let stray = faulty.kernel(fc, Kernel::OutOfBounds { buffer: own, offset });
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let during = busy
+            .join()
+            .unwrap_or_else(|_| Ok(Some("tenant B's worker thread panicked".into())));
+        (stray, during)
+    });
+    let stray = match stray {
         Ok(_) => Stray::Silent,
         Err(TenantError::Device { message, .. }) => Stray::Reported(message),
         Err(e @ TenantError::Crashed { .. }) => {
@@ -126,8 +139,19 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
         Err(other) => return Err(other),
     };
     if !matches!(stray, Stray::Ended(_) | Stray::Hung(_)) {
-        faulty.exit()?;
+        // A's context may be unusable after its fault: how A ends is A's business.
+        let _ = faulty.exit();
     }
+    match during {
+        Ok(None) => {}
+        Ok(Some(damage)) => return Ok(Finding::Fail(format!("while tenant A faulted, {damage}"))),
+        Err(e) => {
+            return Ok(Finding::Fail(format!(
+                "while tenant A faulted, tenant B's work failed: {e}"
+            )));
+        }
+    }
+    victim.free(vc, work)?;
     ctx.evidence(
         "tenant_A",
         match &stray {
@@ -165,6 +189,49 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
             "tenant A's faulting kernel neither failed nor returned ({m}); tenant B was unaffected"
         )),
     })
+}
+
+/// How far past its buffer tenant A writes: the profile's offset, kept inside half of the
+/// device's address space (a device with 32-bit addresses would wrap a larger offset back
+/// into the buffer).
+fn stray_offset(ctx: &CheckCtx<'_>, params: &ContainmentParams) -> u64 {
+    let wanted = params.stray_offset_gib << 30;
+    let bits = ["opencl.address_bits", "address_bits"]
+        .iter()
+        .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
+        .filter(|b| (16..64).contains(b));
+    match bits {
+        Some(b) => wanted.min(1 << (b - 2)),
+        None => wanted,
+    }
+}
+
+/// B's checksummed work while A faults: fill and check `buffer` until `done`, at least
+/// once. `Ok(Some(what))` when a round came out wrong.
+fn busy_work(
+    victim: &mut Tenant,
+    context: usize,
+    buffer: hilt_harness::accel::BufferId,
+    key: hilt_harness::canary::CanaryKey,
+    blocks: u64,
+    done: &std::sync::atomic::AtomicBool,
+) -> Result<Option<String>, TenantError> {
+    let mut round = 0u64;
+    loop {
+        let k = key.derive(round);
+        victim.kernel(context, Kernel::FillCanary { buffer, key: k })?;
+        let seen = victim.scan(context, Kernel::CountCanary { buffer, key: k })?;
+        if seen.blocks != blocks || seen.in_place != blocks {
+            return Ok(Some(format!(
+                "tenant B's work came out wrong in round {round}: {} of {blocks} blocks",
+                seen.blocks
+            )));
+        }
+        round += 1;
+        if done.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+    }
 }
 
 /// `Ok(None)` when B's buffer still holds every block in place and B can fill and check

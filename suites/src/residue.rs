@@ -258,12 +258,23 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
     let mut total_found = ScanReport::default();
     let mut rounds = Vec::new();
     let mut leaking = Vec::new();
+    let mut cut_short = None;
     for (round, &bytes) in sizes.iter().enumerate() {
         let key = ctx.key.derive(round as u64);
         let pieces = split(bytes, max_alloc);
-        let found = match global_round(ctx, &pieces, key, params.warmup, boundary)? {
-            Ok(found) => found,
-            Err(inconclusive) => return Ok(inconclusive),
+        // A leak seen in an earlier round stands even if a later round cannot finish.
+        let found = match global_round(ctx, &pieces, key, params.warmup, boundary) {
+            Ok(Ok(found)) => found,
+            Ok(Err(unfinished)) if total_found.blocks == 0 => return Ok(unfinished),
+            Err(e) if total_found.blocks == 0 => return Err(e),
+            Ok(Err(unfinished)) => {
+                cut_short = Some(format!("{unfinished:?}"));
+                break;
+            }
+            Err(e) => {
+                cut_short = Some(e.to_string());
+                break;
+            }
         };
         rounds.push(serde_json::json!({
             "bytes": bytes,
@@ -278,7 +289,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
     ctx.evidence("rounds", serde_json::Value::Array(rounds));
     // `share_bytes` is at least one block, so `total` is not zero here.
     let share = share_bytes as f64 / total.max(1) as f64;
-    let context = if leaking.is_empty() {
+    let mut context = if leaking.is_empty() {
         String::new()
     } else {
         format!(
@@ -288,6 +299,10 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
             leaking.join(", ")
         )
     };
+    if let Some(why) = cut_short {
+        ctx.evidence("rounds_not_finished", why.clone());
+        context.push_str(&format!("; the later rounds did not finish: {why}"));
+    }
     Ok(judge_leak(ctx, &total_found, share, "the listener", &context))
 }
 
@@ -458,43 +473,21 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     let mut total = ScanReport::default();
     let mut worst = ScanReport::default();
     let mut leaking_attempts = 0u32;
+    let mut cut_short = None;
     for attempt in 0..params.attempts {
         let key = ctx.key.derive(u64::from(attempt));
-        let control = match &mut same {
-            Some((t, Some((c, _)))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
-            Some((t, None)) => {
-                let c = t.create_context()?;
-                let control = t.scan(c, Kernel::LocalWriter { groups, key })?;
-                t.destroy_context(c)?;
-                control
+        // A leak seen in an earlier attempt stands even if a later attempt cannot finish.
+        let found = match local_attempt(ctx, &mut same, groups, dump_bytes, key, expected_control) {
+            Ok(Ok(found)) => found,
+            Ok(Err(unfinished)) if total.blocks == 0 => return Ok(unfinished),
+            Err(e) if total.blocks == 0 => return Err(e),
+            Ok(Err(unfinished)) => {
+                cut_short = Some(format!("{unfinished:?}"));
+                break;
             }
-            None => {
-                let mut writer = ctx.spawn_tenant("A")?;
-                let c = writer.create_context()?;
-                let control = writer.scan(c, Kernel::LocalWriter { groups, key })?;
-                writer.exit()?;
-                control
-            }
-        };
-        if control.blocks != expected_control {
-            ctx.evidence("control_blocks_seen", control.blocks);
-            return Ok(Finding::Inconclusive(format!(
-                "positive control failed: the writer kernel's work-groups saw {} of the {expected_control} canary \
-                 blocks they had just written to local memory, so a clean reading would prove nothing",
-                control.blocks
-            )));
-        }
-        let found = match &mut same {
-            Some((t, Some((c, out)))) => {
-                t.kernel(*c, Kernel::LocalListener { groups, out: *out })?;
-                t.scan(*c, Kernel::CountCanary { buffer: *out, key })?
-            }
-            Some((t, None)) => listen_local(t, groups, dump_bytes, key)?,
-            None => {
-                let mut listener = ctx.spawn_tenant("B")?;
-                let found = listen_local(&mut listener, groups, dump_bytes, key)?;
-                listener.exit()?;
-                found
+            Err(e) => {
+                cut_short = Some(e.to_string());
+                break;
             }
         };
         if found.blocks > 0 {
@@ -504,6 +497,10 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
             worst = found;
         }
         total.merge(found);
+    }
+    if let Some(why) = &cut_short {
+        ctx.evidence("attempts_not_finished", why.clone());
+        same = None;
     }
     if let Some((mut t, kept)) = same {
         if let Some((c, out)) = kept {
@@ -525,11 +522,14 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     // are at least as many groups as units. The listener's dump holds one copy per
     // work-group, so a compute unit's leftovers can be counted more than once.
     let share = f64::from(groups.min(info.compute_units)) / f64::from(info.compute_units);
-    let context = format!(
+    let mut context = format!(
         " (the worst of {} attempts; {leaking_attempts} of them leaked; several work-groups may read the same \
          compute unit's local memory)",
         params.attempts
     );
+    if let Some(why) = cut_short {
+        context.push_str(&format!("; the later attempts did not finish: {why}"));
+    }
     Ok(judge_leak(ctx, &worst, share, "the listener kernel", &context))
 }
 
@@ -547,4 +547,61 @@ fn listen_local(
     tenant.free(c, out)?;
     tenant.destroy_context(c)?;
     Ok(found)
+}
+
+/// The tenant (and, across kernels, its context and dump buffer) that every attempt of a
+/// local check shares; `None` across processes.
+type Shared = Option<(
+    hilt_harness::tenant::Tenant,
+    Option<(usize, hilt_harness::accel::BufferId)>,
+)>;
+
+/// One writer/listener attempt; `Err` carries an inconclusive finding when the writer's
+/// positive control fails.
+fn local_attempt(
+    ctx: &mut CheckCtx<'_>,
+    same: &mut Shared,
+    groups: u32,
+    dump_bytes: u64,
+    key: CanaryKey,
+    expected_control: u64,
+) -> Result<Result<ScanReport, Finding>, TenantError> {
+    let control = match same {
+        Some((t, Some((c, _)))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
+        Some((t, None)) => {
+            let c = t.create_context()?;
+            let control = t.scan(c, Kernel::LocalWriter { groups, key })?;
+            t.destroy_context(c)?;
+            control
+        }
+        None => {
+            let mut writer = ctx.spawn_tenant("A")?;
+            let c = writer.create_context()?;
+            let control = writer.scan(c, Kernel::LocalWriter { groups, key })?;
+            writer.exit()?;
+            control
+        }
+    };
+    if control.blocks != expected_control {
+        ctx.evidence("control_blocks_seen", control.blocks);
+        return Ok(Err(Finding::Inconclusive(format!(
+            "positive control failed: the writer kernel's work-groups saw {} of the {expected_control} canary \
+             blocks they had just written to local memory, so a clean reading would prove nothing",
+            control.blocks
+        ))));
+    }
+    let found = match same {
+        Some((t, Some((c, out)))) => {
+            t.kernel(*c, Kernel::LocalListener { groups, out: *out })?;
+            t.scan(*c, Kernel::CountCanary { buffer: *out, key })?
+        }
+        Some((t, None)) => listen_local(t, groups, dump_bytes, key)?,
+        None => {
+            let mut listener = ctx.spawn_tenant("B")?;
+            let found = listen_local(&mut listener, groups, dump_bytes, key)?;
+            listener.exit()?;
+            found
+        }
+    };
+    Ok(Ok(found))
 }

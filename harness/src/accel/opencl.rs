@@ -187,6 +187,7 @@ fn describe(spec: &OpenClSpec, platform: &opencl3::platform::Platform, id: cl_de
         .into(),
     );
     fact("vendor_id", format!("{:#06x}", device.vendor_id().unwrap_or(0)).into());
+    fact("address_bits", device.address_bits().unwrap_or(0).into());
     fact("alloc_host_ptr", spec.alloc_host_ptr.into());
     if !spec.build_options.is_empty() {
         fact("build_options", spec.build_options.clone().into());
@@ -200,7 +201,9 @@ fn describe(spec: &OpenClSpec, platform: &opencl3::platform::Platform, id: cl_de
         // A CPU runtime reports some vendor id that says nothing about a PCI function.
         pci_vendor: if kind_name == "cpu" { None } else { vendor_id },
         pci_device: None,
-        pci_address: pci_address(&device),
+        // cl3 asserts on the size of some vendor answers; a runtime that answers oddly
+        // must cost the address, never the harness.
+        pci_address: std::panic::catch_unwind(|| pci_address(&device)).ok().flatten(),
         simulated: false,
         global_mem_bytes: device.global_mem_size().unwrap_or(0),
         local_mem_bytes: device.local_mem_size().unwrap_or(0),
@@ -229,7 +232,19 @@ fn pci_address(device: &Device) -> Option<String> {
     if extensions.contains("cl_nv_device_attribute_query")
         && let (Ok(bus), Ok(slot)) = (device.pci_bus_id_nv(), device.pci_slot_id_nv())
     {
-        return Some(format!("0000:{bus:02x}:{:02x}.{:x}", slot >> 3, slot & 7));
+        // CL_DEVICE_PCI_DOMAIN_ID_NV (0x400A), where the driver has it.
+        let domain = device
+            .get_data(0x400A)
+            .ok()
+            .and_then(|b| b.get(..4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .unwrap_or(0);
+        return Some(format!(
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            domain & 0xffff,
+            bus & 0xff,
+            (slot >> 3) & 0x1f,
+            slot & 7
+        ));
     }
     None
 }
@@ -289,7 +304,27 @@ impl Accelerator for OpenClDevice {
             fma_loop: kernel("fma_loop")?,
             oob_write: kernel("oob_write")?,
         };
-        let max_wg = device.max_work_group_size().unwrap_or(1).max(1);
+        // Each kernel may allow smaller work-groups than the device does (registers), and
+        // its own local memory use comes off what the local buffer can have.
+        let max_wg = [
+            &kernels.fill_canary,
+            &kernels.local_writer,
+            &kernels.local_listener,
+            &kernels.fma_loop,
+        ]
+        .iter()
+        .map(|k| k.get_work_group_size(self.device).unwrap_or(1))
+        .chain([device.max_work_group_size().unwrap_or(1)])
+        .min()
+        .unwrap_or(1)
+        .max(1);
+        let static_local = [&kernels.local_writer, &kernels.local_listener]
+            .iter()
+            .map(|k| k.get_local_mem_size(self.device).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let local_bytes =
+            self.info.local_mem_bytes.saturating_sub(static_local) / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
         Ok(Box::new(OpenClContext {
             kernels,
             _program: program,
@@ -303,8 +338,9 @@ impl Accelerator for OpenClDevice {
                 } else {
                     0
                 },
-            local_bytes: self.info.local_mem_bytes,
+            local_bytes,
             group_size: max_wg.min(256),
+            fma_out: None,
         }))
     }
 }
@@ -329,6 +365,9 @@ struct OpenClContext {
     flags: cl_mem_flags,
     local_bytes: u64,
     group_size: usize,
+    /// The FMA kernel's output buffer, kept between runs so that timing counts the kernel
+    /// only.
+    fma_out: Option<(BufferId, usize)>,
 }
 
 // SAFETY: OpenCL objects are reference-counted handles that the OpenCL API allows any
@@ -380,7 +419,15 @@ impl OpenClContext {
         let scanner = Scanner::new(key);
         let block = BLOCK_BYTES as u64;
         let mut report = ScanReport::default();
-        let mut host = vec![0u8; (SCAN_CHUNK.min(size) + block) as usize];
+        // The copy of device memory lives in its own anonymous mapping, never in the C
+        // heap: a heap buffer, freed with the canary still in it, would be handed to this
+        // process's next allocation (a runtime's device buffer on a CPU runtime), and the
+        // listener would find the harness's own copy and call it residue.
+        let mut host =
+            memmap2::MmapMut::map_anon((SCAN_CHUNK.min(size) + block) as usize).map_err(|e| AccelError::Io {
+                what: "mapping host memory for the detector".into(),
+                source: e,
+            })?;
         let mut start = 0;
         while start < size {
             // Each chunk is read with a block's worth of overlap, so a block that straddles
@@ -532,6 +579,9 @@ impl Context for OpenClContext {
                 self.launch(k, groups as usize * wg, Some(wg), "running local_listener")?;
                 Ok(KernelOutput::Done)
             }
+            Kernel::Copy { src, dst, .. } if src == dst => {
+                Err(AccelError::Backend("copy needs two different buffers".into()))
+            }
             Kernel::Copy { src, dst, bytes } => {
                 self.check_range(src, 0, bytes)?;
                 self.check_range(dst, 0, bytes)?;
@@ -552,20 +602,27 @@ impl Context for OpenClContext {
             }
             Kernel::Fma { work_items, iterations } => {
                 let items = usize::try_from(work_items).unwrap_or(usize::MAX).div_ceil(wg) * wg;
-                let out = self.alloc(items as u64 * 4)?;
-                let result = (|| {
-                    let k = &self.kernels.fma_loop;
-                    let iterations: cl_uint = iterations;
-                    // SAFETY: argument types match the kernel's signature; `out` has one
-                    // float per work-item.
-                    unsafe {
-                        k.set_arg(0, &self.buffer(out)?.0.get()).map_err(cl("fma_loop"))?;
-                        k.set_arg(1, &iterations).map_err(cl("fma_loop"))?;
+                let out = match self.fma_out {
+                    Some((id, n)) if n >= items => id,
+                    previous => {
+                        if let Some((id, _)) = previous {
+                            self.free(id)?;
+                        }
+                        let id = self.alloc(items as u64 * 4)?;
+                        self.fma_out = Some((id, items));
+                        id
                     }
-                    self.launch(k, items, Some(wg), "running fma_loop")
-                })();
-                self.free(out)?;
-                result.map(|()| KernelOutput::Done)
+                };
+                let k = &self.kernels.fma_loop;
+                let iterations: cl_uint = iterations;
+                // SAFETY: argument types match the kernel's signature; `out` has at least
+                // one float per work-item.
+                unsafe {
+                    k.set_arg(0, &self.buffer(out)?.0.get()).map_err(cl("fma_loop"))?;
+                    k.set_arg(1, &iterations).map_err(cl("fma_loop"))?;
+                }
+                self.launch(k, items, Some(wg), "running fma_loop")?;
+                Ok(KernelOutput::Done)
             }
             Kernel::OutOfBounds { buffer, offset } => {
                 let (b, _) = self.buffer(buffer)?;

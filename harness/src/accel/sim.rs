@@ -72,6 +72,9 @@ pub struct SimKnobs {
     pub fault_spills: bool,
     /// Fault: every transfer and kernel takes this many extra milliseconds.
     pub slow_ms: u32,
+    /// Fault: a kernel's out-of-bounds write is silently dropped: nothing is damaged, and
+    /// nothing tells the tenant that caused it.
+    pub fault_silent: bool,
 }
 
 impl Default for SimKnobs {
@@ -88,6 +91,7 @@ impl Default for SimKnobs {
             crash_kernel: false,
             fault_spills: false,
             slow_ms: 0,
+            fault_silent: false,
         }
     }
 }
@@ -175,6 +179,12 @@ pub const FAULTS: &[SimFault] = &[
         summary: "a kernel's out-of-bounds write is not stopped and corrupts other tenants' memory",
         kind: FaultKind::Platform,
         apply: |k| k.fault_spills = true,
+    },
+    SimFault {
+        name: "fault-unreported",
+        summary: "a kernel's out-of-bounds write is dropped without telling the tenant that made it",
+        kind: FaultKind::Platform,
+        apply: |k| k.fault_silent = true,
     },
     SimFault {
         name: "slow-device",
@@ -794,10 +804,13 @@ impl Context for SimContext {
                     black_box(fma_work(work_items, iterations));
                     KernelOutput::Done
                 }
+                Kernel::OutOfBounds { .. } if shared.knobs.fault_silent && !shared.knobs.fault_spills => {
+                    KernelOutput::Done
+                }
                 Kernel::OutOfBounds { buffer, offset } => {
                     if !shared.knobs.fault_spills {
                         return Err(AccelError::Backend(format!(
-                            "kernel fault: write {offset} bytes past the start of buffer {} is outside it;                              the context is unaffected",
+                            "kernel fault: write {offset} bytes past the start of buffer {} is outside it; the context is unaffected",
                             buffer.0
                         )));
                     }
