@@ -16,4 +16,5 @@ pub mod profile;
 pub mod record;
 pub mod requirements;
 pub mod runner;
+pub mod sshd;
 pub mod tenant;
