@@ -2,13 +2,16 @@
 //! replays with `hilt run --sysfs-root DIR` once unpacked.
 //!
 //! What is captured is an allowlist ([`RULES`]): exact paths and `*` globs, each with how
-//! to store it. Keys, password hashes and anything not on the list never enter the
-//! archive (`/etc/ssh/sshd_config` does; `/etc/ssh/ssh_host_*_key` and `/etc/shadow` do
-//! not). sysfs files report a size of 4096 whatever they hold, so each file is read
+//! to store it, plus the sshd `Include` closure and each accelerator driver's version.
+//! Keys, password hashes and anything not on the list never enter the archive
+//! (`/etc/ssh/sshd_config` does; `/etc/ssh/ssh_host_*_key` and `/etc/shadow` do not), and a
+//! file entry that is a link to a path off the list is not followed but listed in the
+//! manifest. sysfs files report a size of 4096 whatever they hold, so each file is read
 //! first and stored with the length it actually had. Files that cannot be read are left
-//! out and listed in the manifest ([`crate::hostfs::MANIFEST`]), where they replay as
-//! permission denied; device nodes are stored as empty files with their mode and owner
-//! in the manifest, since neither git nor an unprivileged unpack keeps them.
+//! out and listed in the manifest ([`crate::hostfs::MANIFEST`]) with the kind of error,
+//! which replay gives back; device nodes are stored as empty files with their mode and
+//! owner in the manifest, since neither git nor an unprivileged unpack keeps them. The
+//! capture writes nothing to the host unless [`CaptureOptions::enable_rom_read`] asks.
 
 use std::collections::BTreeSet;
 use std::io::Write;
