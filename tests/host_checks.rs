@@ -270,6 +270,38 @@ fn replayed_trees_are_confined_to_their_root_and_reads_are_bounded() {
 }
 
 #[test]
+fn a_capture_of_a_hostile_tree_holds_nothing_from_outside_it() {
+    for name in ["hostile", "include-link-out"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tar = tmp.path().join("capture.tar");
+        let out = common::hilt(&[
+            "capture",
+            tar.to_str().expect("utf-8"),
+            "--sysfs-root",
+            common::host_fixture(name).to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&tar).expect("read");
+        assert!(bytes.len() < 1 << 20, "{name}: {} bytes", bytes.len());
+        let passwd = std::fs::read("/etc/passwd").expect("this machine has /etc/passwd");
+        let first_line = passwd.split(|b| *b == b'\n').next().expect("a line");
+        assert!(
+            !bytes.windows(first_line.len()).any(|w| w == first_line),
+            "{name}: /etc/passwd entered the capture"
+        );
+        let manifest = manifest_of(&tar);
+        let refused: Vec<&String> = manifest["unreadable"]
+            .as_object()
+            .expect("unreadable")
+            .iter()
+            .filter(|(_, v)| v["kind"] == "refused")
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!refused.is_empty(), "{name}: {manifest}");
+    }
+}
+
+#[test]
 fn the_rom_enable_write_is_opt_in_and_never_made_under_a_replayed_root() {
     let dir = copy_of("h100-good");
     let rom = dir.path().join("sys/bus/pci/devices/0000:17:00.0/rom");

@@ -432,7 +432,7 @@ mod tests {
         let target = outside.path().join("file");
         std::fs::write(&target, "outside").expect("write");
         let d = dir.path().join("sys/bus/pci/devices");
-        for (address, _) in [("0000:01:00.0", ()), ("0000:02:00.0", ())] {
+        for address in ["0000:01:00.0", "0000:02:00.0"] {
             std::fs::create_dir_all(d.join(address)).expect("mkdir");
         }
         std::fs::write(d.join("0000:01:00.0/rom"), "").expect("write");
