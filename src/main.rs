@@ -69,6 +69,11 @@ enum Command {
         /// Read the host under this root instead of `/`.
         #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
         sysfs_root: Option<PathBuf>,
+        /// Also capture option ROMs the kernel refuses to read by enabling their reading
+        /// (a write to sysfs that changes device state briefly: the kernel maps the ROM
+        /// during the read); disabled again right after. Live host only.
+        #[arg(long)]
+        enable_rom_read: bool,
     },
     /// Make an Ed25519 key pair for signing results: NAME.key (PKCS#8 PEM, mode 0600) and
     /// NAME.pub (SPKI PEM).
@@ -172,7 +177,11 @@ fn main() -> ExitCode {
         Command::Checks { json, .. } => print_checks(&catalogue, json).map(|()| 0),
         Command::Profiles => print_profiles(&catalogue).map(|()| 0),
         Command::Devices { json, sysfs_root } => print_devices(json, sysfs_root.as_deref()).map(|()| 0),
-        Command::Capture { out, sysfs_root } => capture(&out, sysfs_root.as_deref()).map(|()| 0),
+        Command::Capture {
+            out,
+            sysfs_root,
+            enable_rom_read,
+        } => capture(&out, sysfs_root.as_deref(), enable_rom_read).map(|()| 0),
         Command::Keygen { out } => signing::keygen(&out),
         Command::Sign(args) => signing::sign(&args),
         Command::Verify(args) => signing::verify(&args),
@@ -235,10 +244,10 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let mut devices: Vec<Arc<TrialDevice>> = if sim_only {
         Vec::new()
     } else {
-        real.into_iter().map(Arc::new).collect()
+        real.into_iter().map(|d| Arc::new(unjoined(d, &host))).collect()
     };
     devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
-    devices.extend(pci_only_devices(&host, &devices)?.into_iter().map(Arc::new));
+    devices.extend(pci_only_devices(&host, &devices).into_iter().map(Arc::new));
     devices.push(Arc::new(runner::host_device()));
     if let Some(sel) = &args.device {
         // The host stays: host checks run whichever device is selected.
@@ -720,25 +729,50 @@ fn host_fs(root: Option<&std::path::Path>) -> anyhow::Result<HostFs> {
     }
 }
 
+/// A live backend device as a replayed run sees it: its bus address names a function of
+/// this machine, not of the tree under `--sysfs-root`, so it moves to the fact
+/// `pci.live_address` and PCI checks leave the device alone.
+fn unjoined(mut device: TrialDevice, host: &HostFs) -> TrialDevice {
+    if !host.is_live()
+        && let Some(address) = device.info.pci_address.take()
+    {
+        device.info.facts.insert("pci.live_address".into(), address.into());
+    }
+    device
+}
+
 /// Trial devices for the accelerator PCI functions that no backend device covers (joined
-/// by bus address), so that host checks run on them.
-fn pci_only_devices(host: &HostFs, devices: &[Arc<TrialDevice>]) -> anyhow::Result<Vec<TrialDevice>> {
-    let functions = pci::accelerators(host).context("failed to list the PCI functions")?;
-    Ok(functions
+/// by bus address), so that host checks run on them. Under a replayed root the live
+/// backend devices' addresses name functions of this machine, not of the tree, so none
+/// is joined: every function of the tree gets its own trial device. A function whose
+/// attributes cannot be read is a warning, never the end of the run.
+fn pci_only_devices(host: &HostFs, devices: &[Arc<TrialDevice>]) -> Vec<TrialDevice> {
+    let scan = match pci::accelerators(host) {
+        Ok(scan) => scan,
+        Err(e) => {
+            eprintln!("hilt: warning: failed to list the PCI functions, so no PCI check runs on them: {e}");
+            return Vec::new();
+        }
+    };
+    for broken in &scan.broken {
+        eprintln!("hilt: warning: left out {broken}");
+    }
+    scan.functions
         .iter()
         .filter(|f| {
-            !devices
-                .iter()
-                .any(|d| d.info.pci_address.as_deref() == Some(f.address.as_str()))
+            !host.is_live()
+                || !devices
+                    .iter()
+                    .any(|d| d.info.pci_address.as_deref() == Some(f.address.as_str()))
         })
         .map(|f| TrialDevice {
             info: f.device_info(),
             spec: hilt_harness::accel::DeviceSpec::NotOpenable,
         })
-        .collect())
+        .collect()
 }
 
-fn capture(out: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Result<()> {
+fn capture(out: &std::path::Path, root: Option<&std::path::Path>, enable_rom_read: bool) -> anyhow::Result<()> {
     let host = host_fs(root)?;
     let start = std::time::Instant::now();
     let file = std::fs::File::create(out).with_context(|| format!("failed to create {}", out.display()))?;
@@ -746,18 +780,20 @@ fn capture(out: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Res
         &host,
         std::io::BufWriter::new(file),
         &hilt_harness::host::rfc3339(std::time::SystemTime::now()),
+        hilt_harness::capture::CaptureOptions { enable_rom_read },
     )
     .with_context(|| format!("failed to capture {} into {}", host.root().display(), out.display()))?;
     eprintln!(
         "hilt: captured {} files ({} bytes) and {} links, nodes and directories from {} into {} in {} ms; {} \
-         unreadable (listed in its manifest)",
+         unreadable and {} unreadable PCI functions (listed in its manifest)",
         report.files,
         report.bytes,
         report.entries,
         host.root().display(),
         out.display(),
         start.elapsed().as_millis(),
-        report.unreadable
+        report.unreadable,
+        report.pci_errors
     );
     Ok(())
 }
@@ -765,7 +801,8 @@ fn capture(out: &std::path::Path, root: Option<&std::path::Path>) -> anyhow::Res
 fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<()> {
     let list = devices_here()?;
     let host = host_fs(root)?;
-    let functions = pci::accelerators(&host).context("failed to list the PCI functions")?;
+    let scan = pci::accelerators(&host).context("failed to list the PCI functions")?;
+    let functions = scan.functions;
     let mut out = std::io::stdout().lock();
     if json {
         let records: Vec<_> = list.iter().map(runner::device_record).collect();
@@ -780,10 +817,17 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
                 record
             })
             .collect();
+        let broken: Vec<_> = scan
+            .broken
+            .iter()
+            .map(|b| serde_json::json!({ "pci_address": b.address, "error": b.error.to_string() }))
+            .collect();
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "devices": records, "pci_accelerators": pci }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "devices": records, "pci_accelerators": pci, "pci_unreadable": broken })
+            )?
         )?;
         return Ok(());
     }
@@ -825,7 +869,11 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
         writeln!(out, "{note}")?;
     }
     writeln!(out)?;
-    print_pci(&mut out, &host, &functions, &list)
+    print_pci(&mut out, &host, &functions, &list)?;
+    for broken in &scan.broken {
+        writeln!(out, "unreadable: {broken}")?;
+    }
+    Ok(())
 }
 
 /// The PCI view: accelerator functions in sysfs, and the backend device each is, if any.

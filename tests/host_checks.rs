@@ -100,9 +100,9 @@ fn a_filtered_run_on_the_good_host_passes_through_the_cli() {
 
 #[test]
 fn failures_say_what_was_found_and_where() {
-    let run = run_on(&common::host_fixture("root-login-key"), &["sshd"]);
+    let run = run_on(&common::host_fixture("root-login-key"), &["remote_root_login"]);
     assert_eq!(
-        reason(&run, "platform.sshd.root_login"),
+        reason(&run, "platform.remote_root_login"),
         "PermitRootLogin is `prohibit-password` (/etc/ssh/sshd_config.d/05-cloud-init.conf:1): root can log in \
          remotely with a key"
     );
@@ -164,11 +164,16 @@ fn a_file_hilt_may_not_read_is_inconclusive_never_a_pass() {
     let dir = copy_of("h100-good");
     let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
-    m["unreadable"] = serde_json::json!({ "/etc/ssh/sshd_config": "permission denied" });
+    m["unreadable"] = serde_json::json!({
+        "/etc/ssh/sshd_config": { "kind": "permission_denied", "message": "permission denied" }
+    });
     std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
-    let run = run_on(dir.path(), &["sshd"]);
-    assert_eq!(common::verdict(&run.record, "platform.sshd.root_login"), "inconclusive");
-    assert!(reason(&run, "platform.sshd.root_login").contains("failed to read /etc/ssh/sshd_config"));
+    let run = run_on(dir.path(), &["remote_root_login"]);
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "platform.remote_root_login").contains("failed to read /etc/ssh/sshd_config"));
 }
 
 #[test]
@@ -194,12 +199,349 @@ fn advisories_tell_unlisted_branches_and_unknown_drivers_apart() {
         common::verdict(&run.record, "firmware.driver_advisories"),
         "not_applicable"
     );
-    assert!(reason(&run, "firmware.driver_advisories").starts_with("hilt has no advisory data for driver `vfio-pci`"));
+    assert!(reason(&run, "firmware.driver_advisories").contains("bound to `vfio-pci` for passthrough"));
+
+    std::fs::remove_file(&link).expect("rm");
+    std::os::unix::fs::symlink("../../../../bus/pci/drivers/amdgpu", &link).expect("link");
+    let run = run_on(dir.path(), &["advisories"]);
+    assert_eq!(
+        common::verdict(&run.record, "firmware.driver_advisories"),
+        "inconclusive",
+        "a present driver hilt has no data for is not a missing facility"
+    );
+    assert!(
+        reason(&run, "firmware.driver_advisories").starts_with("hilt has no advisory data for driver `amdgpu` yet")
+    );
+
+    std::fs::remove_file(&link).expect("rm");
+    std::os::unix::fs::symlink("../../../../bus/pci/drivers/nvidia", &link).expect("link");
+    std::fs::write(&version, "535.abc.01\n").expect("write");
+    let run = run_on(dir.path(), &["advisories"]);
+    assert_eq!(
+        common::verdict(&run.record, "firmware.driver_advisories"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "firmware.driver_advisories").contains("cannot be compared"));
+}
+
+/// A profile file in `dir` that extends h100-host with `body` (TOML).
+fn profile_in(dir: &Path, id: &str, body: &str) -> String {
+    let path = dir.join(format!("{id}.toml"));
+    let text = format!(
+        "id = \"{id}\"\ntitle = \"test\"\nversion = \"0.1.0\"\nextends = \"h100-host\"\n\n\
+         [[match]]\npci_vendor = 0x10de\n\n{body}"
+    );
+    std::fs::write(&path, text).expect("write profile");
+    path.to_str().expect("utf-8").to_string()
+}
+
+fn run_with_profile(root: &Path, profile: &str, filter: &str) -> common::Run {
+    common::run(&[
+        "--profile",
+        profile,
+        "--sysfs-root",
+        root.to_str().expect("utf-8"),
+        filter,
+    ])
+}
+
+#[test]
+fn replayed_trees_are_confined_to_their_root_and_reads_are_bounded() {
+    // rom -> /dev/zero, and an Include that climbs out of the root: neither is read.
+    let run = run_on(&common::host_fixture("hostile"), &[]);
+    assert_eq!(common::verdict(&run.record, "firmware.rom_measurement"), "inconclusive");
+    let why = reason(&run, "firmware.rom_measurement");
+    assert!(why.contains("resolves to /dev/zero, outside the root"), "{why}");
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    let why = reason(&run, "platform.remote_root_login");
+    assert!(why.contains("resolves to /etc/passwd, outside the root"), "{why}");
+    // The inventory will not take the size of a ROM that leads out of the root either.
+    assert_eq!(common::verdict(&run.record, "firmware.inventory"), "inconclusive");
+
+    let run = run_on(&common::host_fixture("include-link-out"), &["remote_root_login"]);
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "platform.remote_root_login").contains("20-escape.conf: resolves to /etc/passwd"));
+}
+
+#[test]
+fn a_capture_of_a_hostile_tree_holds_nothing_from_outside_it() {
+    for name in ["hostile", "include-link-out"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tar = tmp.path().join("capture.tar");
+        let out = common::hilt(&[
+            "capture",
+            tar.to_str().expect("utf-8"),
+            "--sysfs-root",
+            common::host_fixture(name).to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&tar).expect("read");
+        assert!(bytes.len() < 1 << 20, "{name}: {} bytes", bytes.len());
+        let passwd = std::fs::read("/etc/passwd").expect("this machine has /etc/passwd");
+        let first_line = passwd.split(|b| *b == b'\n').next().expect("a line");
+        assert!(
+            !bytes.windows(first_line.len()).any(|w| w == first_line),
+            "{name}: /etc/passwd entered the capture"
+        );
+        let manifest = manifest_of(&tar);
+        let refused: Vec<&String> = manifest["unreadable"]
+            .as_object()
+            .expect("unreadable")
+            .iter()
+            .filter(|(_, v)| v["kind"] == "refused")
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!refused.is_empty(), "{name}: {manifest}");
+    }
+}
+
+#[test]
+fn the_rom_enable_write_is_opt_in_and_never_made_under_a_replayed_root() {
+    let dir = copy_of("h100-good");
+    let rom = dir.path().join("sys/bus/pci/devices/0000:17:00.0/rom");
+    std::fs::write(&rom, "").expect("empty rom");
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let p = profile_in(
+        profiles.path(),
+        "rom-enabled",
+        "[check.\"firmware.rom_measurement\".params]\nenable_rom_read = true\n",
+    );
+    let run = run_with_profile(dir.path(), &p, "rom");
+    assert_eq!(common::verdict(&run.record, "firmware.rom_measurement"), "inconclusive");
+    assert_eq!(
+        std::fs::read(&rom).expect("read"),
+        b"",
+        "nothing was written into the tree"
+    );
+    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/base.toml"))
+        .expect("base profile");
+    assert!(
+        base.contains("params = { enable_rom_read = false }"),
+        "the write is opt-in"
+    );
+}
+
+#[test]
+fn one_malformed_pci_function_leaves_the_others_checked() {
+    let run = run_on(&common::host_fixture("pci-malformed"), &[]);
+    assert_eq!(run.exit, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(common::verdict(&run.record, "isolation.iommu.group"), "pass");
+    for address in ["0000:18:00.0", "0000:19:00.0", "0000:1a:00.0"] {
+        assert!(
+            run.stderr
+                .contains(&format!("warning: left out PCI function {address}")),
+            "{address}: {}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr.contains("`zz` is not a hexadecimal number"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("0000:02:00.0"),
+        "the BMC display is no accelerator"
+    );
+    let out = common::hilt(&[
+        "devices",
+        "--sysfs-root",
+        common::host_fixture("pci-malformed").to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0000:17:00.0  10de:2330"), "{text}");
+    assert!(text.contains("unreadable: PCI function 0000:18:00.0"), "{text}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = tmp.path().join("capture.tar");
+    let out = common::hilt(&[
+        "capture",
+        tar.to_str().expect("utf-8"),
+        "--sysfs-root",
+        common::host_fixture("pci-malformed").to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = manifest_of(&tar);
+    assert!(
+        manifest["pci_errors"]["0000:18:00.0"]
+            .as_str()
+            .expect("recorded")
+            .contains("zz")
+    );
+}
+
+/// The manifest inside a capture archive.
+fn manifest_of(tar: &Path) -> serde_json::Value {
+    let mut archive = tar::Archive::new(std::fs::File::open(tar).expect("open"));
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_str() == Some(hilt_harness::hostfs::MANIFEST) {
+            return serde_json::from_reader(&mut entry).expect("json");
+        }
+    }
+    panic!("no manifest in {}", tar.display())
+}
+
+#[test]
+fn iommu_groups_without_a_group_or_a_type_are_never_a_pass() {
+    let run = run_on(&common::host_fixture("iommu-no-group"), &["iommu"]);
+    assert_eq!(common::verdict(&run.record, "isolation.iommu.group"), "fail");
+    assert!(reason(&run, "isolation.iommu.group").contains("is in none of its groups: its DMA is not translated"));
+
+    let run = run_on(&common::host_fixture("iommu-no-type"), &["iommu"]);
+    let o = outcome(&run, "isolation.iommu.group");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    assert!(reason(&run, "isolation.iommu.group").contains("domain type is unknown"));
+    assert_eq!(o.evidence["bridges_in_group"], serde_json::json!(["0000:16:01.0"]));
+}
+
+#[test]
+fn a_link_that_is_down_fails_and_an_unknown_speed_is_inconclusive_when_full_speed_is_required() {
+    let run = run_on(&common::host_fixture("link-down"), &["pcie_link"]);
+    assert_eq!(
+        reason(&run, "performance.pcie_link"),
+        "the link of 0000:17:00.0 is down: its current speed is `Unknown` while it supports 32 GT/s"
+    );
+    let dir = copy_of("h100-good");
+    std::fs::write(
+        dir.path().join("sys/bus/pci/devices/0000:17:00.0/max_link_speed"),
+        "garbage\n",
+    )
+    .expect("write");
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let strict = profile_in(
+        profiles.path(),
+        "full-speed",
+        "[check.\"performance.pcie_link\".params]\nallow_speed_downtraining = false\n",
+    );
+    let run = run_with_profile(dir.path(), &strict, "pcie_link");
+    assert_eq!(common::verdict(&run.record, "performance.pcie_link"), "inconclusive");
+    assert!(reason(&run, "performance.pcie_link").contains("maximum `garbage`"));
+    let run = run_on(dir.path(), &["pcie_link"]);
+    assert_eq!(
+        common::verdict(&run.record, "performance.pcie_link"),
+        "pass",
+        "speed may drop"
+    );
+}
+
+#[test]
+fn a_profile_can_allow_world_access_to_named_device_files() {
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let p = profile_in(
+        profiles.path(),
+        "nodes-open",
+        "[check.\"isolation.device_nodes\".params]\nallow_world_access = [\"/dev/nvidia*\"]\n",
+    );
+    let root = common::host_fixture("world-writable-nodes");
+    let run = run_with_profile(&root, &p, "device_nodes");
+    let o = outcome(&run, "isolation.device_nodes");
+    assert_eq!(o.verdict.as_str(), "pass", "{:?}", o.reason);
+    assert!(
+        o.evidence["allowed_world_access"]
+            .to_string()
+            .contains("/dev/nvidia0 has mode 0666")
+    );
+    let p = profile_in(
+        profiles.path(),
+        "render-open",
+        "[check.\"isolation.device_nodes\".params]\nallow_world_access = [\"/dev/dri/renderD*\"]\n",
+    );
+    let run = run_with_profile(&root, &p, "device_nodes");
+    assert_eq!(common::verdict(&run.record, "isolation.device_nodes"), "fail");
+}
+
+#[test]
+fn sshd_edge_cases_give_honest_verdicts() {
+    // The binary without a configuration: the default cannot be assumed.
+    let dir = copy_of("h100-good");
+    std::fs::remove_file(dir.path().join("etc/ssh/sshd_config")).expect("rm");
+    let run = run_on(dir.path(), &["remote_root_login"]);
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "platform.remote_root_login").contains("does not exist"));
+
+    // An Include directory that could not be listed is inconclusive, never skipped.
+    let dir = copy_of("h100-good");
+    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    m["unreadable"] = serde_json::json!({
+        "/etc/ssh/sshd_config.d": { "kind": "permission_denied", "message": "permission denied" }
+    });
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    let run = run_on(dir.path(), &["remote_root_login"]);
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "platform.remote_root_login").contains("failed to read /etc/ssh/sshd_config.d"));
+
+    // A capture that did not cover an Include's pattern cannot vouch for its absence.
+    m["unreadable"] = serde_json::json!({});
+    m["covered"] = serde_json::json!(["/etc/ssh/sshd_config"]);
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    let run = run_on(dir.path(), &["remote_root_login"]);
+    assert_eq!(
+        common::verdict(&run.record, "platform.remote_root_login"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "platform.remote_root_login").contains("did not cover"));
+}
+
+#[test]
+fn the_inventory_records_firmware_facts_and_fails_without_a_driver() {
+    let run = run_on(&common::host_fixture("h100-good"), &["inventory"]);
+    let o = outcome(&run, "firmware.inventory");
+    assert_eq!(o.verdict.as_str(), "pass", "{:?}", o.reason);
+    assert_eq!(o.evidence["driver"], "nvidia");
+    assert_eq!(o.evidence["driver_version"], "580.178.04");
+    assert_eq!(o.evidence["option_rom"], true);
+    assert_eq!(o.evidence["option_rom_bytes"], 43);
+    assert_eq!(o.evidence["iommu_group"], "40");
+    assert_eq!(o.evidence["max_link_width"], "16");
+    let run = run_on(&common::host_fixture("no-driver"), &["inventory"]);
+    assert_eq!(
+        reason(&run, "firmware.inventory"),
+        "no driver is bound to 0000:17:00.0: the accelerator serves no tenant, receives no driver fixes, and its \
+         driver cannot be inventoried"
+    );
+}
+
+#[test]
+fn profiling_restrictions_of_other_vendors_are_inconclusive_not_absent() {
+    let dir = copy_of("h100-good");
+    std::fs::remove_file(dir.path().join("proc/driver/nvidia/params")).expect("rm");
+    let link = dir.path().join("sys/bus/pci/devices/0000:17:00.0/driver");
+    std::fs::remove_file(&link).expect("rm");
+    std::os::unix::fs::symlink("../../../../bus/pci/drivers/amdgpu", &link).expect("link");
+    let run = run_on(dir.path(), &["profiling"]);
+    assert_eq!(
+        common::verdict(&run.record, "isolation.profiling_admin_only"),
+        "inconclusive"
+    );
+    assert!(reason(&run, "isolation.profiling_admin_only").contains("0000:17:00.0 (amdgpu)"));
 }
 
 #[test]
 fn a_capture_replays_with_the_same_verdicts() {
-    for name in ["h100-good", "world-writable-nodes", "root-login-key", "devvm"] {
+    for name in [
+        "h100-good",
+        "world-writable-nodes",
+        "root-login-key",
+        "devvm",
+        "no-tpm-version",
+        "secure-boot-var-missing",
+        "pci-malformed",
+    ] {
         let source = common::host_fixture(name);
         let tmp = tempfile::tempdir().expect("tempdir");
         let tar = tmp.path().join("capture.tar");

@@ -3,15 +3,22 @@
 //!
 //! Paths are written as on the host (`/sys/class/tpm`) and joined under the root. A root
 //! may hold a capture manifest ([`MANIFEST`]) that replays what a plain file tree cannot
-//! carry: the mode and owner of device nodes (git keeps neither) and the files the
-//! capture could not read (they read back as "permission denied", so a replayed capture
-//! gives the verdicts the live host gave).
+//! carry: the mode and owner of device nodes (git keeps neither), the files the capture
+//! could not read (they read back with the error they gave, so a replayed capture gives
+//! the verdicts the live host gave), what it covered and which pseudo file systems were
+//! mounted.
+//!
+//! A replayed root is a tree someone else made, so it is read defensively: every link and
+//! `..` is resolved and a path that leads outside the root is refused
+//! ([`HostErrorKind::Refused`]), only regular files are read, and no read takes more than
+//! [`READ_LIMIT`] bytes (option ROMs a little more). Nothing is ever written under it.
 //!
 //! Errors keep their meaning for checks: [`HostErrorKind::NotFound`] usually means the
 //! host lacks the facility, [`HostErrorKind::PermissionDenied`] means hilt could not look.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,10 +26,20 @@ use serde::{Deserialize, Serialize};
 /// The name of the capture manifest at the top of a root.
 pub const MANIFEST: &str = "hilt-capture.json";
 
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// The most bytes [`HostFs::read`] takes from one file: far above any sysfs attribute or
+/// configuration file, far below what `/dev/zero` behind a link would give.
+pub const READ_LIMIT: u64 = 16 << 20;
+
 /// A host file system seen through a root directory.
 #[derive(Debug, Clone)]
 pub struct HostFs {
     root: PathBuf,
+    /// The canonical root: every path a non-live root resolves to must lie under it.
+    canonical: PathBuf,
+    live: bool,
     manifest: Manifest,
 }
 
@@ -36,16 +53,35 @@ pub struct HostError {
     pub kind: HostErrorKind,
     /// The operating system's message.
     pub message: String,
+    /// The operating system's error number, where there was one (`EINVAL` from a ROM
+    /// whose reading is not enabled).
+    pub os_error: Option<i32>,
+}
+
+impl HostError {
+    /// An error without an operating system error number.
+    pub fn new(path: impl Into<String>, kind: HostErrorKind, message: impl Into<String>) -> HostError {
+        HostError {
+            path: path.into(),
+            kind,
+            message: message.into(),
+            os_error: None,
+        }
+    }
 }
 
 /// The kinds of read failure a check tells apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HostErrorKind {
     /// The file does not exist.
     NotFound,
     /// The file exists but hilt may not read it.
     PermissionDenied,
-    /// Anything else (an I/O error, a file that is not text).
+    /// The path leads outside a replayed root (a link or `..`), or a capture left it out
+    /// on purpose (a link out of its allowlist): hilt will not look.
+    Refused,
+    /// Anything else (an I/O error, a file that is not text, one too large).
     Other,
 }
 
@@ -71,7 +107,7 @@ impl NodeStat {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// The manifest format, 1.
+    /// The manifest format, [`MANIFEST_FORMAT`].
     pub format: u32,
     /// The root the capture was taken from.
     #[serde(default)]
@@ -83,13 +119,40 @@ pub struct Manifest {
     /// path (`/dev/nvidia0`).
     #[serde(default)]
     pub nodes: BTreeMap<String, NodeStat>,
-    /// Files that could not be read when captured, with the reason; they read back as
-    /// permission denied.
+    /// Files and directories that could not be read when captured, with why; they read
+    /// back with the same kind of error.
     #[serde(default)]
-    pub unreadable: BTreeMap<String, String>,
+    pub unreadable: BTreeMap<String, Unreadable>,
     /// Files stored empty because only their existence matters (`/usr/sbin/sshd`).
     #[serde(default)]
     pub existence_only: Vec<String>,
+    /// The host path patterns the capture looked at (its allowlist and the sshd
+    /// `Include` patterns it followed); `None` for hand-made trees, which cover
+    /// everything. A pattern outside them was not captured, so its absence proves nothing.
+    #[serde(default)]
+    pub covered: Option<Vec<String>>,
+    /// The pseudo file systems that were mounted (`/sys/firmware/efi/efivars`,
+    /// `/sys/kernel/security`), by mount point; `None` for hand-made trees, where a
+    /// non-empty directory counts as mounted.
+    #[serde(default)]
+    pub mounted: Option<Vec<String>>,
+    /// The size `stat` gave files whose size is a fact (a PCI `rom` file's size is the
+    /// size of the device's ROM), by host path.
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
+    /// PCI functions whose attributes could not be read or parsed, by address.
+    #[serde(default)]
+    pub pci_errors: BTreeMap<String, String>,
+}
+
+/// A file a capture could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unreadable {
+    /// What kind of failure.
+    pub kind: HostErrorKind,
+    /// The message at capture time.
+    pub message: String,
 }
 
 impl HostFs {
@@ -97,32 +160,34 @@ impl HostFs {
     pub fn live() -> HostFs {
         HostFs {
             root: PathBuf::from("/"),
+            canonical: PathBuf::from("/"),
+            live: true,
             manifest: Manifest::default(),
         }
     }
 
-    /// The host under `root`, with its capture manifest if it has one.
+    /// The host under `root`, with its capture manifest if it has one. A root that
+    /// canonicalises to `/` is the live host.
     pub fn at(root: &Path) -> Result<HostFs, HostError> {
-        let meta = std::fs::metadata(root).map_err(|e| error(&root.display().to_string(), &e))?;
-        if !meta.is_dir() {
-            return Err(HostError {
-                path: root.display().to_string(),
-                kind: HostErrorKind::Other,
-                message: "not a directory".into(),
-            });
+        let shown = root.display().to_string();
+        let canonical = std::fs::canonicalize(root).map_err(|e| error(&shown, &e))?;
+        if !canonical.is_dir() {
+            return Err(HostError::new(shown, HostErrorKind::Other, "not a directory"));
         }
-        let path = root.join(MANIFEST);
-        let manifest = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| HostError {
-                path: path.display().to_string(),
-                kind: HostErrorKind::Other,
-                message: format!("not a hilt capture manifest: {e}"),
-            })?,
+        if canonical == Path::new("/") {
+            return Ok(HostFs::live());
+        }
+        let path = canonical.join(MANIFEST);
+        let manifest = match read_capped(&path, READ_LIMIT, true) {
+            Ok(bytes) => parse_manifest(&bytes)
+                .map_err(|message| HostError::new(path.display().to_string(), HostErrorKind::Other, message))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(error(&path.display().to_string(), &e)),
         };
         Ok(HostFs {
             root: root.to_path_buf(),
+            canonical,
+            live: false,
             manifest,
         })
     }
@@ -134,7 +199,7 @@ impl HostFs {
 
     /// True when the root is the live host's `/`.
     pub fn is_live(&self) -> bool {
-        self.root == Path::new("/")
+        self.live
     }
 
     /// The manifest (empty for the live host and for trees without one).
@@ -142,15 +207,46 @@ impl HostFs {
         &self.manifest
     }
 
-    /// Where host path `path` lies under the root.
+    /// Where host path `path` lies under the root, joined without resolving anything.
+    /// Reads go through [`HostFs::resolve_confined`] instead.
     pub fn resolve(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
 
-    /// The bytes of a file.
+    /// Where host path `path` lies under the root, with every link and `..` resolved.
+    /// Under a replayed root, a path that resolves outside it is refused; on the live
+    /// host it is the path itself.
+    pub fn resolve_confined(&self, path: &str) -> Result<PathBuf, HostError> {
+        if self.live {
+            return Ok(self.resolve(path));
+        }
+        let joined = self.resolve(path);
+        let canonical = std::fs::canonicalize(&joined).map_err(|e| error(path, &e))?;
+        self.confine(path, canonical)
+    }
+
+    /// The host path that `path` resolves to, every link and `..` followed
+    /// (`/sys/bus/pci/devices/0000:17:00.0/vendor` → `/sys/devices/pci0000:16/.../vendor`).
+    pub fn canonical_host_path(&self, path: &str) -> Result<String, HostError> {
+        let canonical = match self.live {
+            true => std::fs::canonicalize(self.resolve(path)).map_err(|e| error(path, &e))?,
+            false => self.resolve_confined(path)?,
+        };
+        let below = canonical.strip_prefix(&self.canonical).unwrap_or(&canonical);
+        Ok(format!("/{}", below.display()).replace("//", "/"))
+    }
+
+    /// The bytes of a file, at most [`READ_LIMIT`].
     pub fn read(&self, path: &str) -> Result<Vec<u8>, HostError> {
+        self.read_limited(path, READ_LIMIT)
+    }
+
+    /// The bytes of a file, at most `limit` of them (a larger file is an error). Under a
+    /// replayed root only regular files are read.
+    pub fn read_limited(&self, path: &str, limit: u64) -> Result<Vec<u8>, HostError> {
         self.replayed_denial(path)?;
-        std::fs::read(self.resolve(path)).map_err(|e| error(path, &e))
+        let file = self.resolve_confined(path)?;
+        read_capped(&file, limit, !self.live).map_err(|e| error(path, &e))
     }
 
     /// A text file, trimmed of surrounding whitespace.
@@ -161,17 +257,14 @@ impl HostFs {
     /// A text file as it is.
     pub fn read_text(&self, path: &str) -> Result<String, HostError> {
         let bytes = self.read(path)?;
-        String::from_utf8(bytes).map_err(|_| HostError {
-            path: path.into(),
-            kind: HostErrorKind::Other,
-            message: "not UTF-8 text".into(),
-        })
+        String::from_utf8(bytes).map_err(|_| HostError::new(path, HostErrorKind::Other, "not UTF-8 text"))
     }
 
     /// The names in a directory, sorted.
     pub fn list(&self, path: &str) -> Result<Vec<String>, HostError> {
         self.replayed_denial(path)?;
-        let entries = std::fs::read_dir(self.resolve(path)).map_err(|e| error(path, &e))?;
+        let dir = self.resolve_confined(path)?;
+        let entries = std::fs::read_dir(dir).map_err(|e| error(path, &e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| error(path, &e))?;
@@ -189,23 +282,34 @@ impl HostFs {
         }
     }
 
+    /// The target of the symbolic link at `path`, as written, without following it.
+    pub fn read_link(&self, path: &str) -> Result<PathBuf, HostError> {
+        self.replayed_denial(path)?;
+        let link = self.resolve_unfollowed(path)?;
+        std::fs::read_link(link).map_err(|e| error(path, &e))
+    }
+
     /// The last component of a symbolic link's target (`driver` → `nvidia`).
     pub fn link_name(&self, path: &str) -> Result<String, HostError> {
-        self.replayed_denial(path)?;
-        let target = std::fs::read_link(self.resolve(path)).map_err(|e| error(path, &e))?;
+        let target = self.read_link(path)?;
         target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| HostError {
-                path: path.into(),
-                kind: HostErrorKind::Other,
-                message: format!("link target {} has no name", target.display()),
+            .ok_or_else(|| {
+                HostError::new(
+                    path,
+                    HostErrorKind::Other,
+                    format!("link target {} has no name", target.display()),
+                )
             })
     }
 
     /// Whether something exists at `path` (a dangling link counts).
     pub fn exists(&self, path: &str) -> bool {
-        self.manifest.unreadable.contains_key(path) || std::fs::symlink_metadata(self.resolve(path)).is_ok()
+        self.manifest.unreadable.contains_key(path)
+            || self
+                .resolve_unfollowed(path)
+                .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok())
     }
 
     /// Mode and owner of `path`: from the manifest where it records them, else `stat`.
@@ -214,7 +318,7 @@ impl HostFs {
             return Ok(*stat);
         }
         self.replayed_denial(path)?;
-        let meta = std::fs::metadata(self.resolve(path)).map_err(|e| error(path, &e))?;
+        let meta = std::fs::metadata(self.resolve_confined(path)?).map_err(|e| error(path, &e))?;
         Ok(NodeStat {
             mode: meta.mode(),
             uid: meta.uid(),
@@ -222,19 +326,120 @@ impl HostFs {
         })
     }
 
-    /// Writes `value` to a sysfs attribute: the only write hilt makes to a host, used to
-    /// enable reading a PCI option ROM (see [`crate::pci::read_rom`]).
-    pub fn write_attribute(&self, path: &str, value: &str) -> Result<(), HostError> {
-        std::fs::write(self.resolve(path), value).map_err(|e| error(path, &e))
+    /// The size of a file as `stat` gives it (for a PCI `rom` file, the ROM's size): from
+    /// the manifest where it records it, else `stat`.
+    pub fn size(&self, path: &str) -> Result<u64, HostError> {
+        if let Some(size) = self.manifest.sizes.get(path) {
+            return Ok(*size);
+        }
+        self.replayed_denial(path)?;
+        let meta = std::fs::metadata(self.resolve_confined(path)?).map_err(|e| error(path, &e))?;
+        Ok(meta.len())
+    }
+
+    /// Whether the pseudo file system at `mount_point` was mounted: what the capture
+    /// recorded, else whether the directory has entries (an unmounted efivarfs or
+    /// securityfs is an empty directory).
+    pub fn mounted(&self, mount_point: &str) -> Result<bool, HostError> {
+        match &self.manifest.mounted {
+            Some(list) => Ok(list.iter().any(|m| m == mount_point)),
+            None => Ok(!self.list_or_empty(mount_point)?.is_empty()),
+        }
+    }
+
+    /// Whether the files matching host path pattern `pattern` are in this tree as they
+    /// were on the host: always for the live host and hand-made trees; for a capture,
+    /// when the pattern lies within what it looked at.
+    pub fn covers(&self, pattern: &str) -> bool {
+        match &self.manifest.covered {
+            None => true,
+            Some(covered) => covered.iter().any(|c| c == pattern || path_glob(c, pattern)),
+        }
+    }
+
+    /// Writes `value` to a sysfs attribute of the live host: the only write hilt makes
+    /// to a host, used to let the kernel read a PCI option ROM when a profile or
+    /// `hilt capture --enable-rom-read` opts in (see [`crate::pci::read_rom`]).
+    ///
+    /// Refused unless the root is the live `/` and `path` resolves under
+    /// `/sys/devices/`; the file is opened without following a final link, never
+    /// created, and written with one `write`, as sysfs attributes expect.
+    pub fn write_attribute(&self, path: &str, value: &[u8]) -> Result<(), HostError> {
+        if !self.live {
+            return Err(HostError::new(
+                path,
+                HostErrorKind::Refused,
+                format!(
+                    "hilt writes only to the live host's sysfs, not under {}",
+                    self.root.display()
+                ),
+            ));
+        }
+        let canonical = std::fs::canonicalize(self.resolve(path)).map_err(|e| error(path, &e))?;
+        if !canonical.starts_with("/sys/devices/") {
+            return Err(HostError::new(
+                path,
+                HostErrorKind::Refused,
+                format!(
+                    "resolves to {}, outside /sys/devices/, so hilt will not write to it",
+                    canonical.display()
+                ),
+            ));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&canonical)
+            .map_err(|e| error(path, &e))?;
+        match std::io::Write::write(&mut file, value) {
+            Ok(n) if n == value.len() => Ok(()),
+            Ok(n) => Err(HostError::new(
+                path,
+                HostErrorKind::Other,
+                format!("wrote {n} of {} bytes", value.len()),
+            )),
+            Err(e) => Err(error(path, &e)),
+        }
+    }
+
+    /// The path of `path` itself (its last component not followed) under the root, with
+    /// its directory confined like [`HostFs::resolve_confined`].
+    fn resolve_unfollowed(&self, path: &str) -> Result<PathBuf, HostError> {
+        if self.live {
+            return Ok(self.resolve(path));
+        }
+        let trimmed = path.trim_end_matches('/');
+        let (dir, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        if name.is_empty() || name == "." || name == ".." {
+            return self.resolve_confined(path);
+        }
+        let parent = std::fs::canonicalize(self.resolve(dir)).map_err(|e| error(path, &e))?;
+        Ok(self.confine(path, parent)?.join(name))
+    }
+
+    fn confine(&self, path: &str, canonical: PathBuf) -> Result<PathBuf, HostError> {
+        if canonical.starts_with(&self.canonical) {
+            Ok(canonical)
+        } else {
+            Err(HostError::new(
+                path,
+                HostErrorKind::Refused,
+                format!(
+                    "resolves to {}, outside the root {}, so hilt will not read it",
+                    canonical.display(),
+                    self.root.display()
+                ),
+            ))
+        }
     }
 
     fn replayed_denial(&self, path: &str) -> Result<(), HostError> {
         match self.manifest.unreadable.get(path) {
-            Some(why) => Err(HostError {
-                path: path.into(),
-                kind: HostErrorKind::PermissionDenied,
-                message: format!("unreadable when captured ({why})"),
-            }),
+            Some(why) => Err(HostError::new(
+                path,
+                why.kind,
+                format!("unreadable when captured ({})", why.message),
+            )),
             None => Ok(()),
         }
     }
@@ -251,13 +456,75 @@ pub fn error(path: &str, e: &std::io::Error) -> HostError {
     let message = match kind {
         HostErrorKind::NotFound => "no such file or directory".to_string(),
         HostErrorKind::PermissionDenied => "permission denied".to_string(),
-        HostErrorKind::Other => e.to_string(),
+        HostErrorKind::Refused | HostErrorKind::Other => e.to_string(),
     };
     HostError {
         path: path.into(),
         kind,
         message,
+        os_error: e.raw_os_error(),
     }
+}
+
+/// Whether host path `path` matches `pattern`, component by component, `*` matching
+/// within one component (`/dev/dri/renderD*` matches `/dev/dri/renderD128`).
+pub fn path_glob(pattern: &str, path: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == t.len() && p.iter().zip(&t).all(|(p, t)| glob(p, t))
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(remaining) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=remaining.len())
+                .filter(|i| remaining.is_char_boundary(*i))
+                .any(|i| glob(rest, &remaining[i..]))
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of `path`; more is an error. With `regular_only`, the
+/// file is opened without following a final link and without blocking (a FIFO), and
+/// anything but a regular file is refused.
+fn read_capped(path: &Path, limit: u64, regular_only: bool) -> std::io::Result<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if regular_only {
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if regular_only && !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file, which a replayed root may not hold",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than the {limit} bytes hilt reads from one file"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A manifest from its JSON, refusing other formats with a message that says so.
+fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a hilt capture manifest: {e}"))?;
+    let format = value.get("format").and_then(serde_json::Value::as_u64);
+    if format != Some(u64::from(MANIFEST_FORMAT)) {
+        return Err(format!(
+            "capture manifest format {}, but this hilt reads format {MANIFEST_FORMAT} (capture again)",
+            format.map_or_else(|| "missing".to_string(), |f| f.to_string())
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a hilt capture manifest: {e}"))
 }
 
 #[cfg(test)]
@@ -285,10 +552,45 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_root_confines_links_and_dots_and_bounds_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("x.conf"), "secret").expect("write");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc/ssh")).expect("mkdir");
+        std::fs::write(root.join("etc/ok"), "inside").expect("write");
+        std::os::unix::fs::symlink("../ok", root.join("etc/ssh/in.conf")).expect("link");
+        std::os::unix::fs::symlink(outside.path().join("x.conf"), root.join("etc/ssh/out.conf")).expect("link");
+        std::os::unix::fs::symlink("/dev/zero", root.join("etc/zero")).expect("link");
+        std::fs::write(root.join("etc/big"), vec![b'x'; READ_LIMIT as usize + 1]).expect("write");
+        let fifo = std::ffi::CString::new(root.join("etc/fifo").as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let fs = HostFs::at(root).expect("root");
+        assert!(!fs.is_live());
+        assert_eq!(fs.read_trimmed("/etc/ssh/in.conf").expect("inside link"), "inside");
+        let climb = format!(
+            "/etc/ssh/{}/x.conf",
+            "../".repeat(12) + outside.path().to_str().expect("utf-8")
+        );
+        for path in ["/etc/ssh/out.conf", "/etc/zero", climb.as_str()] {
+            let e = fs.read(path).expect_err(path);
+            assert_eq!(e.kind, HostErrorKind::Refused, "{path}: {e}");
+            assert!(e.message.contains("outside the root"), "{e}");
+        }
+        let e = fs.read("/etc/big").expect_err("too large");
+        assert!(e.message.contains("larger than"), "{e}");
+        let e = fs.read("/etc/fifo").expect_err("fifo");
+        assert!(e.message.contains("not a regular file"), "{e}");
+        assert_eq!(fs.link_name("/etc/ssh/out.conf").expect("a link itself"), "x.conf");
+        assert!(HostFs::at(Path::new("/")).expect("live").is_live());
+    }
+
+    #[test]
     fn the_manifest_replays_modes_and_denials() {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifest = Manifest {
-            format: 1,
+            format: MANIFEST_FORMAT,
             nodes: [(
                 "/dev/nvidia0".to_string(),
                 NodeStat {
@@ -298,7 +600,14 @@ mod tests {
                 },
             )]
             .into(),
-            unreadable: [("/etc/ssh/sshd_config".to_string(), "permission denied".to_string())].into(),
+            unreadable: [(
+                "/etc/ssh/sshd_config".to_string(),
+                Unreadable {
+                    kind: HostErrorKind::PermissionDenied,
+                    message: "permission denied".to_string(),
+                },
+            )]
+            .into(),
             ..Manifest::default()
         };
         std::fs::write(dir.path().join(MANIFEST), serde_json::to_vec(&manifest).expect("json")).expect("write");

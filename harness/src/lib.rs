@@ -17,4 +17,5 @@ pub mod record;
 pub mod report;
 pub mod requirements;
 pub mod runner;
+pub mod sshd;
 pub mod tenant;

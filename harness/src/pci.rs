@@ -3,8 +3,9 @@
 //!
 //! Accelerators are the functions of class 0x03 (display: GPUs), 0x12 (processing
 //! accelerators: NPUs, Gaudi, Instinct parts that report it) and 0x0b (co-processors).
-//! Functions that no accelerator backend of this build drives still get host checks:
-//! they become trial devices of backend [`BACKEND`].
+//! A BMC's VGA console (ASPEED) is class 0x03 too and is left out. Functions that no
+//! accelerator backend of this build drives still get host checks: they become trial
+//! devices of backend [`BACKEND`].
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,10 @@ pub const DEVICES: &str = "/sys/bus/pci/devices";
 
 /// The PCI base classes hilt treats as accelerators.
 pub const ACCELERATOR_CLASSES: [u8; 3] = [0x03, 0x12, 0x0b];
+
+/// Vendors whose display functions are the console of a baseboard management
+/// controller, never an accelerator: ASPEED (the AST2x00 VGA, `1a03:2000`).
+pub const BMC_DISPLAY_VENDORS: [u16; 1] = [0x1a03];
 
 /// One PCI function.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,9 +52,12 @@ impl PciFunction {
         (self.class >> 16) as u8
     }
 
-    /// Whether hilt treats the function as an accelerator.
+    /// Whether hilt treats the function as an accelerator: its class is one of
+    /// [`ACCELERATOR_CLASSES`] and it is not a baseboard management controller's display
+    /// ([`BMC_DISPLAY_VENDORS`]).
     pub fn is_accelerator(&self) -> bool {
         ACCELERATOR_CLASSES.contains(&self.base_class())
+            && !(self.base_class() == 0x03 && BMC_DISPLAY_VENDORS.contains(&self.vendor))
     }
 
     /// The sysfs directory of the function, as a host path.
@@ -115,41 +123,79 @@ impl PciFunction {
     }
 }
 
-/// Every PCI function under the root, in address order. A host without PCI (no
-/// `/sys/bus/pci/devices`) has none.
-pub fn scan(fs: &HostFs) -> Result<Vec<PciFunction>, HostError> {
-    let mut found = Vec::new();
-    for address in fs.list_or_empty(DEVICES)? {
-        found.push(read_function(fs, &address)?);
-    }
-    Ok(found)
+/// What a scan of sysfs found: the accelerator functions, and the functions whose
+/// attributes could not be read or parsed (which may or may not be accelerators).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PciScan {
+    /// Accelerator functions, in address order.
+    pub functions: Vec<PciFunction>,
+    /// Functions hilt could not read, in address order.
+    pub broken: Vec<BrokenFunction>,
 }
 
-/// The accelerator functions under the root.
-pub fn accelerators(fs: &HostFs) -> Result<Vec<PciFunction>, HostError> {
-    Ok(scan(fs)?.into_iter().filter(PciFunction::is_accelerator).collect())
+/// A PCI function whose attributes could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokenFunction {
+    /// The bus address.
+    pub address: String,
+    /// Why.
+    pub error: HostError,
+}
+
+impl std::fmt::Display for BrokenFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PCI function {}: {}", self.address, self.error)
+    }
+}
+
+/// The accelerator functions under the root. A host without PCI (no
+/// `/sys/bus/pci/devices`) has none. Each function's `class` is read first and the rest
+/// only for accelerators, so that a malformed attribute of some other function cannot
+/// hide them; a function that cannot be read is listed in [`PciScan::broken`], never an
+/// error of the whole scan.
+pub fn accelerators(fs: &HostFs) -> Result<PciScan, HostError> {
+    let mut scan = PciScan::default();
+    for address in fs.list_or_empty(DEVICES)? {
+        let class = match read_hex(fs, &format!("{DEVICES}/{address}/class")) {
+            Ok(Some(class)) => class,
+            Ok(None) => continue,
+            Err(error) => {
+                scan.broken.push(BrokenFunction { address, error });
+                continue;
+            }
+        };
+        if !ACCELERATOR_CLASSES.contains(&((class >> 16) as u8)) {
+            continue;
+        }
+        match read_function(fs, &address) {
+            Ok(f) if f.is_accelerator() => scan.functions.push(f),
+            Ok(_) => {}
+            Err(error) => scan.broken.push(BrokenFunction { address, error }),
+        }
+    }
+    Ok(scan)
 }
 
 /// Reads one function by bus address.
 pub fn read_function(fs: &HostFs, address: &str) -> Result<PciFunction, HostError> {
     let dir = format!("{DEVICES}/{address}");
-    let hex = |name: &str| -> Result<Option<u32>, HostError> {
-        let path = format!("{dir}/{name}");
-        match fs.read_trimmed(&path) {
-            Ok(text) => parse_hex(&text).map(Some).ok_or_else(|| HostError {
-                path,
-                kind: HostErrorKind::Other,
-                message: format!("`{text}` is not a hexadecimal number"),
-            }),
-            Err(e) if e.kind == HostErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    };
+    let hex = |name: &str| read_hex(fs, &format!("{dir}/{name}"));
     let required = |name: &str, value: Option<u32>| {
-        value.ok_or_else(|| HostError {
-            path: format!("{dir}/{name}"),
-            kind: HostErrorKind::NotFound,
-            message: "no such file or directory".into(),
+        value.ok_or_else(|| {
+            HostError::new(
+                format!("{dir}/{name}"),
+                HostErrorKind::NotFound,
+                "no such file or directory",
+            )
+        })
+    };
+    let id16 = |name: &str, value: u32| {
+        u16::try_from(value).map_err(|_| {
+            HostError::new(
+                format!("{dir}/{name}"),
+                HostErrorKind::Other,
+                format!("0x{value:x} is not a 16-bit PCI id"),
+            )
         })
     };
     let optional_link = |name: &str| match fs.link_name(&format!("{dir}/{name}")) {
@@ -157,59 +203,115 @@ pub fn read_function(fs: &HostFs, address: &str) -> Result<PciFunction, HostErro
         Err(e) if e.kind == HostErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     };
+    let class = required("class", hex("class")?)?;
+    let vendor = id16("vendor", required("vendor", hex("vendor")?)?)?;
+    let device = id16("device", required("device", hex("device")?)?)?;
+    let subsystem_vendor = hex("subsystem_vendor")?
+        .map(|v| id16("subsystem_vendor", v))
+        .transpose()?;
+    let subsystem_device = hex("subsystem_device")?
+        .map(|v| id16("subsystem_device", v))
+        .transpose()?;
     Ok(PciFunction {
         address: address.to_string(),
-        vendor: required("vendor", hex("vendor")?)? as u16,
-        device: required("device", hex("device")?)? as u16,
-        subsystem_vendor: hex("subsystem_vendor")?.map(|v| v as u16),
-        subsystem_device: hex("subsystem_device")?.map(|v| v as u16),
-        class: required("class", hex("class")?)?,
+        vendor,
+        device,
+        subsystem_vendor,
+        subsystem_device,
+        class,
         driver: optional_link("driver")?,
         iommu_group: optional_link("iommu_group")?,
     })
 }
 
+/// The most bytes hilt reads from an option ROM (they are at most a few MiB).
+pub const ROM_READ_LIMIT: u64 = 64 << 20;
+
 /// The option ROM of function `address`.
 ///
-/// sysfs refuses to read a ROM until `1` is written to its `rom` file; that sets a kernel
-/// flag allowing reads (the kernel maps the ROM only for the length of each read), and
-/// changes nothing on the device. With `enable`, hilt writes `1` when a plain read is
-/// refused and writes `0` afterwards, whatever the read gave, restoring the state it
-/// found. Without `enable` a refused read is an error. Fixture trees and captures hold
-/// the ROM as a plain file, which reads without enabling.
+/// A ROM the kernel already lets hilt read (and any ROM in a fixture tree or capture,
+/// where it is a plain file) is read as it is. Otherwise sysfs refuses with `EINVAL` until
+/// reading is enabled by writing to the `rom` file; that sets a kernel flag and, during
+/// each read, maps the ROM through the device's ROM BAR, so it changes device state
+/// briefly. hilt does that only with `enable` (an opt-in: `enable_rom_read` in a profile,
+/// `hilt capture --enable-rom-read`) and only on the live host's sysfs
+/// ([`HostFs::write_attribute`]): it writes `1\n`, reads, and writes `0\n` (the kernel
+/// disables reading only for exactly the two bytes `0\n`). A read that fails otherwise
+/// (`EIO`: reading was enabled already and mapping failed) is an error and writes nothing.
 pub fn read_rom(fs: &HostFs, address: &str, enable: bool) -> Result<Vec<u8>, HostError> {
     let path = format!("{DEVICES}/{address}/rom");
-    let refused = |e: Option<HostError>| HostError {
-        path: path.clone(),
-        kind: HostErrorKind::Other,
-        message: match e {
-            Some(e) => format!(
-                "the kernel refused the read ({}) and enabling it is not allowed",
+    let mut rom = SysfsRom { fs, path: &path };
+    read_rom_from(&mut rom, &path, enable)
+}
+
+/// The message of a ROM that needs the opt-in write.
+pub const ROM_NEEDS_ENABLE: &str = "the kernel reads this option ROM only after reading is enabled by a write to its \
+     `rom` file, which changes device state briefly and is opt-in (`enable_rom_read = true` in the profile, \
+     `hilt capture --enable-rom-read`)";
+
+/// A function's `rom` attribute: sysfs, or a fake in tests.
+trait RomFile {
+    fn read(&mut self) -> Result<Vec<u8>, HostError>;
+    fn write(&mut self, value: &[u8]) -> Result<(), HostError>;
+}
+
+struct SysfsRom<'a> {
+    fs: &'a HostFs,
+    path: &'a str,
+}
+
+impl RomFile for SysfsRom<'_> {
+    fn read(&mut self) -> Result<Vec<u8>, HostError> {
+        self.fs.read_limited(self.path, ROM_READ_LIMIT)
+    }
+
+    fn write(&mut self, value: &[u8]) -> Result<(), HostError> {
+        self.fs.write_attribute(self.path, value)
+    }
+}
+
+fn read_rom_from(rom: &mut impl RomFile, path: &str, enable: bool) -> Result<Vec<u8>, HostError> {
+    let empty = || HostError::new(path, HostErrorKind::Other, "the option ROM reads as empty");
+    match rom.read() {
+        Ok(bytes) if bytes.is_empty() => return Err(empty()),
+        Ok(bytes) => return Ok(bytes),
+        Err(e) if e.os_error != Some(libc::EINVAL) => return Err(e),
+        Err(_) if !enable => return Err(HostError::new(path, HostErrorKind::Other, ROM_NEEDS_ENABLE)),
+        Err(_) => {}
+    }
+    rom.write(b"1\n")?;
+    let read = rom.read();
+    let restored = rom.write(b"0\n");
+    let bytes = read?;
+    restored.map_err(|e| {
+        HostError::new(
+            path,
+            HostErrorKind::Other,
+            format!(
+                "read the option ROM, but failed to disable reading it again: {}",
                 e.message
             ),
-            None => "the kernel gave no bytes and enabling the read is not allowed".into(),
-        },
-    };
-    match fs.read(&path) {
-        Ok(bytes) if !bytes.is_empty() => return Ok(bytes),
-        Err(e) if matches!(e.kind, HostErrorKind::NotFound | HostErrorKind::PermissionDenied) => return Err(e),
-        Ok(_) if !enable => return Err(refused(None)),
-        Err(e) if !enable => return Err(refused(Some(e))),
-        _ => {}
-    }
-    fs.write_attribute(&path, "1")?;
-    let read = fs.read(&path);
-    let restored = fs.write_attribute(&path, "0");
-    let bytes = read?;
-    restored?;
+        )
+    })?;
     if bytes.is_empty() {
-        return Err(HostError {
-            path,
-            kind: HostErrorKind::Other,
-            message: "the option ROM is empty even with reading enabled".into(),
-        });
+        return Err(empty());
     }
     Ok(bytes)
+}
+
+/// A hexadecimal attribute; `None` when the file does not exist.
+fn read_hex(fs: &HostFs, path: &str) -> Result<Option<u32>, HostError> {
+    match fs.read_trimmed(path) {
+        Ok(text) => parse_hex(&text).map(Some).ok_or_else(|| {
+            HostError::new(
+                path,
+                HostErrorKind::Other,
+                format!("`{text}` is not a hexadecimal number"),
+            )
+        }),
+        Err(e) if e.kind == HostErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `0x10de` or `10de` as a number.
@@ -257,6 +359,135 @@ mod tests {
         assert_eq!(f(0x10de, 0x2330).class_name(), Some("3D controller"));
         assert!(f(0x10de, 0x2330).is_accelerator());
         assert_eq!(f(0x10de, 0x2330).trial_id(), "pci-0000-17-00.0");
+    }
+
+    /// A `rom` attribute that behaves as the kernel's `pci_read_rom` and `pci_write_rom`:
+    /// reads fail with `EINVAL` until enabled (`EIO` when mapping fails), and a write
+    /// disables only when it is exactly `0\n`.
+    struct FakeRom {
+        enabled: bool,
+        map_fails: bool,
+        writes: Vec<Vec<u8>>,
+    }
+
+    impl RomFile for FakeRom {
+        fn read(&mut self) -> Result<Vec<u8>, HostError> {
+            let errno = if !self.enabled {
+                libc::EINVAL
+            } else if self.map_fails {
+                libc::EIO
+            } else {
+                return Ok(b"\x55\xaaROM".to_vec());
+            };
+            Err(crate::hostfs::error("rom", &std::io::Error::from_raw_os_error(errno)))
+        }
+
+        fn write(&mut self, value: &[u8]) -> Result<(), HostError> {
+            self.writes.push(value.to_vec());
+            self.enabled = !(value.len() == 2 && value[0] == b'0');
+            Ok(())
+        }
+    }
+
+    fn fake(enabled: bool, map_fails: bool) -> FakeRom {
+        FakeRom {
+            enabled,
+            map_fails,
+            writes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_enabled_rom_read_writes_one_and_zero_with_newlines_and_leaves_it_disabled() {
+        let mut rom = fake(false, false);
+        assert_eq!(read_rom_from(&mut rom, "rom", true).expect("read"), b"\x55\xaaROM");
+        assert_eq!(rom.writes, [b"1\n".to_vec(), b"0\n".to_vec()]);
+        assert!(!rom.enabled, "reading must be disabled again, as it was found");
+    }
+
+    #[test]
+    fn without_the_opt_in_a_refused_rom_writes_nothing_and_names_the_parameter() {
+        let mut rom = fake(false, false);
+        let e = read_rom_from(&mut rom, "rom", false).expect_err("refused");
+        assert!(e.message.contains("enable_rom_read = true"), "{e}");
+        assert!(rom.writes.is_empty());
+    }
+
+    #[test]
+    fn a_readable_rom_or_one_that_fails_to_map_is_never_written() {
+        let mut rom = fake(true, false);
+        read_rom_from(&mut rom, "rom", true).expect("read");
+        assert!(rom.writes.is_empty());
+        let mut rom = fake(true, true);
+        let e = read_rom_from(&mut rom, "rom", true).expect_err("EIO");
+        assert_eq!(e.os_error, Some(libc::EIO));
+        assert!(rom.writes.is_empty(), "an enabled flag found on stays on");
+        assert!(rom.enabled);
+    }
+
+    #[test]
+    fn rom_reads_never_write_under_a_replayed_root_or_follow_links_out_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = outside.path().join("file");
+        std::fs::write(&target, "outside").expect("write");
+        let d = dir.path().join("sys/bus/pci/devices");
+        for address in ["0000:01:00.0", "0000:02:00.0"] {
+            std::fs::create_dir_all(d.join(address)).expect("mkdir");
+        }
+        std::fs::write(d.join("0000:01:00.0/rom"), "").expect("write");
+        std::os::unix::fs::symlink(&target, d.join("0000:02:00.0/rom")).expect("link");
+        let fs = HostFs::at(dir.path()).expect("root");
+        let e = read_rom(&fs, "0000:01:00.0", true).expect_err("empty");
+        assert_eq!(e.message, "the option ROM reads as empty");
+        let e = read_rom(&fs, "0000:02:00.0", true).expect_err("outside");
+        assert_eq!(e.kind, HostErrorKind::Refused, "{e}");
+        assert_eq!(std::fs::read(d.join("0000:01:00.0/rom")).expect("read"), b"");
+        assert_eq!(std::fs::read(&target).expect("read"), b"outside");
+        let e = fs
+            .write_attribute("/sys/bus/pci/devices/0000:01:00.0/rom", b"1\n")
+            .expect_err("not live");
+        assert_eq!(e.kind, HostErrorKind::Refused);
+    }
+
+    #[test]
+    fn one_malformed_function_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("sys/bus/pci/devices");
+        let put = |address: &str, name: &str, body: &[u8]| {
+            std::fs::create_dir_all(d.join(address)).expect("mkdir");
+            std::fs::write(d.join(address).join(name), body).expect("write");
+        };
+        for (name, body) in [("vendor", "0x10de"), ("device", "0x2330"), ("class", "0x030200")] {
+            put("0000:17:00.0", name, body.as_bytes());
+        }
+        put("0000:18:00.0", "vendor", b"zz");
+        put("0000:18:00.0", "device", b"0x2330");
+        put("0000:18:00.0", "class", b"0x030200");
+        put("0000:19:00.0", "vendor", b"0x8086");
+        put("0000:19:00.0", "device", b"\xff\xfe");
+        put("0000:19:00.0", "class", b"0x060000");
+        put("0000:1a:00.0", "vendor", b"0x1a03");
+        put("0000:1a:00.0", "device", b"0x2000");
+        put("0000:1a:00.0", "class", b"0x030000");
+        std::fs::create_dir_all(d.join("0000:1b:00.0")).expect("mkdir");
+        std::os::unix::fs::symlink("class", d.join("0000:1b:00.0/class")).expect("loop");
+        let fs = HostFs::at(dir.path()).expect("root");
+        let scan = accelerators(&fs).expect("scan");
+        let found: Vec<&str> = scan.functions.iter().map(|f| f.address.as_str()).collect();
+        assert_eq!(
+            found,
+            ["0000:17:00.0"],
+            "the BMC VGA and the bridge are no accelerators"
+        );
+        let broken: Vec<&str> = scan.broken.iter().map(|b| b.address.as_str()).collect();
+        assert_eq!(broken, ["0000:18:00.0", "0000:1b:00.0"]);
+        assert!(
+            scan.broken[0]
+                .error
+                .message
+                .contains("`zz` is not a hexadecimal number")
+        );
     }
 
     #[test]

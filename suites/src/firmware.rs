@@ -22,10 +22,12 @@ pub static ROM_MEASUREMENT: CheckDef = CheckDef {
         compares it with the profile's reference measurements for that vendor, device and \
         (where given) subsystem. A mismatch fails; a device the profile has no reference \
         for is inconclusive, with the measured hash recorded so that a lab can adopt it. \
-        sysfs reads a ROM only after `1` is written to its `rom` file: hilt does that when a \
-        plain read is refused and writes `0` afterwards, restoring the state it found (the \
-        flag only lets the kernel map the ROM during a read; `enable_rom_read = false` \
-        forbids the write). Not applicable to a function that exposes no ROM.",
+        A ROM the kernel already lets hilt read needs no write. Otherwise sysfs reads it \
+        only after `1` is written to its `rom` file, which makes the kernel map the ROM \
+        through the device's ROM BAR during each read: a brief change of device state, so \
+        hilt makes that write only with `enable_rom_read = true` (off by default; live \
+        host only), and writes `0` right after. Without it such a ROM is inconclusive, \
+        naming the parameter. Not applicable to a function that exposes no ROM.",
     remediation: "A ROM that matches no reference is not the firmware the profile approved: \
         compare the vendor's release notes for the installed VBIOS, reflash an approved \
         image with the vendor's tool, or, if the new image is approved, add its hash (with \
@@ -107,8 +109,10 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
         the vendor advisories built into hilt (profiles/advisories/*.toml), branch by \
         branch: a release older than an advisory's fix on its branch fails, naming the \
         advisory. A branch that the latest advisory does not list is inconclusive, since \
-        vendors do not declare unlisted branches unaffected. Not applicable to drivers hilt \
-        has no advisory data for.",
+        vendors do not declare unlisted branches unaffected, and so is a driver hilt has \
+        no advisory data for (amdgpu today) and a version it cannot compare. Not applicable \
+        to a function with no driver, or bound to vfio-pci or pci-stub for passthrough \
+        (the driver that matters runs in the guest).",
     remediation: "Update the driver to at least the fixed release of its branch named in \
         the failure (or move to a branch the latest advisory lists), then reload the module \
         or reboot.",
@@ -127,26 +131,24 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
                 return Ok(Finding::NotApplicable(format!("no driver is bound to {address}")));
             };
             ctx.evidence("driver", driver.clone());
+            if PASSTHROUGH_DRIVERS.contains(&driver.as_str()) {
+                return Ok(Finding::NotApplicable(format!(
+                    "{address} is bound to `{driver}` for passthrough: the driver that matters runs in the guest"
+                )));
+            }
             let sets = advisory_sets().map_err(Finding::Error)?;
             let Some(set) = sets.iter().find(|s| s.driver == driver) else {
                 let known: Vec<&str> = sets.iter().map(|s| s.driver.as_str()).collect();
-                return Ok(Finding::NotApplicable(format!(
-                    "hilt has no advisory data for driver `{driver}` (it has data for: {})",
+                return Ok(Finding::Inconclusive(format!(
+                    "hilt has no advisory data for driver `{driver}` yet (it has data for: {}), so whether it has \
+                     every published fix is unknown",
                     known.join(", ")
                 )));
             };
-            let version = match optional(fs.read_trimmed(&format!("/sys/module/{driver}/version")))? {
-                Some(v) => v,
-                None => match optional(fs.read_text(&format!("/proc/driver/{driver}/version")))?
-                    .and_then(|t| version_in_banner(&t))
-                {
-                    Some(v) => v,
-                    None => {
-                        return Ok(Finding::Inconclusive(format!(
-                            "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
-                        )));
-                    }
-                },
+            let Some(version) = driver_version(&fs, &driver)? else {
+                return Ok(Finding::Inconclusive(format!(
+                    "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
+                )));
             };
             ctx.evidence("driver_version", version.clone());
             Ok(judge_driver(ctx, set, &version))
@@ -154,24 +156,105 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
     },
 };
 
+/// `firmware.inventory`.
+pub static INVENTORY: CheckDef = CheckDef {
+    id: "firmware.inventory",
+    title: "The accelerator's firmware and driver are on record",
+    description: "Records, as evidence, what a lab needs to know about the firmware an \
+        accelerator runs: whether it exposes an option ROM and its size (from the sysfs \
+        `rom` file's size, without enabling or reading it), the bound driver and its \
+        version (/sys/module/DRIVER/version), the IOMMU group, the PCIe link, and the \
+        firmware facts its backend reports (keys containing `driver_version`, `vbios`, \
+        `firmware` or `inforom`). Fails when no driver is bound to the function: an \
+        accelerator the profile covers with no driver serves no tenant and receives no \
+        driver fixes, and its driver inventory cannot be taken. Inconclusive when a driver \
+        is bound but its version cannot be read.",
+    remediation: "Bind the vendor's driver to the function (install and load it, or remove a \
+        blacklist or `driver_override`), or, for a device meant for passthrough, bind it to \
+        vfio-pci; for an unreadable version, load the module with a version (DKMS builds \
+        keep it) or run hilt where /sys/module is visible.",
+    requirements: &["IP-2", "IP-5"],
+    faults: &[],
+    concurrent: true,
+    scope: Scope::Pci,
+    host_faults: &["no-driver"],
+    params: ParamsSpec::of::<NoParams>(),
+    run: |ctx| {
+        hostread::run::<NoParams>(ctx, |ctx, _| {
+            let fs = ctx.host().clone();
+            let address = hostread::pci_address(ctx)?;
+            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let dir = format!("{}/{address}", pci::DEVICES);
+            ctx.evidence("pci_id", format!("{:04x}:{:04x}", function.vendor, function.device));
+            if let (Some(v), Some(d)) = (function.subsystem_vendor, function.subsystem_device) {
+                ctx.evidence("pci_subsystem", format!("{v:04x}:{d:04x}"));
+            }
+            match optional(fs.size(&format!("{dir}/rom")))? {
+                Some(size) => {
+                    ctx.evidence("option_rom", true);
+                    ctx.evidence("option_rom_bytes", size);
+                }
+                None => ctx.evidence("option_rom", false),
+            }
+            if let Some(g) = &function.iommu_group {
+                ctx.evidence("iommu_group", g.clone());
+            }
+            for name in [
+                "current_link_speed",
+                "current_link_width",
+                "max_link_speed",
+                "max_link_width",
+            ] {
+                if let Some(v) = optional(fs.read_trimmed(&format!("{dir}/{name}")))? {
+                    ctx.evidence(name, v);
+                }
+            }
+            let facts: Vec<(String, serde_json::Value)> = ctx
+                .device
+                .info
+                .facts
+                .iter()
+                .filter(|(k, _)| {
+                    ["driver_version", "vbios", "firmware", "inforom"]
+                        .iter()
+                        .any(|w| k.to_ascii_lowercase().contains(w))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (k, v) in facts {
+                ctx.evidence(&format!("device.{k}"), v);
+            }
+            let Some(driver) = function.driver else {
+                return Ok(Finding::Fail(format!(
+                    "no driver is bound to {address}: the accelerator serves no tenant, receives no driver fixes, and \
+                     its driver cannot be inventoried"
+                )));
+            };
+            ctx.evidence("driver", driver.clone());
+            match driver_version(&fs, &driver)? {
+                Some(v) => {
+                    ctx.evidence("driver_version", v);
+                    Ok(Finding::Pass)
+                }
+                None => Ok(Finding::Inconclusive(format!(
+                    "driver `{driver}` is bound to {address}, but its version cannot be read (no \
+                     /sys/module/{driver}/version)"
+                ))),
+            }
+        })
+    },
+};
+
 /// Parameters of `firmware.rom_measurement`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RomParams {
     /// Approved option ROM measurements.
     pub references: Vec<RomReference>,
-    /// Allow writing `1` to the sysfs `rom` file (and `0` after) when the kernel refuses a
-    /// plain read; without it such a ROM is inconclusive.
+    /// Allow writing `1` to the sysfs `rom` file (and `0` right after) when the kernel
+    /// refuses a plain read: a brief change of device state (the kernel maps the ROM
+    /// during the read), so off by default; without it such a ROM is inconclusive.
     pub enable_rom_read: bool,
-}
-
-impl Default for RomParams {
-    fn default() -> Self {
-        RomParams {
-            references: Vec::new(),
-            enable_rom_read: true,
-        }
-    }
 }
 
 impl CheckParams for RomParams {
@@ -263,25 +346,52 @@ pub fn advisory_sets() -> Result<Vec<AdvisorySet>, String> {
 }
 
 /// Compares dotted versions numerically, field by field; a missing field counts as 0.
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let fields = |v: &str| -> Vec<u64> { v.split('.').map(|f| f.parse().unwrap_or(0)).collect() };
-    let (a, b) = (fields(a), fields(b));
+/// A suffix after `-` (`550.54.14-custom`) is ignored; `None` when a field is not a
+/// number, since guessing would make a vulnerable driver look fixed.
+pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
+    let fields = |v: &str| -> Option<Vec<u64>> {
+        let numeric = v.split_once('-').map_or(v, |(n, _)| n);
+        numeric.split('.').map(|f| f.parse().ok()).collect()
+    };
+    let (a, b) = (fields(a)?, fields(b)?);
     for i in 0..a.len().max(b.len()) {
         match a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0)) {
             Ordering::Equal => continue,
-            other => return other,
+            other => return Some(other),
         }
     }
-    Ordering::Equal
+    Some(Ordering::Equal)
+}
+
+/// Drivers that hold a function for passthrough to a virtual machine.
+const PASSTHROUGH_DRIVERS: [&str; 2] = ["vfio-pci", "pci-stub"];
+
+/// The version of kernel driver `driver`: `/sys/module/DRIVER/version`, else the banner
+/// of `/proc/driver/DRIVER/version`; `None` when neither exists.
+fn driver_version(fs: &hilt_harness::hostfs::HostFs, driver: &str) -> Result<Option<String>, Finding> {
+    if let Some(v) = optional(fs.read_trimmed(&format!("/sys/module/{driver}/version")))? {
+        return Ok(Some(v));
+    }
+    Ok(optional(fs.read_text(&format!("/proc/driver/{driver}/version")))?.and_then(|t| version_in_banner(&t)))
 }
 
 fn judge_driver(ctx: &mut hilt_harness::check::CheckCtx<'_>, set: &AdvisorySet, version: &str) -> Finding {
     let branch = version.split('.').next().unwrap_or_default().to_string();
-    let affected: Vec<(&Advisory, &String)> = set
+    let listed: Vec<(&Advisory, &String)> = set
         .advisory
         .iter()
         .filter_map(|a| a.fixed.get(&branch).map(|f| (a, f)))
-        .filter(|(_, fixed)| compare_versions(version, fixed) == Ordering::Less)
+        .collect();
+    if let Some((_, fixed)) = listed.iter().find(|(_, f)| compare_versions(version, f).is_none()) {
+        return Finding::Inconclusive(format!(
+            "driver {} version `{version}` cannot be compared with the fixed release {fixed}: it has a part that \
+             is not a number",
+            set.driver
+        ));
+    }
+    let affected: Vec<(&Advisory, &String)> = listed
+        .into_iter()
+        .filter(|(_, fixed)| compare_versions(version, fixed) == Some(Ordering::Less))
         .collect();
     ctx.evidence("advisories_checked", set.advisory.len());
     ctx.measure(
@@ -299,7 +409,7 @@ fn judge_driver(ctx: &mut hilt_harness::check::CheckCtx<'_>, set: &AdvisorySet, 
         let newest = affected
             .iter()
             .map(|(_, f)| f.as_str())
-            .max_by(|a, b| compare_versions(a, b))
+            .max_by(|a, b| compare_versions(a, b).unwrap_or(Ordering::Equal))
             .unwrap_or_default();
         ctx.evidence(
             "affecting",
@@ -354,10 +464,13 @@ mod tests {
 
     #[test]
     fn versions_compare_field_by_field() {
-        assert_eq!(compare_versions("535.309.01", "535.288.01"), Ordering::Greater);
-        assert_eq!(compare_versions("535.54.03", "535.129.03"), Ordering::Less);
-        assert_eq!(compare_versions("580.95.05", "580.95.5"), Ordering::Equal);
-        assert_eq!(compare_versions("580.95", "580.95.01"), Ordering::Less);
+        assert_eq!(compare_versions("535.309.01", "535.288.01"), Some(Ordering::Greater));
+        assert_eq!(compare_versions("535.54.03", "535.129.03"), Some(Ordering::Less));
+        assert_eq!(compare_versions("580.95.05", "580.95.5"), Some(Ordering::Equal));
+        assert_eq!(compare_versions("580.95", "580.95.01"), Some(Ordering::Less));
+        assert_eq!(compare_versions("550.54.14-custom", "550.54.15"), Some(Ordering::Less));
+        assert_eq!(compare_versions("550.54.x", "550.54.15"), None);
+        assert_eq!(compare_versions("550.abc", "550.0"), None, "never read as 550.0");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What host and PCI checks share: turning host read errors into verdicts, and the
 //! adapter that runs a check body with its parameters.
 //!
-//! A host file that cannot be read for lack of permission makes a check `inconclusive`
-//! (hilt could not look), never `pass` or `fail`; any other read failure is an `error`.
+//! A host file that cannot be read for lack of permission, or that hilt refuses to read
+//! (a replayed path leading out of its root, a link a capture left out), makes a check
+//! `inconclusive` (hilt could not look), never `pass` or `fail`; any other read failure
+//! is an `error`.
 //! Whether a missing file means "the host lacks the facility" (`not_applicable`) or "the
 //! platform breaks the requirement" (`fail`) is each check's own decision.
 
@@ -39,6 +41,7 @@ pub fn or_not_applicable<T>(read: Result<T, HostError>, absent: impl FnOnce() ->
 pub fn unreadable(e: HostError) -> Finding {
     match e.kind {
         HostErrorKind::PermissionDenied => Finding::Inconclusive(format!("{e}; run hilt as root to check this")),
+        HostErrorKind::Refused => Finding::Inconclusive(e.to_string()),
         HostErrorKind::NotFound | HostErrorKind::Other => Finding::Error(e.to_string()),
     }
 }

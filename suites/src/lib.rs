@@ -29,7 +29,7 @@ pub fn catalogue() -> Catalogue {
         &isolation_host::IOMMU_ENABLED,
         &isolation_host::IOMMU_GROUP,
         &isolation_host::DEVICE_NODES,
-        &isolation_host::PERF_COUNTERS,
+        &isolation_host::PROFILING_ADMIN_ONLY,
         &performance::PCIE_LINK,
         &performance::HOST_TO_DEVICE_BANDWIDTH,
         &performance::DEVICE_TO_HOST_BANDWIDTH,
@@ -38,11 +38,12 @@ pub fn catalogue() -> Catalogue {
         &performance::FMA_THROUGHPUT,
         &firmware::ROM_MEASUREMENT,
         &firmware::DRIVER_ADVISORIES,
+        &firmware::INVENTORY,
         &platform::SECURE_BOOT,
         &platform::KERNEL_LOCKDOWN,
         &platform::MODULE_SIGNATURES,
         &platform::TPM,
-        &platform::SSHD_ROOT_LOGIN,
+        &platform::REMOTE_ROOT_LOGIN,
     ])
 }
 

@@ -27,8 +27,10 @@ pub static PCIE_LINK: CheckDef = CheckDef {
         sysfs. A link narrower than the device supports (x8 instead of x16) is a fault of \
         the slot, riser, cable or seating, and fails. A slower speed fails only with \
         `allow_speed_downtraining = false`: GPUs drop their link speed when idle to save \
-        power, so a lower speed at rest is normal. Not applicable to functions with no \
-        PCIe link attributes (virtual and integrated functions).",
+        power, so a lower speed at rest is normal. A current speed of `Unknown` while the \
+        maximum is known means the link is down, and fails; a speed that cannot be read \
+        is inconclusive when the profile requires full speed. Not applicable to functions \
+        with no PCIe link attributes (virtual and integrated functions).",
     remediation: "Reseat the card or module, check the riser or cable and the slot's \
         electrical width, update the platform firmware, and compare with the board's \
         topology documentation; a link that trains narrow after that is a hardware fault.",
@@ -36,7 +38,7 @@ pub static PCIE_LINK: CheckDef = CheckDef {
     faults: &[],
     concurrent: true,
     scope: Scope::Pci,
-    host_faults: &["degraded-link"],
+    host_faults: &["degraded-link", "link-down"],
     params: ParamsSpec::of::<LinkParams>(),
     run: |ctx| {
         hostread::run::<LinkParams>(ctx, |ctx, params| {
@@ -55,8 +57,10 @@ pub static PCIE_LINK: CheckDef = CheckDef {
                     .map_err(|_| Finding::Error(format!("{dir}: link width `{t}` is not a number")))
             };
             let (cur_w, max_w) = (width(&cur_w)?, width(&max_w)?);
-            let cur_s = read("current_link_speed")?.as_deref().and_then(pci::parse_link_speed);
-            let max_s = read("max_link_speed")?.as_deref().and_then(pci::parse_link_speed);
+            let cur_text = read("current_link_speed")?;
+            let max_text = read("max_link_speed")?;
+            let cur_s = cur_text.as_deref().and_then(pci::parse_link_speed);
+            let max_s = max_text.as_deref().and_then(pci::parse_link_speed);
             ctx.measure(
                 "current_link_width",
                 f64::from(cur_w),
@@ -74,6 +78,11 @@ pub static PCIE_LINK: CheckDef = CheckDef {
                     ctx.evidence("max_generation", format!("Gen{g}"));
                 }
             }
+            if let (Some(text), None, Some(m)) = (&cur_text, cur_s, max_s) {
+                return Ok(Finding::Fail(format!(
+                    "the link of {address} is down: its current speed is `{text}` while it supports {m} GT/s"
+                )));
+            }
             let mut problems = Vec::new();
             if cur_w < max_w {
                 problems.push(format!("the link of {address} runs at x{cur_w} of x{max_w} lanes"));
@@ -89,6 +98,15 @@ pub static PCIE_LINK: CheckDef = CheckDef {
                 } else {
                     problems.push(format!("the link of {address} runs at {c} of {m} GT/s"));
                 }
+            }
+            if problems.is_empty() && !params.allow_speed_downtraining && (cur_s.is_none() || max_s.is_none()) {
+                let shown = |t: &Option<String>| t.clone().unwrap_or_else(|| "absent".into());
+                return Ok(Finding::Inconclusive(format!(
+                    "the link speed of {address} cannot be established (current `{}`, maximum `{}`), and the \
+                     profile requires full speed (`allow_speed_downtraining = false`)",
+                    shown(&cur_text),
+                    shown(&max_text)
+                )));
             }
             Ok(if problems.is_empty() {
                 Finding::Pass

@@ -6,6 +6,7 @@
 
 use hilt_harness::check::{CheckDef, CheckParams, Finding, NoParams, ParamsSpec, Scope};
 use hilt_harness::hostfs::HostFs;
+use hilt_harness::sshd;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -50,11 +51,7 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
                 }
             };
             let Some(secure_boot) = var("SecureBoot")? else {
-                if fs
-                    .list_or_empty("/sys/firmware/efi/efivars")
-                    .map_err(hostread::unreadable)?
-                    .is_empty()
-                {
+                if !fs.mounted("/sys/firmware/efi/efivars").map_err(hostread::unreadable)? {
                     return Ok(Finding::Inconclusive(
                         "efivarfs is not mounted at /sys/firmware/efi/efivars, so the secure boot state cannot be read"
                             .into(),
@@ -254,17 +251,20 @@ pub static TPM: CheckDef = CheckDef {
     },
 };
 
-/// `platform.sshd.root_login`.
-pub static SSHD_ROOT_LOGIN: CheckDef = CheckDef {
-    id: "platform.sshd.root_login",
-    title: "The SSH server refuses remote root login",
-    description: "Works out the SSH server's effective `PermitRootLogin` from \
-        /etc/ssh/sshd_config and the files its `Include` lines name, as sshd does: the \
-        first value given wins, and without one the default is `prohibit-password` (since \
-        OpenSSH 7.0), which still lets root in with a key. Any `Match` block that permits \
-        root login fails too, since hilt cannot tell which connections it matches. Whether \
-        root by key is acceptable is a parameter; by default only `no` passes. Not \
-        applicable where there is no OpenSSH server.",
+/// `platform.remote_root_login`.
+pub static REMOTE_ROOT_LOGIN: CheckDef = CheckDef {
+    id: "platform.remote_root_login",
+    title: "The remote login service refuses root",
+    description: "Checks OpenSSH, the remote login service whose configuration hilt can \
+        read (telnet, rsh and vendor consoles are not covered). Works out the SSH server's \
+        effective `PermitRootLogin` from /etc/ssh/sshd_config and the files its `Include` \
+        lines name, as sshd does: the first value given wins, values may be quoted, and \
+        without one the default is `prohibit-password` (since OpenSSH 7.0), which still \
+        lets root in with a key. Any `Match` block that permits root login fails too, since \
+        hilt cannot tell which connections it matches. Whether root by key is acceptable is \
+        a parameter; by default only `no` passes. Not applicable where there is no OpenSSH \
+        server; inconclusive where there is an sshd binary but no configuration to read, or \
+        a replayed capture lacks an included file.",
     remediation: "Set `PermitRootLogin no` at the top of /etc/ssh/sshd_config (before any \
         Include whose files set it otherwise) and in no Match block, log in as a named user \
         and escalate with sudo, then reload sshd.",
@@ -272,22 +272,28 @@ pub static SSHD_ROOT_LOGIN: CheckDef = CheckDef {
     faults: &[],
     concurrent: true,
     scope: Scope::Host,
-    host_faults: &["root-login-yes", "root-login-key"],
+    host_faults: &["root-login-yes", "root-login-key", "root-login-quoted"],
     params: ParamsSpec::of::<SshdParams>(),
     run: |ctx| {
         hostread::run::<SshdParams>(ctx, |ctx, params| {
             let fs = ctx.host().clone();
             let has_server = ["/usr/sbin/sshd", "/usr/bin/sshd"].iter().any(|p| fs.exists(p));
             let config = match optional(fs.read_text(SSHD_CONFIG))? {
-                Some(text) => Some(text),
-                None if has_server => None,
+                Some(text) => text,
+                None if has_server => {
+                    return Ok(Finding::Inconclusive(format!(
+                        "an sshd binary is installed but {SSHD_CONFIG} does not exist, so its effective \
+                         PermitRootLogin cannot be established (sshd refuses to start without it, or the \
+                         distribution keeps it elsewhere)"
+                    )));
+                }
                 None => {
                     return Ok(Finding::NotApplicable(
                         "no OpenSSH server here: neither /etc/ssh/sshd_config nor an sshd binary exists".into(),
                     ));
                 }
             };
-            let parsed = SshdConfig::parse(&fs, config.as_deref().unwrap_or_default())?;
+            let parsed = SshdConfig::parse(&fs, &config)?;
             let (value, origin) = match &parsed.permit_root_login {
                 Some((v, o)) => (v.clone(), o.clone()),
                 None => ("prohibit-password".into(), "the default since OpenSSH 7.0".into()),
@@ -343,7 +349,7 @@ impl LockdownMode {
     }
 }
 
-/// Parameters of `platform.sshd.root_login`.
+/// Parameters of `platform.remote_root_login`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SshdParams {
@@ -354,7 +360,7 @@ pub struct SshdParams {
 
 impl CheckParams for SshdParams {}
 
-const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+use hilt_harness::sshd::SSHD_CONFIG;
 
 /// What the lockdown file says.
 enum Lockdown {
@@ -375,10 +381,7 @@ fn lockdown_mode(fs: &HostFs) -> Result<Lockdown, Finding> {
             Ok(Lockdown::Mode(mode.to_string()))
         }
         None => {
-            let mounted = !fs
-                .list_or_empty("/sys/kernel/security")
-                .map_err(hostread::unreadable)?
-                .is_empty();
+            let mounted = fs.mounted("/sys/kernel/security").map_err(hostread::unreadable)?;
             Ok(if mounted {
                 Lockdown::Absent
             } else {
@@ -423,38 +426,39 @@ impl SshdConfig {
     }
 
     fn walk(&mut self, fs: &HostFs, file: &str, text: &str, outer: Option<&str>, depth: u32) -> Result<(), Finding> {
-        if depth > 16 {
-            return Err(Finding::Error(format!("sshd Include nesting deeper than 16 at {file}")));
+        if depth > sshd::MAX_INCLUDE_DEPTH {
+            return Err(Finding::Error(format!(
+                "sshd Include nesting deeper than {} at {file}",
+                sshd::MAX_INCLUDE_DEPTH
+            )));
         }
         self.files.push(file.to_string());
         // A Match block lasts to the next Match or the end of its file; one that an
         // Include sits in covers the included lines.
         let mut block: Option<String> = outer.map(str::to_string);
         for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
+            let Some((key, args)) = sshd::parse_line(raw) else {
                 continue;
-            }
-            let (key, rest) = line
-                .split_once(|c: char| c.is_whitespace() || c == '=')
-                .unwrap_or((line, ""));
-            let value = rest.trim().trim_start_matches('=').trim();
+            };
             let at = format!("{file}:{}", n + 1);
-            match key.to_ascii_lowercase().as_str() {
+            match key.as_str() {
                 "match" => {
-                    block = if value.eq_ignore_ascii_case("all") {
+                    let criteria = args.join(" ");
+                    block = if criteria.eq_ignore_ascii_case("all") {
                         None
                     } else {
-                        Some(value.to_string())
+                        Some(criteria)
                     }
                 }
                 "include" => {
-                    for pattern in value.split_whitespace() {
-                        let pattern = if pattern.starts_with('/') {
-                            pattern.to_string()
-                        } else {
-                            format!("/etc/ssh/{pattern}")
-                        };
+                    for arg in &args {
+                        let pattern = sshd::include_pattern(arg);
+                        if !fs.covers(&pattern) {
+                            return Err(Finding::Inconclusive(format!(
+                                "{at} includes `{pattern}`, which the capture being replayed did not cover, so \
+                                 the settings it holds are unknown"
+                            )));
+                        }
                         let files = hilt_harness::capture::expand(fs, &pattern).map_err(hostread::unreadable)?;
                         for included in files {
                             if let Some(text) = optional(fs.read_text(&included))? {
@@ -464,7 +468,7 @@ impl SshdConfig {
                     }
                 }
                 "permitrootlogin" => {
-                    let v = value.split_whitespace().next().unwrap_or_default().to_string();
+                    let v = args.first().cloned().unwrap_or_default();
                     match &block {
                         Some(criteria) => self.match_values.push((criteria.clone(), v, at)),
                         None if self.permit_root_login.is_none() => self.permit_root_login = Some((v, at)),
@@ -523,6 +527,13 @@ mod tests {
         assert_eq!(c.permit_root_login.map(|p| p.0), Some("no".into()));
         assert_eq!(c.match_values.len(), 1);
         assert_eq!(c.match_values[0].0, "Address 10.0.0.0/8");
+    }
+
+    #[test]
+    fn quoted_values_parse_as_sshd_reads_them() {
+        let (_d, fs) = root(&[]);
+        let c = SshdConfig::parse(&fs, "PermitRootLogin \"yes\"\n").expect("parse");
+        assert_eq!(c.permit_root_login.map(|p| p.0), Some("yes".into()));
     }
 
     #[test]
