@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hilt_harness::accel::sim::{self, SimKnobs};
-use hilt_harness::accel::{DeviceInfo, DeviceSpec, opencl};
+use hilt_harness::accel::{DeviceInfo, DeviceSpec, cuda, opencl};
 use hilt_harness::check::{Catalogue, Scope, TrialDevice};
 use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
@@ -366,7 +366,7 @@ struct Discovery {
 }
 
 /// The real backends this build has.
-const BACKENDS: &[&str] = &["opencl"];
+const BACKENDS: &[&str] = &["opencl", "cuda"];
 
 fn discover() -> Discovery {
     let mut found = Discovery {
@@ -387,15 +387,23 @@ fn discover() -> Discovery {
             wanted.as_deref().unwrap_or_default()
         ));
     }
-    if !enabled("opencl") {
-        return found;
+    if enabled("opencl") {
+        match opencl::discover() {
+            Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
+                info,
+                spec: DeviceSpec::OpenCl(spec),
+            })),
+            Err(note) => found.notes.push(format!("opencl: {note}")),
+        }
     }
-    match opencl::discover() {
-        Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
-            info,
-            spec: DeviceSpec::OpenCl(spec),
-        })),
-        Err(note) => found.notes.push(format!("opencl: {note}")),
+    if enabled("cuda") {
+        match cuda::discover() {
+            Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
+                info,
+                spec: DeviceSpec::Cuda(spec),
+            })),
+            Err(note) => found.notes.push(format!("cuda: {note}")),
+        }
     }
     found
 }
@@ -730,7 +738,7 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
     }
     let found = discover();
     if found.devices.is_empty() {
-        writeln!(out, "no accelerator found by the backends built in (opencl, sim)")?;
+        writeln!(out, "no accelerator found by the backends built in (opencl, cuda, sim)")?;
     }
     for note in &found.notes {
         writeln!(out, "{note}")?;

@@ -141,6 +141,13 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
                     .and_then(|t| version_in_banner(&t))
                 {
                     Some(v) => v,
+                    // NVML's view, where the device came through the CUDA backend.
+                    None if ctx.device.info.facts.contains_key("nvml.driver_version") => {
+                        ctx.device.info.facts["nvml.driver_version"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    }
                     None => {
                         return Ok(Finding::Inconclusive(format!(
                             "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
