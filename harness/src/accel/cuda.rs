@@ -145,6 +145,10 @@ pub struct CudaSpec {
     pub uuid: String,
     /// The device's name.
     pub name: String,
+    /// Extra NVRTC options for hilt's kernels (`-G`), from `HILT_CUDA_NVRTC_OPTIONS`,
+    /// split at white space.
+    #[serde(default)]
+    pub nvrtc_options: Vec<String>,
 }
 
 /// Whether the CUDA driver library can be loaded. Every other call into the driver
@@ -198,15 +202,25 @@ pub fn discover() -> Result<Vec<(DeviceInfo, CudaSpec)>, String> {
     let system = nvml::query();
     let host = HostFs::live();
     let mps = nvml::detect_mps(&host, std::env::var("CUDA_MPS_PIPE_DIRECTORY").ok().as_deref());
+    let nvrtc_options: Vec<String> = std::env::var("HILT_CUDA_NVRTC_OPTIONS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     Ok(raw
         .iter()
         .map(|d| {
-            let info = device_info(d, system.as_ref().map_err(String::as_str), mps.as_deref(), &host);
+            let mut info = device_info(d, system.as_ref().map_err(String::as_str), mps.as_deref(), &host);
+            if !nvrtc_options.is_empty() {
+                info.facts
+                    .insert("cuda.nvrtc_options".into(), nvrtc_options.join(" ").into());
+            }
             let spec = CudaSpec {
                 id: info.id.clone(),
                 ordinal: d.ordinal,
                 uuid: d.uuid.clone(),
                 name: d.name.clone(),
+                nvrtc_options: nvrtc_options.clone(),
             };
             (info, spec)
         })
@@ -342,9 +356,11 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, AccelError>) -> Result<T
     })
 }
 
-/// Compiles [`KERNELS`] with NVRTC into a cubin for compute capability `cc`; a failure
-/// carries NVRTC's log.
-fn compile(cc: (u32, u32)) -> Result<Vec<u8>, String> {
+/// Compiles [`KERNELS`] with NVRTC into a cubin for compute capability `cc`, with
+/// `extra` options; a failure carries NVRTC's log. A cubin for the device's own
+/// architecture, not PTX: a driver older than NVRTC cannot load newer PTX, but (within a
+/// major version) can load a cubin.
+pub fn compile(cc: (u32, u32), extra: &[String]) -> Result<Vec<u8>, String> {
     use cudarc::nvrtc::result as rtc;
     use cudarc::nvrtc::sys as rsys;
     if !nvrtc_present() {
@@ -357,7 +373,8 @@ fn compile(cc: (u32, u32)) -> Result<Vec<u8>, String> {
     let source = CString::new(KERNELS).map_err(|e| e.to_string())?;
     let name = CString::new("hilt_kernels.cu").map_err(|e| e.to_string())?;
     let program = rtc::create_program(&source, Some(&name)).map_err(|e| format!("NVRTC: {e:?}"))?;
-    let options = [format!("--gpu-architecture=sm_{}{}", cc.0, cc.1)];
+    let mut options = vec![format!("--gpu-architecture=sm_{}{}", cc.0, cc.1)];
+    options.extend(extra.iter().cloned());
     // SAFETY: `program` is a live NVRTC program until it is destroyed below.
     let result = unsafe {
         match rtc::compile_program(program, &options) {
@@ -397,6 +414,7 @@ pub struct CudaDevice {
     info: DeviceInfo,
     device: sys::CUdevice,
     compute_capability: (u32, u32),
+    nvrtc_options: Vec<String>,
     image: OnceLock<Result<Vec<u8>, String>>,
 }
 
@@ -421,6 +439,7 @@ impl CudaDevice {
                 info,
                 device,
                 compute_capability: raw.compute_capability,
+                nvrtc_options: spec.nvrtc_options.clone(),
                 image: OnceLock::new(),
             })
         })
@@ -437,7 +456,7 @@ impl Accelerator for CudaDevice {
             .image
             .get_or_init(|| {
                 guarded("NVRTC", || {
-                    compile(self.compute_capability).map_err(AccelError::Backend)
+                    compile(self.compute_capability, &self.nvrtc_options).map_err(AccelError::Backend)
                 })
                 .map_err(|e| e.to_string())
             })
@@ -860,6 +879,7 @@ mod tests {
             ordinal: 0,
             uuid: "GPU-0".into(),
             name: "none".into(),
+            nvrtc_options: Vec::new(),
         };
         let err = CudaDevice::open(&spec).err().expect("no device without a driver");
         assert_eq!(err.to_string(), NO_DRIVER);
