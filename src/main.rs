@@ -381,28 +381,36 @@ fn discover() -> Discovery {
             .as_deref()
             .is_none_or(|list| list.split(',').any(|b| b.trim() == backend))
     };
-    for backend in BACKENDS.iter().filter(|b| !enabled(b)) {
-        found.notes.push(format!(
-            "{backend}: not probed (HILT_BACKENDS={})",
-            wanted.as_deref().unwrap_or_default()
-        ));
-    }
-    if enabled("opencl") {
-        match opencl::discover() {
-            Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
-                info,
-                spec: DeviceSpec::OpenCl(spec),
-            })),
-            Err(note) => found.notes.push(format!("opencl: {note}")),
+    for backend in BACKENDS {
+        if !enabled(backend) {
+            found.notes.push(format!(
+                "{backend}: not probed (HILT_BACKENDS={})",
+                wanted.as_deref().unwrap_or_default()
+            ));
+            continue;
         }
-    }
-    if enabled("cuda") {
-        match cuda::discover() {
-            Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
-                info,
-                spec: DeviceSpec::Cuda(spec),
-            })),
-            Err(note) => found.notes.push(format!("cuda: {note}")),
+        let listed = match *backend {
+            "opencl" => opencl::discover().map(|list| {
+                list.into_iter()
+                    .map(|(info, spec)| TrialDevice {
+                        info,
+                        spec: DeviceSpec::OpenCl(spec),
+                    })
+                    .collect::<Vec<_>>()
+            }),
+            "cuda" => cuda::discover().map(|list| {
+                list.into_iter()
+                    .map(|(info, spec)| TrialDevice {
+                        info,
+                        spec: DeviceSpec::Cuda(spec),
+                    })
+                    .collect()
+            }),
+            other => Err(format!("no such backend in this build: {other}")),
+        };
+        match listed {
+            Ok(list) => found.devices.extend(list),
+            Err(note) => found.notes.push(format!("{backend}: {note}")),
         }
     }
     found
