@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hilt_harness::accel::sim::{self, SimKnobs};
-use hilt_harness::accel::{DeviceInfo, DeviceSpec, opencl};
+use hilt_harness::accel::{DeviceInfo, DeviceSpec, cuda, opencl};
 use hilt_harness::check::{Catalogue, Scope, TrialDevice};
 use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
@@ -436,7 +436,7 @@ struct Discovery {
 }
 
 /// The real backends this build has.
-const BACKENDS: &[&str] = &["opencl"];
+const BACKENDS: &[&str] = &["opencl", "cuda"];
 
 fn discover() -> Discovery {
     let mut found = Discovery {
@@ -461,21 +461,37 @@ fn discover() -> Discovery {
             }
         }
     }
-    for backend in BACKENDS.iter().filter(|b| !enabled(b)) {
-        found.notes.push(format!(
-            "{backend}: not probed (HILT_BACKENDS={})",
-            wanted.as_deref().unwrap_or_default()
-        ));
-    }
-    if !enabled("opencl") {
-        return found;
-    }
-    match opencl::discover() {
-        Ok(list) => found.devices.extend(list.into_iter().map(|(info, spec)| TrialDevice {
-            info,
-            spec: DeviceSpec::OpenCl(spec),
-        })),
-        Err(note) => found.notes.push(format!("opencl: {note}")),
+    for backend in BACKENDS {
+        if !enabled(backend) {
+            found.notes.push(format!(
+                "{backend}: not probed (HILT_BACKENDS={})",
+                wanted.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
+        let listed = match *backend {
+            "opencl" => opencl::discover().map(|list| {
+                list.into_iter()
+                    .map(|(info, spec)| TrialDevice {
+                        info,
+                        spec: DeviceSpec::OpenCl(spec),
+                    })
+                    .collect::<Vec<_>>()
+            }),
+            "cuda" => cuda::discover().map(|list| {
+                list.into_iter()
+                    .map(|(info, spec)| TrialDevice {
+                        info,
+                        spec: DeviceSpec::Cuda(spec),
+                    })
+                    .collect()
+            }),
+            other => Err(format!("no such backend in this build: {other}")),
+        };
+        match listed {
+            Ok(list) => found.devices.extend(list),
+            Err(note) => found.notes.push(format!("{backend}: {note}")),
+        }
     }
     found
 }
@@ -863,7 +879,7 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
     }
     let found = discover();
     if found.devices.is_empty() {
-        writeln!(out, "no accelerator found by the backends built in (opencl, sim)")?;
+        writeln!(out, "no accelerator found by the backends built in (opencl, cuda, sim)")?;
     }
     for note in &found.notes {
         writeln!(out, "{note}")?;

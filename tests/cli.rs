@@ -52,12 +52,12 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
             .lines()
             .next()
             .unwrap_or_default()
-            .contains("no accelerator found by the backends of this build (opencl: not probed (HILT_BACKENDS=sim)); running the simulated device sim0 with profile sim-reference"),
+            .contains("no accelerator found by the backends of this build (opencl: not probed (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim)); running the simulated device sim0 with profile sim-reference"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stdout.contains("test result: ok. 19 passed; 0 failed"),
+        run.stdout.contains("test result: ok. 20 passed; 0 failed"),
         "{}",
         run.stdout
     );
@@ -68,7 +68,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
     assert!(!r.profile.certifying);
     // The sim, and the host that host checks ran on (the compliant fixture host here).
     assert!(r.devices.iter().filter(|d| d.id != "host").all(|d| d.simulated));
-    assert_eq!(r.summary.pass, 19);
+    assert_eq!(r.summary.pass, 20);
     assert_eq!(r.outcomes.len(), r.run.planned.len());
 
     let mut value: serde_json::Value =
@@ -120,11 +120,11 @@ fn filters_make_a_partial_run_that_is_never_conformant() {
     assert!(run.record.run.filtered);
     assert_eq!(
         run.record.run.planned.len(),
-        19,
-        "eleven device trials and eight host trials"
+        20,
+        "twelve device trials and eight host trials"
     );
-    assert_eq!(run.record.outcomes.len(), 16);
-    assert_eq!(run.record.summary.selected, 16);
+    assert_eq!(run.record.outcomes.len(), 17);
+    assert_eq!(run.record.summary.selected, 17);
     assert_eq!(run.record.conformance.status, ConformanceStatus::Partial);
     assert!(!run.record.conformance.conformant);
 }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod check;
 pub mod host;
 pub mod hostfs;
+pub mod nvml;
 pub mod pci;
 pub mod profile;
 pub mod record;

@@ -33,6 +33,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("sim-reference", include_str!("../../profiles/sim-reference.toml")),
     ("opencl-generic", include_str!("../../profiles/opencl-generic.toml")),
     ("pocl-cpu", include_str!("../../profiles/pocl-cpu.toml")),
+    ("nvidia-hopper", include_str!("../../profiles/nvidia-hopper.toml")),
+    ("nvidia-blackwell", include_str!("../../profiles/nvidia-blackwell.toml")),
+    ("nvidia-ampere", include_str!("../../profiles/nvidia-ampere.toml")),
+    ("nvidia-ada", include_str!("../../profiles/nvidia-ada.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.

@@ -301,6 +301,14 @@ fn run_trial(
     });
     let start = Instant::now();
     let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher).with_host(host.clone());
+    // How tenants share the device is evidence for every residue and isolation verdict
+    // on it: the same check means something else under MPS than under MIG.
+    if p.check.scope == crate::check::Scope::Device
+        && matches!(p.check.suite(), "residue" | "isolation")
+        && let Some(mode) = p.device.info.facts.get("sharing_mode")
+    {
+        ctx.evidence("sharing_mode", mode.clone());
+    }
     let run = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
     let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {

@@ -105,6 +105,13 @@ pub enum Request {
         /// Timed runs, 1 to 10,000.
         repetitions: u32,
     },
+    /// The raw device address of a buffer, where the backend has one.
+    DeviceAddress {
+        /// The context's index.
+        context: usize,
+        /// The buffer.
+        buffer: BufferId,
+    },
     /// Free everything and exit.
     Exit,
 }
@@ -174,6 +181,11 @@ pub enum Reply {
     Times {
         /// One entry per repetition, in order.
         seconds: Vec<f64>,
+    },
+    /// A buffer's raw device address; `None` where the backend has none.
+    Address {
+        /// The address.
+        address: Option<u64>,
     },
 }
 
@@ -466,6 +478,14 @@ impl Tenant {
         }
     }
 
+    /// The raw device address of a buffer; `None` where the backend has none.
+    pub fn device_address(&mut self, context: usize, buffer: BufferId) -> Result<Option<u64>, TenantError> {
+        match self.call(&Request::DeviceAddress { context, buffer })? {
+            Reply::Address { address } => Ok(address),
+            other => Err(self.unexpected("device_address", &other)),
+        }
+    }
+
     /// Runs a kernel that must return a canary scan.
     pub fn scan(&mut self, context: usize, kernel: Kernel) -> Result<ScanReport, TenantError> {
         match self.kernel(context, kernel)? {
@@ -586,6 +606,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Read { .. } => "read",
         Request::Kernel { .. } => "kernel",
         Request::Time { .. } => "time",
+        Request::DeviceAddress { .. } => "device_address",
         Request::Exit => "exit",
     }
 }
@@ -726,6 +747,13 @@ impl TenantState {
                     seconds.push(start.elapsed().as_secs_f64());
                 }
                 Ok(Reply::Times { seconds })
+            }
+            Request::DeviceAddress { context, buffer } => {
+                let address = self
+                    .context(context)?
+                    .device_address(buffer)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Address { address })
             }
             Request::Exit => Ok(Reply::Done),
         }

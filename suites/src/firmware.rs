@@ -145,7 +145,15 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
                     known.join(", ")
                 )));
             };
-            let Some(version) = driver_version(&fs, &driver)? else {
+            // NVML's view, where sysfs and procfs have none (the device came through CUDA).
+            let nvml = ctx
+                .device
+                .info
+                .facts
+                .get("nvml.driver_version")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            let Some(version) = driver_version(&fs, &driver)?.or(nvml) else {
                 return Ok(Finding::Inconclusive(format!(
                     "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
                 )));

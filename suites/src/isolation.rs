@@ -261,3 +261,157 @@ fn check_victim(
     }
     Ok(None)
 }
+
+/// `isolation.foreign_pointer`.
+pub static FOREIGN_POINTER: CheckDef = CheckDef {
+    id: "isolation.foreign_pointer",
+    title: "A tenant cannot read another tenant's memory by its device address",
+    description: "Tenant A, a process, fills a buffer with keyed canary, checks it (the \
+        positive control) and hands its raw device address to the harness. Tenant B, \
+        another process on the same device, launches a kernel that reads that address into \
+        a buffer of its own. B's read must fault or come back without any of A's canary, \
+        and A's buffer must be intact afterwards (A counts it again). Not applicable to \
+        backends whose buffers have no raw device addresses (OpenCL 1.2).",
+    remediation: "Tenants share one device address space: a kernel of one process can \
+        read another's memory by its address. Do not share the device between mutually \
+        distrusting tenants in this mode (MPS before Volta, or any mode without per-process \
+        page tables on the device); give each tenant its own process with the driver's \
+        per-process address spaces, or a MIG or similar partition.",
+    requirements: &["AI-ISO-1", "DP-7"],
+    faults: &["shared-address-space"],
+    concurrent: false,
+    scope: Scope::Device,
+    host_faults: &[],
+    params: ParamsSpec::of::<ForeignParams>(),
+    run: |ctx| ctx.with_params(foreign_pointer),
+};
+
+/// Parameters of `isolation.foreign_pointer`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForeignParams {
+    /// The size of tenant A's buffer, and of B's read, KiB, 4 to 1048576.
+    #[schemars(range(min = 4, max = 1_048_576))]
+    pub buffer_kib: u64,
+}
+
+impl Default for ForeignParams {
+    fn default() -> Self {
+        ForeignParams { buffer_kib: 1024 }
+    }
+}
+
+impl CheckParams for ForeignParams {
+    fn validate(&self) -> Result<(), String> {
+        if !(4..=1_048_576).contains(&self.buffer_kib) {
+            return Err(format!("`buffer_kib` must be 4 to 1048576, not {}", self.buffer_kib));
+        }
+        Ok(())
+    }
+}
+
+fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Finding, TenantError> {
+    let bytes =
+        (params.buffer_kib * 1024).min(ctx.device.info.global_mem_bytes / 4) / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
+    if bytes == 0 {
+        return Ok(Finding::NotApplicable(
+            "the device has too little memory for the owner's buffer".into(),
+        ));
+    }
+    let blocks = bytes / BLOCK_BYTES as u64;
+    let key = ctx.key;
+    ctx.evidence("buffer_bytes", bytes);
+
+    // A's buffer, checked before anything happens (the positive control).
+    let mut owner = ctx.spawn_tenant("A")?;
+    let oc = owner.create_context()?;
+    let buffer = owner.alloc(oc, bytes)?;
+    owner.kernel(oc, Kernel::FillCanary { buffer, key })?;
+    let before = owner.scan(oc, Kernel::CountCanary { buffer, key })?;
+    if before.blocks != blocks || before.in_place != blocks {
+        return Ok(Finding::Inconclusive(format!(
+            "positive control failed: tenant A saw {} of the {blocks} blocks it had just written ({} in place)",
+            before.blocks, before.in_place
+        )));
+    }
+    let Some(address) = owner.device_address(oc, buffer)? else {
+        owner.exit()?;
+        return Ok(Finding::NotApplicable(format!(
+            "the {} backend gives buffers no raw device address, so no tenant can name another's memory by one",
+            ctx.device.info.backend
+        )));
+    };
+    ctx.evidence("foreign_address", format!("{address:#x}"));
+
+    // B reads A's address.
+    let mut reader = ctx.spawn_tenant("B")?;
+    let rc = reader.create_context()?;
+    let out = reader.alloc(rc, bytes)?;
+    let read = reader.kernel(rc, Kernel::ReadForeign { address, bytes, out });
+    let outcome = match read {
+        Ok(_) => {
+            let found = reader.scan(rc, Kernel::CountCanary { buffer: out, key })?;
+            reader.exit()?;
+            ForeignRead::Completed(found)
+        }
+        Err(TenantError::Device { message, .. }) => {
+            // After a fault the context may be unusable; B's exit is not evidence.
+            let _ = reader.exit();
+            ForeignRead::Faulted(message)
+        }
+        Err(e @ TenantError::Crashed { .. }) => {
+            if let Some(tail) = e.stderr_tail() {
+                ctx.evidence("tenant_B_stderr_tail", tail);
+            }
+            ForeignRead::Ended(e.to_string())
+        }
+        Err(e @ TenantError::Hung { .. }) => ForeignRead::Hung(e.to_string()),
+        Err(other) => return Err(other),
+    };
+    ctx.evidence(
+        "tenant_B",
+        match &outcome {
+            ForeignRead::Completed(found) => format!("the read completed; {} of A's blocks in it", found.blocks),
+            ForeignRead::Faulted(m) => format!("the read faulted: {m}"),
+            ForeignRead::Ended(m) => format!("the process was ended: {m}"),
+            ForeignRead::Hung(m) => m.clone(),
+        },
+    );
+
+    // A's data must be intact.
+    let after = owner.scan(oc, Kernel::CountCanary { buffer, key })?;
+    owner.free(oc, buffer)?;
+    owner.exit()?;
+    ctx.evidence("owner_blocks_intact", after.in_place);
+    if after.blocks != blocks || after.in_place != blocks {
+        return Ok(Finding::Fail(format!(
+            "after tenant B's read of its address, tenant A's buffer holds {} of its {blocks} blocks ({} in \
+             place)",
+            after.blocks, after.in_place
+        )));
+    }
+    Ok(match outcome {
+        ForeignRead::Completed(found) if found.blocks > 0 => Finding::Fail(format!(
+            "tenant B read {} bytes of tenant A's canary ({} of {blocks} blocks) through A's device address \
+             {address:#x}",
+            found.leaked_bytes(),
+            found.blocks
+        )),
+        ForeignRead::Completed(_) | ForeignRead::Faulted(_) | ForeignRead::Ended(_) => Finding::Pass,
+        ForeignRead::Hung(m) => Finding::Inconclusive(format!(
+            "tenant B's read of tenant A's address neither faulted nor returned ({m}); A's data is intact"
+        )),
+    })
+}
+
+/// What tenant B's read of tenant A's address came to.
+enum ForeignRead {
+    /// The kernel completed; the scan of what it read.
+    Completed(hilt_harness::canary::ScanReport),
+    /// The runtime reported a fault to B.
+    Faulted(String),
+    /// B's process was ended.
+    Ended(String),
+    /// The kernel neither returned nor failed within the deadline.
+    Hung(String),
+}

@@ -26,6 +26,7 @@ pub fn catalogue() -> Catalogue {
         &residue::LOCAL_CROSS_CONTEXT,
         &residue::LOCAL_CROSS_PROCESS,
         &isolation::FAULT_CONTAINMENT,
+        &isolation::FOREIGN_POINTER,
         &isolation_host::IOMMU_ENABLED,
         &isolation_host::IOMMU_GROUP,
         &isolation_host::DEVICE_NODES,

@@ -1,12 +1,13 @@
 //! The accelerator abstraction: the only way checks reach a device.
 //!
-//! A backend ([`sim`] today; OpenCL and CUDA later) implements [`Accelerator`] for a device
+//! A backend ([`sim`], [`opencl`], [`cuda`]) implements [`Accelerator`] for a device
 //! opened in one process and [`Context`] for a tenant's context on it. Device memory is
 //! handled through opaque [`BufferId`]s; work runs as one of a small, fixed set of built-in
 //! [`Kernel`]s that every backend implements its own way. Checks never call a backend
 //! directly: they drive tenant processes (see [`crate::tenant`]), and the tenant process
 //! calls these traits.
 
+pub mod cuda;
 pub mod opencl;
 pub mod sim;
 
@@ -98,6 +99,8 @@ pub enum DeviceSpec {
     /// An OpenCL device, found again by platform and device index.
     #[serde(rename = "opencl")]
     OpenCl(opencl::OpenClSpec),
+    /// A CUDA device, found again by ordinal and UUID.
+    Cuda(cuda::CudaSpec),
 }
 
 impl DeviceSpec {
@@ -109,6 +112,7 @@ impl DeviceSpec {
                 "this device has no accelerator backend in this build; only host checks run on it".into(),
             )),
             DeviceSpec::OpenCl(spec) => Ok(Box::new(opencl::OpenClDevice::open(spec)?)),
+            DeviceSpec::Cuda(spec) => Ok(Box::new(cuda::CudaDevice::open(spec)?)),
         }
     }
 
@@ -183,6 +187,19 @@ pub enum Kernel {
         /// The byte offset written, beyond the buffer's size.
         offset: u64,
     },
+    /// Reads `bytes` from the raw device address `address`, which belongs to another
+    /// tenant, into the start of `out`: the reader of `isolation.foreign_pointer`. A
+    /// compliant device faults (the address is not mapped for this tenant) or reads
+    /// memory of this tenant's own.
+    ReadForeign {
+        /// The raw device address, as [`Context::device_address`] gave it to the other
+        /// tenant.
+        address: u64,
+        /// Bytes to read.
+        bytes: u64,
+        /// Where the bytes go; at least `bytes` long.
+        out: BufferId,
+    },
 }
 
 impl Kernel {
@@ -225,4 +242,11 @@ pub trait Context: Send {
     fn free(&mut self, buffer: BufferId) -> Result<(), AccelError>;
     /// Runs a built-in kernel to completion.
     fn run(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError>;
+    /// The raw device address of a buffer, where the backend has one that kernels use
+    /// (CUDA's device pointers, the sim's addresses); `None` where it has none (OpenCL
+    /// 1.2 buffers are opaque handles).
+    fn device_address(&mut self, buffer: BufferId) -> Result<Option<u64>, AccelError> {
+        let _ = buffer;
+        Ok(None)
+    }
 }

@@ -638,6 +638,9 @@ impl Context for OpenClContext {
                 self.launch(k, 1, None, "running oob_write")?;
                 Ok(KernelOutput::Done)
             }
+            Kernel::ReadForeign { .. } => Err(AccelError::Backend(
+                "OpenCL 1.2 buffers have no raw device addresses to read from".into(),
+            )),
         }
     }
 }

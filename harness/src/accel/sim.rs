@@ -43,6 +43,9 @@ const OFF_LOCAL: usize = 24;
 const OFF_NEXT_ALLOC: usize = 32;
 /// The pid of the process whose kernel last ran, for `LocalClear::CrossProcessOnly`.
 const OFF_LAST_KERNEL_PID: usize = 40;
+/// Where the sim's device addresses start ([`Context::device_address`]): global memory
+/// byte `n` is at `ADDRESS_BASE + n`, the same in every tenant.
+const ADDRESS_BASE: u64 = 0x7f00_0000_0000;
 
 /// The sim's behaviour. Every field has a compliant default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -75,6 +78,9 @@ pub struct SimKnobs {
     /// Fault: a kernel's out-of-bounds write is silently dropped: nothing is damaged, and
     /// nothing tells the tenant that caused it.
     pub fault_silent: bool,
+    /// Fault: every tenant's kernels can reach every device address, other tenants'
+    /// buffers included (one address space for all, as without per-process page tables).
+    pub shared_address_space: bool,
 }
 
 impl Default for SimKnobs {
@@ -92,6 +98,7 @@ impl Default for SimKnobs {
             fault_spills: false,
             slow_ms: 0,
             fault_silent: false,
+            shared_address_space: false,
         }
     }
 }
@@ -185,6 +192,12 @@ pub const FAULTS: &[SimFault] = &[
         summary: "a kernel's out-of-bounds write is dropped without telling the tenant that made it",
         kind: FaultKind::Platform,
         apply: |k| k.fault_silent = true,
+    },
+    SimFault {
+        name: "shared-address-space",
+        summary: "tenants share one device address space: a kernel reads another tenant's buffer by its address",
+        kind: FaultKind::Platform,
+        apply: |k| k.shared_address_space = true,
     },
     SimFault {
         name: "slow-device",
@@ -605,6 +618,32 @@ impl SimContext {
         start as usize..(start + l.local_per_cu) as usize
     }
 
+    /// The mapping range behind `bytes` at device address `address`, as a kernel of this
+    /// context may reach it: only its own buffers on the compliant sim, anything in
+    /// device memory under `shared_address_space`. Anything else is a kernel fault.
+    fn foreign_range(&self, address: u64, bytes: u64) -> Result<std::ops::Range<usize>, AccelError> {
+        let l = &self.shared.layout;
+        let fault = || {
+            AccelError::Backend(format!(
+                "kernel fault: a read of {bytes} bytes at device address {address:#x} is outside this context's \
+                 address space; the context is unaffected"
+            ))
+        };
+        let start = address.checked_sub(ADDRESS_BASE).ok_or_else(fault)?;
+        let end = start
+            .checked_add(bytes)
+            .filter(|e| *e <= l.pages * PAGE)
+            .ok_or_else(fault)?;
+        let own = self.buffers.values().any(|b| {
+            let first = b.first_page * PAGE;
+            start >= first && end <= first + b.bytes
+        });
+        if !own && !self.shared.knobs.shared_address_space {
+            return Err(fault());
+        }
+        Ok((l.global + start) as usize..(l.global + end) as usize)
+    }
+
     /// What the device does to local memory as a kernel starts.
     fn start_kernel(&self, map: &mut MmapMut) {
         let shared = &self.shared;
@@ -723,6 +762,10 @@ impl Context for SimContext {
         Ok(())
     }
 
+    fn device_address(&mut self, buffer: BufferId) -> Result<Option<u64>, AccelError> {
+        Ok(Some(ADDRESS_BASE + self.buffer(buffer)?.first_page * PAGE))
+    }
+
     fn free(&mut self, buffer: BufferId) -> Result<(), AccelError> {
         let b = self
             .buffers
@@ -760,6 +803,7 @@ impl Context for SimContext {
                 }
                 vec![]
             }
+            Kernel::ReadForeign { bytes, out, .. } => vec![self.range(out, 0, bytes)?],
         };
         let shared = Arc::clone(&self.shared);
         shared.slow_down();
@@ -817,6 +861,11 @@ impl Context for SimContext {
                     // Faulty: the write lands in whatever the page table maps there,
                     // another tenant's memory included.
                     shared.spill(map, buffer);
+                    KernelOutput::Done
+                }
+                Kernel::ReadForeign { address, bytes, .. } => {
+                    let src = self.foreign_range(address, bytes)?;
+                    map.copy_within(src, ranges[0].start);
                     KernelOutput::Done
                 }
             })
@@ -1012,6 +1061,46 @@ mod tests {
             .expect("lock a");
         assert!(held, "b took the device while a held it");
         assert!(b.shared.file.try_lock().is_ok(), "a released the device");
+    }
+
+    #[test]
+    fn foreign_addresses_fault_unless_the_address_space_is_shared() {
+        for shared in [false, true] {
+            let (_dir, dev) = device(small(|k| k.shared_address_space = shared));
+            let key = CanaryKey(5);
+            let mut a = dev.create_context().expect("ctx a");
+            let secret = a.alloc(8192).expect("alloc a");
+            a.run(&Kernel::FillCanary { buffer: secret, key }).expect("fill");
+            let address = a
+                .device_address(secret)
+                .expect("address")
+                .expect("the sim has addresses");
+            let mut b = dev.create_context().expect("ctx b");
+            let out = b.alloc(8192).expect("alloc b");
+            let read = b.run(&Kernel::ReadForeign {
+                address,
+                bytes: 8192,
+                out,
+            });
+            if shared {
+                read.expect("a shared address space lets b read");
+                match b.run(&Kernel::CountCanary { buffer: out, key }).expect("count") {
+                    KernelOutput::Scan(r) => assert_eq!(r.blocks, 256),
+                    other => panic!("unexpected {other:?}"),
+                }
+            } else {
+                let err = read.expect_err("a's address is not b's");
+                assert!(err.to_string().contains("kernel fault"), "{err}");
+                // Its own address is fine.
+                let own = b.device_address(out).expect("address").expect("some");
+                b.run(&Kernel::ReadForeign {
+                    address: own,
+                    bytes: 8192,
+                    out,
+                })
+                .expect("own memory");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# ci/gpu-smoke.sh OUTDIR: hilt's smoke tier on GPU 0 of an NVIDIA machine, in one go.
+#
+# Builds hilt in release (or uses HILT_BIN), records the machine (nvidia-smi -q, the
+# libraries found, hilt devices), makes a signing key, runs the smoke tier on cuda0
+# signed with it, verifies the signed result, and, while time is left, runs the standard
+# tier's fault-containment and performance checks too. Everything goes under OUTDIR:
+#
+#   OUTDIR/summary.txt       one line per step (exit status, seconds), then the verdicts
+#   OUTDIR/logs/STEP.log     each step's output
+#   OUTDIR/nvidia-smi.txt    nvidia-smi -q, where nvidia-smi is installed
+#   OUTDIR/devices.txt/json  hilt devices
+#   OUTDIR/key/smoke.{key,pub}  the signing key made for this run
+#   OUTDIR/run/              result.json, result.dsse.json, events.jsonl (smoke tier)
+#   OUTDIR/run-standard/     the same for the standard-tier checks, if time allowed
+#
+# Needs: the NVIDIA driver (libcuda.so.1; libnvidia-ml.so.1 for NVML facts), NVRTC
+# (libnvrtc.so from the CUDA toolkit or the nvidia-cuda-nvrtc wheel; searched for below)
+# to build hilt's kernels, and either HILT_BIN=/path/to/hilt (a release build made
+# elsewhere) or a Rust toolchain >= 1.95 (cargo) with crates.io or a vendored registry.
+# JUnit is written where `hilt run` offers `--junit`. Each step has its own timeout and
+# the whole script keeps under 9 minutes; a failed step is logged and the script goes on
+# to collect what it can. Exit status: 0 when the smoke run was conformant and verified,
+# 1 otherwise, 2 when a prerequisite is missing.
+#
+# GPU_SMOKE_DEVICE=sim0 runs the same steps on hilt's simulated device, to try the script
+# on a machine without a GPU (nothing it records is about a GPU then).
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+  echo "usage: $0 OUTDIR" >&2
+  exit 2
+fi
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+mkdir -p "$OUT/logs"
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+START=$(date +%s)
+BUDGET=${GPU_SMOKE_BUDGET_S:-540}
+
+say() { echo "gpu-smoke: $*" | tee -a "$SUMMARY"; }
+
+# step NAME LIMIT_S CMD...: runs CMD with a timeout (never past the budget), output in
+# logs/NAME.log; records its status and never stops the script.
+LAST_RC=0
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((BUDGET - ($(date +%s) - START)))
+  if [ "$left" -lt 10 ]; then
+    say "$name: skipped, out of time"
+    LAST_RC=124
+    return 0
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
+  local t0 rc=0
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" >"$OUT/logs/$name.log" 2>&1 || rc=$?
+  LAST_RC=$rc
+  say "$name: exit $rc in $(($(date +%s) - t0)) s (limit $limit s)$([ "$rc" -eq 124 ] && echo ', TIMED OUT')"
+  return 0
+}
+
+# The machine.
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(uname -a)"
+  echo "commit: $(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+} >"$OUT/machine.txt"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  step nvidia-smi 60 nvidia-smi -q
+  cp "$OUT/logs/nvidia-smi.log" "$OUT/nvidia-smi.txt"
+else
+  say "nvidia-smi: not installed"
+fi
+(ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvidia-ml\.so|libnvrtc' || true) >"$OUT/libraries.txt"
+
+# NVRTC: hilt loads libnvrtc.so, .so.12, .so.11 ... through the dynamic loader. A toolkit
+# outside the loader's path (or only libnvrtc.so.13) is made visible through a link in
+# OUTDIR/lib.
+if ! grep -q 'libnvrtc\.so' "$OUT/libraries.txt"; then
+  nvrtc=$(ls /usr/local/cuda/lib64/libnvrtc.so* /usr/local/cuda-*/lib64/libnvrtc.so* \
+    /usr/lib/x86_64-linux-gnu/libnvrtc.so* /usr/lib64/libnvrtc.so* \
+    /usr/local/lib/python3*/dist-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so* \
+    /usr/lib/python3*/site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so* 2>/dev/null |
+    grep -v builtins | sort -V | tail -n 1 || true)
+  if [ -n "$nvrtc" ]; then
+    mkdir -p "$OUT/lib"
+    ln -sf "$nvrtc" "$OUT/lib/libnvrtc.so"
+    export LD_LIBRARY_PATH="$OUT/lib:$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "nvrtc: using $nvrtc"
+  else
+    say "nvrtc: NOT FOUND; every CUDA check will be an error (install cuda-nvrtc-12-x or the CUDA toolkit)"
+  fi
+fi
+
+# hilt itself.
+if [ -n "${HILT_BIN:-}" ]; then
+  HILT=$HILT_BIN
+  say "build: using HILT_BIN=$HILT"
+elif command -v cargo >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo" ]; then
+  command -v cargo >/dev/null 2>&1 || export PATH="$HOME/.cargo/bin:$PATH"
+  step build 360 cargo build --release --locked --bin hilt
+  HILT="$ROOT/target/release/hilt"
+  if [ "$LAST_RC" -ne 0 ]; then
+    say "build: FAILED (see logs/build.log; without network, build elsewhere and set HILT_BIN)"
+  fi
+elif [ -x "$ROOT/target/release/hilt" ]; then
+  HILT="$ROOT/target/release/hilt"
+  say "build: no cargo here; using the existing $HILT"
+else
+  say "build: NEEDS a Rust toolchain >= 1.95 (cargo; https://rustup.rs) with crates.io or vendored crates, or HILT_BIN=/path/to/a/release/hilt"
+  exit 2
+fi
+if [ ! -x "$HILT" ]; then
+  say "no hilt binary at $HILT"
+  exit 2
+fi
+
+# What hilt finds. Only the CUDA backend is probed: the run is about the GPU.
+DEVICE=${GPU_SMOKE_DEVICE:-cuda0}
+if [ "$DEVICE" = "${DEVICE#sim}" ]; then
+  export HILT_BACKENDS=cuda
+else
+  export HILT_BACKENDS=sim
+fi
+step devices 60 "$HILT" devices
+cp "$OUT/logs/devices.log" "$OUT/devices.txt"
+step devices-json 60 "$HILT" devices --json
+cp "$OUT/logs/devices-json.log" "$OUT/devices.json"
+if ! grep -q "^$DEVICE " "$OUT/devices.txt"; then
+  say "no CUDA device found (see devices.txt); nothing to run"
+  exit 2
+fi
+
+mkdir -p "$OUT/key"
+step keygen 30 "$HILT" keygen --out "$OUT/key/smoke"
+
+junit=()
+if "$HILT" run --help 2>/dev/null | grep -q -- '--junit'; then
+  junit=(--junit "$OUT/run/junit.xml")
+fi
+
+# The smoke tier on GPU 0 (cuda0), with the profile hilt picks for it by PCI device id. A GPU of
+# a class without a profile gets a non-certifying catch-all (recorded in OUTDIR).
+run_args=(run --device "$DEVICE" --tier smoke --tenant-timeout 120 --sign-key "$OUT/key/smoke.key" --out "$OUT/run")
+step run-smoke 240 "$HILT" "${run_args[@]}" "${junit[@]}"
+if [ "$LAST_RC" -eq 2 ] && grep -q 'no profile matches' "$OUT/logs/run-smoke.log"; then
+  cat >"$OUT/cuda-any.toml" <<'EOF'
+# Written by ci/gpu-smoke.sh for a GPU of a class hilt has no profile for: the base
+# checks on any CUDA device, with no thresholds, never certifying.
+id = "cuda-any"
+title = "Any CUDA device (gpu-smoke fallback; never certifies)"
+version = "0.1.0"
+extends = "base"
+certifying = false
+
+[[match]]
+backend = "cuda"
+EOF
+  say "run-smoke: no profile for this GPU; running again with $OUT/cuda-any.toml"
+  step run-smoke-any 240 "$HILT" "${run_args[@]}" "${junit[@]}" --profile "$OUT/cuda-any.toml"
+fi
+SMOKE_RC=$LAST_RC
+
+verified=1
+if [ -f "$OUT/run/result.dsse.json" ]; then
+  step verify 30 "$HILT" verify --trusted-key "$OUT/key/smoke.pub" "$OUT/run/result.dsse.json"
+  verified=$LAST_RC
+fi
+
+# While time is left: fault containment and the performance checks of the standard tier.
+if [ $((BUDGET - ($(date +%s) - START))) -gt 120 ]; then
+  step run-standard 200 "$HILT" run --device "$DEVICE" --tier standard --tenant-timeout 120 \
+    --sign-key "$OUT/key/smoke.key" --out "$OUT/run-standard" \
+    --skip residue::global --skip residue::local::cross_kernel --skip isolation::foreign_pointer
+fi
+
+# Summary: the result lines hilt printed, and the verdict of every outcome.
+{
+  echo
+  echo "== hilt's summary lines"
+  grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" 2>/dev/null || true
+  for dir in run run-standard; do
+    [ -f "$OUT/$dir/result.json" ] || continue
+    echo
+    echo "== $dir: verdicts"
+    if command -v python3 >/dev/null 2>&1; then
+      python3 - "$OUT/$dir/result.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for o in r.get("outcomes", []):
+    reason = (o.get("reason") or "").replace("\n", " ")[:160]
+    print(f'{o["verdict"]:<14} {o["trial"]}  {reason}')
+EOF
+    else
+      grep -o '"trial":"[^"]*"\|"verdict":"[^"]*"' "$OUT/$dir/result.json" | paste - - || true
+    fi
+  done
+  echo
+  echo "total: $(($(date +%s) - START)) s"
+} | tee -a "$SUMMARY"
+
+[ "$SMOKE_RC" -eq 0 ] && [ "$verified" -eq 0 ] && exit 0
+exit 1
