@@ -394,7 +394,8 @@ fn run_reporters(args: &RunArgs, catalogue: &Catalogue) -> Vec<Box<dyn hilt_harn
             list.push(Box::new(RunReport::new(path.clone(), format, catalogue.clone())));
         }
     }
-    if let Some(progress) = Progress::on_terminal() {
+    let quiet = args.quiet || !matches!(args.format, None | Some(libtest_mimic::FormatSetting::Pretty));
+    if let Some(progress) = Progress::on_terminal(quiet) {
         list.push(Box::new(progress));
     }
     list

@@ -94,7 +94,20 @@ pub fn report(args: &ReportArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         requirements: &reqs,
     };
     emit(args.out.as_deref(), &report::render(args.format.into(), &report))?;
-    Ok(0)
+    Ok(verdict_of(&args.trusted_keys, std::slice::from_ref(&report.signature)))
+}
+
+/// 0, or 1 when keys were given to verify with and an input did not verify against them
+/// (as `hilt verify` would say), so that a pipeline cannot take a report of a tampered
+/// or unsigned result for a verified one.
+fn verdict_of(keys: &[PathBuf], signatures: &[Signature]) -> u8 {
+    let all_verified = signatures.iter().all(|s| matches!(s, Signature::Verified { .. }));
+    if keys.is_empty() || all_verified {
+        0
+    } else {
+        eprintln!("hilt: not every result verified against the trusted keys given; see the report");
+        1
+    }
 }
 
 /// `hilt compare`.
@@ -127,7 +140,8 @@ pub fn compare(args: &CompareArgs, catalogue: &Catalogue) -> anyhow::Result<u8> 
         CompareFormat::Html => compare::html(&c),
     };
     emit(args.out.as_deref(), &text)?;
-    Ok(0)
+    let signatures: Vec<Signature> = loaded.iter().map(|(_, s)| s.clone()).collect();
+    Ok(verdict_of(&args.trusted_keys, &signatures))
 }
 
 /// `hilt requirements [--markdown]`: the requirement catalogue and the checks that cover
@@ -247,8 +261,9 @@ fn load(path: &Path, keys: &[TrustedKey]) -> anyhow::Result<(ResultRecord, Signa
 
 fn emit(out: Option<&Path>, text: &str) -> anyhow::Result<()> {
     match out {
-        Some(path) => hilt_harness::record::write_bytes_atomically(path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display())),
+        Some(path) => {
+            report::write_output(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+        }
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(text.as_bytes())?;

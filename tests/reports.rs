@@ -35,11 +35,6 @@ fn report(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// The fixtures' paths as the snapshots show them.
-fn redact(text: &str) -> String {
-    text.replace(&fixture(""), "[fixtures]/")
-}
-
 #[test]
 fn markdown_summary_of_a_result() {
     insta::assert_snapshot!(report(&[&fixture("sim-faults.json"), "--format", "markdown"]));
@@ -187,27 +182,33 @@ fn signed_results_are_reported_with_their_signature_status() {
     );
 }
 
+/// `hilt compare ARGS` run in the fixtures' directory, so names do not depend on where
+/// the repository is.
+fn compare(args: &[&str]) -> (Option<i32>, String) {
+    let out = common::command()
+        .arg("compare")
+        .args(args)
+        .current_dir(common::fixtures().join("results"))
+        .output()
+        .expect("hilt runs");
+    (out.status.code(), String::from_utf8(out.stdout).expect("utf-8"))
+}
+
 #[test]
 fn compare_shows_results_side_by_side_and_flags_what_differs() {
-    let out = common::hilt(&["compare", &fixture("sim-faults.json"), &fixture("pocl.json")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = redact(&String::from_utf8(out.stdout).expect("utf-8"));
-    assert!(text.contains("note: [fixtures]/pocl.json ran profile pocl-cpu, [fixtures]/sim-faults.json ran waived"));
+    let (code, text) = compare(&["sim-faults.json", "pocl.json"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("note: pocl.json ran profile pocl-cpu, sim-faults.json ran waived"));
     assert!(text.contains("ran on a simulated device"));
+    assert!(text.contains("fail (waived)"), "a waived failure is labelled");
     insta::assert_snapshot!("compare_text", text);
-    let out = common::hilt(&[
-        "compare",
-        &fixture("sim-faults.json"),
-        &fixture("pocl.json"),
-        "--format",
-        "markdown",
-    ]);
-    insta::assert_snapshot!(
-        "compare_markdown",
-        redact(&String::from_utf8(out.stdout).expect("utf-8"))
-    );
-    let out = common::hilt(&["compare", &fixture("pocl.json"), "--format", "html"]);
-    assert_eq!(out.status.code(), Some(2), "two results at least");
+    let (_, md) = compare(&["sim-faults.json", "pocl.json", "--format", "markdown"]);
+    insta::assert_snapshot!("compare_markdown", md);
+    let (code, html) = compare(&["sim-faults.json", "pocl.json", "--format", "html"]);
+    assert_eq!(code, Some(0));
+    assert!(html.contains("Content-Security-Policy") && html.contains("<td class=\"better\">"));
+    let (code, _) = compare(&["pocl.json", "--format", "html"]);
+    assert_eq!(code, Some(2), "two results at least");
 }
 
 #[test]
@@ -246,7 +247,7 @@ fn progress_shows_on_a_terminal() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let cmd = format!(
-        "{} run -q --out {} residue::global",
+        "{} run --out {} residue::global",
         common::hilt_bin().display(),
         dir.path().display()
     );
@@ -289,16 +290,25 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
     let shot = artefacts.join("report.png");
     let _ = std::fs::remove_file(&shot);
     let url = format!("file://{}", page.display());
+    // Nothing to fetch: no reference to anything outside the page.
+    let html = std::fs::read_to_string(&page).expect("page");
+    for outside in ["src=", "href=", "url(", "@import", "<script", "<link", "<iframe"] {
+        assert!(!html.contains(outside), "the page refers outside itself: {outside}");
+    }
     let base = [
+        "60",
+        browser.to_str().expect("utf-8"),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--no-first-run",
         "--enable-logging=stderr",
         "--v=0",
         "--window-size=1280,2400",
     ];
-    let out = Command::new(&browser)
+    // `timeout`: a browser that hangs fails the test instead of the whole test run.
+    let out = Command::new("timeout")
         .args(base)
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
@@ -306,10 +316,12 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
         .expect("chromium runs");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot:\n{log}");
+    // The page's content security policy makes any attempt to load something a console
+    // message, so "no console message" also means "nothing tried to load".
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
     assert!(console.is_empty(), "console messages:\n{}", console.join("\n"));
     // The browser's own parse of the page holds every section.
-    let dom = Command::new(&browser)
+    let dom = Command::new("timeout")
         .args(base)
         .arg("--dump-dom")
         .arg(&url)
@@ -335,4 +347,125 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
         "nothing is fetched"
     );
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// A record whose texts try to break every format: line breaks, escape sequences,
+/// Markdown and HTML markup, characters XML cannot hold.
+fn hostile_record() -> String {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("sim-faults.json")).expect("fixture")).expect("json");
+    let nasty = "x\r## Injected\n<img src=x onerror=alert(1)> ![i](http://e/x.png) `tick` | pipe \u{1b}[31m \u{fffe}";
+    let outcomes = value["outcomes"].as_array_mut().expect("outcomes");
+    let failed = outcomes
+        .iter_mut()
+        .find(|o| o["verdict"] == "fail")
+        .expect("a failed outcome");
+    failed["reason"] = nasty.into();
+    value["profile"]["id"] = "p`rofile\nx".into();
+    let dir = std::env::temp_dir().join(format!("hilt-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("hostile.json");
+    std::fs::write(&path, serde_json::to_vec(&value).expect("json")).expect("write");
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn hostile_texts_cannot_break_any_format() {
+    let path = hostile_record();
+    let md = report(&[&path, "--format", "markdown"]);
+    assert!(!md.lines().any(|l| l.starts_with("## Injected")), "{md}");
+    assert!(
+        !md.contains('\r') && !md.contains('\u{1b}'),
+        "control characters reach the summary"
+    );
+    assert!(!md.contains("<img") && !md.contains("![i]"), "{md}");
+    let html = report(&[&path, "--format", "html"]);
+    assert!(
+        !html.contains("<img") && html.contains("&lt;img"),
+        "HTML escapes the reason"
+    );
+    let xml = report(&[&path, "--format", "junit"]);
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("JUnit not well-formed: {e}"),
+        }
+    }
+    assert!(!xml.contains('\u{fffe}'), "a character XML 1.0 cannot hold");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_unfinished_run_is_never_green_in_junit() {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("pocl.json")).expect("fixture")).expect("json");
+    value["outcomes"].as_array_mut().expect("outcomes").truncate(3);
+    value["run"]["complete"] = false.into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("partial.json");
+    std::fs::write(&path, serde_json::to_vec(&value).expect("json")).expect("write");
+    let xml = report(&[path.to_str().expect("utf-8"), "--format", "junit"]);
+    let planned = value["run"]["planned"].as_array().expect("planned").len();
+    assert_eq!(xml.matches("type=\"not run\"").count(), planned - 3, "{xml}");
+}
+
+#[test]
+fn a_tampered_envelope_leads_with_not_verified_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(dir.path().join("lab"))
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let signed = dir.path().join("r.dsse.json");
+    let out = common::command()
+        .args(["sign", &fixture("pocl.json"), "--key"])
+        .arg(dir.path().join("lab.key"))
+        .arg("--out")
+        .arg(&signed)
+        .output()
+        .expect("sign");
+    assert!(out.status.success());
+    // Claim conformance in the payload, keep the signature.
+    let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(&signed).expect("envelope")).expect("json");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let payload = String::from_utf8(b64.decode(env["payload"].as_str().expect("payload")).expect("b64"))
+        .expect("utf-8")
+        .replace("\"status\":\"not_conformant\"", "\"status\":\"conformant\"");
+    env["payload"] = b64.encode(payload).into();
+    let mut bytes = serde_json::to_vec(&env).expect("json");
+    bytes.push(b'\n');
+    std::fs::write(&signed, bytes).expect("write");
+    let public = dir.path().join("lab.pub");
+    let out = common::command()
+        .args(["report", signed.to_str().expect("utf-8"), "--trusted-key"])
+        .arg(&public)
+        .output()
+        .expect("report");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a report of a tampered result is not a success"
+    );
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        md.starts_with("## hilt: NOT VERIFIED (the result claims: conformant)"),
+        "{md}"
+    );
+    let out = common::command()
+        .args([
+            "report",
+            signed.to_str().expect("utf-8"),
+            "--format",
+            "junit",
+            "--trusted-key",
+        ])
+        .arg(&public)
+        .output()
+        .expect("report");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("type=\"not verified\""));
 }

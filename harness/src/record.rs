@@ -53,6 +53,13 @@ pub trait Reporter: Send {
     fn name(&self) -> String;
     /// Handles one event; `record` is the record after the event was applied.
     fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()>;
+    /// True when the reporter keeps the run's evidence (`result.json`, `events.jsonl`,
+    /// the signed envelope): its failure means the record is not where it should be.
+    /// Reports for people and progress lines are not evidence; their failures are
+    /// warnings only.
+    fn keeps_evidence(&self) -> bool {
+        true
+    }
 }
 
 /// Folds events into the record and feeds the reporters.
@@ -102,7 +109,9 @@ impl Recorder {
             Err(e) => {
                 let message = format!("reporter {} failed and was stopped: {e}", r.name());
                 eprintln!("warning: {message}");
-                failures.push(message);
+                if r.keeps_evidence() {
+                    failures.push(message);
+                }
                 false
             }
         });

@@ -10,7 +10,8 @@ use std::fmt::Write;
 use hilt_results::{Better, Verdict};
 
 use super::html::esc;
-use super::{Report, TraceState, number};
+use super::markdown::{cell as md, code};
+use super::{Report, TraceState, number, one_line};
 
 /// One result in a comparison, with the name it was given by (its file).
 pub struct Entry<'a> {
@@ -45,8 +46,9 @@ pub struct Comparison {
     pub signatures: Vec<String>,
     /// Per result: conformance status.
     pub status: Vec<String>,
-    /// Check id → per result, the verdicts of its outcomes (several devices: several).
-    pub checks: BTreeMap<String, Vec<Vec<Verdict>>>,
+    /// Check id → per result, the verdicts of its outcomes (several devices: several),
+    /// a waived failure as `fail (waived)`.
+    pub checks: BTreeMap<String, Vec<Vec<String>>>,
     /// (check id, measurement name, unit) → per result, the first device's value.
     pub measurements: BTreeMap<MeasurementKey, Vec<Option<Value>>>,
     /// Per result: requirements passed / failed / unsettled / not run / manual.
@@ -86,6 +88,24 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
             }
         }
         for e in entries {
+            if e.report.signature.unverified() {
+                flags.push(format!(
+                    "{} did NOT verify: its content is a claim, not evidence",
+                    e.label
+                ));
+            }
+            let mut devices: Vec<&str> = e.report.record.outcomes.iter().map(|o| o.device.as_str()).collect();
+            devices.sort_unstable();
+            devices.dedup();
+            let accelerators: Vec<&str> = devices.iter().copied().filter(|d| *d != "host").collect();
+            if accelerators.len() > 1 {
+                flags.push(format!(
+                    "{} ran on {} devices ({}): verdicts list every device's, measurements show the first device's",
+                    e.label,
+                    accelerators.len(),
+                    accelerators.join(", ")
+                ));
+            }
             if e.report.record.devices.iter().any(|d| d.simulated) {
                 flags.push(format!(
                     "{} ran on a simulated device: it describes hilt, not a platform",
@@ -98,11 +118,15 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
         }
     }
 
-    let mut checks: BTreeMap<String, Vec<Vec<Verdict>>> = BTreeMap::new();
+    let mut checks: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     let mut measurements: BTreeMap<MeasurementKey, Vec<Option<(f64, Better)>>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
         for o in e.report.outcomes_sorted() {
-            checks.entry(o.check.clone()).or_insert_with(|| vec![Vec::new(); n])[i].push(o.verdict);
+            let verdict = match (o.verdict, &o.waiver) {
+                (Verdict::Fail, Some(_)) => "fail (waived)".to_string(),
+                (v, _) => v.as_str().to_string(),
+            };
+            checks.entry(o.check.clone()).or_insert_with(|| vec![Vec::new(); n])[i].push(verdict);
             for m in &o.measurements {
                 let cells = measurements
                     .entry((o.check.clone(), m.name.clone(), m.unit.clone()))
@@ -162,12 +186,11 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
     }
 }
 
-fn verdicts(v: &[Verdict]) -> String {
+fn verdicts(v: &[String]) -> String {
     if v.is_empty() {
         return "-".into();
     }
-    let names: Vec<&str> = v.iter().map(|v| v.as_str()).collect();
-    names.join(", ")
+    v.join(", ")
 }
 
 fn value_text(v: &Option<Value>, first: bool) -> String {
@@ -224,15 +247,16 @@ pub fn text(c: &Comparison) -> String {
         .collect();
     let mut out = String::new();
     for flag in &c.flags {
-        let _ = writeln!(out, "note: {flag}");
+        let _ = writeln!(out, "note: {}", one_line(flag));
     }
     for (label, sig) in c.labels.iter().zip(&c.signatures) {
-        let _ = writeln!(out, "{label}: {sig}");
+        let _ = writeln!(out, "{}: {}", one_line(label), one_line(sig));
     }
     if !c.flags.is_empty() || !c.signatures.is_empty() {
         let _ = writeln!(out);
     }
     for row in rows {
+        let row: Vec<String> = row.iter().map(|s| one_line(s)).collect();
         let line: Vec<String> = row
             .iter()
             .enumerate()
@@ -245,13 +269,13 @@ pub fn text(c: &Comparison) -> String {
 
 /// Markdown tables.
 pub fn markdown(c: &Comparison) -> String {
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let cell = |s: &str| md(s);
     let mut out = String::from("## hilt: results side by side\n\n");
     for flag in &c.flags {
         let _ = writeln!(out, "- **note:** {}", cell(flag));
     }
     for (label, sig) in c.labels.iter().zip(&c.signatures) {
-        let _ = writeln!(out, "- `{}`: {}", cell(label), cell(sig));
+        let _ = writeln!(out, "- {}: {}", code(label), cell(sig));
     }
     let _ = writeln!(out);
     let header = |out: &mut String, first: &str| {
@@ -267,12 +291,16 @@ pub fn markdown(c: &Comparison) -> String {
         let _ = writeln!(out, "| --- |{}", " --- |".repeat(c.labels.len()));
     };
     header(&mut out, "check");
-    let _ = writeln!(out, "| conformance | {} |", c.status.join(" | "));
+    let _ = writeln!(
+        out,
+        "| conformance | {} |",
+        c.status.iter().map(|s| cell(s)).collect::<Vec<_>>().join(" | ")
+    );
     for (check, cells) in &c.checks {
         let _ = writeln!(
             out,
-            "| `{}` | {} |",
-            cell(check),
+            "| {} | {} |",
+            code(check),
             cells.iter().map(|v| verdicts(v)).collect::<Vec<_>>().join(" | ")
         );
     }
@@ -282,8 +310,8 @@ pub fn markdown(c: &Comparison) -> String {
         for ((check, name, unit), cells) in &c.measurements {
             let _ = writeln!(
                 out,
-                "| `{}` {} ({}) | {} |",
-                cell(check),
+                "| {} {} ({}) | {} |",
+                code(check),
                 cell(name),
                 cell(unit),
                 cells
@@ -315,6 +343,7 @@ pub fn markdown(c: &Comparison) -> String {
 pub fn html(c: &Comparison) -> String {
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>hilt: results side by side</title>\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
          <style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:80em;padding:0 1em}\
          table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee}\
          th{background:#f5f5f7}.better{color:#1b7f3b}.worse{color:#b3261e}.note{color:#a05a00}</style>\n</head>\n<body>\n\

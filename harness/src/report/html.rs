@@ -9,6 +9,9 @@ use hilt_results::{Better, Verdict};
 
 use super::{Report, Signature, TraceState, describe_measurement, meets, number};
 
+/// The page may load nothing: no script, no image, no stylesheet from anywhere.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
 const STYLE: &str = r#"
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #1d1d1f; padding: 0 1em; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -34,15 +37,32 @@ pub fn render(report: &Report<'_>) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n\
          <title>hilt: {} on {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         esc(&r.profile.id),
         esc(&r.host.hostname)
     );
     let _ = writeln!(out, "<h1>hilt conformance report</h1>");
+    if report.signature.unverified() {
+        let _ = writeln!(
+            out,
+            "<p class=\"sig-bad\">NOT VERIFIED: this result's signature did not verify. What follows is what it \
+             claims, not evidence.</p>"
+        );
+    }
     let _ = writeln!(
         out,
-        "<p><span class=\"badge {status}\">{}</span> profile <code>{}</code> {}, tier <code>{}</code>{}</p>",
-        esc(&status.replace('_', " ")),
+        "<p><span class=\"badge {}\">{}</span> profile <code>{}</code> {}, tier <code>{}</code>{}</p>",
+        if report.signature.unverified() {
+            "unsettled"
+        } else {
+            status
+        },
+        esc(&if report.signature.unverified() {
+            format!("claims: {}", status.replace('_', " "))
+        } else {
+            status.replace('_', " ")
+        }),
         esc(&r.profile.id),
         esc(&r.profile.version),
         r.run.tier,
@@ -195,7 +215,7 @@ fn measurements(out: &mut String, report: &Report<'_>) {
     for (i, (o, m)) in charted.iter().enumerate() {
         let y = i * height + 5;
         let threshold = m.threshold.unwrap_or(0.0);
-        let scale = m.value.abs().max(threshold.abs()).max(f64::MIN_POSITIVE) * 1.15;
+        let scale = (m.value.abs().max(threshold.abs()).max(f64::MIN_POSITIVE) * 1.15).min(f64::MAX);
         let width = |v: f64| (v.abs() / scale * 420.0).clamp(0.0, 420.0);
         let ok = meets(m).unwrap_or(true);
         let color = if ok { "#1b7f3b" } else { "#b3261e" };
@@ -331,7 +351,7 @@ fn inventory(out: &mut String, report: &Report<'_>) {
 }
 
 fn badge(verdict: Verdict, waived: bool) -> String {
-    if waived {
+    if waived && verdict == Verdict::Fail {
         return "<span class=\"badge waived\">fail (waived)</span>".into();
     }
     format!(

@@ -10,12 +10,17 @@ pub fn render(report: &Report<'_>) -> String {
     let r = report.record;
     let s = &r.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "## hilt: {}", r.conformance.status.as_str().replace('_', " "));
+    let status = r.conformance.status.as_str().replace('_', " ");
+    if report.signature.unverified() {
+        let _ = writeln!(out, "## hilt: NOT VERIFIED (the result claims: {status})");
+    } else {
+        let _ = writeln!(out, "## hilt: {status}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "Profile `{}` {} ({}), tier `{}`, on {}; hilt {}.",
-        cell(&r.profile.id),
+        "Profile {} {} ({}), tier `{}`, on {}; hilt {}.",
+        code(&r.profile.id),
         cell(&r.profile.version),
         if r.profile.certifying {
             "certifying"
@@ -25,7 +30,7 @@ pub fn render(report: &Report<'_>) -> String {
         r.run.tier,
         r.devices
             .iter()
-            .map(|d| format!("`{}` ({})", cell(&d.id), cell(&d.name)))
+            .map(|d| format!("{} ({})", code(&d.id), cell(&d.name)))
             .collect::<Vec<_>>()
             .join(", "),
         cell(&r.tool.version),
@@ -33,12 +38,15 @@ pub fn render(report: &Report<'_>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "Signature: {}.", cell(&report.signature.describe()));
     let _ = writeln!(out);
-    let _ = writeln!(out, "| pass | fail | waived | not applicable | inconclusive | error |");
-    let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: |");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} |",
-        s.pass, s.fail, s.waived, s.not_applicable, s.inconclusive, s.error
+        "| selected | finished | pass | fail | of which waived | not applicable | inconclusive | error |"
+    );
+    let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+        s.selected, s.finished, s.pass, s.fail, s.waived, s.not_applicable, s.inconclusive, s.error
     );
     if !r.conformance.reasons.is_empty() {
         let _ = writeln!(out);
@@ -54,9 +62,9 @@ pub fn render(report: &Report<'_>) -> String {
         for o in problems {
             let _ = writeln!(
                 out,
-                "- **{}** `{}` ({}): {}",
+                "- **{}** {} ({}): {}",
                 o.verdict.as_str(),
-                cell(&o.trial),
+                code(&o.trial),
                 o.level.as_str(),
                 cell(o.reason.as_deref().unwrap_or_default())
             );
@@ -64,7 +72,7 @@ pub fn render(report: &Report<'_>) -> String {
                 let _ = writeln!(out, "  - {}", cell(&describe_measurement(m)));
             }
             if let Some(w) = &o.waiver {
-                let _ = writeln!(out, "  - waived until {}: {}", w.expires, cell(&w.reason));
+                let _ = writeln!(out, "  - waived until {}: {}", cell(&w.expires), cell(&w.reason));
             }
         }
     }
@@ -83,7 +91,41 @@ pub fn render(report: &Report<'_>) -> String {
     out
 }
 
-/// Text from the record, made safe inside a Markdown line or table cell.
-fn cell(text: &str) -> String {
-    text.replace('\n', " ").replace('|', "\\|").replace('<', "&lt;")
+/// Text from the record as a Markdown code span: on one line, fenced with more backticks
+/// than any run inside it.
+pub fn code(text: &str) -> String {
+    let text = super::one_line(text);
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// Text from the record, made safe inside a Markdown line, list item or table cell, or a
+/// code span: control characters become spaces, and everything Markdown would read as
+/// markup (emphasis, links, images, code, tables, HTML) is escaped.
+pub fn cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in super::one_line(text).chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '!' | '|' | '#' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

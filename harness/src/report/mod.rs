@@ -77,6 +77,10 @@ impl Reporter for RunReport {
         self.path.display().to_string()
     }
 
+    fn keeps_evidence(&self) -> bool {
+        false
+    }
+
     fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
         if !matches!(event, Event::RunFinished { .. }) {
             return Ok(());
@@ -87,8 +91,34 @@ impl Reporter for RunReport {
             catalogue: &self.catalogue,
             requirements: &self.requirements,
         };
-        crate::record::write_bytes_atomically(&self.path, render(self.format, &report).as_bytes())
+        let text = render(self.format, &report);
+        if self.format == Format::Markdown {
+            // A step summary (`$GITHUB_STEP_SUMMARY`) collects what every step appends.
+            append(&self.path, text.as_bytes())
+        } else {
+            write_output(&self.path, text.as_bytes())
+        }
     }
+}
+
+/// Writes a report to `path`: atomically (beside, then renamed) for a regular file or a
+/// new path, directly for anything else (a pipe, `/dev/stdout`, a symbolic link, which is
+/// written through, never replaced).
+pub fn write_output(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => std::fs::write(path, bytes),
+        _ => crate::record::write_bytes_atomically(path, bytes),
+    }
+}
+
+/// Appends to `path`, creating it if needed.
+pub fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Progress on a terminal: after each trial, how many of the selected trials finished
@@ -99,10 +129,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A progress reporter, or none when stderr is not a terminal.
-    pub fn on_terminal() -> Option<Progress> {
+    /// A progress reporter, or none when stderr is not a terminal or the terminal output
+    /// is to be terse (`quiet`: `-q`, `--format terse` or `json`).
+    pub fn on_terminal(quiet: bool) -> Option<Progress> {
         use std::io::IsTerminal;
-        std::io::stderr().is_terminal().then(|| Progress {
+        (!quiet && std::io::stderr().is_terminal()).then(|| Progress {
             started: std::time::Instant::now(),
             done: 0,
         })
@@ -112,6 +143,10 @@ impl Progress {
 impl Reporter for Progress {
     fn name(&self) -> String {
         "progress".into()
+    }
+
+    fn keeps_evidence(&self) -> bool {
+        false
     }
 
     fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
@@ -156,6 +191,12 @@ pub enum Signature {
 }
 
 impl Signature {
+    /// True when the content must be shown as a claim, not a fact: the envelope did not
+    /// verify.
+    pub fn unverified(&self) -> bool {
+        matches!(self, Signature::NotVerified { .. })
+    }
+
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
@@ -244,10 +285,9 @@ impl Report<'_> {
                     .get(req.id.as_str())
                     .map(|os| os.iter().map(|o| (o.trial.clone(), o.verdict)).collect())
                     .unwrap_or_default();
-                let ran: Vec<&str> = by_req
-                    .get(req.id.as_str())
-                    .map(|os| os.iter().map(|o| o.check.as_str()).collect())
-                    .unwrap_or_default();
+                // A check that ran at all did run, even if the record (written by another
+                // build) maps it to other requirements.
+                let ran: Vec<&str> = self.record.outcomes.iter().map(|o| o.check.as_str()).collect();
                 let not_run: Vec<String> = self
                     .catalogue
                     .checks()
@@ -367,9 +407,17 @@ pub fn meets(m: &Measurement) -> Option<bool> {
     })
 }
 
+/// Text from a record made safe for one line of a terminal or Markdown: control
+/// characters (line breaks, escape sequences) become spaces.
+pub fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 /// A number as people read it: integers as integers, others with four significant digits.
 pub fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
+    if v != 0.0 && !(1e-4..1e15).contains(&v.abs()) {
+        format!("{v:.3e}")
+    } else if v.fract() == 0.0 {
         format!("{}", v as i64)
     } else if v.abs() >= 100.0 {
         format!("{v:.1}")
