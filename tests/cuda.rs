@@ -103,20 +103,7 @@ fn main() {
 /// Whether a CUDA device is here; `Err` with the reason when not (a panic, so a failure,
 /// when `HILT_REQUIRE_CUDA=1`).
 fn cuda_here() -> Result<(), String> {
-    let out = hilt(&["devices"], &[]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.lines().any(|l| l.starts_with("cuda0 ")) {
-        return Ok(());
-    }
-    let why = text
-        .lines()
-        .find(|l| l.starts_with("cuda:"))
-        .unwrap_or("no CUDA device")
-        .to_string();
-    if required() {
-        panic!("HILT_REQUIRE_CUDA=1 but there is no CUDA device: {why}");
-    }
-    Err(format!("no CUDA device here ({why})"))
+    common::backend_device("cuda", "HILT_REQUIRE_CUDA", hilt(&["devices"], &[]))
 }
 
 fn required() -> bool {

@@ -70,22 +70,8 @@ fn main() {
 /// Whether an OpenCL device is here; `Err` with the reason when not (a failure when
 /// `HILT_REQUIRE_OPENCL=1`).
 fn opencl_here() -> Result<(), String> {
-    let out = hilt(&["devices"], &[]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if text.lines().any(|l| l.starts_with("opencl0 ")) {
-        return Ok(());
-    }
-    let why = text
-        .lines()
-        .find(|l| l.starts_with("opencl:"))
-        .unwrap_or("no OpenCL device")
-        .to_string();
-    if std::env::var("HILT_REQUIRE_OPENCL").as_deref() == Ok("1") {
-        panic!("HILT_REQUIRE_OPENCL=1 but there is no OpenCL device: {why}");
-    }
-    Err(format!(
-        "no OpenCL device here ({why}); install pocl-opencl-icd to run it"
-    ))
+    common::backend_device("opencl", "HILT_REQUIRE_OPENCL", hilt(&["devices"], &[]))
+        .map_err(|why| format!("{why}; install pocl-opencl-icd to run it"))
 }
 
 /// `hilt ARGS` with the OpenCL backend probed, and `env` added.

@@ -117,3 +117,22 @@ pub fn redact(text: &str) -> String {
     }
     out
 }
+
+/// Whether `hilt devices` (run by `devices`) lists `BACKEND0`; `Err` with the backend's own
+/// note when not. With `require_var` set to `1` a missing device is a failure instead: CI
+/// and GPU runners set it, so that a runtime test never passes by not running.
+pub fn backend_device(backend: &str, require_var: &str, devices: Output) -> Result<(), String> {
+    let text = String::from_utf8_lossy(&devices.stdout).into_owned();
+    if text.lines().any(|l| l.starts_with(&format!("{backend}0 "))) {
+        return Ok(());
+    }
+    let why = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{backend}:")))
+        .unwrap_or("no device")
+        .to_string();
+    if std::env::var(require_var).as_deref() == Ok("1") {
+        panic!("{require_var}=1 but there is no {backend} device: {why}");
+    }
+    Err(format!("no {backend} device here ({why})"))
+}

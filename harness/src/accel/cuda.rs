@@ -30,7 +30,7 @@ use cudarc::driver::sys::{self, CUdevice_attribute as Attr};
 use serde::{Deserialize, Serialize};
 
 use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, KernelOutput};
-use crate::canary::{self, BLOCK_BYTES, ScanReport, Scanner};
+use crate::canary::{self, BLOCK_BYTES, ScanReport};
 use crate::hostfs::HostFs;
 use crate::nvml::{self, NvmlSystem};
 
@@ -124,9 +124,6 @@ pub const KERNEL_NAMES: &[&str] = &[
     "oob_write",
     "read_foreign",
 ];
-
-/// Host reads of a buffer for the detector go in chunks of this size.
-const SCAN_CHUNK: u64 = 64 << 20;
 
 /// Threads per block of every kernel launch.
 const THREADS: u32 = 256;
@@ -577,28 +574,7 @@ impl CudaContext {
 
     fn count(&mut self, id: BufferId, key: canary::CanaryKey) -> Result<ScanReport, AccelError> {
         let size = self.buffer(id)?.1;
-        let scanner = Scanner::new(key);
-        let block = BLOCK_BYTES as u64;
-        let mut report = ScanReport::default();
-        let mut host = vec![0u8; (SCAN_CHUNK.min(size) + block) as usize];
-        let mut start = 0;
-        while start < size {
-            // Each chunk is read with a block's worth of overlap, so a block that straddles
-            // two chunks is found; it is counted in the chunk where it starts.
-            let len = SCAN_CHUNK.min(size - start);
-            let with_overlap = (len + block - 1).min(size - start);
-            let buf = &mut host[..with_overlap as usize];
-            self.read(id, start, buf)?;
-            let found = scanner.scan_from(buf, start, len);
-            report.blocks += found.blocks;
-            report.in_place += found.in_place;
-            if report.first_offset.is_none() {
-                report.first_offset = found.first_offset;
-            }
-            start += len;
-        }
-        report.scanned = size;
-        Ok(report)
+        super::scan_in_chunks(size, key, |offset, into| self.read(id, offset, into))
     }
 
     fn run_kernel(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError> {

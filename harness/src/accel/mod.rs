@@ -250,3 +250,48 @@ pub trait Context: Send {
         Ok(None)
     }
 }
+
+/// Host reads of a buffer for the detector go in chunks of this size, so that scanning a
+/// buffer of many GiB needs little host memory.
+pub const SCAN_CHUNK: u64 = 64 << 20;
+
+/// The detector for backends whose device memory the host cannot map: reads a buffer of
+/// `size` bytes through `read(offset, into)` in chunks and counts `key`'s canary at any
+/// byte offset. Each chunk is read with a block's worth of overlap, so a block across a
+/// chunk boundary is found, and counted in the chunk where it starts.
+///
+/// The copy lives in an anonymous mapping of its own, never in the C heap: a heap buffer,
+/// freed with the canary still in it, would be handed to this process's next allocation
+/// (a runtime's device buffer, on a CPU runtime), and the listener would find the
+/// harness's own copy and call it residue.
+pub fn scan_in_chunks(
+    size: u64,
+    key: crate::canary::CanaryKey,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), AccelError>,
+) -> Result<ScanReport, AccelError> {
+    let block = crate::canary::BLOCK_BYTES as u64;
+    let scanner = crate::canary::Scanner::new(key);
+    let mut report = ScanReport::default();
+    let len = usize::try_from(SCAN_CHUNK.min(size) + block)
+        .map_err(|_| AccelError::Backend("a detector chunk does not fit in host memory".into()))?;
+    let mut host = memmap2::MmapMut::map_anon(len).map_err(|source| AccelError::Io {
+        what: "mapping host memory for the detector".into(),
+        source,
+    })?;
+    let mut start = 0;
+    while start < size {
+        let len = SCAN_CHUNK.min(size - start);
+        let with_overlap = (len + block - 1).min(size - start);
+        let buf = &mut host[..with_overlap as usize];
+        read(start, buf)?;
+        let found = scanner.scan_from(buf, start, len);
+        report.blocks += found.blocks;
+        report.in_place += found.in_place;
+        if report.first_offset.is_none() {
+            report.first_offset = found.first_offset;
+        }
+        start += len;
+    }
+    report.scanned = size;
+    Ok(report)
+}

@@ -25,7 +25,7 @@ use opencl3::types::{CL_BLOCKING, cl_device_id, cl_mem_flags, cl_uint, cl_ulong}
 use serde::{Deserialize, Serialize};
 
 use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, KernelOutput};
-use crate::canary::{self, BLOCK_BYTES, ScanReport, Scanner};
+use crate::canary::{self, BLOCK_BYTES, ScanReport};
 
 /// The built-in kernels in OpenCL C 1.2.
 pub const KERNELS: &str = r#"
@@ -90,10 +90,6 @@ kernel void oob_write(global ulong* buf, ulong index) {
     if (get_global_id(0) == 0) buf[index] = 0x6869746f6f626f6fUL;
 }
 "#;
-
-/// Host reads of a buffer for the detector go in chunks of this size, so that scanning a
-/// buffer of many GiB needs little host memory.
-const SCAN_CHUNK: u64 = 64 << 20;
 
 /// What a tenant process needs to find an OpenCL device again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,36 +412,7 @@ impl OpenClContext {
 
     fn count(&mut self, id: BufferId, key: canary::CanaryKey) -> Result<ScanReport, AccelError> {
         let size = self.buffer(id)?.1;
-        let scanner = Scanner::new(key);
-        let block = BLOCK_BYTES as u64;
-        let mut report = ScanReport::default();
-        // The copy of device memory lives in its own anonymous mapping, never in the C
-        // heap: a heap buffer, freed with the canary still in it, would be handed to this
-        // process's next allocation (a runtime's device buffer on a CPU runtime), and the
-        // listener would find the harness's own copy and call it residue.
-        let mut host =
-            memmap2::MmapMut::map_anon((SCAN_CHUNK.min(size) + block) as usize).map_err(|e| AccelError::Io {
-                what: "mapping host memory for the detector".into(),
-                source: e,
-            })?;
-        let mut start = 0;
-        while start < size {
-            // Each chunk is read with a block's worth of overlap, so a block that straddles
-            // two chunks is found; it is counted in the chunk where it starts.
-            let len = SCAN_CHUNK.min(size - start);
-            let with_overlap = (len + block - 1).min(size - start);
-            let buf = &mut host[..with_overlap as usize];
-            self.read(id, start, buf)?;
-            let found = scanner.scan_from(buf, start, len);
-            report.blocks += found.blocks;
-            report.in_place += found.in_place;
-            if report.first_offset.is_none() {
-                report.first_offset = found.first_offset;
-            }
-            start += len;
-        }
-        report.scanned = size;
-        Ok(report)
+        super::scan_in_chunks(size, key, |offset, into| self.read(id, offset, into))
     }
 }
 
