@@ -494,6 +494,24 @@ fn discover() -> Discovery {
             Err(note) => found.notes.push(format!("{backend}: {note}")),
         }
     }
+    // One GPU can show up twice: through CUDA and through the vendor's OpenCL driver. The
+    // OpenCL view of a device CUDA already drives is dropped, with a note.
+    let cuda_addresses: Vec<String> = found
+        .devices
+        .iter()
+        .filter(|d| d.info.backend == "cuda")
+        .filter_map(|d| d.info.pci_address.clone())
+        .collect();
+    let before = found.devices.len();
+    found.devices.retain(|d| {
+        d.info.backend != "opencl" || d.info.pci_address.as_ref().is_none_or(|a| !cuda_addresses.contains(a))
+    });
+    if found.devices.len() < before {
+        found.notes.push(format!(
+            "opencl: {} device(s) left out that CUDA already drives (same PCI address)",
+            before - found.devices.len()
+        ));
+    }
     found
 }
 
@@ -728,14 +746,20 @@ fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
 
 /// The devices here, the sim with its default knobs included.
 fn devices_here() -> anyhow::Result<Vec<DeviceInfo>> {
-    let mut list: Vec<DeviceInfo> = discover().devices.into_iter().map(|d| d.info).collect();
+    Ok(devices_and_notes().0)
+}
+
+/// The devices here (the sim included) and the backends' notes, from one discovery.
+fn devices_and_notes() -> (Vec<DeviceInfo>, Vec<String>) {
+    let found = discover();
+    let mut list: Vec<DeviceInfo> = found.devices.into_iter().map(|d| d.info).collect();
     let spec = sim::SimSpec {
         id: "sim0".into(),
         path: PathBuf::new(),
         knobs: SimKnobs::default(),
     };
     list.push(spec.info());
-    Ok(list)
+    (list, found.notes)
 }
 
 /// The host's files under `root`, or the live host.
@@ -816,7 +840,7 @@ fn capture(out: &std::path::Path, root: Option<&std::path::Path>, enable_rom_rea
 }
 
 fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let list = devices_here()?;
+    let (list, notes) = devices_and_notes();
     let host = host_fs(root)?;
     let scan = pci::accelerators(&host).context("failed to list the PCI functions")?;
     let functions = scan.functions;
@@ -878,11 +902,10 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
             )?;
         }
     }
-    let found = discover();
-    if found.devices.is_empty() {
+    if list.iter().all(|d| d.simulated) {
         writeln!(out, "no accelerator found by the backends built in (opencl, cuda, sim)")?;
     }
-    for note in &found.notes {
+    for note in &notes {
         writeln!(out, "{note}")?;
     }
     writeln!(out)?;

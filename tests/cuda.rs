@@ -8,8 +8,9 @@
 //! carries its source.
 //!
 //! The runtime trials need a CUDA device (and NVRTC). Where there is none they are
-//! reported as ignored, with the reason; `HILT_REQUIRE_CUDA=1` (for GPU runners, set by
-//! `ci/gpu-smoke.sh`) turns a missing device into a failure.
+//! reported as ignored, with the reason; `HILT_REQUIRE_CUDA=1` (for `cargo test` on a GPU
+//! runner) turns a missing device into a failure. On a GPU that no NVIDIA class profile
+//! covers they run under the test profile `cuda-any` (tests/fixtures/profiles).
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! same device. (The host's side of isolation, IOMMU and device files, is in
 //! `isolation_host`.)
 
-use hilt_harness::accel::Kernel;
+use hilt_harness::accel::{Kernel, is_memory_fault};
 use hilt_harness::canary::BLOCK_BYTES;
 use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec, Scope};
 use hilt_harness::tenant::{Tenant, TenantError};
@@ -81,9 +81,41 @@ enum Stray {
     Silent,
     /// The kernel neither returned nor failed within the deadline.
     Hung(String),
+    /// The kernel failed for another reason (a launch error, out of memory): no evidence
+    /// either way.
+    Other(String),
+}
+
+/// Whether a tenant process was ended by a memory-access signal (SIGSEGV, SIGBUS): how
+/// the operating system reports a stray write on a runtime that runs kernels on the CPU.
+fn ended_by_memory_fault(e: &TenantError) -> bool {
+    matches!(e, TenantError::Crashed { status, .. }
+        if status == &format!("killed by signal {}", libc_signal::SEGV) || status == &format!("killed by signal {}", libc_signal::BUS))
+}
+
+/// The signal numbers of Linux on every architecture hilt builds for.
+mod libc_signal {
+    pub const SEGV: i32 = 11;
+    pub const BUS: i32 = 7;
+}
+
+/// `Some(reason)` when two tenants cannot share the device at all (exclusive-process
+/// compute mode): the checks that need two tenants do not apply.
+fn exclusive(ctx: &CheckCtx<'_>) -> Option<Finding> {
+    let mode = ctx.device.info.facts.get("sharing_mode")?.as_str()?;
+    (mode == "exclusive").then(|| {
+        Finding::NotApplicable(
+            "the device admits one process at a time (exclusive-process compute mode), so no second tenant can \
+             share it"
+                .into(),
+        )
+    })
 }
 
 fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Result<Finding, TenantError> {
+    if let Some(na) = exclusive(ctx) {
+        return Ok(na);
+    }
     let bytes =
         (params.victim_kib * 1024).min(ctx.device.info.global_mem_bytes / 4) / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
     if bytes == 0 {
@@ -128,12 +160,17 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
     });
     let stray = match stray {
         Ok(_) => Stray::Silent,
-        Err(TenantError::Device { message, .. }) => Stray::Reported(message),
+        Err(TenantError::Device { message, .. }) if is_memory_fault(&message) => Stray::Reported(message),
+        Err(TenantError::Device { message, .. }) => Stray::Other(message),
         Err(e @ TenantError::Crashed { .. }) => {
             if let Some(tail) = e.stderr_tail() {
                 ctx.evidence("tenant_A_stderr_tail", tail);
             }
-            Stray::Ended(e.to_string())
+            if ended_by_memory_fault(&e) {
+                Stray::Ended(e.to_string())
+            } else {
+                Stray::Other(e.to_string())
+            }
         }
         Err(e @ TenantError::Hung { .. }) => Stray::Hung(e.to_string()),
         Err(other) => return Err(other),
@@ -159,6 +196,7 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
             Stray::Ended(m) => format!("the process was ended: {m}"),
             Stray::Silent => "the kernel completed without an error".to_string(),
             Stray::Hung(m) => m.clone(),
+            Stray::Other(m) => format!("the kernel failed, but not with a memory fault: {m}"),
         },
     );
 
@@ -187,6 +225,10 @@ fn fault_containment(ctx: &mut CheckCtx<'_>, params: &ContainmentParams) -> Resu
         )),
         Stray::Hung(m) => Finding::Inconclusive(format!(
             "tenant A's faulting kernel neither failed nor returned ({m}); tenant B was unaffected"
+        )),
+        Stray::Other(m) => Finding::Inconclusive(format!(
+            "tenant A's kernel failed in a way that is not a memory fault, so whether its stray write was caught \
+             is unknown ({m}); tenant B was unaffected"
         )),
     })
 }
@@ -311,6 +353,9 @@ impl CheckParams for ForeignParams {
 }
 
 fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Finding, TenantError> {
+    if let Some(na) = exclusive(ctx) {
+        return Ok(na);
+    }
     let bytes =
         (params.buffer_kib * 1024).min(ctx.device.info.global_mem_bytes / 4) / BLOCK_BYTES as u64 * BLOCK_BYTES as u64;
     if bytes == 0 {
@@ -357,13 +402,21 @@ fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Fin
         Err(TenantError::Device { message, .. }) => {
             // After a fault the context may be unusable; B's exit is not evidence.
             let _ = reader.exit();
-            ForeignRead::Faulted(message)
+            if is_memory_fault(&message) {
+                ForeignRead::Faulted(message)
+            } else {
+                ForeignRead::Other(message)
+            }
         }
         Err(e @ TenantError::Crashed { .. }) => {
             if let Some(tail) = e.stderr_tail() {
                 ctx.evidence("tenant_B_stderr_tail", tail);
             }
-            ForeignRead::Ended(e.to_string())
+            if ended_by_memory_fault(&e) {
+                ForeignRead::Ended(e.to_string())
+            } else {
+                ForeignRead::Other(e.to_string())
+            }
         }
         Err(e @ TenantError::Hung { .. }) => ForeignRead::Hung(e.to_string()),
         Err(other) => return Err(other),
@@ -375,6 +428,7 @@ fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Fin
             ForeignRead::Faulted(m) => format!("the read faulted: {m}"),
             ForeignRead::Ended(m) => format!("the process was ended: {m}"),
             ForeignRead::Hung(m) => m.clone(),
+            ForeignRead::Other(m) => format!("the read failed, but not with a memory fault: {m}"),
         },
     );
 
@@ -401,6 +455,10 @@ fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Fin
         ForeignRead::Hung(m) => Finding::Inconclusive(format!(
             "tenant B's read of tenant A's address neither faulted nor returned ({m}); A's data is intact"
         )),
+        ForeignRead::Other(m) => Finding::Inconclusive(format!(
+            "tenant B's read failed in a way that is not a memory fault, so whether A's memory is reachable is \
+             unknown ({m}); A's data is intact"
+        )),
     })
 }
 
@@ -414,4 +472,6 @@ enum ForeignRead {
     Ended(String),
     /// The kernel neither returned nor failed within the deadline.
     Hung(String),
+    /// The read failed for another reason: no evidence either way.
+    Other(String),
 }

@@ -692,7 +692,7 @@ impl CudaContext {
                 // of bounds on purpose: what the driver does about it (an illegal-address
                 // error that leaves this context unusable) is what
                 // `isolation.fault_containment` measures.
-                unsafe { self.launch("oob_write", 1, 0, &mut params)? };
+                unsafe { self.launch("oob_write", 1, 0, &mut params) }.map_err(memory_fault)?;
                 Ok(KernelOutput::Done)
             }
             Kernel::ReadForeign { address, bytes, out } => {
@@ -709,7 +709,7 @@ impl CudaContext {
                 // SAFETY: the values match read_foreign's parameters. The source address
                 // belongs to another process on purpose; the device's memory protection
                 // decides what the read does.
-                unsafe { self.launch("read_foreign", self.grid_for(words), 0, &mut params)? };
+                unsafe { self.launch("read_foreign", self.grid_for(words), 0, &mut params) }.map_err(memory_fault)?;
                 Ok(KernelOutput::Done)
             }
         }
@@ -793,6 +793,23 @@ impl Drop for CudaContext {
             let _ = unsafe { sys::cuCtxDestroy_v2(self.ctx) };
             Ok(())
         });
+    }
+}
+
+/// A launch error that is the device refusing a memory access (an illegal address, a
+/// failed launch after one) becomes a [`AccelError::MemoryFault`]; others stay as they are.
+fn memory_fault(e: AccelError) -> AccelError {
+    let text = e.to_string();
+    let markers = [
+        "ILLEGAL_ADDRESS",
+        "LAUNCH_FAILED",
+        "MISALIGNED_ADDRESS",
+        "ILLEGAL_INSTRUCTION",
+    ];
+    if markers.iter().any(|m| text.contains(m)) {
+        AccelError::MemoryFault(text)
+    } else {
+        e
     }
 }
 

@@ -52,6 +52,11 @@ pub enum AccelError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A kernel's memory access was refused by the device's protection (an illegal
+    /// address, a page fault): the one error the isolation checks count as a fault
+    /// reported to the tenant. Its text starts with [`MEMORY_FAULT`].
+    #[error("memory fault: {0}")]
+    MemoryFault(String),
     /// Anything else the backend reports.
     #[error("{0}")]
     Backend(String),
@@ -249,6 +254,14 @@ pub trait Context: Send {
         let _ = buffer;
         Ok(None)
     }
+}
+
+/// How a [`AccelError::MemoryFault`] reads once it has crossed the tenant protocol.
+pub const MEMORY_FAULT: &str = "memory fault: ";
+
+/// Whether a tenant's error message (as the protocol carries it) reports a memory fault.
+pub fn is_memory_fault(message: &str) -> bool {
+    message.contains(MEMORY_FAULT)
 }
 
 /// Host reads of a buffer for the detector go in chunks of this size, so that scanning a

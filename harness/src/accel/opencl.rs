@@ -602,7 +602,11 @@ impl Context for OpenClContext {
                     k.set_arg(0, &b.get()).map_err(cl("oob_write"))?;
                     k.set_arg(1, &index).map_err(cl("oob_write"))?;
                 }
-                self.launch(k, 1, None, "running oob_write")?;
+                // An error from the write's own launch or completion is the runtime refusing
+                // it (GPU runtimes report CL_OUT_OF_RESOURCES or a lost queue); CPU runtimes
+                // end the process instead.
+                self.launch(k, 1, None, "running oob_write")
+                    .map_err(|e| AccelError::MemoryFault(e.to_string()))?;
                 Ok(KernelOutput::Done)
             }
             Kernel::ReadForeign { .. } => Err(AccelError::Backend(

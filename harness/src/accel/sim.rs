@@ -624,8 +624,8 @@ impl SimContext {
     fn foreign_range(&self, address: u64, bytes: u64) -> Result<std::ops::Range<usize>, AccelError> {
         let l = &self.shared.layout;
         let fault = || {
-            AccelError::Backend(format!(
-                "kernel fault: a read of {bytes} bytes at device address {address:#x} is outside this context's \
+            AccelError::MemoryFault(format!(
+                "a read of {bytes} bytes at device address {address:#x} is outside this context's \
                  address space; the context is unaffected"
             ))
         };
@@ -853,8 +853,8 @@ impl Context for SimContext {
                 }
                 Kernel::OutOfBounds { buffer, offset } => {
                     if !shared.knobs.fault_spills {
-                        return Err(AccelError::Backend(format!(
-                            "kernel fault: write {offset} bytes past the start of buffer {} is outside it; the context is unaffected",
+                        return Err(AccelError::MemoryFault(format!(
+                            "a write {offset} bytes past the start of buffer {} is outside it; the context is unaffected",
                             buffer.0
                         )));
                     }
@@ -1090,7 +1090,7 @@ mod tests {
                 }
             } else {
                 let err = read.expect_err("a's address is not b's");
-                assert!(err.to_string().contains("kernel fault"), "{err}");
+                assert!(err.to_string().contains("memory fault"), "{err}");
                 // Its own address is fine.
                 let own = b.device_address(out).expect("address").expect("some");
                 b.run(&Kernel::ReadForeign {
