@@ -90,16 +90,7 @@ fn hilt(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// `hilt run --device opencl0 --out TMP ARGS` under `env`; the record it wrote.
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, ResultRecord, String) {
-    let out = tempfile::tempdir().expect("tempdir");
-    let dir = out.path().to_str().expect("utf-8 path");
-    let mut full = vec!["run", "-q", "--device", "opencl0", "--out", dir];
-    full.extend_from_slice(args);
-    let output = hilt(&full, env);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let bytes = std::fs::read(out.path().join("result.json"))
-        .unwrap_or_else(|e| panic!("no result.json ({e}); stderr:\n{stderr}"));
-    let record = ResultRecord::from_json(&bytes).expect("a valid record");
-    (output.status.code().unwrap_or(-1), record, stderr)
+    common::run_device(|full| hilt(full, env), "opencl0", args)
 }
 
 fn verdict(record: &ResultRecord, check: &str) -> String {

@@ -35,6 +35,27 @@ fn report(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// A fresh key pair `lab.key`/`lab.pub` in `dir`, and the result fixture `name` signed
+/// with it, as `dir/signed.dsse.json`.
+fn signed_fixture(dir: &Path, name: &str) -> PathBuf {
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(dir.join("lab"))
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let signed = dir.join("signed.dsse.json");
+    let out = common::command()
+        .args(["sign", &fixture(name), "--key"])
+        .arg(dir.join("lab.key"))
+        .arg("--out")
+        .arg(&signed)
+        .output()
+        .expect("sign");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    signed
+}
+
 #[test]
 fn markdown_summary_of_a_result() {
     insta::assert_snapshot!(report(&[&fixture("sim-faults.json"), "--format", "markdown"]));
@@ -151,21 +172,7 @@ fn junit_counts_and_shape_are_what_junit_readers_expect() {
 #[test]
 fn signed_results_are_reported_with_their_signature_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = common::command()
-        .args(["keygen", "--out"])
-        .arg(dir.path().join("lab"))
-        .output()
-        .expect("keygen");
-    assert!(out.status.success());
-    let signed = dir.path().join("fixture.dsse.json");
-    let out = common::command()
-        .args(["sign", &fixture("pocl.json"), "--key"])
-        .arg(dir.path().join("lab.key"))
-        .arg("--out")
-        .arg(&signed)
-        .output()
-        .expect("sign");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let signed = signed_fixture(dir.path(), "pocl.json");
     let signed = signed.to_str().expect("utf-8");
     let public = dir.path().join("lab.pub");
     let verified = report(&[signed, "--trusted-key", public.to_str().expect("utf-8")]);
@@ -414,21 +421,7 @@ fn an_unfinished_run_is_never_green_in_junit() {
 #[test]
 fn a_tampered_envelope_leads_with_not_verified_and_exits_1() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = common::command()
-        .args(["keygen", "--out"])
-        .arg(dir.path().join("lab"))
-        .output()
-        .expect("keygen");
-    assert!(out.status.success());
-    let signed = dir.path().join("r.dsse.json");
-    let out = common::command()
-        .args(["sign", &fixture("pocl.json"), "--key"])
-        .arg(dir.path().join("lab.key"))
-        .arg("--out")
-        .arg(&signed)
-        .output()
-        .expect("sign");
-    assert!(out.status.success());
+    let signed = signed_fixture(dir.path(), "pocl.json");
     // Claim conformance in the payload, keep the signature.
     let mut env: serde_json::Value = serde_json::from_slice(&std::fs::read(&signed).expect("envelope")).expect("json");
     use base64::Engine as _;

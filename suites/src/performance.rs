@@ -135,6 +135,11 @@ impl Default for LinkParams {
 
 impl CheckParams for LinkParams {}
 
+/// What to do about slow transfers between host and device.
+const TRANSFER_REMEDIATION: &str = "Check the PCIe link (`performance.pcie_link`), the NUMA placement of the \
+    process relative to the device, IOMMU settings that force bounce buffers, and whether another tenant \
+    saturates the link.";
+
 /// `performance.host_to_device_bandwidth`.
 pub static HOST_TO_DEVICE_BANDWIDTH: CheckDef = CheckDef {
     id: "performance.host_to_device_bandwidth",
@@ -143,9 +148,7 @@ pub static HOST_TO_DEVICE_BANDWIDTH: CheckDef = CheckDef {
         inside a tenant process, after `warmup` untimed writes; the median bandwidth over \
         `repetitions` writes is compared with `min_gib_s`. Host memory is ordinary pageable \
         memory, as most applications use.",
-    remediation: "Check the PCIe link (`performance.pcie_link`), the NUMA placement of the \
-        process relative to the device, IOMMU settings that force bounce buffers, and \
-        whether another tenant saturates the link.",
+    remediation: TRANSFER_REMEDIATION,
     requirements: &["RS-4"],
     faults: &["slow-device"],
     concurrent: false,
@@ -162,9 +165,7 @@ pub static DEVICE_TO_HOST_BANDWIDTH: CheckDef = CheckDef {
     description: "Times blocking reads of `mib` MiB from a device buffer into host memory, \
         inside a tenant process, after `warmup` untimed reads; the median bandwidth over \
         `repetitions` reads is compared with `min_gib_s`.",
-    remediation: "Check the PCIe link (`performance.pcie_link`), the NUMA placement of the \
-        process relative to the device, IOMMU settings that force bounce buffers, and \
-        whether another tenant saturates the link.",
+    remediation: TRANSFER_REMEDIATION,
     requirements: &["RS-4"],
     faults: &["slow-device"],
     concurrent: false,

@@ -136,3 +136,18 @@ pub fn backend_device(backend: &str, require_var: &str, devices: Output) -> Resu
     }
     Err(format!("no {backend} device here ({why})"))
 }
+
+/// `hilt run -q --device DEVICE --out TMP ARGS` through `hilt` (a test file's own
+/// runner, with its backend's environment); the exit code, the record and stderr.
+pub fn run_device(hilt: impl Fn(&[&str]) -> Output, device: &str, args: &[&str]) -> (i32, ResultRecord, String) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().to_str().expect("utf-8 path");
+    let mut full = vec!["run", "-q", "--device", device, "--out", dir];
+    full.extend_from_slice(args);
+    let output = hilt(&full);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let bytes = std::fs::read(out.path().join("result.json"))
+        .unwrap_or_else(|e| panic!("no result.json ({e}); stderr:\n{stderr}"));
+    let record = ResultRecord::from_json(&bytes).expect("a valid record");
+    (output.status.code().unwrap_or(-1), record, stderr)
+}
