@@ -8,20 +8,27 @@
 #
 #   OUTDIR/summary.txt       one line per step (exit status, seconds), then the verdicts
 #   OUTDIR/logs/STEP.log     each step's output
+#   OUTDIR/machine.txt       date, kernel, commit, and the sha256 of the hilt binary used
+#   OUTDIR/libraries.txt     the CUDA, NVML and NVRTC libraries the loader knows
 #   OUTDIR/nvidia-smi.txt    nvidia-smi -q, where nvidia-smi is installed
 #   OUTDIR/devices.txt/json  hilt devices
 #   OUTDIR/key/smoke.{key,pub}  the signing key made for this run
 #   OUTDIR/run/              result.json, result.dsse.json, events.jsonl (smoke tier)
-#   OUTDIR/run-standard/     the same for the standard-tier checks, if time allowed
+#   OUTDIR/run-junit.xml     the smoke tier as JUnit
+#   OUTDIR/run-standard/     the same for the standard-tier checks, if time allowed,
+#   OUTDIR/run-standard-junit.xml  with its JUnit
+#   OUTDIR/cuda-any.toml     the catch-all profile, written only for a GPU with no profile
 #
 # Needs: the NVIDIA driver (libcuda.so.1; libnvidia-ml.so.1 for NVML facts), NVRTC
 # (libnvrtc.so from the CUDA toolkit or the nvidia-cuda-nvrtc wheel; searched for below)
 # to build hilt's kernels, and either HILT_BIN=/path/to/hilt (a release build made
 # elsewhere) or a Rust toolchain >= 1.95 (cargo) with crates.io or a vendored registry.
-# JUnit is written where `hilt run` offers `--junit`. Each step has its own timeout and
-# the whole script keeps under 9 minutes; a failed step is logged and the script goes on
-# to collect what it can. Exit status: 0 when the smoke run was conformant and verified,
-# 1 otherwise, 2 when a prerequisite is missing.
+# Each step has its own timeout and the whole script keeps under 9 minutes; a failed step
+# is logged and the script goes on to collect what it can (a failed build stops it; with
+# no cargo at all an existing target/release/hilt is used, its sha256 recorded). Exit
+# status: 0 when every outcome on the GPU passed or does not apply, the run finished and
+# its signed result verified (the host's own findings are reported, not counted); 1
+# otherwise; 2 when a prerequisite is missing.
 #
 # GPU_SMOKE_DEVICE=sim0 runs the same steps on hilt's simulated device, to try the script
 # on a machine without a GPU (nothing it records is about a GPU then).

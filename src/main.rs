@@ -198,6 +198,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // `hilt checks | head`: the reader has what it wanted.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(hilt_results::ExitCode::Usage.code())
@@ -299,11 +308,16 @@ fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     }
 
     let mut overrides: Vec<String> = args.sim_knobs.iter().map(|k| format!("sim.{}", k.trim())).collect();
-    if let Ok(options) = std::env::var("HILT_OPENCL_BUILD_OPTIONS")
-        && !options.is_empty()
-        && devices.iter().any(|d| d.info.backend == "opencl")
-    {
-        overrides.push(format!("opencl.build_options={options}"));
+    for (var, backend, name) in [
+        ("HILT_OPENCL_BUILD_OPTIONS", "opencl", "opencl.build_options"),
+        ("HILT_CUDA_NVRTC_OPTIONS", "cuda", "cuda.nvrtc_options"),
+    ] {
+        if let Ok(options) = std::env::var(var)
+            && !options.is_empty()
+            && devices.iter().any(|d| d.info.backend == backend)
+        {
+            overrides.push(format!("{name}={options}"));
+        }
     }
     if let Some(t) = args.tenant_timeout {
         overrides.push(format!("tenant_timeout_s={t}"));
@@ -903,7 +917,10 @@ fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<(
         }
     }
     if list.iter().all(|d| d.simulated) {
-        writeln!(out, "no accelerator found by the backends built in (opencl, cuda, sim)")?;
+        writeln!(
+            out,
+            "no accelerator found by the backends built in (opencl, cuda); only the simulated device"
+        )?;
     }
     for note in &notes {
         writeln!(out, "{note}")?;

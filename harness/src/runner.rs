@@ -192,7 +192,9 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
     let knob_overrides: Vec<&str> = setup
         .overrides
         .iter()
-        .filter(|o| o.starts_with("sim.") || o.starts_with("opencl.build_options"))
+        .filter(|o| {
+            o.starts_with("sim.") || o.starts_with("opencl.build_options") || o.starts_with("cuda.nvrtc_options")
+        })
         .map(String::as_str)
         .collect();
     if !knob_overrides.is_empty() {
