@@ -162,12 +162,7 @@ fn the_development_vm_capture_is_mostly_not_applicable_and_never_a_false_pass() 
 #[test]
 fn a_file_hilt_may_not_read_is_inconclusive_never_a_pass() {
     let dir = copy_of("h100-good");
-    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
-    m["unreadable"] = serde_json::json!({
-        "/etc/ssh/sshd_config": { "kind": "permission_denied", "message": "permission denied" }
-    });
-    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    mark_unreadable(dir.path(), "/etc/ssh/sshd_config");
     let run = run_on(dir.path(), &["remote_root_login"]);
     assert_eq!(
         common::verdict(&run.record, "platform.remote_root_login"),
@@ -472,12 +467,7 @@ fn sshd_edge_cases_give_honest_verdicts() {
 
     // An Include directory that could not be listed is inconclusive, never skipped.
     let dir = copy_of("h100-good");
-    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
-    m["unreadable"] = serde_json::json!({
-        "/etc/ssh/sshd_config.d": { "kind": "permission_denied", "message": "permission denied" }
-    });
-    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    mark_unreadable(dir.path(), "/etc/ssh/sshd_config.d");
     let run = run_on(dir.path(), &["remote_root_login"]);
     assert_eq!(
         common::verdict(&run.record, "platform.remote_root_login"),
@@ -486,6 +476,8 @@ fn sshd_edge_cases_give_honest_verdicts() {
     assert!(reason(&run, "platform.remote_root_login").contains("failed to read /etc/ssh/sshd_config.d"));
 
     // A capture that did not cover an Include's pattern cannot vouch for its absence.
+    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     m["unreadable"] = serde_json::json!({});
     m["covered"] = serde_json::json!(["/etc/ssh/sshd_config"]);
     std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
@@ -578,4 +570,13 @@ fn a_capture_replays_with_the_same_verdicts() {
         assert_eq!(verdicts(&before), verdicts(&after), "capture of {name}");
         assert!(!verdicts(&before).is_empty());
     }
+}
+
+/// Records in a tree's capture manifest that `path` could not be read (permission denied),
+/// as a capture made without root would.
+fn mark_unreadable(root: &std::path::Path, path: &str) {
+    let manifest = root.join(hilt_harness::hostfs::MANIFEST);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    m["unreadable"] = serde_json::json!({ path: { "kind": "permission_denied", "message": "permission denied" } });
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
 }

@@ -40,9 +40,7 @@ pub static ROM_MEASUREMENT: CheckDef = CheckDef {
     params: ParamsSpec::of::<RomParams>(),
     run: |ctx| {
         hostread::run::<RomParams>(ctx, |ctx, params| {
-            let fs = ctx.host().clone();
-            let address = hostread::pci_address(ctx)?;
-            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let (fs, address, function) = hostread::pci_function(ctx)?;
             let rom = match pci::read_rom(&fs, &address, params.enable_rom_read) {
                 Ok(rom) => rom,
                 Err(e) if e.kind == HostErrorKind::NotFound => {
@@ -124,9 +122,7 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
     params: ParamsSpec::of::<NoParams>(),
     run: |ctx| {
         hostread::run::<NoParams>(ctx, |ctx, _| {
-            let fs = ctx.host().clone();
-            let address = hostread::pci_address(ctx)?;
-            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let (fs, address, function) = hostread::pci_function(ctx)?;
             let Some(driver) = function.driver else {
                 return Ok(Finding::NotApplicable(format!("no driver is bound to {address}")));
             };
@@ -189,9 +185,7 @@ pub static INVENTORY: CheckDef = CheckDef {
     params: ParamsSpec::of::<NoParams>(),
     run: |ctx| {
         hostread::run::<NoParams>(ctx, |ctx, _| {
-            let fs = ctx.host().clone();
-            let address = hostread::pci_address(ctx)?;
-            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let (fs, address, function) = hostread::pci_function(ctx)?;
             let dir = format!("{}/{address}", pci::DEVICES);
             ctx.evidence("pci_id", format!("{:04x}:{:04x}", function.vendor, function.device));
             if let (Some(v), Some(d)) = (function.subsystem_vendor, function.subsystem_device) {

@@ -55,6 +55,17 @@ pub fn pci_address(ctx: &CheckCtx<'_>) -> Result<String, Finding> {
         .ok_or_else(|| Finding::Error(format!("device {} has no PCI address", ctx.device.info.id)))
 }
 
+/// The trial device's PCI function as sysfs describes it, with its address and the host
+/// it was read from: how every PCI-scope check begins.
+pub fn pci_function(
+    ctx: &CheckCtx<'_>,
+) -> Result<(hilt_harness::hostfs::HostFs, String, hilt_harness::pci::PciFunction), Finding> {
+    let fs = ctx.host().clone();
+    let address = pci_address(ctx)?;
+    let function = hilt_harness::pci::read_function(&fs, &address).map_err(unreadable)?;
+    Ok((fs, address, function))
+}
+
 /// `key: value` lines (as in `/proc/driver/nvidia/params`), by key.
 pub fn colon_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     text.lines().find_map(|line| {

@@ -83,9 +83,7 @@ pub static IOMMU_GROUP: CheckDef = CheckDef {
     params: ParamsSpec::of::<NoParams>(),
     run: |ctx| {
         hostread::run::<NoParams>(ctx, |ctx, _| {
-            let fs = ctx.host().clone();
-            let address = hostread::pci_address(ctx)?;
-            let function = pci::read_function(&fs, &address).map_err(hostread::unreadable)?;
+            let (fs, address, function) = hostread::pci_function(ctx)?;
             let Some(group) = function.iommu_group else {
                 let units = fs.list_or_empty("/sys/class/iommu").map_err(hostread::unreadable)?;
                 let groups = fs

@@ -256,6 +256,22 @@ pub trait Context: Send {
     }
 }
 
+/// The local writer's positive control from the per-work-group counts a device kernel
+/// left in `counts` (one little-endian `u32` per group): the blocks the groups saw of the
+/// `blocks_per_group` each wrote.
+pub fn local_control(counts: &[u8], groups: u32, blocks_per_group: u64) -> ScanReport {
+    let seen: u64 = counts
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .sum();
+    ScanReport {
+        blocks: seen,
+        in_place: seen,
+        scanned: u64::from(groups) * blocks_per_group * crate::canary::BLOCK_BYTES as u64,
+        first_offset: (seen > 0).then_some(0),
+    }
+}
+
 /// How a [`AccelError::MemoryFault`] reads once it has crossed the tenant protocol.
 pub const MEMORY_FAULT: &str = "memory fault: ";
 

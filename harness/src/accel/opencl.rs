@@ -517,16 +517,7 @@ impl Context for OpenClContext {
                     self.launch(k, groups as usize * wg, Some(wg), "running local_writer")?;
                     let mut counts = vec![0u8; groups as usize * 4];
                     self.read(seen, 0, &mut counts)?;
-                    let blocks_seen: u64 = counts
-                        .chunks_exact(4)
-                        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                        .sum();
-                    Ok(ScanReport {
-                        blocks: blocks_seen,
-                        in_place: blocks_seen,
-                        scanned: u64::from(groups) * blocks * BLOCK_BYTES as u64,
-                        first_offset: (blocks_seen > 0).then_some(0),
-                    })
+                    Ok(super::local_control(&counts, groups, blocks))
                 })();
                 self.free(seen)?;
                 result.map(KernelOutput::Scan)
