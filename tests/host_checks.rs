@@ -265,6 +265,42 @@ fn replayed_trees_are_confined_to_their_root_and_reads_are_bounded() {
 }
 
 #[test]
+fn where_a_tree_lies_never_changes_its_verdicts() {
+    // A `..` chain that leaves a tree in a shallow directory must be refused under a deep
+    // one too, not read as a harmless missing file.
+    for name in ["hostile", "include-link-out"] {
+        let source = common::host_fixture(name);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let deep = tmp.path().join("d/".repeat(40));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&source)
+            .arg(&deep)
+            .status()
+            .expect("cp runs");
+        assert!(status.success());
+        let verdicts = |root: &Path| -> Vec<(String, String)> {
+            let run = run_on(root, &[]);
+            let mut v: Vec<_> = run
+                .record
+                .outcomes
+                .iter()
+                .map(|o| (o.trial.clone(), o.verdict.as_str().to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        let here = verdicts(&source);
+        assert!(
+            here.iter()
+                .any(|(t, v)| t.contains("remote_root_login") && v == "inconclusive")
+        );
+        assert_eq!(verdicts(&deep.join(name)), here, "{name}");
+    }
+}
+
+#[test]
 fn a_capture_of_a_hostile_tree_holds_nothing_from_outside_it() {
     for name in ["hostile", "include-link-out"] {
         let tmp = tempfile::tempdir().expect("tempdir");

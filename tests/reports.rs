@@ -302,6 +302,8 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
     for outside in ["src=", "href=", "url(", "@import", "<script", "<link", "<iframe"] {
         assert!(!html.contains(outside), "the page refers outside itself: {outside}");
     }
+    // A profile of its own: the test needs no writable home directory.
+    let profile = format!("--user-data-dir={}", dir.path().join("chromium").display());
     let base = [
         "60",
         browser.to_str().expect("utf-8"),
@@ -313,6 +315,7 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
         "--enable-logging=stderr",
         "--v=0",
         "--window-size=1280,2400",
+        profile.as_str(),
     ];
     // `timeout`: a browser that hangs fails the test instead of the whole test run.
     let out = Command::new("timeout")

@@ -220,9 +220,77 @@ impl HostFs {
         if self.live {
             return Ok(self.resolve(path));
         }
-        let joined = self.resolve(path);
-        let canonical = std::fs::canonicalize(&joined).map_err(|e| error(path, &e))?;
-        self.confine(path, canonical)
+        self.resolve_in_root(path)
+    }
+
+    /// Resolves host path `path` under a replayed root one component at a time, the way
+    /// the host would resolve it, and refuses it the moment it leaves the root: a `..`
+    /// above the root's top or a link to an absolute path. Where the root lies on this
+    /// machine never changes the answer (a `..` chain that would climb out of a shallow
+    /// root is refused under a deep one too).
+    fn resolve_in_root(&self, path: &str) -> Result<PathBuf, HostError> {
+        use std::collections::VecDeque;
+        use std::ffi::OsString;
+        use std::path::Component;
+        /// As many links as Linux follows in one lookup before `ELOOP`.
+        const MAX_LINKS: u32 = 40;
+        let names = |p: &Path| -> Vec<OsString> {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n.to_os_string()),
+                    Component::ParentDir => Some(OsString::from("..")),
+                    Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+                })
+                .collect()
+        };
+        let mut below: PathBuf = PathBuf::new();
+        let mut pending: VecDeque<OsString> = names(Path::new(path)).into();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                if !below.pop() {
+                    let rest: PathBuf = pending.iter().collect();
+                    return Err(self.outside(path, &Path::new("/").join(rest)));
+                }
+                continue;
+            }
+            let here = self.canonical.join(&below).join(&name);
+            let meta = std::fs::symlink_metadata(&here).map_err(|e| error(path, &e))?;
+            if !meta.file_type().is_symlink() {
+                below.push(&name);
+                continue;
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(HostError::new(
+                    path,
+                    HostErrorKind::Other,
+                    format!("more than {MAX_LINKS} links on the way"),
+                ));
+            }
+            let target = std::fs::read_link(&here).map_err(|e| error(path, &e))?;
+            if target.is_absolute() {
+                let rest: PathBuf = pending.iter().collect();
+                return Err(self.outside(path, &target.join(rest)));
+            }
+            for n in names(&target).into_iter().rev() {
+                pending.push_front(n);
+            }
+        }
+        Ok(self.canonical.join(below))
+    }
+
+    /// The refusal of `path`, which leads to `host_path` outside a replayed root.
+    fn outside(&self, path: &str, host_path: &Path) -> HostError {
+        HostError::new(
+            path,
+            HostErrorKind::Refused,
+            format!(
+                "resolves to {}, outside the root {}, so hilt will not read it",
+                normalise(host_path).display(),
+                self.root.display()
+            ),
+        )
     }
 
     /// The host path that `path` resolves to, every link and `..` followed
@@ -413,24 +481,7 @@ impl HostFs {
         if name.is_empty() || name == "." || name == ".." {
             return self.resolve_confined(path);
         }
-        let parent = std::fs::canonicalize(self.resolve(dir)).map_err(|e| error(path, &e))?;
-        Ok(self.confine(path, parent)?.join(name))
-    }
-
-    fn confine(&self, path: &str, canonical: PathBuf) -> Result<PathBuf, HostError> {
-        if canonical.starts_with(&self.canonical) {
-            Ok(canonical)
-        } else {
-            Err(HostError::new(
-                path,
-                HostErrorKind::Refused,
-                format!(
-                    "resolves to {}, outside the root {}, so hilt will not read it",
-                    canonical.display(),
-                    self.root.display()
-                ),
-            ))
-        }
+        Ok(self.resolve_in_root(dir)?.join(name))
     }
 
     fn replayed_denial(&self, path: &str) -> Result<(), HostError> {
@@ -443,6 +494,22 @@ impl HostFs {
             None => Ok(()),
         }
     }
+}
+
+/// `path` with `.` and `..` taken away lexically, `..` at the top staying there, as on a
+/// host (`/etc/../../x` is `/x`): for messages only.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A host error for `path` from an I/O error.
@@ -578,6 +645,30 @@ mod tests {
             assert_eq!(e.kind, HostErrorKind::Refused, "{path}: {e}");
             assert!(e.message.contains("outside the root"), "{e}");
         }
+        // Refused whatever the root's depth on this machine: a climb that leaves a shallow
+        // root must not turn into a harmless miss under a deep one.
+        let deep = dir.path().join("d/".repeat(30)).join("root");
+        std::fs::create_dir_all(deep.join("etc/ssh")).expect("mkdir");
+        std::fs::write(deep.join("x.conf"), "inside").expect("write");
+        let deep_fs = HostFs::at(&deep).expect("deep root");
+        for (path, shown) in [
+            ("/etc/ssh/../../../../../../../../etc/passwd", "/etc/passwd"),
+            ("/etc/ssh/../../../x.conf", "/x.conf"),
+        ] {
+            let e = deep_fs.read(path).expect_err(path);
+            assert_eq!(e.kind, HostErrorKind::Refused, "{path}: {e}");
+            assert!(
+                e.message.contains(&format!("resolves to {shown}, outside the root")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            deep_fs.read_trimmed("/etc/ssh/../../x.conf").expect("stays inside"),
+            "inside"
+        );
+        std::os::unix::fs::symlink("loop", root.join("etc/loop")).expect("link");
+        let e = fs.read("/etc/loop").expect_err("a link to itself");
+        assert!(e.message.contains("links on the way"), "{e}");
         let e = fs.read("/etc/big").expect_err("too large");
         assert!(e.message.contains("larger than"), "{e}");
         let e = fs.read("/etc/fifo").expect_err("fifo");
