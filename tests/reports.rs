@@ -219,6 +219,64 @@ fn compare_shows_results_side_by_side_and_flags_what_differs() {
 }
 
 #[test]
+fn a_result_of_several_devices_is_compared_by_its_weakest() {
+    // pocl.json again, as if the node had three such devices: the second one slower, the
+    // third one failing the copy floor.
+    let text = std::fs::read_to_string(common::fixtures().join("results/pocl.json")).expect("fixture");
+    let mut record: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let outcomes = record["outcomes"].as_array().expect("outcomes").clone();
+    let devices = record["devices"].as_array().expect("devices").clone();
+    for (id, scale) in [("opencl1", 0.5), ("opencl2", 0.01)] {
+        let mut device = devices[0].clone();
+        device["id"] = id.into();
+        record["devices"].as_array_mut().expect("devices").push(device);
+        for o in outcomes.iter().filter(|o| o["device"] == "opencl0") {
+            let mut o = o.clone();
+            o["device"] = id.into();
+            o["trial"] = o["trial"].as_str().expect("trial").replace("opencl0", id).into();
+            for m in o["measurements"].as_array_mut().expect("measurements") {
+                m["value"] = (m["value"].as_f64().expect("value") * scale).into();
+            }
+            if id == "opencl2" && o["check"] == "performance.device_copy_bandwidth" {
+                o["verdict"] = "fail".into();
+            }
+            record["outcomes"].as_array_mut().expect("outcomes").push(o);
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("node.json"), record.to_string()).expect("write");
+    std::fs::write(dir.path().join("pocl.json"), &text).expect("write");
+    let out = common::command()
+        .args(["compare", "pocl.json", "node.json"])
+        .current_dir(dir.path())
+        .output()
+        .expect("hilt runs");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("node.json ran on 3 devices (opencl0, opencl1, opencl2): verdicts count every device's"),
+        "{text}"
+    );
+    let row = |name: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{text}"))
+            .to_string()
+    };
+    // Higher is better: the third device's value (1 %) stands for the node, x0.01 worse.
+    let copy = row("performance.device_copy_bandwidth bandwidth_median");
+    assert!(copy.contains("(x0.01 worse; worst of 3 devices, range "), "{copy}");
+    // Lower is better: the slowest launch is the node's.
+    let latency = row("performance.launch_latency latency_median");
+    assert!(latency.contains("(x1.00; worst of 3 devices"), "{latency}");
+    // Undirected context keeps the first device's value and says so.
+    let context = row("performance.device_copy_bandwidth bandwidth_max");
+    assert!(context.contains("first of 3 devices"), "{context}");
+    let verdicts = row("performance.device_copy_bandwidth ");
+    assert!(verdicts.contains("2 pass, 1 fail"), "{verdicts}");
+}
+
+#[test]
 fn a_run_writes_the_reports_it_is_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();

@@ -21,16 +21,34 @@ pub struct Entry<'a> {
     pub report: Report<'a>,
 }
 
-/// A cell of a measurement row.
+/// A cell of a measurement row. A result that ran on several devices is represented by
+/// its weakest device (a platform is as good as its worst accelerator), with the range
+/// over all of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Value {
-    /// The value.
+    /// The value: the worst device's by the measurement's direction (for an undirected
+    /// measurement, the first device's by id).
     pub value: f64,
+    /// The values of every device, when more than one reported the measurement.
+    pub spread: Option<Spread>,
     /// The ratio to the first result's value, when both exist and the first is not zero.
     pub ratio: Option<f64>,
     /// Better (`Some(true)`), worse (`Some(false)`) or equal/undirected (`None`) than the
     /// first result, by the measurement's direction.
     pub better: Option<bool>,
+}
+
+/// A measurement that several devices of one result reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// How many devices.
+    pub devices: usize,
+    /// The lowest value.
+    pub low: f64,
+    /// The highest value.
+    pub high: f64,
+    /// True when the cell's value is the worst device's (a directed measurement).
+    pub worst: bool,
 }
 
 /// A measurement row: check id, measurement name, unit.
@@ -49,7 +67,7 @@ pub struct Comparison {
     /// Check id → per result, the verdicts of its outcomes (several devices: several),
     /// a waived failure as `fail (waived)`.
     pub checks: BTreeMap<String, Vec<Vec<String>>>,
-    /// (check id, measurement name, unit) → per result, the first device's value.
+    /// (check id, measurement name, unit) → per result, the worst device's value.
     pub measurements: BTreeMap<MeasurementKey, Vec<Option<Value>>>,
     /// Per result: requirements passed / failed / unsettled / not run / manual.
     pub coverage: Vec<[usize; 5]>,
@@ -100,7 +118,7 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
             let accelerators: Vec<&str> = devices.iter().copied().filter(|d| *d != "host").collect();
             if accelerators.len() > 1 {
                 flags.push(format!(
-                    "{} ran on {} devices ({}): verdicts list every device's, measurements show the first device's",
+                    "{} ran on {} devices ({}): verdicts count every device's, measurements show the worst device's value and the range over all",
                     e.label,
                     accelerators.len(),
                     accelerators.join(", ")
@@ -119,7 +137,8 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
     }
 
     let mut checks: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
-    let mut measurements: BTreeMap<MeasurementKey, Vec<Option<(f64, Better)>>> = BTreeMap::new();
+    // Per row and result: every device's value, in device order.
+    let mut measurements: BTreeMap<MeasurementKey, Vec<Vec<(f64, Better)>>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
         for o in e.report.outcomes_sorted() {
             let verdict = match (o.verdict, &o.waiver) {
@@ -128,30 +147,35 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
             };
             checks.entry(o.check.clone()).or_insert_with(|| vec![Vec::new(); n])[i].push(verdict);
             for m in &o.measurements {
-                let cells = measurements
+                measurements
                     .entry((o.check.clone(), m.name.clone(), m.unit.clone()))
-                    .or_insert_with(|| vec![None; n]);
-                // The first device's value stands for the result.
-                cells[i].get_or_insert((m.value, m.better));
+                    .or_insert_with(|| vec![Vec::new(); n])[i]
+                    .push((m.value, m.better));
             }
         }
     }
     let measurements = measurements
         .into_iter()
         .map(|(key, cells)| {
+            let cells: Vec<Option<(f64, Better, Option<Spread>)>> = cells.iter().map(|values| worst(values)).collect();
             let base = cells.first().copied().flatten();
             let row = cells
                 .iter()
                 .map(|c| {
-                    c.map(|(value, better)| {
-                        let ratio = base.and_then(|(b, _)| (b != 0.0).then_some(value / b));
-                        let better = base.and_then(|(b, _)| match better {
+                    c.map(|(value, better, spread)| {
+                        let ratio = base.and_then(|(b, _, _)| (b != 0.0).then_some(value / b));
+                        let better = base.and_then(|(b, _, _)| match better {
                             _ if value == b => None,
                             Better::Higher => Some(value > b),
                             Better::Lower => Some(value < b),
                             _ => None,
                         });
-                        Value { value, ratio, better }
+                        Value {
+                            value,
+                            spread,
+                            ratio,
+                            better,
+                        }
                     })
                 })
                 .collect();
@@ -186,29 +210,77 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
     }
 }
 
+/// The value that stands for one result: the worst of its devices' values, with their
+/// count and range when there are several.
+fn worst(values: &[(f64, Better)]) -> Option<(f64, Better, Option<Spread>)> {
+    let &(first, better) = values.first()?;
+    let low = values.iter().map(|v| v.0).fold(first, f64::min);
+    let high = values.iter().map(|v| v.0).fold(first, f64::max);
+    let (value, worst) = match better {
+        Better::Higher => (low, true),
+        Better::Lower => (high, true),
+        _ => (first, false),
+    };
+    let spread = (values.len() > 1).then_some(Spread {
+        devices: values.len(),
+        low,
+        high,
+        worst,
+    });
+    Some((value, better, spread))
+}
+
+/// The verdicts of one check in one result: listed for one or two devices, counted for
+/// more (`7 pass, 1 fail`).
 fn verdicts(v: &[String]) -> String {
     if v.is_empty() {
         return "-".into();
     }
-    v.join(", ")
+    if v.len() <= 2 {
+        return v.join(", ");
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for verdict in v {
+        match counts.iter_mut().find(|(name, _)| name == verdict) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((verdict, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn value_text(v: &Option<Value>, first: bool) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if first => number(v.value),
-        Some(v) => {
-            let mark = match v.better {
-                Some(true) => " better",
-                Some(false) => " worse",
-                None => "",
-            };
-            match v.ratio {
-                Some(r) => format!("{} (x{:.2}{mark})", number(v.value), r),
-                None => format!("{}{mark}", number(v.value)),
-            }
+    let Some(v) = v else { return "-".into() };
+    let mut text = number(v.value);
+    let mut notes = Vec::new();
+    if !first {
+        let mark = match v.better {
+            Some(true) => " better",
+            Some(false) => " worse",
+            None => "",
+        };
+        match v.ratio {
+            Some(r) => notes.push(format!("x{r:.2}{mark}")),
+            None => text.push_str(mark),
         }
     }
+    if let Some(s) = v.spread {
+        let which = if s.worst { "worst" } else { "first" };
+        notes.push(format!(
+            "{which} of {} devices, range {}..{}",
+            s.devices,
+            number(s.low),
+            number(s.high)
+        ));
+    }
+    if !notes.is_empty() {
+        let _ = write!(text, " ({})", notes.join("; "));
+    }
+    text
 }
 
 const COVERAGE: [&str; 5] = ["passed", "failed", "unsettled", "not run", "manual"];

@@ -222,12 +222,13 @@ fn measurements(out: &mut String, report: &Report<'_>) {
         let label = format!("{} {}", short_trial(&o.trial), m.name);
         let _ = writeln!(
             out,
-            "<text x=\"0\" y=\"{}\">{}</text>\
+            "<text x=\"0\" y=\"{}\"><title>{}</title>{}</text>\
              <rect x=\"330\" y=\"{}\" width=\"{:.1}\" height=\"16\" fill=\"{color}\"><title>{}</title></rect>\
              <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"#000\" stroke-width=\"2\"/>\
              <text x=\"760\" y=\"{}\">{} {} ({} {})</text>",
             y + 13,
             esc(&label),
+            esc(&fit(&label, LABEL_CHARS)),
             y + 1,
             width(m.value).max(1.0),
             esc(&describe_measurement(m)),
@@ -247,6 +248,31 @@ fn measurements(out: &mut String, report: &Report<'_>) {
         );
     }
     let _ = writeln!(out, "</svg>");
+}
+
+/// The most characters of a chart label that fit left of the bars (about 6.6 units a character at 12 px, with a margin).
+const LABEL_CHARS: usize = 44;
+
+/// `text` in at most `max` characters. The check's name gives way to an ellipsis first, so
+/// the device and the measurement (after the last `::`) stay whole where they fit;
+/// otherwise the middle does.
+fn fit(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    if let Some(at) = text.rfind("::") {
+        let kept = text[at..].chars().count();
+        if kept + 8 <= max {
+            let head: String = text.chars().take(max - 1 - kept).collect();
+            return format!("{head}\u{2026}{}", &text[at..]);
+        }
+    }
+    let tail = (max - 1) / 2;
+    let head = max - 1 - tail;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}\u{2026}{end}")
 }
 
 fn outcomes(out: &mut String, report: &Report<'_>) {
@@ -380,4 +406,24 @@ pub fn esc(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn long_chart_labels_lose_their_middle_not_their_ends() {
+        assert_eq!(fit("short", 46), "short");
+        let long = "device_copy_bandwidth::pci-0000-17-00.0 bandwidth_median";
+        assert_eq!(fit(long, 44), "device_c\u{2026}::pci-0000-17-00.0 bandwidth_median");
+        let longer = "device_copy_bandwidth::pci-0000-17-00.0-of-a-long-name bandwidth_median";
+        let fitted = fit(longer, 44);
+        assert_eq!(fitted.chars().count(), 44);
+        assert!(fitted.starts_with("device_copy_bandwidth:"), "{fitted}");
+        assert!(fitted.ends_with("bandwidth_median"), "{fitted}");
+        assert!(fitted.contains('\u{2026}'));
+        // Characters, not bytes: no panic inside a multi-byte character.
+        assert_eq!(fit(&"é".repeat(60), 46).chars().count(), 46);
+    }
 }
