@@ -18,7 +18,7 @@ use hilt_harness::check::{Catalogue, Scope, TrialDevice};
 use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
 use hilt_harness::pci::{self, PciFunction};
-use hilt_harness::profile::{Library, Profile};
+use hilt_harness::profile::{self, Fit, Library, Profile};
 use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
 use hilt_results::Tier;
@@ -529,52 +529,34 @@ fn discover() -> Discovery {
     found
 }
 
-/// The profile for the real devices here (those `--device` selects): of the profiles that
-/// match one of them, the one with the most specific match rule (a PCI id beats a name,
-/// a name beats a backend alone).
+/// The profile for the real devices here (those `--device` selects): see
+/// [`profile::best_fit`].
 fn default_profile(catalogue: &Catalogue, devices: &[TrialDevice], selected: Option<&str>) -> anyhow::Result<String> {
     let library = Library::standard();
-    let devices: Vec<&TrialDevice> = devices
+    let devices: Vec<&DeviceInfo> = devices
         .iter()
         .filter(|d| selected.is_none_or(|s| d.info.id == s || d.info.backend == s))
+        .map(|d| &d.info)
         .collect();
-    let mut ranked: Vec<(usize, String)> = Vec::new();
-    for (id, _) in library.list() {
-        let Ok(profile) = library.load(&id, catalogue, Date::today()) else {
-            continue;
-        };
-        // A default that left a device out would test less than the machine has.
-        if !devices.iter().all(|d| profile.matches(&d.info)) {
-            continue;
-        }
-        let specificity = profile
-            .matches
-            .iter()
-            .filter(|rule| devices.iter().any(|d| rule.matches(&d.info)))
-            .map(|rule| {
-                usize::from(rule.backend.is_some())
-                    + usize::from(rule.name.is_some())
-                    + 2 * usize::from(rule.pci_vendor.is_some())
-                    + 4 * usize::from(rule.pci_device.is_some())
-            })
-            .max();
-        if let Some(score) = specificity {
-            ranked.push((score, id));
-        }
-    }
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let here: Vec<&str> = devices.iter().map(|d| d.info.id.as_str()).collect();
-    match ranked.as_slice() {
-        [] => bail!(
+    let profiles: Vec<Profile> = library
+        .list()
+        .into_iter()
+        .filter_map(|(id, _)| library.load(&id, catalogue, Date::today()).ok())
+        .collect();
+    let here: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+    match profile::best_fit(&profiles, &devices) {
+        Fit::One(p) => Ok(p.id.clone()),
+        Fit::None => bail!(
             "no profile matches all the accelerators here ({}); give one with `--profile` or choose a device \
              with `--device`, see `hilt profiles`",
             here.join(", ")
         ),
-        [(best, id), (next, other), ..] if best == next => bail!(
-            "profiles `{id}` and `{other}` both fit the accelerators here ({}); choose one with `--profile`",
+        Fit::Tie(a, b) => bail!(
+            "profiles `{}` and `{}` both fit the accelerators here ({}); choose one with `--profile`",
+            a.id,
+            b.id,
             here.join(", ")
         ),
-        [(_, id), ..] => Ok(id.clone()),
     }
 }
 

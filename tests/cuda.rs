@@ -21,12 +21,22 @@ use hilt_harness::accel::cuda::{self, DriverFacts};
 use hilt_harness::host::Date;
 use hilt_harness::hostfs::HostFs;
 use hilt_harness::nvml::{self, NvmlDevice, NvmlSystem, SharingMode};
-use hilt_harness::profile::Library;
+use hilt_harness::profile::{self, Fit, Library};
 use hilt_results::ResultRecord;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-/// The NVIDIA class profiles.
-const PROFILES: &[&str] = &["nvidia-hopper", "nvidia-blackwell", "nvidia-ampere", "nvidia-ada"];
+/// The NVIDIA class profiles and the SKU profiles that refine them.
+const PROFILES: &[&str] = &[
+    "nvidia-hopper",
+    "nvidia-blackwell",
+    "nvidia-ampere",
+    "nvidia-ada",
+    "nvidia-h100-sxm",
+    "nvidia-h100-nvl",
+    "nvidia-h200-sxm",
+    "nvidia-h200-nvl",
+    "nvidia-gh200",
+];
 
 fn main() {
     let args = Arguments::from_args();
@@ -347,18 +357,26 @@ fn each_nvidia_class_is_matched_by_pci_device_id() -> Result<(), Failed> {
             ..NvmlSystem::default()
         };
         let info = cuda::device_info(&d.driver, Ok(&system), None, &host("no-mps"));
-        let matched: Vec<&str> = profiles
-            .iter()
-            .filter(|p| p.matches(&info))
-            .map(|p| p.id.as_str())
-            .collect();
-        let want: Vec<&str> = d.profile.as_deref().into_iter().collect();
-        check(matched == want, || {
+        let chosen = match profile::best_fit(&profiles, &[&info]) {
+            Fit::One(p) => Some(p.id.as_str()),
+            Fit::None => None,
+            Fit::Tie(a, b) => return Err(format!("10de:{}: {} and {} tie", d.pci_device, a.id, b.id).into()),
+        };
+        check(chosen == d.profile.as_deref(), || {
             format!(
-                "10de:{} ({}) matched {matched:?}, expected {want:?}",
-                d.pci_device, d.driver.name
+                "10de:{} ({}) got {chosen:?}, expected {:?}",
+                d.pci_device, d.driver.name, d.profile
             )
         })?;
+        // A SKU's profile refines its class's: both match, the SKU's is chosen.
+        if let Some(p) = chosen.and_then(|id| profiles.iter().find(|p| p.id == id)) {
+            for ancestor in &p.chain[1..] {
+                let a = profiles.iter().find(|q| q.id == *ancestor).expect("ancestor loads");
+                check(a.id == "base" || a.matches(&info), || {
+                    format!("{} extends {} but the device is outside {}", p.id, a.id, a.id)
+                })?;
+            }
+        }
     }
     Ok(())
 }

@@ -156,3 +156,55 @@ fn malformed_profiles_get_located_errors() {
     }
     insta::assert_snapshot!(report);
 }
+
+#[test]
+fn a_sku_profile_is_chosen_over_its_class_and_equals_tie() {
+    use hilt_harness::accel::DeviceInfo;
+    use hilt_harness::profile::{Fit, best_fit};
+    let catalogue = hilt_suites::catalogue();
+    let standard = Library::standard();
+    let mut profiles: Vec<_> = standard
+        .list()
+        .into_iter()
+        .map(|(id, _)| standard.load(&id, &catalogue, today()).expect("built-in loads"))
+        .collect();
+    let gpu = |id: &str, device: u16| DeviceInfo {
+        id: id.into(),
+        backend: "cuda".into(),
+        name: "NVIDIA".into(),
+        vendor: None,
+        pci_vendor: Some(0x10de),
+        pci_device: Some(device),
+        pci_address: None,
+        simulated: false,
+        global_mem_bytes: 0,
+        local_mem_bytes: 0,
+        compute_units: 0,
+        facts: Default::default(),
+    };
+    let chosen =
+        |profiles: &[hilt_harness::profile::Profile], devices: &[&DeviceInfo]| match best_fit(profiles, devices) {
+            Fit::One(p) => p.id.clone(),
+            Fit::None => "none".into(),
+            Fit::Tie(a, b) => format!("tie {} {}", a.id, b.id),
+        };
+    let (sxm, pcie) = (gpu("cuda0", 0x2330), gpu("cuda1", 0x2331));
+    assert_eq!(chosen(&profiles, &[&sxm]), "nvidia-h100-sxm");
+    let sku = profiles.iter().find(|p| p.id == "nvidia-h100-sxm").expect("sku");
+    assert_eq!(sku.checks["performance.fma_throughput"].params["min_gflops"], 29250.0);
+    assert_eq!(
+        sku.checks["performance.fma_throughput"].params["iterations"], 16384,
+        "the rest is the class's"
+    );
+    assert_eq!(chosen(&profiles, &[&pcie]), "nvidia-hopper");
+    // A node that mixes SKUs gets the class both belong to.
+    assert_eq!(chosen(&profiles, &[&sxm, &pcie]), "nvidia-hopper");
+    assert_eq!(chosen(&profiles, &[]), "none");
+    assert_eq!(chosen(&profiles, &[&gpu("cuda0", 0x1234)]), "none");
+    // Two unrelated profiles that match alike are a tie, never a silent pick.
+    let mut twin = sku.clone();
+    twin.id = "lab-h100".into();
+    twin.chain = vec!["lab-h100".into(), "base".into()];
+    profiles.push(twin);
+    assert_eq!(chosen(&profiles, &[&sxm]), "tie lab-h100 nvidia-h100-sxm");
+}

@@ -37,6 +37,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("nvidia-blackwell", include_str!("../../profiles/nvidia-blackwell.toml")),
     ("nvidia-ampere", include_str!("../../profiles/nvidia-ampere.toml")),
     ("nvidia-ada", include_str!("../../profiles/nvidia-ada.toml")),
+    ("nvidia-h100-sxm", include_str!("../../profiles/nvidia-h100-sxm.toml")),
+    ("nvidia-h100-nvl", include_str!("../../profiles/nvidia-h100-nvl.toml")),
+    ("nvidia-h200-sxm", include_str!("../../profiles/nvidia-h200-sxm.toml")),
+    ("nvidia-h200-nvl", include_str!("../../profiles/nvidia-h200-nvl.toml")),
+    ("nvidia-gh200", include_str!("../../profiles/nvidia-gh200.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.
@@ -110,6 +115,58 @@ impl MatchRule {
                 .as_ref()
                 .is_none_or(|ids| device.pci_device.is_some_and(|d| ids.contains(&d)))
             && self.name.as_ref().is_none_or(|p| glob(p, &device.name))
+    }
+}
+
+/// What [`best_fit`] found.
+#[derive(Debug, PartialEq)]
+pub enum Fit<'p> {
+    /// This profile fits best.
+    One(&'p Profile),
+    /// No profile matches every device.
+    None,
+    /// Two profiles fit equally well.
+    Tie(&'p Profile, &'p Profile),
+}
+
+/// Of `profiles`, the one for `devices` (which must all match it): a profile that extends
+/// another one that matches is chosen over it (a SKU's profile over its class's), then
+/// the one with the most specific match rule (a PCI device id beats a vendor, a vendor a
+/// name, a name a backend alone); ids break no ties.
+pub fn best_fit<'p>(profiles: &'p [Profile], devices: &[&DeviceInfo]) -> Fit<'p> {
+    let candidates: Vec<&Profile> = profiles
+        .iter()
+        .filter(|p| !devices.is_empty() && devices.iter().all(|d| p.matches(d)))
+        .collect();
+    let refined = |p: &Profile| {
+        candidates
+            .iter()
+            .any(|other| other.id != p.id && other.chain.iter().skip(1).any(|a| *a == p.id))
+    };
+    let mut ranked: Vec<(usize, &Profile)> = candidates
+        .iter()
+        .filter(|p| !refined(p))
+        .map(|p| {
+            let score = p
+                .matches
+                .iter()
+                .filter(|rule| devices.iter().any(|d| rule.matches(d)))
+                .map(|rule| {
+                    usize::from(rule.backend.is_some())
+                        + usize::from(rule.name.is_some())
+                        + 2 * usize::from(rule.pci_vendor.is_some())
+                        + 4 * usize::from(rule.pci_device.is_some())
+                })
+                .max()
+                .unwrap_or(0);
+            (score, *p)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    match ranked.as_slice() {
+        [] => Fit::None,
+        [(best, a), (next, b), ..] if best == next => Fit::Tie(a, b),
+        [(_, p), ..] => Fit::One(p),
     }
 }
 
