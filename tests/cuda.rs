@@ -468,8 +468,8 @@ fn kernels_compile() -> Result<Completion, Failed> {
         })?;
         return Ok(Completion::Completed);
     }
-    if required() {
-        return Err("HILT_REQUIRE_CUDA=1 but neither NVRTC nor nvcc is here".into());
+    if required() || std::env::var("HILT_REQUIRE_NVRTC").as_deref() == Ok("1") {
+        return Err("HILT_REQUIRE_CUDA=1 or HILT_REQUIRE_NVRTC=1, but neither NVRTC nor nvcc is here".into());
     }
     Ok(Completion::ignored_with(
         "neither NVRTC nor nvcc here: the kernel source is checked only by the unit tests",
