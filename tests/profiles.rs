@@ -201,6 +201,17 @@ fn a_sku_profile_is_chosen_over_its_class_and_equals_tie() {
     assert_eq!(chosen(&profiles, &[&sxm, &pcie]), "nvidia-hopper");
     assert_eq!(chosen(&profiles, &[]), "none");
     assert_eq!(chosen(&profiles, &[&gpu("cuda0", 0x1234)]), "none");
+    // A variant that only inherits its class's match rules refines nothing: a tie, so a
+    // relaxed lab profile on the path never becomes the default by being there.
+    let mut variant = profiles
+        .iter()
+        .find(|p| p.id == "nvidia-hopper")
+        .expect("class")
+        .clone();
+    variant.id = "lab-quick".into();
+    variant.chain.insert(0, "lab-quick".into());
+    let with_variant: Vec<_> = profiles.iter().cloned().chain([variant]).collect();
+    assert_eq!(chosen(&with_variant, &[&pcie]), "tie lab-quick nvidia-hopper");
     // Two unrelated profiles that match alike are a tie, never a silent pick.
     let mut twin = sku.clone();
     twin.id = "lab-h100".into();

@@ -250,13 +250,25 @@ impl HostFs {
             if name == ".." {
                 if !below.pop() {
                     let rest: PathBuf = pending.iter().collect();
-                    return Err(self.outside(path, &Path::new("/").join(rest)));
+                    return Err(self.refused(
+                        path,
+                        format!(
+                            "climbs above the top of the root {} (to {})",
+                            self.root.display(),
+                            normalise(&Path::new("/").join(rest)).display()
+                        ),
+                    ));
                 }
                 continue;
             }
             let here = self.canonical.join(&below).join(&name);
             let meta = std::fs::symlink_metadata(&here).map_err(|e| error(path, &e))?;
             if !meta.file_type().is_symlink() {
+                // As on the host: nothing lies below a file, not even `..`.
+                let more = !pending.is_empty() || path.ends_with('/');
+                if more && !meta.is_dir() {
+                    return Err(error(path, &std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+                }
                 below.push(&name);
                 continue;
             }
@@ -270,8 +282,15 @@ impl HostFs {
             }
             let target = std::fs::read_link(&here).map_err(|e| error(path, &e))?;
             if target.is_absolute() {
-                let rest: PathBuf = pending.iter().collect();
-                return Err(self.outside(path, &target.join(rest)));
+                return Err(self.refused(
+                    path,
+                    format!(
+                        "leads through a link to the absolute path {}, which hilt does not follow under the \
+                         replayed root {}",
+                        target.display(),
+                        self.root.display()
+                    ),
+                ));
             }
             for n in names(&target).into_iter().rev() {
                 pending.push_front(n);
@@ -280,17 +299,9 @@ impl HostFs {
         Ok(self.canonical.join(below))
     }
 
-    /// The refusal of `path`, which leads to `host_path` outside a replayed root.
-    fn outside(&self, path: &str, host_path: &Path) -> HostError {
-        HostError::new(
-            path,
-            HostErrorKind::Refused,
-            format!(
-                "resolves to {}, outside the root {}, so hilt will not read it",
-                normalise(host_path).display(),
-                self.root.display()
-            ),
-        )
+    /// The refusal of `path`, which would leave a replayed root, and `why`.
+    fn refused(&self, path: &str, why: String) -> HostError {
+        HostError::new(path, HostErrorKind::Refused, format!("{why}, so hilt will not read it"))
     }
 
     /// The host path that `path` resolves to, every link and `..` followed
@@ -643,7 +654,11 @@ mod tests {
         for path in ["/etc/ssh/out.conf", "/etc/zero", climb.as_str()] {
             let e = fs.read(path).expect_err(path);
             assert_eq!(e.kind, HostErrorKind::Refused, "{path}: {e}");
-            assert!(e.message.contains("outside the root"), "{e}");
+            assert!(
+                e.message.contains("climbs above the top of the root")
+                    || e.message.contains("leads through a link to the absolute path"),
+                "{e}"
+            );
         }
         // Refused whatever the root's depth on this machine: a climb that leaves a shallow
         // root must not turn into a harmless miss under a deep one.
@@ -658,7 +673,7 @@ mod tests {
             let e = deep_fs.read(path).expect_err(path);
             assert_eq!(e.kind, HostErrorKind::Refused, "{path}: {e}");
             assert!(
-                e.message.contains(&format!("resolves to {shown}, outside the root")),
+                e.message.contains("climbs above the top of the root") && e.message.contains(&format!("(to {shown})")),
                 "{e}"
             );
         }
@@ -666,6 +681,11 @@ mod tests {
             deep_fs.read_trimmed("/etc/ssh/../../x.conf").expect("stays inside"),
             "inside"
         );
+        // Nothing lies below a file, not even `..`: the host says ENOTDIR, hilt NotFound.
+        for path in ["/x.conf/../x.conf", "/x.conf/"] {
+            let e = deep_fs.read(path).expect_err(path);
+            assert_eq!(e.kind, HostErrorKind::NotFound, "{path}: {e}");
+        }
         std::os::unix::fs::symlink("loop", root.join("etc/loop")).expect("link");
         let e = fs.read("/etc/loop").expect_err("a link to itself");
         assert!(e.message.contains("links on the way"), "{e}");

@@ -130,18 +130,20 @@ pub enum Fit<'p> {
 }
 
 /// Of `profiles`, the one for `devices` (which must all match it): a profile that extends
-/// another one that matches is chosen over it (a SKU's profile over its class's), then
-/// the one with the most specific match rule (a PCI device id beats a vendor, a vendor a
-/// name, a name a backend alone); ids break no ties.
+/// another matching one with match rules of its own is chosen over it (a SKU's profile
+/// over its class's), then the one with the most specific match rule (a PCI device id
+/// beats a vendor, a vendor a name, a name a backend alone); ids break no ties. A profile
+/// that only inherits its parent's match rules (a lab's variant of a class) refines
+/// nothing: it ties with its parent, and the user chooses.
 pub fn best_fit<'p>(profiles: &'p [Profile], devices: &[&DeviceInfo]) -> Fit<'p> {
     let candidates: Vec<&Profile> = profiles
         .iter()
         .filter(|p| !devices.is_empty() && devices.iter().all(|d| p.matches(d)))
         .collect();
     let refined = |p: &Profile| {
-        candidates
-            .iter()
-            .any(|other| other.id != p.id && other.chain.iter().skip(1).any(|a| *a == p.id))
+        candidates.iter().any(|other| {
+            other.id != p.id && other.matches != p.matches && other.chain.iter().skip(1).any(|a| *a == p.id)
+        })
     };
     let mut ranked: Vec<(usize, &Profile)> = candidates
         .iter()

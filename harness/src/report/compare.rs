@@ -29,7 +29,7 @@ pub struct Value {
     /// The value: the worst device's by the measurement's direction (for an undirected
     /// measurement, the first device's by id).
     pub value: f64,
-    /// The values of every device, when more than one reported the measurement.
+    /// The values of every device, when the check ran on more than one.
     pub spread: Option<Spread>,
     /// The ratio to the first result's value, when both exist and the first is not zero.
     pub ratio: Option<f64>,
@@ -38,11 +38,13 @@ pub struct Value {
     pub better: Option<bool>,
 }
 
-/// A measurement that several devices of one result reported.
+/// A measurement of a check that ran on several devices of one result.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
-    /// How many devices.
+    /// How many devices reported the measurement.
     pub devices: usize,
+    /// How many devices the check ran on (some may have ended without the measurement).
+    pub of: usize,
     /// The lowest value.
     pub low: f64,
     /// The highest value.
@@ -157,7 +159,11 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
     let measurements = measurements
         .into_iter()
         .map(|(key, cells)| {
-            let cells: Vec<Option<(f64, Better, Option<Spread>)>> = cells.iter().map(|values| worst(values)).collect();
+            let cells: Vec<Option<(f64, Better, Option<Spread>)>> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, values)| worst(values, checks.get(&key.0).map_or(0, |c| c[i].len())))
+                .collect();
             let base = cells.first().copied().flatten();
             let row = cells
                 .iter()
@@ -211,8 +217,8 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
 }
 
 /// The value that stands for one result: the worst of its devices' values, with their
-/// count and range when there are several.
-fn worst(values: &[(f64, Better)]) -> Option<(f64, Better, Option<Spread>)> {
+/// count and range when the check ran on several (`of` devices).
+fn worst(values: &[(f64, Better)], of: usize) -> Option<(f64, Better, Option<Spread>)> {
     let &(first, better) = values.first()?;
     let low = values.iter().map(|v| v.0).fold(first, f64::min);
     let high = values.iter().map(|v| v.0).fold(first, f64::max);
@@ -221,8 +227,9 @@ fn worst(values: &[(f64, Better)]) -> Option<(f64, Better, Option<Spread>)> {
         Better::Lower => (high, true),
         _ => (first, false),
     };
-    let spread = (values.len() > 1).then_some(Spread {
+    let spread = (values.len() > 1 || of > 1).then_some(Spread {
         devices: values.len(),
+        of: of.max(values.len()),
         low,
         high,
         worst,
@@ -270,12 +277,24 @@ fn value_text(v: &Option<Value>, first: bool) -> String {
     }
     if let Some(s) = v.spread {
         let which = if s.worst { "worst" } else { "first" };
-        notes.push(format!(
-            "{which} of {} devices, range {}..{}",
-            s.devices,
-            number(s.low),
-            number(s.high)
-        ));
+        let devices = match s.devices == s.of {
+            true => format!("{} devices", s.devices),
+            false => format!(
+                "{} of {} devices, {} without a value",
+                s.devices,
+                s.of,
+                s.of - s.devices
+            ),
+        };
+        if s.devices > 1 {
+            notes.push(format!(
+                "{which} of {devices}, range {}..{}",
+                number(s.low),
+                number(s.high)
+            ));
+        } else {
+            notes.push(format!("only 1 of {} devices has a value", s.of));
+        }
     }
     if !notes.is_empty() {
         let _ = write!(text, " ({})", notes.join("; "));
