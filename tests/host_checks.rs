@@ -33,14 +33,19 @@ fn reason(run: &common::Run, check: &str) -> String {
 /// A copy of a fixture tree to change in a test.
 fn copy_of(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
+    copy_into(name, dir.path());
+    dir
+}
+
+/// Copies fixture tree `name` (links as links) into the existing directory `dest`.
+fn copy_into(name: &str, dest: &Path) {
     let status = std::process::Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", common::host_fixture(name).display()))
-        .arg(dir.path())
+        .arg(dest)
         .status()
         .expect("cp runs");
     assert!(status.success());
-    dir
 }
 
 #[test]
@@ -280,15 +285,9 @@ fn where_a_tree_lies_never_changes_its_verdicts() {
     for name in ["hostile", "include-link-out"] {
         let source = common::host_fixture(name);
         let tmp = tempfile::tempdir().expect("tempdir");
-        let deep = tmp.path().join("d/".repeat(40));
+        let deep = tmp.path().join("d/".repeat(40)).join(name);
         std::fs::create_dir_all(&deep).expect("mkdir");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(&source)
-            .arg(&deep)
-            .status()
-            .expect("cp runs");
-        assert!(status.success());
+        copy_into(name, &deep);
         let verdicts = |root: &Path| -> Vec<(String, String)> {
             let run = run_on(root, &[]);
             let mut v: Vec<_> = run
@@ -305,7 +304,7 @@ fn where_a_tree_lies_never_changes_its_verdicts() {
             here.iter()
                 .any(|(t, v)| t.contains("remote_root_login") && v == "inconclusive")
         );
-        assert_eq!(verdicts(&deep.join(name)), here, "{name}");
+        assert_eq!(verdicts(&deep), here, "{name}");
     }
 }
 
