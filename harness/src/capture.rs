@@ -16,9 +16,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use crate::hostfs::glob;
-
-use crate::hostfs::{HostError, HostErrorKind, HostFs, MANIFEST, MANIFEST_FORMAT, Manifest, Unreadable};
+use crate::hostfs::{HostError, HostErrorKind, HostFs, MANIFEST, MANIFEST_FORMAT, Manifest, Unreadable, expand};
 
 /// How a captured path is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,36 +211,6 @@ pub fn capture(
     tar.append_data(&mut h, MANIFEST, json.as_slice())?;
     tar.into_inner()?.flush()?;
     Ok(report)
-}
-
-/// The host paths under `fs` that `pattern` names: `*` matches within one component. A
-/// directory that does not exist matches nothing; one that cannot be listed is an error,
-/// never silently nothing.
-pub fn expand(fs: &HostFs, pattern: &str) -> Result<Vec<String>, HostError> {
-    let mut paths = vec![String::new()];
-    for component in pattern.trim_start_matches('/').split('/') {
-        let mut next = Vec::new();
-        for base in paths {
-            if component.contains('*') {
-                let dir = if base.is_empty() { "/".to_string() } else { base.clone() };
-                let names = match fs.list(&dir) {
-                    Ok(n) => n,
-                    Err(e) if e.kind == HostErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                next.extend(
-                    names
-                        .into_iter()
-                        .filter(|n| n != crate::hostfs::MANIFEST && glob(component, n))
-                        .map(|n| format!("{base}/{n}")),
-                );
-            } else {
-                next.push(format!("{base}/{component}"));
-            }
-        }
-        paths = next;
-    }
-    Ok(paths)
 }
 
 /// A capture in progress.
@@ -496,6 +464,7 @@ fn add_parents<W: Write>(tar: &mut tar::Builder<W>, path: &str, done: &mut BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostfs::glob;
     use std::collections::BTreeMap;
 
     /// The archive's entries: path, and contents for files or the target for links.

@@ -56,6 +56,30 @@ impl CheckDef {
     }
 }
 
+/// The backend name of the trial device that host-scope checks run on.
+pub const HOST_BACKEND: &str = "host";
+
+/// The trial device of host-scope checks: the machine itself, present in every run.
+pub fn host_device() -> TrialDevice {
+    TrialDevice {
+        info: DeviceInfo {
+            id: HOST_BACKEND.into(),
+            backend: HOST_BACKEND.into(),
+            name: "this host".into(),
+            vendor: None,
+            pci_vendor: None,
+            pci_device: None,
+            pci_address: None,
+            simulated: false,
+            global_mem_bytes: 0,
+            local_mem_bytes: 0,
+            compute_units: 0,
+            facts: BTreeMap::new(),
+        },
+        spec: DeviceSpec::NotOpenable,
+    }
+}
+
 /// What a check runs on, and so which trial devices get a trial of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -71,7 +95,7 @@ pub enum Scope {
 impl Scope {
     /// Whether a check of this scope runs on `device`.
     pub fn applies_to(self, device: &TrialDevice) -> bool {
-        let host = device.info.backend == crate::runner::HOST_BACKEND;
+        let host = device.info.backend == HOST_BACKEND;
         match self {
             Scope::Device => !host && device.spec.openable(),
             Scope::Host => host,

@@ -544,6 +544,36 @@ pub fn error(path: &str, e: &std::io::Error) -> HostError {
     }
 }
 
+/// The host paths under `fs` that `pattern` names: `*` matches within one component. A
+/// directory that does not exist matches nothing; one that cannot be listed is an error,
+/// never silently nothing.
+pub fn expand(fs: &HostFs, pattern: &str) -> Result<Vec<String>, HostError> {
+    let mut paths = vec![String::new()];
+    for component in pattern.trim_start_matches('/').split('/') {
+        let mut next = Vec::new();
+        for base in paths {
+            if component.contains('*') {
+                let dir = if base.is_empty() { "/".to_string() } else { base.clone() };
+                let names = match fs.list(&dir) {
+                    Ok(n) => n,
+                    Err(e) if e.kind == HostErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                next.extend(
+                    names
+                        .into_iter()
+                        .filter(|n| n != MANIFEST && glob(component, n))
+                        .map(|n| format!("{base}/{n}")),
+                );
+            } else {
+                next.push(format!("{base}/{component}"));
+            }
+        }
+        paths = next;
+    }
+    Ok(paths)
+}
+
 /// Whether host path `path` matches `pattern`, component by component, `*` matching
 /// within one component (`/dev/dri/renderD*` matches `/dev/dri/renderD128`).
 pub fn path_glob(pattern: &str, path: &str) -> bool {

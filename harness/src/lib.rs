@@ -9,6 +9,7 @@ pub mod accel;
 pub mod canary;
 pub mod capture;
 pub mod check;
+pub mod discovery;
 pub mod host;
 pub mod hostfs;
 pub mod nvml;
@@ -20,3 +21,8 @@ pub mod requirements;
 pub mod runner;
 pub mod sshd;
 pub mod tenant;
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

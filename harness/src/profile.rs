@@ -183,7 +183,7 @@ impl Profile {
         // Serialising plain data with string keys cannot fail; an empty digest would be
         // visibly wrong rather than silently shared.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        format!("sha256:{}", hex(&sha2::Sha256::digest(&canonical)))
+        format!("sha256:{}", crate::hex(&sha2::Sha256::digest(&canonical)))
     }
 
     /// The checks that run in `tier`, in id order.
@@ -744,11 +744,6 @@ fn glob(pattern: &str, text: &str) -> bool {
             }
         }
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,37 +19,13 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use crate::accel::sim::{self, SimKnobs};
 use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
-use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, TrialDevice};
+use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, HOST_BACKEND, TrialDevice};
 use crate::hostfs::HostFs;
 use crate::profile::{CheckSettings, Profile};
 use crate::record::{ENVELOPE_FILE, EnvelopeFile, Event, EventsFile, Recorder, Reporter, ResultFile};
 use crate::tenant::TenantLauncher;
 use hilt_results::signed::SigningKey;
 use sha2::Digest;
-
-/// The backend name of the trial device that host-scope checks run on.
-pub const HOST_BACKEND: &str = "host";
-
-/// The trial device of host-scope checks: the machine itself, present in every run.
-pub fn host_device() -> TrialDevice {
-    TrialDevice {
-        info: DeviceInfo {
-            id: HOST_BACKEND.into(),
-            backend: HOST_BACKEND.into(),
-            name: "this host".into(),
-            vendor: None,
-            pci_vendor: None,
-            pci_device: None,
-            pci_address: None,
-            simulated: false,
-            global_mem_bytes: 0,
-            local_mem_bytes: 0,
-            compute_units: 0,
-            facts: BTreeMap::new(),
-        },
-        spec: DeviceSpec::NotOpenable,
-    }
-}
 
 /// Whether `profile` covers `device`: by its match rules, and always for the host.
 pub fn covers(profile: &Profile, device: &DeviceInfo) -> bool {
@@ -391,7 +367,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             executable_sha256: executable_sha256(),
         },
         run: RunInfo {
-            id: crate::profile::hex(&rand::random::<[u8; 16]>()),
+            id: crate::hex(&rand::random::<[u8; 16]>()),
             started_at: crate::host::rfc3339(SystemTime::now()),
             finished_at: None,
             complete: false,
@@ -452,7 +428,7 @@ fn executable_sha256() -> Option<String> {
             Err(_) => return None,
         }
     }
-    Some(crate::profile::hex(&hasher.finalize()))
+    Some(crate::hex(&hasher.finalize()))
 }
 
 /// The record's view of a device.

@@ -85,7 +85,7 @@ fn walk(fs: &HostFs, file: &str, text: &str, depth: u32, closure: &mut IncludeCl
         for arg in args {
             let pattern = include_pattern(&arg);
             closure.patterns.push(pattern.clone());
-            let files = match crate::capture::expand(fs, &pattern) {
+            let files = match crate::hostfs::expand(fs, &pattern) {
                 Ok(files) => files,
                 Err(e) => {
                     closure.errors.push(e);

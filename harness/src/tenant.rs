@@ -428,7 +428,7 @@ impl Tenant {
 
     /// Writes host bytes into a buffer.
     pub fn write(&mut self, context: usize, buffer: BufferId, offset: u64, data: &[u8]) -> Result<(), TenantError> {
-        let hex = crate::profile::hex(data);
+        let hex = crate::hex(data);
         self.call(&Request::Write {
             context,
             buffer,
@@ -705,9 +705,7 @@ impl TenantState {
                 self.context(context)?
                     .read(buffer, offset, &mut data)
                     .map_err(|e| e.to_string())?;
-                Ok(Reply::Data {
-                    hex: crate::profile::hex(&data),
-                })
+                Ok(Reply::Data { hex: crate::hex(&data) })
             }
             Request::Kernel { context, kernel } => {
                 let output = self.context(context)?.run(&kernel).map_err(|e| e.to_string())?;
@@ -820,10 +818,7 @@ mod tests {
 
     #[test]
     fn hex_round_trips_and_rejects_junk() {
-        assert_eq!(
-            unhex(&crate::profile::hex(&[0, 1, 0xab, 0xff])),
-            Some(vec![0, 1, 0xab, 0xff])
-        );
+        assert_eq!(unhex(&crate::hex(&[0, 1, 0xab, 0xff])), Some(vec![0, 1, 0xab, 0xff]));
         assert_eq!(unhex("abc"), None);
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("é1"), None);

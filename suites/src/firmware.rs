@@ -56,7 +56,7 @@ pub static ROM_MEASUREMENT: CheckDef = CheckDef {
                     )));
                 }
             };
-            let hash = hilt_harness::profile::hex(&sha2::Sha256::digest(&rom));
+            let hash = hilt_harness::hex(&sha2::Sha256::digest(&rom));
             ctx.evidence("rom_sha256", hash.clone());
             ctx.measure("rom_bytes", rom.len() as f64, "B", None, Better::Neither);
             let ids = format!("{:04x}:{:04x}", function.vendor, function.device);

@@ -4,7 +4,7 @@
 
 use hilt_harness::check::{CheckDef, CheckParams, Finding, NoParams, ParamsSpec, Scope};
 use hilt_harness::hostfs::path_glob;
-use hilt_harness::{capture, pci};
+use hilt_harness::{hostfs, pci};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +186,7 @@ pub static DEVICE_NODES: CheckDef = CheckDef {
             let mut allowed_open = Vec::new();
             let mut nodes = Vec::new();
             for pattern in NODE_PATTERNS {
-                nodes.extend(capture::expand(&fs, pattern).map_err(hostread::unreadable)?);
+                nodes.extend(hostfs::expand(&fs, pattern).map_err(hostread::unreadable)?);
             }
             let mut open = Vec::new();
             let mut seen = Vec::new();

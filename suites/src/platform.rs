@@ -459,7 +459,7 @@ impl SshdConfig {
                                  the settings it holds are unknown"
                             )));
                         }
-                        let files = hilt_harness::capture::expand(fs, &pattern).map_err(hostread::unreadable)?;
+                        let files = hilt_harness::hostfs::expand(fs, &pattern).map_err(hostread::unreadable)?;
                         for included in files {
                             if let Some(text) = optional(fs.read_text(&included))? {
                                 self.walk(fs, &included, &text, block.as_deref(), depth + 1)?;
