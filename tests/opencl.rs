@@ -8,7 +8,7 @@
 //! not.
 //!
 //! The runtime tests need an OpenCL device. Where there is none they are reported as
-//! ignored, with the reason; `HILT_REQUIRE_OPENCL=1` (set by `.ci/run`) turns a missing
+//! ignored, with the reason; `HILT_REQUIRE_OPENCL=1` (set by `ci/test.sh`) turns a missing
 //! device into a failure. The missing-loader test needs no OpenCL at all.
 
 mod common;

@@ -3,7 +3,7 @@
 //! run writes, and progress on a terminal.
 //!
 //! The browser test needs Chromium (Debian's `chromium`). Without it the test fails,
-//! saying so, unless `HILT_SKIP_CHROMIUM=1` asks to skip it; `.ci/run` installs it.
+//! saying so, unless `HILT_SKIP_CHROMIUM=1` asks to skip it; `ci/test.sh` installs it.
 
 mod common;
 
