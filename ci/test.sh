@@ -15,7 +15,7 @@ packages=(
   openssl                # tests/signing.rs: OpenSSL verifies hilt's signatures
   pocl-opencl-icd        # tests/opencl.rs: a real OpenCL runtime on the CPU
   ocl-icd-libopencl1     # ... and the OpenCL ICD loader
-  chromium               # tests/reports.rs: renders the HTML reports
+  chromium               # tests/reports.rs, tests/compare.rs: render the HTML pages
 )
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)

@@ -76,7 +76,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Render a result (signed or not) as JUnit, Markdown, HTML or JSON.
     Report(report::ReportArgs),
-    /// Show two or more results side by side, each verified first.
+    /// Show two or more results side by side, each verified first; with
+    /// --fail-on-regression, exit 4 when the second of two regressed against the first.
     Compare(compare::CompareArgs),
     /// The requirement catalogue and the checks that cover each requirement.
     Requirements {

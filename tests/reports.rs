@@ -1,6 +1,6 @@
 //! Reports: every format of `hilt report` on real result fixtures (snapshots), JUnit as a
-//! JUnit reader sees it, the HTML page in a real browser, `hilt compare`, the reports a
-//! run writes, and progress on a terminal.
+//! JUnit reader sees it, the HTML page in a real browser, the reports a run writes, and
+//! progress on a terminal. `hilt compare` has tests of its own, in `compare.rs`.
 //!
 //! The browser test needs Chromium (Debian's `chromium`). Without it the test fails,
 //! saying so, unless `HILT_SKIP_CHROMIUM=1` asks to skip it; `ci/test.sh` installs it.
@@ -189,104 +189,6 @@ fn signed_results_are_reported_with_their_signature_status() {
     );
 }
 
-/// `hilt compare ARGS` run in the fixtures' directory, so names do not depend on where
-/// the repository is.
-fn compare(args: &[&str]) -> (Option<i32>, String) {
-    let out = common::command()
-        .arg("compare")
-        .args(args)
-        .current_dir(common::fixtures().join("results"))
-        .output()
-        .expect("hilt runs");
-    (out.status.code(), String::from_utf8(out.stdout).expect("utf-8"))
-}
-
-#[test]
-fn compare_shows_results_side_by_side_and_flags_what_differs() {
-    let (code, text) = compare(&["sim-faults.json", "pocl.json"]);
-    assert_eq!(code, Some(0));
-    assert!(text.contains("note: pocl.json ran profile pocl-cpu, sim-faults.json ran waived"));
-    assert!(text.contains("ran on a simulated device"));
-    assert!(text.contains("fail (waived)"), "a waived failure is labelled");
-    insta::assert_snapshot!("compare_text", text);
-    let (_, md) = compare(&["sim-faults.json", "pocl.json", "--format", "markdown"]);
-    insta::assert_snapshot!("compare_markdown", md);
-    let (code, html) = compare(&["sim-faults.json", "pocl.json", "--format", "html"]);
-    assert_eq!(code, Some(0));
-    assert!(html.contains("Content-Security-Policy") && html.contains("<td class=\"better\">"));
-    let (code, _) = compare(&["pocl.json", "--format", "html"]);
-    assert_eq!(code, Some(2), "two results at least");
-}
-
-#[test]
-fn a_result_of_several_devices_is_compared_by_its_weakest() {
-    // pocl.json again, as if the node had three such devices: the second one slower, the
-    // third one failing the copy floor.
-    let text = std::fs::read_to_string(common::fixtures().join("results/pocl.json")).expect("fixture");
-    let mut record: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let outcomes = record["outcomes"].as_array().expect("outcomes").clone();
-    let devices = record["devices"].as_array().expect("devices").clone();
-    for (id, scale) in [("opencl1", 0.5), ("opencl2", 0.01)] {
-        let mut device = devices[0].clone();
-        device["id"] = id.into();
-        record["devices"].as_array_mut().expect("devices").push(device);
-        for o in outcomes.iter().filter(|o| o["device"] == "opencl0") {
-            let mut o = o.clone();
-            o["device"] = id.into();
-            o["trial"] = o["trial"].as_str().expect("trial").replace("opencl0", id).into();
-            for m in o["measurements"].as_array_mut().expect("measurements") {
-                m["value"] = (m["value"].as_f64().expect("value") * scale).into();
-            }
-            if id == "opencl2" && o["check"] == "performance.device_copy_bandwidth" {
-                o["verdict"] = "fail".into();
-            }
-            if o["check"] == "performance.fma_throughput"
-                || id == "opencl2" && o["check"] == "performance.launch_latency"
-            {
-                o["verdict"] = "error".into();
-                o["measurements"] = serde_json::json!([]);
-            }
-            record["outcomes"].as_array_mut().expect("outcomes").push(o);
-        }
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("node.json"), record.to_string()).expect("write");
-    std::fs::write(dir.path().join("pocl.json"), &text).expect("write");
-    let out = common::command()
-        .args(["compare", "pocl.json", "node.json"])
-        .current_dir(dir.path())
-        .output()
-        .expect("hilt runs");
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains("node.json ran on 3 devices (opencl0, opencl1, opencl2): verdicts count every device's"),
-        "{text}"
-    );
-    let row = |name: &str| -> String {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no row {name}:\n{text}"))
-            .to_string()
-    };
-    // Higher is better: the third device's value (1 %) stands for the node, x0.01 worse.
-    let copy = row("performance.device_copy_bandwidth bandwidth_median");
-    assert!(copy.contains("(x0.01 worse; worst of 3 devices, range "), "{copy}");
-    // Lower is better: the slowest launch is the node's.
-    let latency = row("performance.launch_latency latency_median");
-    assert!(
-        latency.contains("(x1.00; worst of 2 of 3 devices, 1 without a value"),
-        "{latency}"
-    );
-    let fma = row("performance.fma_throughput rate_median");
-    assert!(fma.contains("(x1.00; only 1 of 3 devices has a value)"), "{fma}");
-    // Undirected context keeps the first device's value and says so.
-    let context = row("performance.device_copy_bandwidth bandwidth_max");
-    assert!(context.contains("first of 3 devices"), "{context}");
-    let verdicts = row("performance.device_copy_bandwidth ");
-    assert!(verdicts.contains("2 pass, 1 fail"), "{verdicts}");
-}
-
 #[test]
 fn a_run_writes_the_reports_it_is_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -335,26 +237,9 @@ fn progress_shows_on_a_terminal() {
     assert!(text.contains("hilt: [1/2]") && text.contains("hilt: [2/2]"), "{text}");
 }
 
-/// Chromium, or why the browser test is skipped.
-fn chromium() -> Option<PathBuf> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(PathBuf::from);
-    if found.is_none() && std::env::var("HILT_SKIP_CHROMIUM").as_deref() != Ok("1") {
-        panic!("this test needs Chromium (Debian: apt-get install chromium); set HILT_SKIP_CHROMIUM=1 to skip it");
-    }
-    found
-}
-
 #[test]
 fn the_html_report_renders_in_a_browser_without_console_errors() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = common::chromium() else {
         eprintln!("skipped on request: no Chromium");
         return;
     };

@@ -151,3 +151,21 @@ pub fn run_device(hilt: impl Fn(&[&str]) -> Output, device: &str, args: &[&str])
     let record = ResultRecord::from_json(&bytes).expect("a valid record");
     (output.status.code().unwrap_or(-1), record, stderr)
 }
+
+/// Chromium, or none when the browser tests are to be skipped (`HILT_SKIP_CHROMIUM=1`);
+/// without it and without that variable, a panic that says how to install it.
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(PathBuf::from);
+    if found.is_none() && std::env::var("HILT_SKIP_CHROMIUM").as_deref() != Ok("1") {
+        panic!("this test needs Chromium (Debian: apt-get install chromium); set HILT_SKIP_CHROMIUM=1 to skip it");
+    }
+    found
+}

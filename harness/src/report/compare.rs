@@ -1,17 +1,30 @@
-//! Several results side by side, for procurement: per check the verdicts, per measurement
-//! the values, each one's ratio to the first result and whether it is better or worse in
-//! the measurement's own direction, and requirement coverage. Results run under different
-//! profiles (or profile settings) or by different hilt versions are flagged at the top, not
-//! hidden: their numbers may not mean the same thing.
+//! Several results side by side, for procurement and for a CI gate: which platform is
+//! safer and which is faster, and whether the results can be compared at all.
+//!
+//! Each result becomes a column named by its platform (device model, node, date, profile,
+//! tier, hilt version), with a summary first (conformance, mandatory failures,
+//! inconclusive outcomes, coverage). Then the checks, with their level and verdicts; then
+//! the measurements. Verdicts decide the colour of a cell, never the direction of a
+//! number: fewer leaked bytes are not "better", a leak is a failure. Only performance
+//! figures (the `performance` suite's) get a ratio to the first result (the baseline) and
+//! a call, better or worse, and only when the difference lies outside the runs' own
+//! spread (see [`Call`]). What makes results hard to compare (other profiles, settings,
+//! coverage, hilt versions, unverified signatures) is flagged, not hidden.
+//!
+//! A result that ran on several devices stands for its weakest device.
+
+mod flags;
+pub mod render;
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
-use hilt_results::{Better, Verdict};
+use hilt_results::{Better, Level, Outcome, Verdict};
+use serde::Serialize;
 
-use super::html::esc;
-use super::markdown::{cell as md, code};
-use super::{Report, TraceState, number, one_line};
+use super::{Report, Signature, TraceState, node, number};
+
+pub use flags::is_setting_fact;
+pub use render::{html, markdown, text};
 
 /// One result in a comparison, with the name it was given by (its file).
 pub struct Entry<'a> {
@@ -21,26 +34,240 @@ pub struct Entry<'a> {
     pub report: Report<'a>,
 }
 
-/// A cell of a measurement row. A result that ran on several devices is represented by
-/// its weakest device (a platform is as good as its worst accelerator), with the range
-/// over all of them.
-#[derive(Debug, Clone, PartialEq)]
+/// The comparison, ready to render (or to serialize: `hilt compare --format json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// One column per result, in the order given; the first is the baseline.
+    pub platforms: Vec<Platform>,
+    /// What makes the results hard to compare: every difference between any two of them,
+    /// then what makes each hard to read on its own.
+    pub flags: Vec<Flag>,
+    /// Per result, what got worse against the baseline (empty for the baseline itself).
+    pub regressions: Vec<Vec<Regression>>,
+    /// One row per check that ran in any result, by check id.
+    pub checks: Vec<CheckRow>,
+    /// One row per measurement, by check id and measurement name.
+    pub measurements: Vec<MeasurementRow>,
+}
+
+/// A result's column: what ran where, and its summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Platform {
+    /// The file or label it was given by.
+    pub label: String,
+    /// The accelerators it ran on, by model: `hilt simulated accelerator`,
+    /// `8 × NVIDIA H100 80GB HBM3`; `no accelerator` when only host checks ran.
+    pub device_model: String,
+    /// Every accelerator, in the record's order.
+    pub devices: Vec<PlatformDevice>,
+    /// The node the run was on (the record's host name).
+    pub node: String,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    /// The profile's id.
+    pub profile: String,
+    /// The profile's version.
+    pub profile_version: String,
+    /// The profile's digest (`sha256:...`).
+    pub profile_digest: String,
+    /// The tier.
+    pub tier: String,
+    /// The hilt version that made the record.
+    pub hilt_version: String,
+    /// What is known about the record's signature.
+    pub signature: Signature,
+    /// The summary.
+    pub summary: PlatformSummary,
+}
+
+/// An accelerator of a result.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformDevice {
+    /// Its id in the run (`cuda0`).
+    pub id: String,
+    /// Its name as its backend reports it.
+    pub name: String,
+}
+
+/// The numbers that answer "is it safe" for one result, before any detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformSummary {
+    /// The record's conformance status.
+    pub conformance: String,
+    /// Outcomes of mandatory checks that failed without a waiver.
+    pub mandatory_failures: usize,
+    /// Outcomes that failed under a waiver.
+    pub waived_failures: usize,
+    /// Outcomes of mandatory checks that ended inconclusive or in error.
+    pub mandatory_inconclusive: usize,
+    /// Outcomes of recommended or informational checks that failed, ended inconclusive or
+    /// in error.
+    pub other_problems: usize,
+    /// Trials that finished.
+    pub trials_run: usize,
+    /// Trials the plan held.
+    pub trials_planned: usize,
+    /// The least share of device memory a residue check read (`scanned_share`, 0 to 1),
+    /// over every check and device; none when no check measured it.
+    pub least_scanned_share: Option<f64>,
+    /// TS 104 033 requirements by state.
+    pub requirements: RequirementCoverage,
+}
+
+/// How many requirements a result passed, failed, left unsettled, did not run, or leaves
+/// to manual evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RequirementCoverage {
+    /// Every outcome for the requirement passed.
+    pub passed: usize,
+    /// An outcome for it failed.
+    pub failed: usize,
+    /// None failed, not all passed.
+    pub unsettled: usize,
+    /// Checks exist for it, none ran.
+    pub not_run: usize,
+    /// No automated check covers it.
+    pub manual: usize,
+}
+
+/// Something that makes two results hard to compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flag {
+    /// What kind of difference.
+    pub kind: FlagKind,
+    /// One sentence for people.
+    pub text: String,
+}
+
+/// The kinds of [`Flag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagKind {
+    /// Another profile, or the same profile with other settings.
+    Profile,
+    /// Runtime settings differ: overrides, hilt's device settings (`opencl.alloc_host_ptr`,
+    /// sim knobs, kernel build options), planted sim faults, check parameters.
+    Settings,
+    /// The results examined different amounts: memory scanned, checks run, filtered or
+    /// unfinished runs.
+    Coverage,
+    /// Another hilt version or tier.
+    Run,
+    /// A signature that did not verify.
+    Signature,
+    /// Several devices, or a simulated one.
+    Devices,
+}
+
+/// A check's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    /// The check id.
+    pub check: String,
+    /// The level, when every result that ran the check gave it the same one.
+    pub level: Option<Level>,
+    /// Per result: the check's outcomes there, or none when it did not run.
+    pub cells: Vec<Option<CheckCell>>,
+}
+
+/// A check in one result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckCell {
+    /// The level this result's profile gave the check.
+    pub level: Level,
+    /// Each device's verdict, in trial order; a waived failure as `fail (waived)`.
+    pub verdicts: Vec<String>,
+    /// The worst of them, which colours the cell.
+    pub worst: Standing,
+}
+
+/// A verdict as it colours a cell, from the best to the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Passed.
+    Pass,
+    /// Did not apply.
+    NotApplicable,
+    /// Failed under a waiver.
+    Waived,
+    /// Could not establish the fact.
+    Inconclusive,
+    /// The harness or its environment failed.
+    Error,
+    /// Failed.
+    Fail,
+}
+
+impl Standing {
+    /// The standing of one outcome.
+    pub fn of(o: &Outcome) -> Standing {
+        match (o.verdict, &o.waiver) {
+            (Verdict::Pass, _) => Standing::Pass,
+            (Verdict::Fail, Some(_)) => Standing::Waived,
+            (Verdict::Fail, None) => Standing::Fail,
+            (Verdict::NotApplicable, _) => Standing::NotApplicable,
+            (Verdict::Inconclusive, _) => Standing::Inconclusive,
+            _ => Standing::Error,
+        }
+    }
+
+    /// The name used in reports and as a CSS class.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Pass => "pass",
+            Standing::NotApplicable => "not_applicable",
+            Standing::Waived => "waived",
+            Standing::Inconclusive => "inconclusive",
+            Standing::Error => "error",
+            Standing::Fail => "fail",
+        }
+    }
+}
+
+/// A measurement's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeasurementRow {
+    /// The check id.
+    pub check: String,
+    /// The measurement's name as recorded (`bandwidth_median`, `leaked_bytes`).
+    pub name: String,
+    /// Its unit.
+    pub unit: String,
+    /// Which direction is better.
+    pub better: Better,
+    /// True for a performance figure (a check of the `performance` suite): only these get
+    /// a ratio and a call.
+    pub performance: bool,
+    /// Per result: the value that stands for it, or none.
+    pub cells: Vec<Option<Value>>,
+}
+
+/// A measurement in one result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Value {
-    /// The value: the worst device's by the measurement's direction (for an undirected
-    /// measurement, the first device's by id).
+    /// The value: the worst device's by the measurement's direction; the least for a
+    /// coverage share; for other undirected measurements the first device's.
     pub value: f64,
-    /// The values of every device, when the check ran on more than one.
-    pub spread: Option<Spread>,
-    /// The ratio to the first result's value, when both exist and the first is not zero.
+    /// The lowest and highest repetition of the device that stands for the result, when
+    /// the check recorded them (`*_min` and `*_max` beside a `*_median`).
+    pub spread: Option<(f64, f64)>,
+    /// The timed repetitions behind it (the outcome's `repetitions` evidence).
+    pub repetitions: Option<u32>,
+    /// Every device's value, when the check ran on more than one device.
+    pub devices: Option<DeviceSpread>,
+    /// The ratio to the baseline's value (performance figures only; none for the
+    /// baseline, or when the baseline's value is zero or missing).
     pub ratio: Option<f64>,
-    /// Better (`Some(true)`), worse (`Some(false)`) or equal/undirected (`None`) than the
-    /// first result, by the measurement's direction.
-    pub better: Option<bool>,
+    /// Better or worse than the baseline, or why neither (performance figures only).
+    pub call: Option<Call>,
+    /// The worst verdict of the check in this result, which colours the cell.
+    pub standing: Standing,
 }
 
 /// A measurement of a check that ran on several devices of one result.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeviceSpread {
     /// How many devices reported the measurement.
     pub devices: usize,
     /// How many devices the check ran on (some may have ended without the measurement).
@@ -49,197 +276,473 @@ pub struct Spread {
     pub low: f64,
     /// The highest value.
     pub high: f64,
-    /// True when the cell's value is the worst device's (a directed measurement).
-    pub worst: bool,
+    /// Which device's value the cell shows: `worst`, `least` (coverage) or `first`.
+    pub shown: &'static str,
 }
 
-/// A measurement row: check id, measurement name, unit.
-pub type MeasurementKey = (String, String, String);
-
-/// The comparison, ready to render.
-pub struct Comparison {
-    /// The labels, in order.
-    pub labels: Vec<String>,
-    /// Warnings that make the results hard to compare.
-    pub flags: Vec<String>,
-    /// What each input's signature says.
-    pub signatures: Vec<String>,
-    /// Per result: conformance status.
-    pub status: Vec<String>,
-    /// Check id → per result, the verdicts of its outcomes (several devices: several),
-    /// a waived failure as `fail (waived)`.
-    pub checks: BTreeMap<String, Vec<Vec<String>>>,
-    /// (check id, measurement name, unit) → per result, the worst device's value.
-    pub measurements: BTreeMap<MeasurementKey, Vec<Option<Value>>>,
-    /// Per result: requirements passed / failed / unsettled / not run / manual.
-    pub coverage: Vec<[usize; 5]>,
+/// How a performance figure compares with the baseline's.
+///
+/// A call is made only when the two runs' ranges (min..max over their repetitions) do
+/// not overlap, so that every repetition of one run beat every repetition of the other,
+/// and when the repetitions behind them are enough for that to mean something: if both
+/// runs measured one unchanged platform with independent repetitions, their ranges would
+/// come apart by chance with probability 2 / C(n + m, n) for n and m repetitions (every
+/// order of the n + m values being equally likely, two of them put one run's values all
+/// below the other's): 10 % for 3 and 3, 0.8 % for 5 and 5, 1e-5 for 10 and 10. hilt
+/// calls a difference only where that chance is below 1 % ([`CHANCE_LIMIT`]). A figure
+/// recorded without a range (the PCIe link width) is exact: any difference is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Call {
+    /// Better beyond both runs' spread.
+    Better,
+    /// Worse beyond both runs' spread.
+    Worse,
+    /// The ranges overlap: the difference is noise as far as these runs can tell.
+    WithinSpread,
+    /// The ranges do not overlap, but too few repetitions stand behind them to say so.
+    TooFewRepetitions,
+    /// The very same value.
+    Same,
 }
 
-/// Builds the comparison of `entries` (at least one).
+impl Call {
+    /// The words shown after the ratio.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::Better => "better",
+            Call::Worse => "worse",
+            Call::WithinSpread => "within spread",
+            Call::TooFewRepetitions => "too few repetitions to call",
+            Call::Same => "same",
+        }
+    }
+}
+
+/// The chance below which disjoint ranges are taken as a real difference (see [`Call`]).
+pub const CHANCE_LIMIT: f64 = 0.01;
+
+/// What got worse in a result against the baseline. `hilt compare --fail-on-regression`
+/// exits 4 when the second of two results has any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Regression {
+    /// A check whose every outcome passed in the baseline has an outcome that failed
+    /// (waived or not), ended inconclusive or in error; or no longer ran or applied.
+    Check {
+        /// The check id.
+        check: String,
+        /// Its level in this result (in the baseline when it no longer ran).
+        level: Level,
+        /// Its verdicts here (empty when it did not run).
+        now: Vec<String>,
+    },
+    /// A performance figure worse than the baseline's beyond both runs' spread.
+    Performance {
+        /// The check id.
+        check: String,
+        /// The measurement's name.
+        measurement: String,
+        /// Its unit.
+        unit: String,
+        /// The baseline's value.
+        was: f64,
+        /// This result's value.
+        now: f64,
+    },
+}
+
+impl Regression {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Regression::Check { check, level, now } if now.is_empty() => {
+                format!("{check} ({}): passed, now did not run", level.as_str())
+            }
+            Regression::Check { check, level, now } => {
+                format!("{check} ({}): passed, now {}", level.as_str(), verdict_list(now))
+            }
+            Regression::Performance {
+                check,
+                measurement,
+                unit,
+                was,
+                now,
+            } => format!(
+                "{check} {measurement}: {} {unit}, was {} {unit}, worse beyond both runs' spread",
+                number(*now),
+                number(*was)
+            ),
+        }
+    }
+}
+
+/// Measurements that say how much a check examined (a share of device memory), not how
+/// well the platform did: a difference is a coverage flag, and a result stands by its
+/// least.
+pub const COVERAGE_MEASUREMENTS: &[&str] = &["scanned_share"];
+
+/// Builds the comparison of `entries` (at least one); the first is the baseline.
 pub fn compare(entries: &[Entry<'_>]) -> Comparison {
-    let n = entries.len();
-    let mut flags = Vec::new();
-    if let Some(first) = entries.first() {
-        let r0 = first.report.record;
-        for e in &entries[1..] {
-            let r = e.report.record;
-            if r.profile.id != r0.profile.id {
-                flags.push(format!(
-                    "{} ran profile {}, {} ran {}: checks and thresholds may differ",
-                    e.label, r.profile.id, first.label, r0.profile.id
-                ));
-            } else if r.profile.digest != r0.profile.digest {
-                flags.push(format!(
-                    "{} ran profile {} with other settings ({} vs {})",
-                    e.label, r.profile.id, r.profile.digest, r0.profile.digest
-                ));
-            }
-            if r.tool.version != r0.tool.version {
-                flags.push(format!(
-                    "{} was made by hilt {}, {} by hilt {}",
-                    e.label, r.tool.version, first.label, r0.tool.version
-                ));
-            }
-            if r.run.tier != r0.run.tier {
-                flags.push(format!(
-                    "{} ran tier {}, {} ran {}",
-                    e.label, r.run.tier, first.label, r0.run.tier
-                ));
-            }
-        }
-        for e in entries {
-            if e.report.signature.unverified() {
-                flags.push(format!(
-                    "{} did NOT verify: its content is a claim, not evidence",
-                    e.label
-                ));
-            }
-            let mut devices: Vec<&str> = e.report.record.outcomes.iter().map(|o| o.device.as_str()).collect();
-            devices.sort_unstable();
-            devices.dedup();
-            let accelerators: Vec<&str> = devices.iter().copied().filter(|d| *d != "host").collect();
-            if accelerators.len() > 1 {
-                flags.push(format!(
-                    "{} ran on {} devices ({}): verdicts count every device's, measurements show the worst device's value and the range over all",
-                    e.label,
-                    accelerators.len(),
-                    accelerators.join(", ")
-                ));
-            }
-            if e.report.record.devices.iter().any(|d| d.simulated) {
-                flags.push(format!(
-                    "{} ran on a simulated device: it describes hilt, not a platform",
-                    e.label
-                ));
-            }
-            if !e.report.record.run.complete {
-                flags.push(format!("{} is from a run that did not finish", e.label));
-            }
-        }
+    let platforms: Vec<Platform> = entries.iter().map(platform).collect();
+    let checks = check_rows(entries);
+    let measurements = measurement_rows(entries, &checks);
+    let mut flags = flags::across(entries, &measurements);
+    for e in entries {
+        flags.extend(flags::of(e));
     }
-
-    let mut checks: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
-    // Per row and result: every device's value, in device order.
-    let mut measurements: BTreeMap<MeasurementKey, Vec<Vec<(f64, Better)>>> = BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        for o in e.report.outcomes_sorted() {
-            let verdict = match (o.verdict, &o.waiver) {
-                (Verdict::Fail, Some(_)) => "fail (waived)".to_string(),
-                (v, _) => v.as_str().to_string(),
-            };
-            checks.entry(o.check.clone()).or_insert_with(|| vec![Vec::new(); n])[i].push(verdict);
-            for m in &o.measurements {
-                measurements
-                    .entry((o.check.clone(), m.name.clone(), m.unit.clone()))
-                    .or_insert_with(|| vec![Vec::new(); n])[i]
-                    .push((m.value, m.better));
+    let regressions = (0..entries.len())
+        .map(|i| {
+            if i == 0 {
+                Vec::new()
+            } else {
+                regressions(i, &checks, &measurements)
             }
-        }
-    }
-    let measurements = measurements
-        .into_iter()
-        .map(|(key, cells)| {
-            let cells: Vec<Option<(f64, Better, Option<Spread>)>> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, values)| worst(values, checks.get(&key.0).map_or(0, |c| c[i].len())))
-                .collect();
-            let base = cells.first().copied().flatten();
-            let row = cells
-                .iter()
-                .map(|c| {
-                    c.map(|(value, better, spread)| {
-                        let ratio = base.and_then(|(b, _, _)| (b != 0.0).then_some(value / b));
-                        let better = base.and_then(|(b, _, _)| match better {
-                            _ if value == b => None,
-                            Better::Higher => Some(value > b),
-                            Better::Lower => Some(value < b),
-                            _ => None,
-                        });
-                        Value {
-                            value,
-                            spread,
-                            ratio,
-                            better,
-                        }
-                    })
-                })
-                .collect();
-            (key, row)
-        })
-        .collect();
-    let coverage = entries
-        .iter()
-        .map(|e| {
-            let t = e.report.traceability();
-            let count = |s: TraceState| t.iter().filter(|x| x.state == s).count();
-            [
-                count(TraceState::Passed),
-                count(TraceState::Failed),
-                count(TraceState::Unsettled),
-                count(TraceState::NotRun),
-                count(TraceState::Manual),
-            ]
         })
         .collect();
     Comparison {
-        labels: entries.iter().map(|e| e.label.clone()).collect(),
+        platforms,
         flags,
-        signatures: entries.iter().map(|e| e.report.signature.describe()).collect(),
-        status: entries
-            .iter()
-            .map(|e| e.report.record.conformance.status.as_str().to_string())
-            .collect(),
+        regressions,
         checks,
         measurements,
-        coverage,
     }
 }
 
-/// The value that stands for one result: the worst of its devices' values, with their
-/// count and range when the check ran on several (`of` devices).
-fn worst(values: &[(f64, Better)], of: usize) -> Option<(f64, Better, Option<Spread>)> {
-    let &(first, better) = values.first()?;
-    let low = values.iter().map(|v| v.0).fold(first, f64::min);
-    let high = values.iter().map(|v| v.0).fold(first, f64::max);
-    let (value, worst) = match better {
-        Better::Higher => (low, true),
-        Better::Lower => (high, true),
-        _ => (first, false),
+fn platform(e: &Entry<'_>) -> Platform {
+    let r = e.report.record;
+    let accelerators: Vec<&hilt_results::Device> = r.devices.iter().filter(|d| d.backend != "host").collect();
+    let mut models: Vec<(&str, usize)> = Vec::new();
+    for d in &accelerators {
+        match models.iter_mut().find(|(name, _)| *name == d.name) {
+            Some((_, n)) => *n += 1,
+            None => models.push((&d.name, 1)),
+        }
+    }
+    let device_model = if models.is_empty() {
+        "no accelerator".to_string()
+    } else {
+        models
+            .iter()
+            .map(|(name, n)| {
+                if *n == 1 {
+                    name.to_string()
+                } else {
+                    format!("{n} × {name}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let spread = (values.len() > 1 || of > 1).then_some(Spread {
-        devices: values.len(),
-        of: of.max(values.len()),
+    Platform {
+        label: e.label.clone(),
+        device_model,
+        devices: accelerators
+            .iter()
+            .map(|d| PlatformDevice {
+                id: d.id.clone(),
+                name: d.name.clone(),
+            })
+            .collect(),
+        node: node(r).to_string(),
+        started_at: r.run.started_at.clone(),
+        profile: r.profile.id.clone(),
+        profile_version: r.profile.version.clone(),
+        profile_digest: r.profile.digest.clone(),
+        tier: r.run.tier.as_str().to_string(),
+        hilt_version: r.tool.version.clone(),
+        signature: e.report.signature.clone(),
+        summary: summary(&e.report),
+    }
+}
+
+fn summary(report: &Report<'_>) -> PlatformSummary {
+    let r = report.record;
+    let count = |f: &dyn Fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
+    let unsettled = |o: &Outcome| matches!(o.verdict, Verdict::Inconclusive | Verdict::Error);
+    let trace = report.traceability();
+    let state = |s: TraceState| trace.iter().filter(|t| t.state == s).count();
+    PlatformSummary {
+        conformance: r.conformance.status.as_str().to_string(),
+        mandatory_failures: count(&|o| o.level == Level::Mandatory && Standing::of(o) == Standing::Fail),
+        waived_failures: count(&|o| Standing::of(o) == Standing::Waived),
+        mandatory_inconclusive: count(&|o| o.level == Level::Mandatory && unsettled(o)),
+        other_problems: count(&|o| o.level != Level::Mandatory && (o.verdict == Verdict::Fail || unsettled(o))),
+        trials_run: r.outcomes.len(),
+        trials_planned: r.run.planned.len(),
+        least_scanned_share: r
+            .outcomes
+            .iter()
+            .flat_map(|o| &o.measurements)
+            .filter(|m| COVERAGE_MEASUREMENTS.contains(&m.name.as_str()))
+            .map(|m| m.value)
+            .reduce(f64::min),
+        requirements: RequirementCoverage {
+            passed: state(TraceState::Passed),
+            failed: state(TraceState::Failed),
+            unsettled: state(TraceState::Unsettled),
+            not_run: state(TraceState::NotRun),
+            manual: state(TraceState::Manual),
+        },
+    }
+}
+
+fn check_rows(entries: &[Entry<'_>]) -> Vec<CheckRow> {
+    let n = entries.len();
+    let mut rows: BTreeMap<String, Vec<Option<CheckCell>>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        for o in e.report.outcomes_sorted() {
+            let cell = &mut rows.entry(o.check.clone()).or_insert_with(|| vec![None; n])[i];
+            let cell = cell.get_or_insert_with(|| CheckCell {
+                level: o.level,
+                verdicts: Vec::new(),
+                worst: Standing::Pass,
+            });
+            cell.verdicts.push(match Standing::of(o) {
+                Standing::Waived => "fail (waived)".to_string(),
+                _ => o.verdict.as_str().to_string(),
+            });
+            cell.worst = cell.worst.max(Standing::of(o));
+        }
+    }
+    rows.into_iter()
+        .map(|(check, cells)| {
+            let mut levels = cells.iter().flatten().map(|c| c.level);
+            let first = levels.next();
+            let level = first.filter(|l| levels.all(|m| m == *l));
+            CheckRow { check, level, cells }
+        })
+        .collect()
+}
+
+/// One device's reading of a measurement.
+#[derive(Clone, Copy)]
+struct Reading {
+    value: f64,
+    spread: Option<(f64, f64)>,
+    repetitions: Option<u32>,
+}
+
+fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow]) -> Vec<MeasurementRow> {
+    let n = entries.len();
+    type Key = (String, String, String);
+    // Per row and result: every device's reading, in trial order.
+    let mut readings: BTreeMap<Key, (Better, Vec<Vec<Reading>>)> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        for o in e.report.outcomes_sorted() {
+            let folded = folded_ranges(o);
+            let repetitions = o
+                .evidence
+                .get("repetitions")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|r| u32::try_from(r).ok());
+            for m in &o.measurements {
+                if folded.values().any(|(lo, hi)| *lo == m.name || *hi == m.name) {
+                    continue;
+                }
+                let spread = folded.get(&m.name).map(|(lo, hi)| (value_of(o, lo), value_of(o, hi)));
+                let entry = readings
+                    .entry((o.check.clone(), m.name.clone(), m.unit.clone()))
+                    .or_insert_with(|| (m.better, vec![Vec::new(); n]));
+                entry.1[i].push(Reading {
+                    value: m.value,
+                    spread,
+                    repetitions: spread.and(repetitions),
+                });
+            }
+        }
+    }
+    readings
+        .into_iter()
+        .map(|((check, name, unit), (better, per_result))| {
+            let performance = is_performance(&check);
+            let coverage = COVERAGE_MEASUREMENTS.contains(&name.as_str());
+            let row = checks.iter().find(|r| r.check == check);
+            let mut cells: Vec<Option<Value>> = per_result
+                .iter()
+                .enumerate()
+                .map(|(i, values)| {
+                    let cell = row.and_then(|r| r.cells[i].as_ref());
+                    let of = cell.map_or(0, |c| c.verdicts.len());
+                    let standing = cell.map_or(Standing::Pass, |c| c.worst);
+                    stand_for(values, better, coverage, of, standing)
+                })
+                .collect();
+            if performance && matches!(better, Better::Higher | Better::Lower) {
+                let base = cells.first().cloned().flatten();
+                for cell in cells.iter_mut().skip(1).flatten() {
+                    if let Some(base) = &base {
+                        cell.ratio = (base.value != 0.0).then(|| cell.value / base.value);
+                        cell.call = Some(call(base, cell, better));
+                    }
+                }
+            }
+            MeasurementRow {
+                check,
+                name,
+                unit,
+                better,
+                performance,
+                cells,
+            }
+        })
+        .collect()
+}
+
+/// `P_median` → (`P_min`, `P_max`) for every median whose range the outcome recorded too.
+fn folded_ranges(o: &Outcome) -> BTreeMap<String, (String, String)> {
+    let has = |name: &str| o.measurements.iter().any(|m| m.name == name);
+    o.measurements
+        .iter()
+        .filter_map(|m| {
+            let stem = m.name.strip_suffix("_median")?;
+            let (lo, hi) = (format!("{stem}_min"), format!("{stem}_max"));
+            (has(&lo) && has(&hi)).then(|| (m.name.clone(), (lo, hi)))
+        })
+        .collect()
+}
+
+fn value_of(o: &Outcome, name: &str) -> f64 {
+    o.measurements
+        .iter()
+        .find(|m| m.name == name)
+        .map_or(f64::NAN, |m| m.value)
+}
+
+/// Performance figures are the measurements of the `performance` suite: they say how
+/// fast, not whether safe.
+fn is_performance(check: &str) -> bool {
+    check.starts_with("performance.")
+}
+
+/// The reading that stands for one result: the worst of its devices' by the direction,
+/// the least for a coverage share, the first otherwise; with every device's range when
+/// the check ran on several (`of` devices).
+fn stand_for(readings: &[Reading], better: Better, coverage: bool, of: usize, standing: Standing) -> Option<Value> {
+    let first = *readings.first()?;
+    let pick = |worse: fn(f64, f64) -> bool| {
+        readings
+            .iter()
+            .copied()
+            .fold(first, |a, b| if worse(b.value, a.value) { b } else { a })
+    };
+    let (chosen, shown) = match better {
+        Better::Higher => (pick(|b, a| b < a), "worst"),
+        Better::Lower => (pick(|b, a| b > a), "worst"),
+        _ if coverage => (pick(|b, a| b < a), "least"),
+        _ => (first, "first"),
+    };
+    let low = readings.iter().map(|r| r.value).fold(first.value, f64::min);
+    let high = readings.iter().map(|r| r.value).fold(first.value, f64::max);
+    let devices = (readings.len() > 1 || of > 1).then_some(DeviceSpread {
+        devices: readings.len(),
+        of: of.max(readings.len()),
         low,
         high,
-        worst,
+        shown,
     });
-    Some((value, better, spread))
+    Some(Value {
+        value: chosen.value,
+        spread: chosen.spread,
+        repetitions: chosen.repetitions,
+        devices,
+        ratio: None,
+        call: None,
+        standing,
+    })
+}
+
+/// The call on `cell` against `base` for a measurement whose better direction is
+/// `better` (see [`Call`]).
+fn call(base: &Value, cell: &Value, better: Better) -> Call {
+    if cell.value == base.value {
+        return Call::Same;
+    }
+    let (b_lo, b_hi) = base.spread.unwrap_or((base.value, base.value));
+    let (c_lo, c_hi) = cell.spread.unwrap_or((cell.value, cell.value));
+    if c_lo <= b_hi && b_lo <= c_hi {
+        return Call::WithinSpread;
+    }
+    if let (Some(n), Some(m)) = (base.repetitions, cell.repetitions)
+        && disjoint_by_chance(n, m) >= CHANCE_LIMIT
+    {
+        return Call::TooFewRepetitions;
+    }
+    let higher = cell.value > base.value;
+    match (better, higher) {
+        (Better::Higher, true) | (Better::Lower, false) => Call::Better,
+        _ => Call::Worse,
+    }
+}
+
+/// The chance that two runs of one distribution, of `n` and `m` independent repetitions,
+/// have ranges that do not overlap: 2 / C(n + m, n).
+pub fn disjoint_by_chance(n: u32, m: u32) -> f64 {
+    let (n, m) = (f64::from(n.max(1)), f64::from(m.max(1)));
+    // C(n + m, n) = Π_{i=1..n} (m + i) / i, which grows past f64 into infinity: chance 0.
+    let mut c = 1.0;
+    let mut i = 1.0;
+    while i <= n {
+        c *= (m + i) / i;
+        i += 1.0;
+    }
+    (2.0 / c).min(1.0)
+}
+
+fn regressions(i: usize, checks: &[CheckRow], measurements: &[MeasurementRow]) -> Vec<Regression> {
+    let mut out = Vec::new();
+    for row in checks {
+        let Some(base) = &row.cells[0] else { continue };
+        if base.worst != Standing::Pass {
+            continue;
+        }
+        match &row.cells[i] {
+            None => out.push(Regression::Check {
+                check: row.check.clone(),
+                level: base.level,
+                now: Vec::new(),
+            }),
+            Some(cell) if cell.worst != Standing::Pass => out.push(Regression::Check {
+                check: row.check.clone(),
+                level: cell.level,
+                now: cell.verdicts.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for row in measurements.iter().filter(|r| r.performance) {
+        if let (Some(base), Some(cell)) = (&row.cells[0], &row.cells[i])
+            && cell.call == Some(Call::Worse)
+        {
+            out.push(Regression::Performance {
+                check: row.check.clone(),
+                measurement: row.name.clone(),
+                unit: row.unit.clone(),
+                was: base.value,
+                now: cell.value,
+            });
+        }
+    }
+    out
+}
+
+/// A share (`ratio`, 0 to 1) as a percentage without trailing zeros (`0.5 %`, `50 %`);
+/// other units as numbers with their unit.
+pub fn share(value: f64, unit: &str) -> String {
+    if unit != "ratio" {
+        return format!("{} {unit}", number(value));
+    }
+    let percent = number(value * 100.0);
+    let percent = match percent.contains('.') && !percent.contains('e') {
+        true => percent.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => percent,
+    };
+    format!("{percent} %")
 }
 
 /// The verdicts of one check in one result: listed for one or two devices, counted for
 /// more (`7 pass, 1 fail`).
-fn verdicts(v: &[String]) -> String {
+pub fn verdict_list(v: &[String]) -> String {
     if v.is_empty() {
         return "-".into();
     }
@@ -260,234 +763,69 @@ fn verdicts(v: &[String]) -> String {
         .join(", ")
 }
 
-fn value_text(v: &Option<Value>, first: bool) -> String {
-    let Some(v) = v else { return "-".into() };
-    let mut text = number(v.value);
-    let mut notes = Vec::new();
-    if !first {
-        let mark = match v.better {
-            Some(true) => " better",
-            Some(false) => " worse",
-            None => "",
-        };
-        match v.ratio {
-            Some(r) => notes.push(format!("x{r:.2}{mark}")),
-            None => text.push_str(mark),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disjoint_ranges_by_chance_follow_the_order_statistics() {
+        assert!((disjoint_by_chance(3, 3) - 0.1).abs() < 1e-12, "2 / C(6, 3)");
+        assert!((disjoint_by_chance(5, 5) - 2.0 / 252.0).abs() < 1e-12);
+        assert!((disjoint_by_chance(3, 10) - 2.0 / 286.0).abs() < 1e-12);
+        assert!(disjoint_by_chance(10, 10) < 2e-5);
+        assert_eq!(disjoint_by_chance(1, 1), 1.0, "two single values: always apart");
+        assert_eq!(disjoint_by_chance(1000, 1000), 0.0);
+    }
+
+    fn value(value: f64, spread: Option<(f64, f64)>, repetitions: Option<u32>) -> Value {
+        Value {
+            value,
+            spread,
+            repetitions,
+            devices: None,
+            ratio: None,
+            call: None,
+            standing: Standing::Pass,
         }
     }
-    if let Some(s) = v.spread {
-        let which = if s.worst { "worst" } else { "first" };
-        let devices = match s.devices == s.of {
-            true => format!("{} devices", s.devices),
-            false => format!(
-                "{} of {} devices, {} without a value",
-                s.devices,
-                s.of,
-                s.of - s.devices
-            ),
-        };
-        if s.devices > 1 {
-            notes.push(format!(
-                "{which} of {devices}, range {}..{}",
-                number(s.low),
-                number(s.high)
-            ));
-        } else {
-            notes.push(format!("only 1 of {} devices has a value", s.of));
-        }
-    }
-    if !notes.is_empty() {
-        let _ = write!(text, " ({})", notes.join("; "));
-    }
-    text
-}
 
-const COVERAGE: [&str; 5] = ["passed", "failed", "unsettled", "not run", "manual"];
-
-/// Plain text for a terminal.
-pub fn text(c: &Comparison) -> String {
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut head = vec!["".to_string()];
-    head.extend(c.labels.iter().cloned());
-    rows.push(head);
-    let mut status = vec!["conformance".to_string()];
-    status.extend(c.status.iter().cloned());
-    rows.push(status);
-    for (check, cells) in &c.checks {
-        let mut row = vec![check.clone()];
-        row.extend(cells.iter().map(|v| verdicts(v)));
-        rows.push(row);
-    }
-    for ((check, name, unit), cells) in &c.measurements {
-        let mut row = vec![format!("{check} {name} ({unit})")];
-        row.extend(cells.iter().enumerate().map(|(i, v)| value_text(v, i == 0)));
-        rows.push(row);
-    }
-    for (k, label) in COVERAGE.iter().enumerate() {
-        let mut row = vec![format!("requirements {label}")];
-        row.extend(c.coverage.iter().map(|cov| cov[k].to_string()));
-        rows.push(row);
-    }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for flag in &c.flags {
-        let _ = writeln!(out, "note: {}", one_line(flag));
-    }
-    for (label, sig) in c.labels.iter().zip(&c.signatures) {
-        let _ = writeln!(out, "{}: {}", one_line(label), one_line(sig));
-    }
-    if !c.flags.is_empty() || !c.signatures.is_empty() {
-        let _ = writeln!(out);
-    }
-    for row in rows {
-        let row: Vec<String> = row.iter().map(|s| one_line(s)).collect();
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    out
-}
-
-/// Markdown tables.
-pub fn markdown(c: &Comparison) -> String {
-    let cell = |s: &str| md(s);
-    let mut out = String::from("## hilt: results side by side\n\n");
-    for flag in &c.flags {
-        let _ = writeln!(out, "- **note:** {}", cell(flag));
-    }
-    for (label, sig) in c.labels.iter().zip(&c.signatures) {
-        let _ = writeln!(out, "- {}: {}", code(label), cell(sig));
-    }
-    let _ = writeln!(out);
-    let header = |out: &mut String, first: &str| {
-        let _ = writeln!(
-            out,
-            "| {first} | {} |",
-            c.labels
-                .iter()
-                .map(|l| format!("`{}`", cell(l)))
-                .collect::<Vec<_>>()
-                .join(" | ")
+    #[test]
+    fn a_call_needs_disjoint_ranges_and_enough_repetitions() {
+        let base = value(10.0, Some((9.0, 11.0)), Some(10));
+        let call = |v: Value, better| call(&base, &v, better);
+        assert_eq!(
+            call(value(10.0, Some((8.0, 12.0)), Some(10)), Better::Higher),
+            Call::Same
         );
-        let _ = writeln!(out, "| --- |{}", " --- |".repeat(c.labels.len()));
-    };
-    header(&mut out, "check");
-    let _ = writeln!(
-        out,
-        "| conformance | {} |",
-        c.status.iter().map(|s| cell(s)).collect::<Vec<_>>().join(" | ")
-    );
-    for (check, cells) in &c.checks {
-        let _ = writeln!(
-            out,
-            "| {} | {} |",
-            code(check),
-            cells.iter().map(|v| verdicts(v)).collect::<Vec<_>>().join(" | ")
+        assert_eq!(
+            call(value(12.0, Some((10.5, 13.0)), Some(10)), Better::Higher),
+            Call::WithinSpread
+        );
+        assert_eq!(
+            call(value(13.0, Some((12.0, 14.0)), Some(10)), Better::Higher),
+            Call::Better
+        );
+        assert_eq!(
+            call(value(13.0, Some((12.0, 14.0)), Some(10)), Better::Lower),
+            Call::Worse
+        );
+        assert_eq!(
+            call(value(7.0, Some((6.0, 8.0)), Some(10)), Better::Higher),
+            Call::Worse
+        );
+        assert_eq!(
+            call(value(7.0, Some((6.0, 8.0)), Some(10)), Better::Lower),
+            Call::Better
+        );
+        let few = value(10.0, Some((9.0, 11.0)), Some(3));
+        assert_eq!(
+            super::call(&few, &value(20.0, Some((19.0, 21.0)), Some(3)), Better::Higher),
+            Call::TooFewRepetitions
+        );
+        // Exact figures (no range): any difference is called.
+        assert_eq!(
+            super::call(&value(16.0, None, None), &value(8.0, None, None), Better::Higher),
+            Call::Worse
         );
     }
-    if !c.measurements.is_empty() {
-        let _ = writeln!(out);
-        header(&mut out, "measurement");
-        for ((check, name, unit), cells) in &c.measurements {
-            let _ = writeln!(
-                out,
-                "| {} {} ({}) | {} |",
-                code(check),
-                cell(name),
-                cell(unit),
-                cells
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| value_text(v, i == 0))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-        }
-    }
-    let _ = writeln!(out);
-    header(&mut out, "requirements");
-    for (k, label) in COVERAGE.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "| {label} | {} |",
-            c.coverage
-                .iter()
-                .map(|cov| cov[k].to_string())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
-    }
-    out
-}
-
-/// A self-contained HTML page.
-pub fn html(c: &Comparison) -> String {
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>hilt: results side by side</title>\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n\
-         <style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:80em;padding:0 1em}\
-         table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee}\
-         th{background:#f5f5f7}.better{color:#1b7f3b}.worse{color:#b3261e}.note{color:#a05a00}</style>\n</head>\n<body>\n\
-         <h1>hilt: results side by side</h1>\n",
-    );
-    for flag in &c.flags {
-        let _ = writeln!(out, "<p class=\"note\">note: {}</p>", esc(flag));
-    }
-    let _ = writeln!(out, "<table><tr><th></th>");
-    for l in &c.labels {
-        let _ = write!(out, "<th>{}</th>", esc(l));
-    }
-    let _ = writeln!(out, "</tr><tr><td>signature</td>");
-    for s in &c.signatures {
-        let _ = write!(out, "<td>{}</td>", esc(s));
-    }
-    let _ = writeln!(out, "</tr><tr><td>conformance</td>");
-    for s in &c.status {
-        let _ = write!(out, "<td>{}</td>", esc(s));
-    }
-    let _ = writeln!(out, "</tr>");
-    for (check, cells) in &c.checks {
-        let _ = write!(out, "<tr><td><code>{}</code></td>", esc(check));
-        for v in cells {
-            let _ = write!(out, "<td>{}</td>", esc(&verdicts(v)));
-        }
-        let _ = writeln!(out, "</tr>");
-    }
-    for ((check, name, unit), cells) in &c.measurements {
-        let _ = write!(
-            out,
-            "<tr><td><code>{}</code> {} ({})</td>",
-            esc(check),
-            esc(name),
-            esc(unit)
-        );
-        for (i, v) in cells.iter().enumerate() {
-            let class = match v.as_ref().and_then(|v| v.better) {
-                Some(true) => "better",
-                Some(false) => "worse",
-                None => "",
-            };
-            let _ = write!(out, "<td class=\"{class}\">{}</td>", esc(&value_text(v, i == 0)));
-        }
-        let _ = writeln!(out, "</tr>");
-    }
-    for (k, label) in COVERAGE.iter().enumerate() {
-        let _ = write!(out, "<tr><td>requirements {label}</td>");
-        for cov in &c.coverage {
-            let _ = write!(out, "<td>{}</td>", cov[k]);
-        }
-        let _ = writeln!(out, "</tr>");
-    }
-    let _ = writeln!(out, "</table>\n</body>\n</html>");
-    out
 }

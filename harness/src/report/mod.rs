@@ -407,6 +407,13 @@ pub fn meets(m: &Measurement) -> Option<bool> {
     })
 }
 
+/// The node a record was made on, as reports name it (JUnit names, comparison columns).
+/// The record's host name for now; the one place to change when records carry a node
+/// name of their own.
+pub fn node(record: &ResultRecord) -> &str {
+    &record.host.hostname
+}
+
 /// Text from a record made safe for one line of a terminal or Markdown: control
 /// characters (line breaks, escape sequences) become spaces.
 pub fn one_line(text: &str) -> String {

@@ -1,0 +1,749 @@
+//! `hilt compare`: columns named by platform with a summary first, levels, colour by
+//! verdict, calls only for performance figures and only beyond the runs' spread, flags for
+//! settings and coverage, the JSON form, `--fail-on-regression`'s exit codes, two real sim
+//! runs of one profile that must not be told apart, and the HTML page in a 1300 px window.
+//!
+//! The browser test needs Chromium, as in `reports.rs` (`HILT_SKIP_CHROMIUM=1` skips it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// What one `hilt compare` said.
+struct Compared {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// `hilt compare ARGS` run in `dir`, so that the labels (the paths given) do not depend on
+/// where the repository is.
+fn compare_in(dir: &Path, args: &[&str]) -> Compared {
+    let out = common::command()
+        .arg("compare")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("hilt runs");
+    Compared {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("utf-8"),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `hilt compare ARGS` in the result fixtures' directory.
+fn compare(args: &[&str]) -> Compared {
+    compare_in(&common::fixtures().join("results"), args)
+}
+
+/// `hilt compare ARGS --format json`, parsed.
+fn compare_json(dir: &Path, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["--format", "json"]);
+    let out = compare_in(dir, &full);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}{}", out.stdout, out.stderr))
+}
+
+/// A result fixture as JSON.
+fn fixture(name: &str) -> Value {
+    let path = common::fixtures().join("results").join(name);
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+}
+
+/// Writes `record` as `dir/name`.
+fn write(dir: &Path, name: &str, record: &Value) {
+    std::fs::write(dir.join(name), serde_json::to_vec(record).expect("json")).expect("write");
+}
+
+/// The outcome of `check` on `device` in a record.
+fn outcome<'a>(record: &'a mut Value, check: &str) -> &'a mut Value {
+    record["outcomes"]
+        .as_array_mut()
+        .expect("outcomes")
+        .iter_mut()
+        .find(|o| o["check"] == check)
+        .unwrap_or_else(|| panic!("no outcome of {check}"))
+}
+
+/// Scales every measurement of `check` (median, min and max alike) by `factor`.
+fn scale(record: &mut Value, check: &str, factor: f64) {
+    for m in outcome(record, check)["measurements"]
+        .as_array_mut()
+        .expect("measurements")
+    {
+        m["value"] = (m["value"].as_f64().expect("value") * factor).into();
+    }
+}
+
+/// The text row that starts with `label`.
+fn row<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no row {label}:\n{text}"))
+}
+
+/// The measurement row `check name` of a JSON comparison.
+fn measurement<'a>(json: &'a Value, check: &str, name: &str) -> &'a Value {
+    json["measurements"]
+        .as_array()
+        .expect("measurements")
+        .iter()
+        .find(|m| m["check"] == check && m["name"] == name)
+        .unwrap_or_else(|| panic!("no measurement {check} {name}"))
+}
+
+#[test]
+fn columns_are_platforms_with_a_summary_first_and_levels_shown() {
+    let out = compare(&["sim-faults.json", "pocl.json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let text = &out.stdout;
+    // Columns are named by platform; the files are one row among others.
+    let head = row(text, "platform ");
+    assert!(
+        head.contains("hilt simulated accelerator (baseline)") && head.contains("pthread-skylake-avx512-AMD EPYC"),
+        "{head}"
+    );
+    for label in ["node ", "date ", "profile ", "tier ", "hilt ", "file "] {
+        row(text, label);
+    }
+    assert!(row(text, "date ").contains("2026-11-26 14:48 UTC"));
+    assert!(row(text, "profile ").contains("waived 1.0.0") && row(text, "profile ").contains("pocl-cpu 0.1.0"));
+    // The summary comes before any check.
+    let summary = text.find("mandatory failures").expect("summary");
+    assert!(summary < text.find("residue.global.cross_process ").expect("checks"));
+    assert!(row(text, "mandatory failures ").ends_with("1                                          2"));
+    assert!(
+        row(text, "least memory scanned ").contains("50 %") && row(text, "least memory scanned ").contains("0.5 %")
+    );
+    // Levels: one column when the profiles agree, per cell when they do not.
+    assert!(row(text, "residue.local.cross_context ").contains("mandatory"));
+    assert!(row(text, "platform.tpm ").contains("fail [informational]"));
+    assert!(row(text, "platform.tpm ").contains("pass [recommended]"));
+    assert!(text.contains("fail (waived)"), "a waived failure is labelled");
+    insta::assert_snapshot!("compare_text", text);
+    let md = compare(&["sim-faults.json", "pocl.json", "--format", "markdown"]);
+    insta::assert_snapshot!("compare_markdown", md.stdout);
+    assert_eq!(compare(&["pocl.json"]).code, Some(2), "two results at least");
+}
+
+#[test]
+fn leaks_are_coloured_by_verdict_and_only_performance_figures_get_ratios() {
+    let dir = common::fixtures().join("results");
+    let json = compare_json(&dir, &["sim-faults.json", "pocl.json"]);
+    for m in json["measurements"].as_array().expect("measurements") {
+        let performance = m["check"].as_str().expect("check").starts_with("performance.");
+        assert_eq!(m["performance"], performance, "{m}");
+        if !performance {
+            for cell in m["cells"].as_array().expect("cells").iter().filter(|c| !c.is_null()) {
+                assert!(cell["ratio"].is_null() && cell["call"].is_null(), "{m}");
+            }
+        }
+    }
+    // The sim leaked and failed: red, never "better" for the side with fewer bytes.
+    let leak = measurement(&json, "residue.global.cross_process", "leaked_bytes");
+    assert_eq!(leak["cells"][0]["standing"], "fail");
+    assert_eq!(leak["cells"][1]["standing"], "pass");
+    let local = measurement(&json, "residue.local.cross_kernel", "leaked_bytes");
+    assert_eq!(local["cells"][1]["standing"], "fail", "PoCL leaks local memory");
+    let html = compare(&["sim-faults.json", "pocl.json", "--format", "html"]).stdout;
+    let html_row = |label: &str| -> &str {
+        let start = html
+            .find(&format!("<tr><th scope=\"row\">{label}"))
+            .unwrap_or_else(|| panic!("no row {label}"));
+        &html[start..start + html[start..].find("</tr>").expect("row end")]
+    };
+    let leak_row = html_row("residue.global.cross_process leaked_bytes");
+    assert!(
+        leak_row.contains("<td class=\"v-fail\">34668544</td>") && leak_row.contains("<td class=\"v-pass\">0</td>"),
+        "{leak_row}"
+    );
+    assert!(
+        !leak_row.contains("better") && !leak_row.contains("worse"),
+        "{leak_row}"
+    );
+    // Performance figures: ratio and call, the call beyond both runs' spread only.
+    let h2d = html_row("performance.host_to_device_bandwidth bandwidth_median");
+    assert!(h2d.contains("x0.65 <b class=\"call-worse\">worse</b>"), "{h2d}");
+    let d2h = measurement(&json, "performance.device_to_host_bandwidth", "bandwidth_median");
+    assert_eq!(
+        d2h["cells"][1]["call"], "within_spread",
+        "x1.28, but 20.245..26.301 overlaps 19.699..22.487"
+    );
+    assert!(html.contains("Content-Security-Policy"));
+}
+
+#[test]
+fn the_json_form_has_platforms_flags_regressions_checks_and_measurements() {
+    let dir = common::fixtures().join("results");
+    let json = compare_json(&dir, &["sim-faults.json", "pocl.json"]);
+    let platforms = json["platforms"].as_array().expect("platforms");
+    assert_eq!(platforms.len(), 2);
+    let p = &platforms[1];
+    for (key, expected) in [
+        ("label", "pocl.json"),
+        ("device_model", "pthread-skylake-avx512-AMD EPYC"),
+        ("node", "vm"),
+        ("profile", "pocl-cpu"),
+        ("tier", "standard"),
+        ("hilt_version", "0.1.0"),
+    ] {
+        assert_eq!(p[key], expected, "{key}");
+    }
+    assert!(p["started_at"].as_str().is_some_and(|s| s.starts_with("2026-11-26T")));
+    assert_eq!(p["signature"]["status"], "unsigned");
+    let s = &p["summary"];
+    assert_eq!(s["conformance"], "not_conformant");
+    assert_eq!(s["mandatory_failures"], 2);
+    assert_eq!(s["waived_failures"], 0);
+    assert_eq!(s["mandatory_inconclusive"], 0);
+    assert!(
+        s["least_scanned_share"]
+            .as_f64()
+            .is_some_and(|v| (v - 0.005).abs() < 1e-6)
+    );
+    assert_eq!(s["requirements"]["passed"], 9);
+    for flag in json["flags"].as_array().expect("flags") {
+        assert!(flag["kind"].is_string() && flag["text"].is_string(), "{flag}");
+    }
+    assert!(json["flags"].as_array().expect("flags").iter().any(|f| {
+        f["kind"] == "coverage"
+            && f["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("(50 % in sim-faults.json; 0.5 % in pocl.json)"))
+    }));
+    let regressions = json["regressions"].as_array().expect("regressions");
+    assert_eq!(regressions[0], serde_json::json!([]), "the baseline has none");
+    assert!(regressions[1].as_array().expect("list").iter().any(|r| r
+        == &serde_json::json!({"kind": "check", "check": "residue.local.cross_kernel", "level": "mandatory", "now": ["fail"]})));
+    let check = json["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["check"] == "residue.global.cross_context")
+        .expect("row");
+    assert_eq!(check["level"], "mandatory");
+    assert_eq!(check["cells"][0]["verdicts"], serde_json::json!(["fail (waived)"]));
+    assert_eq!(check["cells"][0]["worst"], "waived");
+    let latency = measurement(&json, "performance.launch_latency", "latency_median");
+    assert_eq!(latency["better"], "lower");
+    let cell = &latency["cells"][1];
+    let spread: Vec<f64> = cell["spread"]
+        .as_array()
+        .expect("[min, max]")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    assert!(
+        (spread[0] - 26.6).abs() < 1e-3 && (spread[1] - 118.297).abs() < 1e-3,
+        "{spread:?}"
+    );
+    assert_eq!(cell["repetitions"], 100);
+    assert_eq!(cell["call"], "worse");
+    assert!(
+        cell["ratio"]
+            .as_f64()
+            .is_some_and(|r| (r - 32.769 / 1.422).abs() < 0.01)
+    );
+    // Ranges are folded into their median: no separate min and max rows.
+    assert!(
+        !json["measurements"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|m| m["name"] == "latency_min" || m["name"] == "latency_max")
+    );
+}
+
+#[test]
+fn differing_settings_and_coverage_are_flagged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = fixture("pocl.json");
+    let mut other = base.clone();
+    other["devices"][0]["facts"]["opencl.alloc_host_ptr"] = true.into();
+    other["run"]["overrides"] = serde_json::json!(["tenant_timeout_s=5"]);
+    other["profile"]["digest"] = "sha256:0000".into();
+    outcome(&mut other, "residue.global.cross_process")["params"]["share"] = 0.5.into();
+    for m in outcome(&mut other, "residue.global.cross_process")["measurements"]
+        .as_array_mut()
+        .expect("measurements")
+    {
+        if m["name"] == "scanned_share" {
+            m["value"] = 0.5.into();
+        }
+    }
+    other["outcomes"]
+        .as_array_mut()
+        .expect("outcomes")
+        .retain(|o| o["check"] != "platform.tpm");
+    write(dir.path(), "a.json", &base);
+    write(dir.path(), "b.json", &other);
+    let out = compare_in(dir.path(), &["a.json", "b.json"]);
+    let notes: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("note: ")).collect();
+    let has = |text: &str| notes.iter().any(|n| n.contains(text));
+    for note in [
+        "hilt drove the devices with different opencl.alloc_host_ptr (false in a.json; true in b.json)",
+        "the results ran with different overrides (none in a.json; tenant_timeout_s=5 in b.json)",
+        "profile pocl-cpu was applied with other settings (sha256:7b69",
+        "; sha256:0000 in b.json)",
+        "check parameters differ: residue.global.cross_process share (0.005 in a.json; 0.5 in b.json)",
+        "the results scanned different shares of device memory in residue.global.cross_process (0.5 % in a.json; 50 % \
+         in b.json): a pass over less memory is weaker evidence",
+        "b.json did not run 1 check(s) that another result ran: platform.tpm",
+    ] {
+        assert!(has(note), "missing {note:?} in {notes:#?}");
+    }
+    // Sim knobs are settings too. Any two results that differ are flagged, not only a
+    // result and the baseline; a backend only some results drove is compared among those.
+    let sim = fixture("sim-faults.json");
+    let mut knob = sim.clone();
+    knob["devices"][0]["facts"]["sim.scrub"] = "on_free".into();
+    write(dir.path(), "sim.json", &sim);
+    write(dir.path(), "knob.json", &knob);
+    let out = compare_in(dir.path(), &["a.json", "sim.json", "b.json", "knob.json"]);
+    let notes: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("note: ")).collect();
+    let has = |text: &str| notes.iter().any(|n| n.contains(text));
+    assert!(
+        has("hilt drove the devices with different sim.scrub (\"never\" in sim.json; \"on_free\" in knob.json)"),
+        "{notes:#?}"
+    );
+    assert!(
+        has("hilt drove the devices with different opencl.alloc_host_ptr (false in a.json; true in b.json)"),
+        "{notes:#?}"
+    );
+    assert!(
+        has("the results ran different profiles (pocl-cpu in a.json, b.json; waived in sim.json, knob.json)"),
+        "{notes:#?}"
+    );
+}
+
+/// pocl.json as if the node had three such devices: the second one slower, the third one
+/// failing the copy floor and ending two checks in error.
+fn three_devices() -> Value {
+    let mut record = fixture("pocl.json");
+    let outcomes = record["outcomes"].as_array().expect("outcomes").clone();
+    let devices = record["devices"].as_array().expect("devices").clone();
+    for (id, scale) in [("opencl1", 0.5), ("opencl2", 0.01)] {
+        let mut device = devices[0].clone();
+        device["id"] = id.into();
+        record["devices"].as_array_mut().expect("devices").push(device);
+        for o in outcomes.iter().filter(|o| o["device"] == "opencl0") {
+            let mut o = o.clone();
+            o["device"] = id.into();
+            o["trial"] = o["trial"].as_str().expect("trial").replace("opencl0", id).into();
+            for m in o["measurements"].as_array_mut().expect("measurements") {
+                m["value"] = (m["value"].as_f64().expect("value") * scale).into();
+            }
+            if id == "opencl2" && o["check"] == "performance.device_copy_bandwidth" {
+                o["verdict"] = "fail".into();
+            }
+            if o["check"] == "performance.fma_throughput"
+                || id == "opencl2" && o["check"] == "performance.launch_latency"
+            {
+                o["verdict"] = "error".into();
+                o["measurements"] = serde_json::json!([]);
+            }
+            record["outcomes"].as_array_mut().expect("outcomes").push(o);
+        }
+    }
+    record
+}
+
+#[test]
+fn a_result_of_several_devices_is_compared_by_its_weakest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "node.json", &three_devices());
+    write(dir.path(), "pocl.json", &fixture("pocl.json"));
+    let out = compare_in(dir.path(), &["pocl.json", "node.json"]);
+    let text = &out.stdout;
+    assert_eq!(out.code, Some(0), "{text}");
+    assert!(
+        row(text, "platform ").contains("3 × pthread-skylake-avx512-AMD EPYC"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node.json ran on 3 devices (opencl0, opencl1, opencl2): verdicts count every device's"),
+        "{text}"
+    );
+    // Higher is better: the third device's value (1 %) stands for the node, with its own
+    // repetitions' range; worse beyond both ranges.
+    let copy = row(text, "performance.device_copy_bandwidth bandwidth_median");
+    assert!(
+        copy.contains("0.2607 (0.2463..0.2740) x0.01 worse; worst of 3 devices, range 0.2607..26.065"),
+        "{copy}"
+    );
+    // Lower is better: the slowest launch is the node's; the ranges overlap.
+    let latency = row(text, "performance.launch_latency latency_median");
+    assert!(
+        latency.contains("x1.00 same; worst of 2 of 3 devices, 1 without a value"),
+        "{latency}"
+    );
+    let fma = row(text, "performance.fma_throughput rate_median");
+    assert!(fma.contains("x1.00 same; only 1 of 3 devices has a value"), "{fma}");
+    // A coverage share stands by its least.
+    let share = row(text, "residue.global.cross_context scanned_share");
+    assert!(share.contains("least of 3 devices"), "{share}");
+    let verdicts = row(text, "performance.device_copy_bandwidth ");
+    assert!(verdicts.contains("2 pass, 1 fail"), "{verdicts}");
+    assert!(text.contains("regression: performance.device_copy_bandwidth (recommended): passed, now 2 pass, 1 fail"));
+}
+
+#[test]
+fn fail_on_regression_exits_4_on_a_regression_and_0_without() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = fixture("pocl.json");
+    write(dir.path(), "base.json", &base);
+    let gate = |candidate: &str| compare_in(dir.path(), &["base.json", candidate, "--fail-on-regression"]);
+    // The same result: nothing to call.
+    write(dir.path(), "same.json", &base);
+    let same = gate("same.json");
+    assert_eq!(same.code, Some(0), "{}{}", same.stdout, same.stderr);
+    assert!(same.stdout.contains("same.json: no regression against base.json"));
+    // Faster beyond the spread, and a check that now passes: better, not a regression.
+    let mut better = base.clone();
+    scale(&mut better, "performance.host_to_device_bandwidth", 2.0);
+    outcome(&mut better, "residue.local.cross_kernel")["verdict"] = "pass".into();
+    write(dir.path(), "better.json", &better);
+    let out = gate("better.json");
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(row(&out.stdout, "performance.host_to_device_bandwidth bandwidth_median").contains("x2.00 better"));
+    // A check that passed now inconclusive: a regression.
+    let mut unsettled = base.clone();
+    outcome(&mut unsettled, "isolation.fault_containment")["verdict"] = "inconclusive".into();
+    write(dir.path(), "unsettled.json", &unsettled);
+    let out = gate("unsettled.json");
+    assert_eq!(out.code, Some(4), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("hilt:   isolation.fault_containment (mandatory): passed, now inconclusive"),
+        "{}",
+        out.stderr
+    );
+    // A recommended check that no longer ran: a regression too.
+    let mut missing = base.clone();
+    missing["outcomes"]
+        .as_array_mut()
+        .expect("outcomes")
+        .retain(|o| o["check"] != "platform.tpm");
+    write(dir.path(), "missing.json", &missing);
+    let out = gate("missing.json");
+    assert_eq!(out.code, Some(4));
+    assert!(
+        out.stderr
+            .contains("platform.tpm (recommended): passed, now did not run"),
+        "{}",
+        out.stderr
+    );
+    // Slower beyond both runs' spread: a regression; slower within it: none.
+    let mut slower = base.clone();
+    scale(&mut slower, "performance.device_copy_bandwidth", 0.8);
+    write(dir.path(), "slower.json", &slower);
+    let out = gate("slower.json");
+    assert_eq!(out.code, Some(4), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "performance.device_copy_bandwidth bandwidth_median: 20.852 GiB/s, was 26.065 GiB/s, worse beyond both runs' spread"
+        ),
+        "{}",
+        out.stderr
+    );
+    let mut noise = base.clone();
+    scale(&mut noise, "performance.device_copy_bandwidth", 0.95);
+    write(dir.path(), "noise.json", &noise);
+    let out = gate("noise.json");
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(row(&out.stdout, "performance.device_copy_bandwidth bandwidth_median").contains("x0.95 within spread"));
+    // Disjoint ranges from 3 repetitions each are not enough to call.
+    let mut few = base.clone();
+    outcome(&mut few, "performance.device_copy_bandwidth")["evidence"]["repetitions"] = 3.into();
+    let mut few_slow = few.clone();
+    scale(&mut few_slow, "performance.device_copy_bandwidth", 0.5);
+    write(dir.path(), "few.json", &few);
+    write(dir.path(), "few-slow.json", &few_slow);
+    let out = compare_in(dir.path(), &["few.json", "few-slow.json", "--fail-on-regression"]);
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        row(&out.stdout, "performance.device_copy_bandwidth bandwidth_median")
+            .contains("x0.50 too few repetitions to call"),
+        "{}",
+        out.stdout
+    );
+    // The gate compares two results, no more.
+    let out = compare_in(
+        dir.path(),
+        &["base.json", "same.json", "slower.json", "--fail-on-regression"],
+    );
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("--fail-on-regression compares exactly two results"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_input_that_does_not_verify_exits_1_before_any_regression() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(dir.path().join("lab"))
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let mut slower = fixture("pocl.json");
+    scale(&mut slower, "performance.device_copy_bandwidth", 0.5);
+    write(dir.path(), "base.json", &fixture("pocl.json"));
+    write(dir.path(), "slower.json", &slower);
+    let out = compare_in(
+        dir.path(),
+        &[
+            "base.json",
+            "slower.json",
+            "--fail-on-regression",
+            "--trusted-key",
+            "lab.pub",
+        ],
+    );
+    assert_eq!(
+        out.code,
+        Some(1),
+        "unsigned inputs with a trusted key given: {}",
+        out.stderr
+    );
+}
+
+/// Where `hilt run --out DIR` put its record: the one `result.json` below DIR (a run may
+/// write into a folder of its own), links not followed.
+fn find_result(dir: &Path) -> PathBuf {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.file_name() == "result.json" {
+                found.push(entry.path());
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one result.json below {}: {found:?}", dir.display());
+    found.remove(0)
+}
+
+#[test]
+fn two_real_runs_of_one_profile_are_not_told_apart() {
+    // The sim under a profile whose performance checks repeat enough for their range to
+    // hold the machine's noise (tests/fixtures/compare/repeated-sim.toml).
+    let profile = common::fixtures().join("compare/repeated-sim.toml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut results = Vec::new();
+    for name in ["a", "b"] {
+        let out = dir.path().join(name);
+        let run = common::command()
+            .args(["run", "-q", "--profile"])
+            .arg(&profile)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("hilt runs");
+        assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+        let result = find_result(&out);
+        results.push(result.to_str().expect("utf-8").to_string());
+    }
+    let args = [results[0].as_str(), results[1].as_str()];
+    let json = compare_json(dir.path(), &args);
+    let mut differing = 0;
+    for m in json["measurements"].as_array().expect("measurements") {
+        let (a, b) = (&m["cells"][0], &m["cells"][1]);
+        assert!(
+            !matches!(b["call"].as_str(), Some("better" | "worse")),
+            "identical runs called different: {m:#}"
+        );
+        if m["performance"] == true && a["value"] != b["value"] {
+            assert_eq!(b["call"], "within_spread", "{m:#}");
+            differing += 1;
+        }
+    }
+    assert!(
+        differing > 0,
+        "the runs' timings differ, and the comparison absorbed it"
+    );
+    assert_eq!(json["regressions"][1], serde_json::json!([]));
+    let mut gate = args.to_vec();
+    gate.push("--fail-on-regression");
+    let out = compare_in(dir.path(), &gate);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        !out.stdout.contains(" better") && !out.stdout.contains(" worse"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Renders `page` in headless Chromium in a window `width` px wide, and returns how wide
+/// the document is (`document.documentElement.scrollWidth`). The page is copied with a
+/// script that writes the width into the DOM (its policy widened to run that script
+/// alone), and the DOM is dumped; a screenshot of the page as it is goes to `shot`.
+fn rendered_width(browser: &Path, page: &str, width: u32, dir: &Path, shot: &Path) -> u64 {
+    let profile = format!("--user-data-dir={}", dir.join("chromium").display());
+    let window = format!("--window-size={width},1600");
+    let base = [
+        "60",
+        browser.to_str().expect("utf-8"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        window.as_str(),
+        profile.as_str(),
+    ];
+    let plain = dir.join("page.html");
+    std::fs::write(&plain, page).expect("write");
+    let _ = std::fs::remove_file(shot);
+    let out = Command::new("timeout")
+        .args(base)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", plain.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 10_000),
+        "no screenshot:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy = "content=\"default-src 'none'; style-src 'unsafe-inline'\"";
+    assert!(page.contains(policy), "the page keeps its policy");
+    let measured = page
+        .replace(
+            policy,
+            "content=\"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'\"",
+        )
+        .replace(
+            "</body>",
+            "<script>document.body.setAttribute('data-scroll-width', \
+             document.documentElement.scrollWidth)</script>\n</body>",
+        );
+    let probe = dir.join("probe.html");
+    std::fs::write(&probe, measured).expect("write");
+    let dom = Command::new("timeout")
+        .args(base)
+        .arg("--dump-dom")
+        .arg(format!("file://{}", probe.display()))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let at = dom
+        .find("data-scroll-width=\"")
+        .unwrap_or_else(|| panic!("the probe did not run:\n{dom}"));
+    let rest = &dom[at + "data-scroll-width=\"".len()..];
+    rest[..rest.find('"').expect("quote")].parse().expect("a number")
+}
+
+#[test]
+fn the_html_comparison_fits_a_1300px_window_with_two_and_four_results() {
+    let Some(browser) = common::chromium() else {
+        eprintln!("skipped on request: no Chromium");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-artefacts");
+    std::fs::create_dir_all(&artefacts).expect("artefact dir");
+    // Four results, each signed and verified (its signature row holds a 64-digit key id)
+    // and given by a long path: the fixtures, a node of three devices, and PoCL again with
+    // `CL_MEM_ALLOC_HOST_PTR`. Words that long are what pushed tables past the window.
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(dir.path().join("lab"))
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let mut host_ptr = fixture("pocl.json");
+    host_ptr["devices"][0]["facts"]["opencl.alloc_host_ptr"] = true.into();
+    let records = [
+        ("sim", fixture("sim-faults.json")),
+        ("pocl", fixture("pocl.json")),
+        ("node", three_devices()),
+        ("host-ptr", host_ptr),
+    ];
+    let mut signed = Vec::new();
+    for (name, record) in records {
+        let inputs = format!("nightly/2026-11-26/rack-12-{name}-node-a100-slot-3");
+        std::fs::create_dir_all(dir.path().join(&inputs)).expect("dir");
+        write(dir.path(), &format!("{inputs}/result.json"), &record);
+        let envelope = format!("{inputs}/result.dsse.json");
+        let out = common::command()
+            .args([
+                "sign",
+                &format!("{inputs}/result.json"),
+                "--key",
+                "lab.key",
+                "--out",
+                &envelope,
+            ])
+            .current_dir(dir.path())
+            .output()
+            .expect("sign");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        signed.push(envelope);
+    }
+    let cases: [(&str, &[String]); 2] = [("two", &signed[..2]), ("four", &signed[..])];
+    // The measurement itself: a page wider than the window reads as wider.
+    let wide = compare_in(dir.path(), &[&signed[0], &signed[1], "--format", "html"])
+        .stdout
+        .replace("<body>", "<body><div style=\"width:2000px\">wide</div>");
+    let control = rendered_width(&browser, &wide, 1300, dir.path(), &artefacts.join("control.png"));
+    assert!(control >= 2000, "the probe cannot see overflow: {control}");
+    for (name, files) in cases {
+        let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+        args.extend(["--format", "html", "--trusted-key", "lab.pub"]);
+        let out = compare_in(dir.path(), &args);
+        assert_eq!(out.code, Some(0), "every input verified: {}", out.stderr);
+        let page = out.stdout;
+        assert_eq!(page.matches("verified: signed by lab.pub (keyid ").count(), files.len());
+        let shot = artefacts.join(format!("compare-{name}.png"));
+        let width = rendered_width(&browser, &page, 1300, dir.path(), &shot);
+        assert!(
+            width <= 1300,
+            "{name} results: the page is {width} px wide in a 1300 px window (see {})",
+            shot.display()
+        );
+        eprintln!("{name} results: {width} px; screenshot {}", shot.display());
+    }
+}
+
+#[test]
+fn hostile_texts_cannot_break_any_format() {
+    let nasty = "x\r## Injected\n<img src=x onerror=alert(1)> ![i](http://e/x.png) `tick` | pipe \u{1b}[31m";
+    let mut record = fixture("pocl.json");
+    record["profile"]["id"] = nasty.into();
+    record["devices"][0]["name"] = nasty.into();
+    record["host"]["hostname"] = nasty.into();
+    record["devices"][0]["facts"]["opencl.build_options"] = nasty.into();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "pocl.json", &fixture("pocl.json"));
+    write(dir.path(), "nasty.json", &record);
+    let run = |format: &str| compare_in(dir.path(), &["pocl.json", "nasty.json", "--format", format]).stdout;
+    let text = run("text");
+    assert!(text.contains("Injected"), "the text is there, made harmless");
+    assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("## Injected")));
+    let md = run("markdown");
+    assert!(!md.lines().any(|l| l.starts_with("## Injected")), "{md}");
+    assert!(
+        !md.contains("<img") && !md.contains("![i]") && !md.contains('\u{1b}'),
+        "{md}"
+    );
+    let html = run("html");
+    assert!(
+        !html.contains("<img") && html.contains("&lt;img"),
+        "HTML escapes record texts"
+    );
+    let json: Value = serde_json::from_str(&run("json")).expect("JSON holds any text");
+    assert_eq!(json["platforms"][1]["node"], nasty);
+}
