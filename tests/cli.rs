@@ -410,6 +410,14 @@ fn an_interrupted_run_keeps_everything_it_found() {
             stderr.contains(&format!("hilt: exit status {status}: interrupted")),
             "{stderr}"
         );
+        if signal == "TERM" {
+            let end: Vec<&str> = stderr
+                .lines()
+                .skip_while(|l| !l.starts_with("hilt: incomplete"))
+                .collect();
+            let end = end.join("\n").replace(&out.path().display().to_string(), "[out]");
+            insta::assert_snapshot!("interrupted_by_sigterm", common::redact(&end));
+        }
     }
 }
 

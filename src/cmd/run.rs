@@ -570,6 +570,9 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
             "no selected trial kept the run from being conformant (a partial run is never conformant)".to_string()
         }
         hilt_results::ExitCode::Conformant => "conformant".into(),
+        hilt_results::ExitCode::NotConformant if c.status == ConformanceStatus::Partial => {
+            "a selected mandatory check failed (a partial run says nothing about conformance)".into()
+        }
         hilt_results::ExitCode::NotConformant => "not conformant: a mandatory check failed".into(),
         hilt_results::ExitCode::Inconclusive if c.status == ConformanceStatus::NoAccelerator => {
             "no accelerator was examined (the simulated device ran in its place)".into()
