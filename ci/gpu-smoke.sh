@@ -13,9 +13,10 @@
 #   OUTDIR/nvidia-smi.txt    nvidia-smi -q, where nvidia-smi is installed
 #   OUTDIR/devices.txt/json  hilt devices
 #   OUTDIR/key/smoke.{key,pub}  the signing key made for this run
-#   OUTDIR/run/              result.json, result.dsse.json, events.jsonl (smoke tier)
+#   OUTDIR/run/latest/       result.json, result.dsse.json, events.jsonl (smoke tier; latest
+#                            points to the run's own folder, <UTC start>-<run id>/)
 #   OUTDIR/run-junit.xml     the smoke tier as JUnit
-#   OUTDIR/run-standard/     the same for the standard-tier checks, if time allowed,
+#   OUTDIR/run-standard/latest/  the same for the standard-tier checks, if time allowed,
 #   OUTDIR/run-standard-junit.xml  with its JUnit
 #   OUTDIR/cuda-any.toml     the catch-all profile, written only for a GPU with no profile
 #
@@ -31,7 +32,9 @@
 # otherwise; 2 when a prerequisite is missing.
 #
 # GPU_SMOKE_DEVICE=sim0 runs the same steps on hilt's simulated device, to try the script
-# on a machine without a GPU (nothing it records is about a GPU then).
+# on a machine without a GPU (nothing it records is about a GPU then). It asks for the
+# simulated device explicitly (HILT_BACKENDS=sim, --device sim0): a run that falls back to
+# it for want of a GPU exits 3, never 0.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -185,8 +188,8 @@ fi
 SMOKE_RC=$LAST_RC
 
 verified=1
-if [ -f "$OUT/run/result.dsse.json" ]; then
-  step verify 30 "$HILT" verify --trusted-key "$OUT/key/smoke.pub" "$OUT/run/result.dsse.json"
+if [ -f "$OUT/run/latest/result.dsse.json" ]; then
+  step verify 30 "$HILT" verify --trusted-key "$OUT/key/smoke.pub" "$OUT/run/latest/result.dsse.json"
   verified=$LAST_RC
 fi
 
@@ -203,11 +206,11 @@ fi
   echo "== hilt's summary lines"
   grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" 2>/dev/null || true
   for dir in run run-standard; do
-    [ -f "$OUT/$dir/result.json" ] || continue
+    [ -f "$OUT/$dir/latest/result.json" ] || continue
     echo
     echo "== $dir: verdicts"
     if command -v python3 >/dev/null 2>&1; then
-      python3 - "$OUT/$dir/result.json" <<'EOF'
+      python3 - "$OUT/$dir/latest/result.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 for o in r.get("outcomes", []):
@@ -215,7 +218,7 @@ for o in r.get("outcomes", []):
     print(f'{o["verdict"]:<14} {o["trial"]}  {reason}')
 EOF
     else
-      grep -o '"trial":"[^"]*"\|"verdict":"[^"]*"' "$OUT/$dir/result.json" | paste - - || true
+      grep -o '"trial":"[^"]*"\|"verdict":"[^"]*"' "$OUT/$dir/latest/result.json" | paste - - || true
     fi
   done
   echo
@@ -226,8 +229,8 @@ EOF
 # apply), and the signed result verified. The host's own checks (secure boot, sshd, ...)
 # are in the summary and the result, but a host finding does not fail a GPU smoke test.
 gpu_ok=1
-if [ -f "$OUT/run/result.json" ] && command -v python3 >/dev/null 2>&1; then
-  if python3 - "$OUT/run/result.json" "$DEVICE" <<'EOF'
+if [ -f "$OUT/run/latest/result.json" ] && command -v python3 >/dev/null 2>&1; then
+  if python3 - "$OUT/run/latest/result.json" "$DEVICE" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 mine = [o for o in r.get("outcomes", []) if o["device"] == sys.argv[2]]

@@ -2,8 +2,10 @@
 //! `hilt-suites` (the checks); what it writes is described by `hilt-results`. Each
 //! subcommand lives in a module of its own under `cmd/`.
 //!
-//! Exit codes (also in README.md and docs/results.md): 0 conformant, 1 not conformant,
-//! 2 usage or profile error, 3 inconclusive.
+//! Exit codes of `hilt run` ([`RUN_EXIT_CODES`], also in README.md, docs/results.md and
+//! docs/reports.md): 0 conformant, 1 not conformant, 2 usage or profile error (nothing
+//! ran), 3 inconclusive (including no accelerator examined, fewer than expected, a file
+//! that could not be written), 130 and 143 interrupted by SIGINT and SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +15,22 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 use cmd::{capture, checks, compare, devices, keygen, profiles, report, requirements, run, sign, verify};
+
+/// The exit codes of `hilt run`, as `hilt run --help` shows them.
+const RUN_EXIT_CODES: &str = "\
+Exit status:
+  0    conformant (a partial run: no selected mandatory trial failed or was inconclusive)
+  1    not conformant: a mandatory check failed
+  2    usage error, or a profile that cannot be loaded: nothing ran
+  3    inconclusive: a mandatory check ended inconclusive or in error, or could not run in the
+       certification tier; or no accelerator was examined (the simulated device ran in place of
+       accelerators that were not found); or fewer accelerators than --expect-devices; or a device
+       named by --device is not here; or a file the run was asked to write could not be written
+  130  interrupted by SIGINT, 143 by SIGTERM: the partial record, the reports and the envelope are
+       written, trials not run are named, the lock is removed (a second signal ends at once)
+
+Results: DIR/<YYYYMMDDTHHMMSSZ>-<run id>/{result.json,result.dsse.json,events.jsonl}, and
+DIR/latest pointing at the newest (DIR is --out, default hilt-out).";
 
 /// Hardware-in-the-loop conformance checks for AI computing platforms (ETSI TS 104 033).
 #[derive(Parser)]
@@ -28,6 +46,7 @@ enum Command {
     ///
     /// Trials are named `suite::check::device`; a name filter, `--exact`, `--skip`,
     /// `--list`, `--format terse` and `--test-threads` behave as they do for `cargo test`.
+    #[command(after_help = RUN_EXIT_CODES)]
     Run(Box<run::RunArgs>),
     /// List the check catalogue.
     Checks {
@@ -38,7 +57,7 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
-    /// List profiles and the devices here that each matches.
+    /// List profiles, whether each certifies, and the devices here that each matches.
     Profiles,
     /// List the devices hilt can drive here, and the accelerator PCI functions it sees.
     Devices {

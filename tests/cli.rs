@@ -52,7 +52,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
             .lines()
             .next()
             .unwrap_or_default()
-            .contains("no accelerator found by the backends of this build (opencl: not probed (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim)); running the simulated device sim0 with profile sim-reference"),
+            .contains("running the simulated device sim0 with profile sim-reference, as asked"),
         "{}",
         run.stderr
     );
@@ -72,7 +72,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
     assert_eq!(r.outcomes.len(), r.run.planned.len());
 
     let mut value: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.out.path().join("result.json")).expect("result")).expect("json");
+        serde_json::from_slice(&std::fs::read(run.dir.join("result.json")).expect("result")).expect("json");
     // Trials finish in any order on two threads; the snapshot shows them sorted.
     if let Some(outcomes) = value["outcomes"].as_array_mut() {
         outcomes.sort_by_key(|o| o["trial"].as_str().unwrap_or_default().to_string());
@@ -92,7 +92,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
 #[test]
 fn events_stream_header_trials_and_end() {
     let run = common::run(&["--test-threads", "1"]);
-    let text = std::fs::read_to_string(run.out.path().join("events.jsonl")).expect("events");
+    let text = std::fs::read_to_string(run.dir.join("events.jsonl")).expect("events");
     let events: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
@@ -196,7 +196,7 @@ fn usage_errors_exit_2_with_a_clear_message() {
         (&["run", "--tier", "gold"][..], "unknown tier `gold`"),
         (
             &["run", "--profile", "no-such-profile"][..],
-            "no profile `no-such-profile`",
+            "no profile `no-such-profile` (looked in",
         ),
         (&["run", "--test-threads", "0"][..], "0 is not in 1..=1024"),
         (&["run", "--tenant-timeout", "0"][..], "0 is not in 1..=86400"),
@@ -219,9 +219,6 @@ fn usage_errors_exit_2_with_a_clear_message() {
 fn a_killed_run_leaves_a_readable_partial_record() {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().to_str().expect("utf-8");
-    // An envelope from an earlier run in the same directory must not survive: it would
-    // vouch for a record it never signed.
-    std::fs::write(out.path().join("result.dsse.json"), "{}").expect("write");
     let mut child = common::command()
         .args([
             "run",
@@ -238,7 +235,37 @@ fn a_killed_run_leaves_a_readable_partial_record() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("hilt starts");
-    let events = out.path().join("events.jsonl");
+    let tenants = wait_for_a_tenant(&child, out.path());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+
+    let run_dir = common::run_dir(out.path());
+    let record = ResultRecord::from_json(&std::fs::read(run_dir.join("result.json")).expect("result.json"))
+        .expect("the partial record is readable");
+    assert!(!record.run.complete);
+    assert_eq!(record.conformance.status, ConformanceStatus::Incomplete);
+    assert!(record.run.finished_at.is_none());
+    assert!(
+        !run_dir.join("result.dsse.json").exists(),
+        "a run killed outright leaves no envelope"
+    );
+    assert!(
+        run_dir.join(".hilt.lock").exists(),
+        "the lock file of a killed run stays, held by nobody: the sign of a run killed outright"
+    );
+
+    // The tenant got SIGKILL with its parent (PR_SET_PDEATHSIG).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tenants.iter().any(|pid| alive(*pid)) {
+        assert!(Instant::now() < deadline, "a tenant outlived the killed harness");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the run writing into `out` has started a trial and its tenant; the
+/// tenants' pids.
+fn wait_for_a_tenant(child: &std::process::Child, out: &std::path::Path) -> Vec<u32> {
+    let events = out.join("latest/events.jsonl");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&events)
         .unwrap_or_default()
@@ -247,7 +274,6 @@ fn a_killed_run_leaves_a_readable_partial_record() {
         assert!(Instant::now() < deadline, "the run never started a trial");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Wait for the trial's tenant to exist, then kill the harness outright.
     let tenants = loop {
         let found = children_of(child.id());
         if !found.is_empty() {
@@ -257,24 +283,141 @@ fn a_killed_run_leaves_a_readable_partial_record() {
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(100));
-    child.kill().expect("kill");
-    child.wait().expect("wait");
+    tenants
+}
 
-    let record = ResultRecord::from_json(&std::fs::read(out.path().join("result.json")).expect("result.json"))
-        .expect("the partial record is readable");
-    assert!(!record.run.complete);
-    assert_eq!(record.conformance.status, ConformanceStatus::Incomplete);
-    assert!(record.run.finished_at.is_none());
-    assert!(
-        !out.path().join("result.dsse.json").exists(),
-        "a killed run leaves no envelope"
-    );
+/// What SIGINT (Ctrl-C) and SIGTERM (CI timeouts, schedulers) leave: the tenants stopped,
+/// the partial record marked incomplete and naming the signal and every trial not run,
+/// every report asked for (trials not run shown as not run), the partial record signed by
+/// the lab key and verifying as such, the lock removed, a message saying what was left,
+/// and exit status 128 + the signal.
+#[test]
+fn an_interrupted_run_keeps_everything_it_found() {
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let keys = tempfile::tempdir().expect("tempdir");
+        let key = keys.path().join("lab");
+        assert!(
+            common::hilt(&["keygen", "--out", key.to_str().expect("utf-8")])
+                .status
+                .success()
+        );
+        let report = |name: &str| out.path().join(name).to_str().expect("utf-8").to_string();
+        let child = common::command()
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args([
+                "--sim-fault",
+                "kernel-hang",
+                "--tenant-timeout",
+                "60",
+                "--test-threads",
+                "1",
+            ])
+            .args([
+                "--junit",
+                &report("j.xml"),
+                "--markdown",
+                &report("s.md"),
+                "--html",
+                &report("r.html"),
+            ])
+            .args(["--sign-key", &format!("{}.key", key.display())])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hilt starts");
+        let tenants = wait_for_a_tenant(&child, out.path());
+        let run_dir = common::run_dir(out.path());
+        assert!(run_dir.join(".hilt.lock").exists(), "a running run holds its lock");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let started = Instant::now();
+        let output = child.wait_with_output().expect("hilt ends");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "SIG{signal} must not wait for the tenant's 60 s watchdog"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(status), "SIG{signal}: {stderr}");
+        assert!(tenants.iter().all(|pid| !alive(*pid)), "the tenants were stopped");
 
-    // The tenant got SIGKILL with its parent (PR_SET_PDEATHSIG).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tenants.iter().any(|pid| alive(*pid)) {
-        assert!(Instant::now() < deadline, "a tenant outlived the killed harness");
-        std::thread::sleep(Duration::from_millis(50));
+        let record = ResultRecord::from_json(&std::fs::read(run_dir.join("result.json")).expect("result.json"))
+            .expect("readable");
+        assert!(!record.run.complete);
+        assert_eq!(record.conformance.status, ConformanceStatus::Incomplete);
+        let interrupted = record
+            .run
+            .interrupted
+            .as_ref()
+            .expect("the record says it was interrupted");
+        assert_eq!(interrupted.signal, format!("SIG{signal}"));
+        assert_eq!(
+            interrupted.not_run.len() + record.outcomes.len(),
+            record.run.planned.len(),
+            "every trial either has an outcome or is named as not run"
+        );
+        assert!(
+            interrupted
+                .not_run
+                .iter()
+                .any(|t| t.starts_with("isolation::fault_containment")),
+            "the trial that was running when the signal came is not run, not an error: {interrupted:?}"
+        );
+        assert!(
+            record
+                .outcomes
+                .iter()
+                .all(|o| o.verdict != hilt_results::Verdict::Error),
+            "nothing the stop caused is recorded as a finding"
+        );
+        assert!(record.conformance.reasons[0].starts_with(&format!("the run was interrupted by SIG{signal}")));
+        assert!(!run_dir.join(".hilt.lock").exists(), "the lock is removed");
+
+        let xml = std::fs::read_to_string(out.path().join("j.xml")).expect("JUnit written");
+        assert_eq!(
+            xml.matches("type=\"not run\"").count(),
+            interrupted.not_run.len(),
+            "{xml}"
+        );
+        let md = std::fs::read_to_string(out.path().join("s.md")).expect("Markdown written");
+        assert!(md.contains("incomplete"), "{md}");
+        assert!(out.path().join("r.html").exists(), "HTML written");
+
+        let verify = common::hilt(&[
+            "verify",
+            run_dir.join("result.dsse.json").to_str().expect("utf-8"),
+            "--trusted-key",
+            &format!("{}.pub", key.display()),
+        ]);
+        let said = String::from_utf8_lossy(&verify.stdout);
+        assert!(said.contains("signature: valid, by trusted key"), "{said}");
+        assert!(
+            said.contains("incomplete"),
+            "the envelope signs the partial record: {said}"
+        );
+
+        assert!(stdout.contains("NOT RUN: the run was interrupted by"), "{stdout}");
+        assert!(
+            stderr.contains(&format!("hilt: interrupted by SIG{signal}:"))
+                && stderr.contains("(signs the partial record)"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("hilt: exit status {status}: interrupted")),
+            "{stderr}"
+        );
+        if signal == "TERM" {
+            let end: Vec<&str> = stderr
+                .lines()
+                .skip_while(|l| !l.starts_with("hilt: incomplete"))
+                .collect();
+            let end = end.join("\n").replace(&out.path().display().to_string(), "[out]");
+            insta::assert_snapshot!("interrupted_by_sigterm", common::redact(&end));
+        }
     }
 }
 
@@ -316,23 +459,55 @@ fn the_sim_never_certifies_whatever_the_profile_claims() {
     );
 }
 
+/// A report asked for that cannot be written when the run ends (here a directory stands
+/// where it would be written beside its path) costs the pipeline its results: the run's
+/// record is kept, the message names the file and says why in plain words, and the exit
+/// status is not 0.
 #[test]
-fn a_result_that_cannot_be_written_is_not_reported_as_success() {
+fn a_report_that_cannot_be_written_is_not_reported_as_success() {
     let out = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(out.path().join("result.json")).expect("a directory where the file should go");
-    let dir = out.path().to_str().expect("utf-8");
-    let output = common::hilt(&["run", "--out", dir]);
+    let junit = out.path().join("j.xml");
+    std::fs::create_dir(out.path().join("j.xml.tmp")).expect("a directory where the file is written");
+    let output = common::hilt(&[
+        "run",
+        "--out",
+        out.path().to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("is incomplete (see the warnings above)"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: the JUnit report"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(line.contains(&junit.display().to_string()), "{line}");
+    assert!(line.contains("a directory is in the way"), "in plain words: {line}");
+    assert!(line.contains("The run's record is kept in"), "{line}");
+    assert!(stderr.contains("hilt: exit status 3: a file the run was asked to write could not be written"));
+    let record =
+        ResultRecord::from_json(&std::fs::read(common::run_dir(out.path()).join("result.json")).expect("kept"))
+            .expect("readable");
     assert!(
-        stderr.contains("Is a directory"),
-        "the warning says what failed: {stderr}"
+        record.run.complete && record.conformance.conformant,
+        "the verdicts stand"
     );
-    assert!(
-        !out.path().join("result.json.tmp").exists(),
-        "no half-written file is left"
-    );
+}
+
+/// A report asked for whose directory does not exist is refused before anything runs.
+#[test]
+fn a_report_in_a_missing_directory_is_refused_before_the_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = common::hilt(&[
+        "run",
+        "--out",
+        out.path().to_str().expect("utf-8"),
+        "--junit",
+        "nodir/j.xml",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    insta::assert_snapshot!(String::from_utf8_lossy(&output.stderr));
+    assert!(!out.path().join("latest").exists(), "nothing ran");
 }
 
 #[test]
@@ -344,14 +519,223 @@ fn runner_options_and_hilt_options_mix_in_any_order() {
     assert_eq!(run.exit, 1);
 }
 
+/// Results are never lost: each run writes a folder of its own, `latest` points at the
+/// newest, and an earlier run's signed result stays as it was, byte for byte.
 #[test]
-fn two_runs_never_write_one_directory() {
+fn each_run_keeps_its_own_folder_and_latest_points_to_the_newest() {
     let out = tempfile::tempdir().expect("tempdir");
-    let lock = std::fs::File::create(out.path().join(".hilt.lock")).expect("lock file");
-    lock.lock().expect("hold the directory as a running hilt would");
-    let output = common::hilt(&["run", "--out", out.path().to_str().expect("utf-8")]);
+    let dir = out.path().to_str().expect("utf-8");
+    let first = common::hilt(&["run", "-q", "--out", dir]);
+    assert_eq!(first.status.code(), Some(0));
+    let earlier = common::run_dir(out.path());
+    let name = earlier.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+    assert!(
+        regex_lite::Regex::new(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+            .expect("re")
+            .is_match(&name),
+        "{name}"
+    );
+    let record = ResultRecord::from_json(&std::fs::read(earlier.join("result.json")).expect("record")).expect("ok");
+    assert!(name.ends_with(&record.run.id[..8]), "named by the run id");
+    assert_eq!(
+        &name[..15],
+        record.run.started_at.replace(['-', ':'], "").get(..15).expect("start"),
+        "named by the UTC start"
+    );
+    let signed = std::fs::read(earlier.join("result.dsse.json")).expect("envelope");
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "hilt: result in {}/result.json ({dir}/latest points to it)",
+            earlier.display()
+        )),
+        "says where the result went: {stderr}"
+    );
+
+    // Interrupted after a second, as in the report that asked for this.
+    let second = common::hilt(&["run", "-q", "--out", dir, "no-such-trial"]);
+    assert_eq!(second.status.code(), Some(3));
+    let dirs = common::run_dirs(out.path());
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    assert_eq!(common::run_dir(out.path()), dirs[1], "latest is the newer run");
+    assert_eq!(
+        std::fs::read(earlier.join("result.dsse.json")).expect("still there"),
+        signed
+    );
+    assert!(
+        dirs.iter().all(|d| !d.join(".hilt.lock").exists()),
+        "finished runs hold no lock"
+    );
+}
+
+/// `--out` naming a file is refused before anything runs, saying what `--out` takes.
+#[test]
+fn out_naming_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("result.json");
+    std::fs::write(&file, "{}").expect("a file");
+    let output = common::hilt(&["run", "--out", file.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&dir.path().display().to_string(), "[tmp]");
+    insta::assert_snapshot!(stderr);
+    assert_eq!(std::fs::read_to_string(&file).expect("untouched"), "{}");
+}
+
+/// Without an accelerator and without asking for the simulated device, the sim stands in
+/// but nothing is green: status `no_accelerator`, exit 3, libtest's line not `ok`, and a
+/// plain last line saying why. Asking for the sim (`--device sim0`, `HILT_BACKENDS=sim`, a
+/// sim profile) makes the same run green.
+#[test]
+fn a_run_that_fell_back_to_the_sim_is_never_green() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], backends: &str| {
+        let output = common::command()
+            .env("HILT_BACKENDS", backends)
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("hilt runs");
+        let record = ResultRecord::from_json(&std::fs::read(out.path().join("latest/result.json")).expect("record"))
+            .expect("readable");
+        (output, record)
+    };
+    let (output, record) = run(&["--tier", "smoke"], "none");
+    let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("another hilt run is writing to"), "{stderr}");
-    assert!(!out.path().join("result.json").exists());
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(record.conformance.status, ConformanceStatus::NoAccelerator);
+    assert!(!record.conformance.conformant);
+    assert!(
+        record
+            .run
+            .no_accelerator
+            .as_deref()
+            .is_some_and(|w| w.contains("opencl: not probed"))
+    );
+    assert!(stdout.contains("test result: FAILED."), "{stdout}");
+    assert!(stdout.contains("NOT EXAMINED: no accelerator was examined"), "{stdout}");
+    assert!(
+        stderr.contains("hilt: exit status 3: no accelerator was examined"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hilt: conformant"), "{stderr}");
+    insta::assert_snapshot!(
+        "fallback_messages",
+        common::redact(&stderr.replace(&out.path().display().to_string(), "[out]"))
+    );
+
+    for (args, backends) in [
+        (&["--tier", "smoke", "--device", "sim0"][..], "none"),
+        (&["--tier", "smoke", "--profile", "sim-reference"][..], "none"),
+        (&["--tier", "smoke"][..], "sim"),
+    ] {
+        let (output, record) = run(args, backends);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?} HILT_BACKENDS={backends}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(record.conformance.status, ConformanceStatus::Conformant);
+        assert!(record.run.no_accelerator.is_none());
+    }
+}
+
+/// Fewer accelerators than expected (`--expect-devices`, or the profile's
+/// `expect_devices`) make the run inconclusive, naming what is there and what is not.
+#[test]
+fn fewer_devices_than_expected_is_inconclusive_and_names_what_is_missing() {
+    let run = common::run(&["--expect-devices", "2", "--tier", "smoke"]);
+    assert_eq!(run.exit, 3, "{}", run.stderr);
+    assert_eq!(run.record.conformance.status, ConformanceStatus::Inconclusive);
+    assert_eq!(run.record.run.expected_devices, Some(2));
+    assert_eq!(
+        run.record.conformance.reasons[0],
+        "expected 2 accelerator(s), examined 1 (sim0); accelerator PCI functions that no backend drives: \
+         0000:17:00.0 GH100 [H100 SXM5 80GB] (driver nvidia); the backends said: opencl: not probed \
+         (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim)"
+    );
+    assert!(run.stdout.contains("test result: FAILED."), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("hilt: warning: expected 2 accelerator(s), examined 1"),
+        "{}",
+        run.stderr
+    );
+
+    let enough = common::run(&["--expect-devices", "1", "--tier", "smoke"]);
+    assert_eq!(enough.exit, 0, "{}", enough.stderr);
+
+    // The profile's key does the same, and the command line overrides it.
+    let by_profile = common::run(&["--profile", "eight-devices", "--tier", "smoke"]);
+    assert_eq!(by_profile.exit, 3, "{}", by_profile.stderr);
+    assert_eq!(by_profile.record.run.expected_devices, Some(8));
+    let overridden = common::run(&["--profile", "eight-devices", "--tier", "smoke", "--expect-devices", "1"]);
+    assert_eq!(overridden.exit, 0, "{}", overridden.stderr);
+}
+
+/// Messages for what a person gets wrong, or what the machine lacks, each saying what is
+/// wrong and what to do.
+#[test]
+fn messages_say_what_is_wrong_and_what_to_do() {
+    let mut report = String::new();
+    for (args, backends, code) in [
+        (&["run", "--device", "cuda0"][..], "none", 3),
+        (&["run", "--device", "cuda0"][..], "sim", 3),
+        (&["run", "--profile", "nvidia-hoper"][..], "sim", 2),
+        (&["run", "--profile", "nvidia-hopper"][..], "none", 3),
+        (&["run", "--profile", "nvidia-hopper"][..], "sim", 2),
+    ] {
+        let output = common::command()
+            .env("HILT_BACKENDS", backends)
+            .args(args)
+            .arg("--list")
+            .output()
+            .expect("hilt runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?} {backends}: {stderr}");
+        let stderr = stderr.replace(env!("CARGO_MANIFEST_DIR"), "[repo]");
+        report.push_str(&format!(
+            "=== HILT_BACKENDS={backends} hilt {}\n{stderr}\n",
+            args.join(" ")
+        ));
+    }
+    insta::assert_snapshot!(report);
+}
+
+/// `hilt run --help` speaks hilt's own words (no typo from a dependency's doc strings) and
+/// documents the exit codes.
+#[test]
+fn run_help_documents_exit_codes_in_hilts_words() {
+    let help = stdout(&["run", "--help"]);
+    assert!(!help.contains("Usefull"), "{help}");
+    assert!(!help.contains("run on serially"), "{help}");
+    for code in ["  0 ", "  1 ", "  2 ", "  3 ", "  130 ", "143"] {
+        assert!(help.contains(code), "exit code {code} documented: {help}");
+    }
+    assert!(help.contains("useful for runs with many trials"), "{help}");
+}
+
+/// A certification-tier run under a profile that cannot certify says so before it runs.
+#[test]
+fn certification_under_a_non_certifying_profile_is_said_at_the_start() {
+    let run = common::run(&["--tier", "certification", "residue::global::cross_process"]);
+    let first = run.stderr.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert!(
+        first.contains("hilt: note: profile sim-reference does not certify"),
+        "said before anything ran: {}",
+        run.stderr
+    );
+    let run = common::run(&[
+        "--tier",
+        "certification",
+        "--profile",
+        "claims-certifying",
+        "residue::global::cross_process",
+    ]);
+    assert!(
+        run.stderr.contains("hilt: note: the simulated device never certifies"),
+        "{}",
+        run.stderr
+    );
 }

@@ -187,8 +187,12 @@ fn without_a_driver_devices_says_so_in_one_line() -> Result<(), Failed> {
     check(!stderr.contains("panicked"), || format!("a panic: {stderr}"))
 }
 
+/// The nightly-CI case: `HILT_BACKENDS=cuda hilt run --tier smoke --junit j.xml` on a
+/// node whose driver is gone. The sim stands in, but nothing about the run is green: exit
+/// 3, status `no_accelerator`, and a JUnit file with an error that says so.
 fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
     let out = tempfile::tempdir().expect("tempdir");
+    let junit = out.path().join("j.xml");
     let output = hilt(
         &[
             "run",
@@ -197,21 +201,48 @@ fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
             "smoke",
             "--out",
             out.path().to_str().expect("utf-8"),
+            "--junit",
+            junit.to_str().expect("utf-8"),
         ],
         &[],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    check(output.status.success(), || {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    check(output.status.code() == Some(3), || {
         format!("exit {:?}: {stderr}", output.status)
     })?;
     check(
         stderr.contains(&format!("cuda: {}", cuda::NO_DRIVER)) && stderr.contains("running the simulated device sim0"),
         || format!("no fallback note: {stderr}"),
     )?;
-    let record = ResultRecord::from_json(&std::fs::read(out.path().join("result.json"))?)?;
+    check(
+        stderr.contains("hilt: exit status 3: no accelerator was examined"),
+        || format!("no plain exit line: {stderr}"),
+    )?;
+    check(!stdout.contains("test result: ok"), || {
+        format!("the terminal says ok: {stdout}")
+    })?;
+    let record = ResultRecord::from_json(&std::fs::read(out.path().join("latest/result.json"))?)?;
     check(
         record.devices.iter().any(|d| d.id == "sim0") && record.devices.iter().all(|d| d.backend != "cuda"),
         || "the sim ran, and no CUDA device".into(),
+    )?;
+    check(
+        record.conformance.status == hilt_results::ConformanceStatus::NoAccelerator && !record.conformance.conformant,
+        || format!("{:?}", record.conformance),
+    )?;
+    check(
+        record
+            .run
+            .no_accelerator
+            .as_deref()
+            .is_some_and(|w| w.contains(cuda::NO_DRIVER)),
+        || format!("{:?}", record.run.no_accelerator),
+    )?;
+    let xml = std::fs::read_to_string(&junit)?;
+    check(
+        xml.contains("type=\"accelerators missing\"") && xml.contains("no accelerator was examined"),
+        || format!("the JUnit file looks clean: {xml}"),
     )?;
     check(!stderr.contains("panicked"), || format!("a panic: {stderr}"))
 }

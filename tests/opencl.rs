@@ -63,6 +63,10 @@ fn main() {
             "opencl::a_kernel_build_failure_is_an_error_with_the_log",
             a_kernel_build_failure_is_an_error_with_the_log,
         ),
+        runtime(
+            "opencl::a_check_the_backend_cannot_perform_is_not_examined",
+            a_check_the_backend_cannot_perform_is_not_examined,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -277,6 +281,50 @@ fn a_kernel_build_failure_is_an_error_with_the_log() -> Result<(), Failed> {
     }
     if exit != 3 {
         return Err(format!("an error in a mandatory check exits 3, not {exit}").into());
+    }
+    Ok(())
+}
+
+/// The foreign-pointer check needs raw device addresses, which OpenCL 1.2 buffers do not
+/// have: recorded as not examined by the opencl backend, naming the backend that can, a
+/// skipped trial in the standard tier and an inconclusive certification, never a failure
+/// of the platform.
+fn a_check_the_backend_cannot_perform_is_not_examined() -> Result<(), Failed> {
+    let filter = ["--exact", "isolation::foreign_pointer::opencl0"];
+    let (exit, record, stderr) = run(&filter, &[]);
+    let o = record.outcomes.first().ok_or("no outcome")?;
+    let ne = o
+        .not_examined
+        .as_ref()
+        .ok_or_else(|| format!("not marked not examined: {o:?}"))?;
+    if o.verdict != hilt_results::Verdict::NotApplicable || ne.backend != "opencl" || ne.examined_by != ["cuda"] {
+        return Err(format!("{o:?}").into());
+    }
+    let reason = o.reason.as_deref().unwrap_or_default();
+    if !reason.starts_with("not examined by the opencl backend") || !reason.contains("the cuda backend can examine it")
+    {
+        return Err(format!("reason: {reason}").into());
+    }
+    // Alone in a filtered run nothing passes, so the run is inconclusive (exit 3); but
+    // nothing is held against the platform: no failure, no reason about this check.
+    if exit == 1 || record.conformance.reasons.iter().any(|r| r.contains("foreign_pointer")) {
+        return Err(format!("standard tier: held against the platform, exit {exit}: {stderr}").into());
+    }
+    if !stderr.contains("1 ignored, as not deciding (1 not examined by their backend)") {
+        return Err(format!("not counted as not examined: {stderr}").into());
+    }
+    let mut cert = vec!["--tier", "certification"];
+    cert.extend(filter);
+    let (exit, record, stderr) = run(&cert, &[]);
+    if exit != 3 || record.conformance.status == hilt_results::ConformanceStatus::NotConformant {
+        return Err(format!("certification: inconclusive, exit 3, not {exit}: {stderr}").into());
+    }
+    let said = record.conformance.reasons.join("\n");
+    if !said.contains("was not examined by the opencl backend") || !said.contains("not a finding about the platform") {
+        return Err(format!("reasons: {said}").into());
+    }
+    if !stderr.contains("hilt: note: profile pocl-cpu does not certify") {
+        return Err(format!("no note at the start: {stderr}").into());
     }
     Ok(())
 }

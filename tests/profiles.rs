@@ -58,22 +58,110 @@ fn the_digest_changes_with_any_setting_and_only_then() {
     assert!(a.digest().starts_with("sha256:") && a.digest().len() == 7 + 64);
 }
 
+/// A waiver expires after its last day; the profile still loads (a fleet does not stop on
+/// the day a waiver expires), and its digest does not change with the date.
 #[test]
-fn a_waiver_expires() {
+fn a_waiver_expires_and_the_profile_still_loads() {
     let cat = hilt_suites::catalogue();
     let before = library().load("waived", &cat, today()).expect("valid until 2099");
-    assert!(before.checks["residue.global.cross_context"].waiver.is_some());
-    let after = library().load(
-        "waived",
-        &cat,
-        Date {
-            year: 2100,
-            month: 1,
-            day: 1,
-        },
+    let waiver = before.checks["residue.global.cross_context"]
+        .waiver
+        .as_ref()
+        .expect("waiver");
+    assert!(!waiver.expired);
+    let on_the_last_day = Date {
+        year: 2099,
+        month: 12,
+        day: 31,
+    };
+    let last = library().load("waived", &cat, on_the_last_day).expect("loads");
+    assert_eq!(last.expired_waivers().count(), 0, "the last day is still covered");
+    let after = library()
+        .load(
+            "waived",
+            &cat,
+            Date {
+                year: 2100,
+                month: 1,
+                day: 1,
+            },
+        )
+        .expect("an expired waiver is no reason to refuse the profile");
+    let expired: Vec<(&str, String)> = after
+        .expired_waivers()
+        .map(|(check, w)| (check, w.expires.to_string()))
+        .collect();
+    assert_eq!(expired, [("residue.global.cross_context", "2099-12-31".to_string())]);
+    assert_eq!(
+        before.digest(),
+        after.digest(),
+        "the digest is about settings, not dates"
     );
-    let err = after.expect_err("expired").to_string();
-    assert!(err.contains("expired on 2099-12-31"), "{err}");
+}
+
+/// On the day a waiver expires the run goes on: the failure it used to waive counts, and
+/// the record and a warning name the waiver.
+#[test]
+fn an_expired_waiver_no_longer_waives_and_the_run_says_so() {
+    let run = common::run(&[
+        "--profile",
+        "expired-waiver",
+        "--sim-fault",
+        "global-no-scrub",
+        "residue::global::cross_process",
+    ]);
+    assert_eq!(run.exit, 1, "the failure counts: {}", run.stderr);
+    let o = &run.record.outcomes[0];
+    assert_eq!(o.verdict, hilt_results::Verdict::Fail);
+    assert!(o.waiver.is_none(), "an expired waiver waives nothing");
+    let expired = o.expired_waiver.as_ref().expect("the outcome names the expired waiver");
+    assert_eq!(
+        (expired.expires.as_str(), expired.reason.as_str()),
+        ("2020-01-31", "old exception")
+    );
+    assert_eq!(run.record.profile.expired_waivers.len(), 1);
+    assert_eq!(
+        run.record.profile.expired_waivers[0].check,
+        "residue.global.cross_process"
+    );
+    assert_eq!(run.record.summary.waived, 0);
+    assert!(
+        run.stderr.contains(
+            "hilt: warning: the waiver of `residue.global.cross_process` in profile expired-waiver expired on \
+             2020-01-31 (old exception); it no longer waives"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.record
+            .conformance
+            .reasons
+            .iter()
+            .any(|r| r.contains("its waiver expired on 2020-01-31")),
+        "{:?}",
+        run.record.conformance.reasons
+    );
+    assert!(run.stdout.contains("FAIL:"), "{}", run.stdout);
+    // Without the fault the same profile runs green: an expired waiver is no error.
+    let clean = common::run(&["--profile", "expired-waiver", "residue::global::cross_process"]);
+    assert_eq!(clean.exit, 0, "{}", clean.stderr);
+}
+
+/// An unknown profile id gets the nearest id hilt knows and a pointer to `hilt profiles`.
+#[test]
+fn an_unknown_profile_gets_a_suggestion() {
+    let out = common::hilt(&["run", "--list", "--profile", "nvidia-hoper"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("did you mean `nvidia-hopper`?"), "{stderr}");
+    assert!(
+        stderr.contains("`hilt profiles` lists the profiles hilt can find"),
+        "{stderr}"
+    );
+    let out = common::hilt(&["run", "--list", "--profile", "zzzzzzzzzzzz"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("did you mean"), "nothing close: {stderr}");
 }
 
 #[test]

@@ -127,11 +127,15 @@ fn junit_counts_and_shape_are_what_junit_readers_expect() {
                         cases += 1;
                     }
                     "properties" => assert_eq!(parent, "testsuite", "properties only on suites"),
-                    "failure" | "error" | "system-out" => assert_eq!(parent, "testcase"),
+                    "failure" | "error" | "system-out" | "skipped" => assert_eq!(parent, "testcase"),
                     other => panic!("unexpected element <{other}> in <{parent}>"),
+                }
+                if name == "skipped" {
+                    assert!(attr(&e, "message").is_some(), "<skipped> says why");
                 }
                 errors += usize::from(name == "error");
                 failures += usize::from(name == "failure");
+                skipped += usize::from(name == "skipped");
                 stack.push(name);
             }
             Event::Empty(e) => {
@@ -156,15 +160,29 @@ fn junit_counts_and_shape_are_what_junit_readers_expect() {
             _ => {}
         }
     }
-    let s = &record.summary;
+    // JUnit counts as the run decides: only what keeps the run from being conformant is
+    // a failure or an error; what does not decide is skipped.
+    use hilt_harness::record::{Standing, standing};
+    let standings: Vec<Standing> = record.outcomes.iter().map(|o| standing(o, record.run.tier)).collect();
+    let blocks = |f: bool| {
+        standings
+            .iter()
+            .filter(|s| matches!(s, Standing::Blocks { failure, .. } if *failure == f))
+            .count()
+    };
     assert_eq!(cases, record.outcomes.len());
-    assert_eq!(failures, s.fail as usize, "every fail, waived or not, is a failure");
     assert_eq!(
-        errors,
-        (s.error + s.inconclusive) as usize,
-        "inconclusive is an error, never a pass"
+        failures,
+        blocks(true),
+        "mandatory failures without a waiver are failures"
     );
-    assert_eq!(skipped, s.not_applicable as usize);
+    assert_eq!(errors, blocks(false), "inconclusive and error are errors, never a pass");
+    assert_eq!(
+        skipped,
+        standings.iter().filter(|s| matches!(s, Standing::Aside(_))).count(),
+        "what does not decide is skipped, with its reason"
+    );
+    assert!(skipped > 0 && failures > 0, "the fixture has both");
     let n = |v: usize| Some(v.to_string());
     assert_eq!(root_counts, Some((n(cases), n(failures), n(errors), n(skipped))));
 }
@@ -205,7 +223,7 @@ fn a_run_writes_the_reports_it_is_asked_for() {
     assert_eq!(run.exit, 0, "{}", run.stderr);
     let xml = std::fs::read_to_string(path("r.xml")).expect("junit written");
     assert!(
-        xml.contains("<testcase name=\"residue::global::cross_process::sim0\""),
+        xml.contains("::residue::global::cross_process::sim0\" classname="),
         "{xml}"
     );
     let md = std::fs::read_to_string(path("r.md")).expect("markdown written");
@@ -418,4 +436,54 @@ fn a_tampered_envelope_leads_with_not_verified_and_exits_1() {
         .output()
         .expect("report");
     assert!(String::from_utf8_lossy(&out.stdout).contains("type=\"not verified\""));
+}
+
+/// The sim's smoke run is conformant and exits 0, and its JUnit agrees: informational
+/// checks that did not pass are skipped with their verdict and level, never failures or
+/// errors; suite and case names carry the node, so files merged from many nodes never
+/// collide; libtest's line counts what hilt's summary counts.
+#[test]
+fn junit_of_a_conformant_run_has_no_failures_and_names_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junit = dir.path().join("j.xml");
+    let run = common::run(&[
+        "--tier",
+        "smoke",
+        "--sysfs-root",
+        common::host_fixture("devvm").to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(run.exit, 0, "{}", run.stderr);
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    let node = &run.record.host.hostname;
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(root.contains("failures=\"0\" errors=\"0\""), "{root}");
+    assert!(
+        !root.contains("skipped=\"0\""),
+        "the host's findings are shown, as skipped: {root}"
+    );
+    assert!(
+        xml.contains(&format!("<testsuite name=\"hilt::{node}::sim0\"")),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "<testcase name=\"{node}::residue::global::cross_process::sim0\""
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<skipped message=\"informational check, does not decide conformance: "),
+        "{xml}"
+    );
+    // libtest's line and hilt's summary count the same trials the same way.
+    let tally = hilt_harness::record::Tally::of(&run.record);
+    let libtest = format!(
+        "test result: ok. {} passed; {} failed; {} ignored; 0 measured; {} filtered out",
+        tally.passed, tally.failed, tally.ignored, tally.filtered_out
+    );
+    assert!(run.stdout.contains(&libtest), "{libtest}\n{}", run.stdout);
+    assert!(run.stderr.contains(&tally.line()), "{}", run.stderr);
+    assert!(tally.ignored > 0, "the development VM's host checks do not pass");
 }

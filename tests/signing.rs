@@ -41,7 +41,9 @@ fn signed_run() -> tempfile::TempDir {
     let run = hilt_in(dir.path(), &["run", "-q", "--out", "out", "--sign-key", "lab.key"]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     assert!(
-        text(&run).contains("hilt: signed in out/result.dsse.json"),
+        regex_lite::Regex::new(r"hilt: signed in out/\d{8}T\d{6}Z-[0-9a-f]{8}/result\.dsse\.json")
+            .expect("re")
+            .is_match(&text(&run)),
         "{}",
         text(&run)
     );
@@ -83,7 +85,7 @@ fn a_run_signed_with_a_lab_key_verifies_and_says_what_it_checked() {
         dir.path(),
         &[
             "verify",
-            "out/result.dsse.json",
+            "out/latest/result.dsse.json",
             "--trusted-key",
             "lab.pub",
             "--require-profile",
@@ -100,7 +102,7 @@ fn a_run_signed_with_a_lab_key_verifies_and_says_what_it_checked() {
 #[test]
 fn verification_failures_exit_1_and_unreadable_input_exits_2() {
     let dir = signed_run();
-    let path = dir.path().join("out/result.dsse.json");
+    let path = dir.path().join("out/latest/result.dsse.json");
     let good = std::fs::read(&path).expect("envelope");
     let other = hilt_in(dir.path(), &["keygen", "--out", "other"]);
     assert!(other.status.success());
@@ -108,7 +110,7 @@ fn verification_failures_exit_1_and_unreadable_input_exits_2() {
     // Another key is trusted, not the signer's.
     let out = hilt_in(
         dir.path(),
-        &["verify", "out/result.dsse.json", "--trusted-key", "other.pub"],
+        &["verify", "out/latest/result.dsse.json", "--trusted-key", "other.pub"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not among the trusted keys"), "{}", text(&out));
@@ -118,7 +120,7 @@ fn verification_failures_exit_1_and_unreadable_input_exits_2() {
         dir.path(),
         &[
             "verify",
-            "out/result.dsse.json",
+            "out/latest/result.dsse.json",
             "--trusted-key",
             "lab.pub",
             "--require-tier",
@@ -134,7 +136,7 @@ fn verification_failures_exit_1_and_unreadable_input_exits_2() {
     std::fs::write(&path, &flipped).expect("write");
     let out = hilt_in(
         dir.path(),
-        &["verify", "out/result.dsse.json", "--trusted-key", "lab.pub"],
+        &["verify", "out/latest/result.dsse.json", "--trusted-key", "lab.pub"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
@@ -147,14 +149,17 @@ fn verification_failures_exit_1_and_unreadable_input_exits_2() {
         std::fs::write(&path, bytes).expect("write");
         let out = hilt_in(
             dir.path(),
-            &["verify", "out/result.dsse.json", "--trusted-key", "lab.pub"],
+            &["verify", "out/latest/result.dsse.json", "--trusted-key", "lab.pub"],
         );
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(says), "{}", text(&out));
     }
     let out = hilt_in(dir.path(), &["verify", "nowhere.json", "--trusted-key", "lab.pub"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let out = hilt_in(dir.path(), &["verify", "out/result.json", "--trusted-key", "lab.key"]);
+    let out = hilt_in(
+        dir.path(),
+        &["verify", "out/latest/result.json", "--trusted-key", "lab.key"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("not an Ed25519 SPKI PEM public key"),
@@ -170,7 +175,7 @@ fn a_sim_run_never_verifies_as_certifying_and_newer_formats_are_not_re_signed() 
         dir.path(),
         &[
             "verify",
-            "out/result.dsse.json",
+            "out/latest/result.dsse.json",
             "--trusted-key",
             "lab.pub",
             "--require-certifying",
@@ -183,11 +188,11 @@ fn a_sim_run_never_verifies_as_certifying_and_newer_formats_are_not_re_signed() 
         text(&out)
     );
 
-    let path = dir.path().join("out/result.json");
+    let path = dir.path().join("out/latest/result.json");
     let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("json");
     record["format"]["minor"] = 99.into();
     std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
-    let out = hilt_in(dir.path(), &["sign", "out/result.json", "--key", "lab.key"]);
+    let out = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("newer than this hilt writes"), "{}", text(&out));
 }
@@ -199,10 +204,11 @@ fn a_run_without_a_key_is_signed_for_development_only() {
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     assert!(text(&run).contains("one-off key: development only, not attributable"));
     let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/result.json")).expect("record")).expect("json");
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/latest/result.json")).expect("record"))
+            .expect("json");
     assert_eq!(record["signing"]["development_only"], true);
 
-    let out = hilt_in(dir.path(), &["verify", "out/result.dsse.json"]);
+    let out = hilt_in(dir.path(), &["verify", "out/latest/result.dsse.json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("development-only and not attributable"),
@@ -212,17 +218,21 @@ fn a_run_without_a_key_is_signed_for_development_only() {
 
     // A lab signs the same record later, on a machine that holds its key.
     assert!(hilt_in(dir.path(), &["keygen", "--out", "lab"]).status.success());
-    let sign = hilt_in(dir.path(), &["sign", "out/result.json", "--key", "lab.key"]);
+    let sign = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
     assert!(sign.status.success(), "{}", text(&sign));
-    assert!(text(&sign).contains("wrote out/result.dsse.json"), "{}", text(&sign));
+    assert!(
+        text(&sign).contains("wrote out/latest/result.dsse.json"),
+        "{}",
+        text(&sign)
+    );
     let out = hilt_in(
         dir.path(),
-        &["verify", "out/result.dsse.json", "--trusted-key", "lab.pub"],
+        &["verify", "out/latest/result.dsse.json", "--trusted-key", "lab.pub"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // An envelope is not signed again.
-    let again = hilt_in(dir.path(), &["sign", "out/result.dsse.json", "--key", "lab.key"]);
+    let again = hilt_in(dir.path(), &["sign", "out/latest/result.dsse.json", "--key", "lab.key"]);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again).contains("already a signed envelope"), "{}", text(&again));
 }
@@ -245,7 +255,7 @@ fn an_exposed_key_is_refused_before_anything_runs() {
         "{}",
         text(&out)
     );
-    assert!(!dir.path().join("out/result.json").exists(), "nothing ran");
+    assert!(!dir.path().join("out/latest").exists(), "nothing ran");
 }
 
 /// Whether the OpenSSL tests can run here; `Err` with the reason they are skipped.
@@ -289,7 +299,7 @@ fn openssl_verifies_what_hilt_signs() {
             .output()
             .expect("sh runs")
     };
-    let out = verify("out/result.dsse.json", "lab.pub");
+    let out = verify("out/latest/result.dsse.json", "lab.pub");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Signature Verified Successfully"), "{}", text(&out));
     // OpenSSL reads the key hilt wrote and derives the same public key.
@@ -304,13 +314,13 @@ fn openssl_verifies_what_hilt_signs() {
     );
 
     // A changed signature fails in OpenSSL too.
-    let path = dir.path().join("out/result.dsse.json");
+    let path = dir.path().join("out/latest/result.dsse.json");
     let good = std::fs::read_to_string(&path).expect("envelope");
     let at = good.find("\"sig\":\"").expect("a signature") + 7;
     let mut bad = good.clone().into_bytes();
     bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
     std::fs::write(&path, bad).expect("write");
-    let out = verify("out/result.dsse.json", "lab.pub");
+    let out = verify("out/latest/result.dsse.json", "lab.pub");
     assert!(!out.status.success(), "{}", text(&out));
 }
 
@@ -340,7 +350,39 @@ fn hilt_signs_with_a_key_openssl_made() {
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let out = hilt_in(
         dir.path(),
-        &["verify", "out/result.dsse.json", "--trusted-key", "lab.pub"],
+        &["verify", "out/latest/result.dsse.json", "--trusted-key", "lab.pub"],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Nothing signed is ever overwritten: `hilt sign` may replace the one-off development
+/// envelope a run made (the workflow above), never an envelope signed by a key someone
+/// holds.
+#[test]
+fn sign_never_overwrites_a_lab_signature() {
+    let dir = signed_run();
+    let before = std::fs::read(dir.path().join("out/latest/result.dsse.json")).expect("envelope");
+    let again = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        text(&again).contains("is not a development-only envelope; nothing signed is overwritten"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("out/latest/result.dsse.json")).expect("envelope"),
+        before
+    );
+    let elsewhere = hilt_in(
+        dir.path(),
+        &[
+            "sign",
+            "out/latest/result.json",
+            "--key",
+            "lab.key",
+            "--out",
+            "again.dsse.json",
+        ],
+    );
+    assert!(elsewhere.status.success(), "{}", text(&elsewhere));
 }

@@ -221,6 +221,16 @@ pub enum Finding {
     Fail(String),
     /// The check does not apply here.
     NotApplicable(String),
+    /// The check applies to the platform, but the backend that drives the device cannot
+    /// perform it (the foreign-pointer check through OpenCL, whose buffers have no raw
+    /// device address). Recorded as `not_applicable` with the backends that can perform
+    /// it, so that a certification is inconclusive for it, never failed.
+    NotExamined {
+        /// Why this backend cannot perform it.
+        reason: String,
+        /// The backends that can (`cuda`).
+        examined_by: Vec<String>,
+    },
     /// The check could not establish the fact.
     Inconclusive(String),
     /// The harness or environment failed.

@@ -105,6 +105,81 @@ pub fn discover() -> Discovery {
     found
 }
 
+/// Whether `HILT_BACKENDS` names the simulated device (`HILT_BACKENDS=sim`): one of the
+/// ways to ask for it explicitly.
+pub fn sim_named_by_env() -> bool {
+    std::env::var("HILT_BACKENDS").is_ok_and(|list| list.split(',').any(|b| b.trim() == "sim"))
+}
+
+/// Whether `selector` (`hilt run --device`) could name a device of a real backend of this
+/// build: the backend itself (`cuda`) or one of its ids (`cuda0`).
+pub fn names_real_device(selector: &str) -> bool {
+    BACKENDS.iter().any(|b| {
+        selector
+            .strip_prefix(b)
+            .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// The accelerators a run examines: the devices it has trials on that a backend opens
+/// (real ones, and the simulated device when it was asked for), never the host or an
+/// accelerator PCI function no backend drives.
+pub fn examined<'d>(devices: &'d [Arc<TrialDevice>], profile: &Profile) -> Vec<&'d DeviceInfo> {
+    devices
+        .iter()
+        .filter(|d| d.spec.openable() && profile.matches(&d.info))
+        .map(|d| &d.info)
+        .collect()
+}
+
+/// When `expected` accelerators were asked for and fewer are `examined`: one sentence
+/// naming what is there and what is missing, from the accelerator PCI functions no
+/// backend drives (`pci_only`) and the backends' notes.
+pub fn missing_devices(
+    expected: u32,
+    examined: &[&DeviceInfo],
+    pci_only: &[&DeviceInfo],
+    notes: &[String],
+) -> Option<String> {
+    let found = examined.len();
+    if found >= expected as usize {
+        return None;
+    }
+    let ids: Vec<&str> = examined.iter().map(|d| d.id.as_str()).collect();
+    let mut sentence = format!(
+        "expected {expected} accelerator(s), examined {found}{}",
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ids.join(", "))
+        }
+    );
+    if !pci_only.is_empty() {
+        let functions: Vec<String> = pci_only.iter().map(|d| describe_function(d)).collect();
+        sentence.push_str(&format!(
+            "; accelerator PCI functions that no backend drives: {}",
+            functions.join("; ")
+        ));
+    }
+    if !notes.is_empty() {
+        sentence.push_str(&format!("; the backends said: {}", notes.join("; ")));
+    }
+    if pci_only.is_empty() && notes.is_empty() {
+        sentence.push_str("; no other accelerator was found");
+    }
+    Some(sentence)
+}
+
+/// An accelerator PCI function as people name it: address, name, bound driver.
+pub fn describe_function(d: &DeviceInfo) -> String {
+    let driver = d
+        .facts
+        .get("pci.driver")
+        .and_then(|v| v.as_str())
+        .map_or_else(|| "no driver bound".to_string(), |v| format!("driver {v}"));
+    format!("{} {} ({driver})", d.pci_address.as_deref().unwrap_or(&d.id), d.name)
+}
+
 /// The simulated device `sim0` with its default knobs, as listings show it.
 pub fn sim_info() -> DeviceInfo {
     SimSpec {

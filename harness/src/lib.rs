@@ -12,6 +12,7 @@ pub mod check;
 pub mod discovery;
 pub mod host;
 pub mod hostfs;
+pub mod interrupt;
 pub mod nvml;
 pub mod pci;
 pub mod profile;

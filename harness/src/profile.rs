@@ -5,10 +5,12 @@
 //!
 //! 1. raw: each file is parsed into [`RawProfile`] (unknown keys are errors), and each
 //!    check's `params` and the `[sim]` table are checked against their typed structs where
-//!    they stand in the file, so an error names the file, line and column;
+//!    they stand in the file, so an error names the file, line and column; every mistake
+//!    in a file is reported, not only the first;
 //! 2. resolved: the `extends` chain is applied, root first, into a [`Profile`] whose
-//!    checks carry their level, tiers, validated parameters and waiver; the profile's
-//!    digest is the sha256 of its canonical JSON form.
+//!    checks carry their level, tiers, validated parameters and waiver (marked expired
+//!    when its last day is before the day of loading: it then waives nothing, but the
+//!    profile loads); the profile's digest is the sha256 of its canonical JSON form.
 //!
 //! Profiles are found by path, in the directories of `HILT_PROFILE_PATH`, and among the
 //! profiles built into the binary (`profiles/*.toml` of the source tree).
@@ -61,6 +63,11 @@ pub struct Profile {
     pub default_tier: Tier,
     /// The watchdog deadline of each tenant call, seconds.
     pub tenant_timeout_s: u64,
+    /// How many accelerators a run under this profile must examine (`expect_devices`);
+    /// fewer makes the run inconclusive. `None`: no count is expected (and the digest is
+    /// what it was before the key existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_devices: Option<u32>,
     /// Which devices the profile applies to; empty for abstract profiles such as `base`.
     pub matches: Vec<MatchRule>,
     /// Knobs for simulated devices.
@@ -89,6 +96,11 @@ pub struct Waiver {
     pub reason: String,
     /// The last day the waiver holds.
     pub expires: Date,
+    /// True when `expires` was before the day the profile was loaded: the waiver no longer
+    /// waives, and the run names it. Not part of the profile's digest, which stays the
+    /// same from one day to the next.
+    #[serde(skip)]
+    pub expired: bool,
 }
 
 /// A rule deciding whether a profile applies to a device; every field given must match.
@@ -186,6 +198,13 @@ impl Profile {
         format!("sha256:{}", crate::hex(&sha2::Sha256::digest(&canonical)))
     }
 
+    /// The waivers that had expired when the profile was loaded, by check id.
+    pub fn expired_waivers(&self) -> impl Iterator<Item = (&str, &Waiver)> {
+        self.checks
+            .iter()
+            .filter_map(|(id, s)| s.waiver.as_ref().filter(|w| w.expired).map(|w| (id.as_str(), w)))
+    }
+
     /// The checks that run in `tier`, in id order.
     pub fn checks_in(&self, tier: Tier) -> impl Iterator<Item = (&str, &CheckSettings)> {
         self.checks
@@ -231,13 +250,46 @@ pub enum ProfileError {
         source: std::io::Error,
     },
     /// No profile by that id or path.
-    #[error("no profile `{name}`; looked in: {}", searched.join(", "))]
+    #[error(
+        "no profile `{name}`{} (looked in: {}). `hilt profiles` lists the profiles hilt can find",
+        nearest.as_ref().map(|n| format!(": did you mean `{n}`?")).unwrap_or_default(),
+        searched.join(", ")
+    )]
     NotFound {
         /// What was asked for.
         name: String,
         /// Where hilt looked.
         searched: Vec<String>,
+        /// The id of a profile hilt can find whose id is close to `name`.
+        nearest: Option<String>,
     },
+    /// Several problems in one profile file, each located.
+    #[error("{}\n\n{} problems in {file}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n\n"), errors.len())]
+    Several {
+        /// The file.
+        file: String,
+        /// Every problem found, in the order of the file.
+        errors: Vec<ProfileError>,
+    },
+}
+
+/// At most this many problems are reported for one file.
+const MAX_ERRORS: usize = 20;
+
+/// One error, or several as one.
+fn several(file: &str, mut errors: Vec<ProfileError>) -> ProfileError {
+    errors.sort_by_key(|e| match e {
+        ProfileError::At { line, column, .. } => (*line, *column),
+        _ => (0, 0),
+    });
+    if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        ProfileError::Several {
+            file: file.to_string(),
+            errors,
+        }
+    }
 }
 
 /// Where profiles are found.
@@ -282,7 +334,7 @@ impl Library {
         let mut chain: Vec<(Source, RawProfile)> = Vec::new();
         let mut next = Some(source);
         while let Some(source) = next.take() {
-            let raw = parse_raw(&source, catalogue, today)?;
+            let raw = parse_raw(&source, catalogue)?;
             if let Some(parent) = &raw.extends {
                 if chain.iter().any(|(_, r)| *r.id.get_ref() == *parent.get_ref())
                     || *raw.id.get_ref() == *parent.get_ref()
@@ -299,13 +351,14 @@ impl Library {
                 next = Some(
                     self.find(parent.get_ref(), source.dir.as_deref())
                         .map_err(|e| match e {
-                            ProfileError::NotFound { searched, .. } => at(
+                            ProfileError::NotFound { searched, nearest, .. } => at(
                                 &source,
                                 parent.span(),
                                 format!(
-                                    "`extends` names unknown profile `{}` (looked in: {})",
+                                    "`extends` names unknown profile `{}` (looked in: {}){}",
                                     parent.get_ref(),
-                                    searched.join(", ")
+                                    searched.join(", "),
+                                    nearest.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default()
                                 ),
                             ),
                             other => other,
@@ -314,7 +367,7 @@ impl Library {
             }
             chain.push((source, raw));
         }
-        resolve(chain, catalogue)
+        resolve(chain, catalogue, today)
     }
 
     /// Every profile the library can find, by id, with the source it comes from.
@@ -364,9 +417,17 @@ impl Library {
             }
             searched.push("<builtin>".into());
         }
+        let nearest = self
+            .list()
+            .into_iter()
+            .map(|(known, _)| (crate::check::edit_distance(&known, id), known))
+            .filter(|(d, _)| *d <= id.len().max(4) / 3 + 2)
+            .min()
+            .map(|(_, known)| known);
         Err(ProfileError::NotFound {
             name: id.into(),
             searched,
+            nearest,
         })
     }
 }
@@ -404,6 +465,11 @@ pub struct RawProfile {
     /// The watchdog deadline of each tenant call, seconds, 1 to 86400 (default 60).
     #[schemars(with = "Option<u64>", range(min = 1, max = 86400))]
     tenant_timeout_s: Option<Spanned<u64>>,
+    /// How many accelerators a run must examine, 1 to 4096; fewer makes it inconclusive
+    /// (`hilt run --expect-devices` overrides it). A site's profile for a node type sets
+    /// it, e.g. 8 for an eight-GPU node.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 4096))]
+    expect_devices: Option<Spanned<u32>>,
     /// Which devices the profile applies to; a profile without rules is abstract.
     #[serde(rename = "match")]
     matches: Option<Vec<MatchRule>>,
@@ -445,27 +511,56 @@ pub struct RawWaiver {
     expires: toml::value::Datetime,
 }
 
-fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawProfile, ProfileError> {
-    let raw: RawProfile = toml::from_str(&source.text).map_err(|e| from_toml(source, &e))?;
+fn parse_raw(source: &Source, catalogue: &Catalogue) -> Result<RawProfile, ProfileError> {
+    // Every syntax error the parser can recover from, not just the first.
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(&source.text);
+    if !syntax.is_empty() {
+        return Err(several(
+            &source.name,
+            syntax.iter().map(|e| from_toml(source, e)).collect(),
+        ));
+    }
+    let mut errors = Vec::new();
+    // Keys and types, one error at a time: each entry found wrong is reported and taken
+    // out, so that the next one shows too. An error without a place after that (a field
+    // now missing) is only the echo of one already reported.
+    let mut table = doc.into_inner();
+    let whole = 0..source.text.len();
+    let raw = loop {
+        let value = Spanned::new(whole.clone(), DeValue::Table(table.clone()));
+        match RawProfile::deserialize(ValueDeserializer::from(value)) {
+            Ok(raw) => break Some(raw),
+            Err(e) if e.span().is_none() && !errors.is_empty() => break None,
+            Err(e) => {
+                errors.push(from_toml(source, &e));
+                let removed = e.span().is_some_and(|span| remove_entry_at(&mut table, span.start));
+                if !removed || errors.len() >= MAX_ERRORS {
+                    break None;
+                }
+            }
+        }
+    };
+    let Some(raw) = raw else {
+        return Err(several(&source.name, errors));
+    };
     let id = raw.id.get_ref();
     if id.is_empty()
         || !id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(at(
+        errors.push(at(
             source,
             raw.id.span(),
             format!("profile id `{id}` must be lower-case letters, digits and `-`"),
         ));
-    }
-    if source.dir.is_some() {
+    } else if source.dir.is_some() {
         let stem = Path::new(&source.name)
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
         if stem != id {
-            return Err(at(
+            errors.push(at(
                 source,
                 raw.id.span(),
                 format!("profile id `{id}` differs from its file name `{stem}.toml`"),
@@ -473,21 +568,33 @@ fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawP
         }
     }
     // The spanned document, for checking nested tables where they stand.
-    let doc = toml::de::DeTable::parse(&source.text).map_err(|e| from_toml(source, &e))?;
-    let doc = DeValue::Table(doc.into_inner());
+    let doc = DeValue::Table(table);
     if let Some(sim) = doc.get("sim") {
-        SimKnobs::deserialize(ValueDeserializer::from(sim.clone()))
-            .map_err(|e| from_toml(source, &e))?
-            .validate()
-            .map_err(|message| at(source, sim.span(), message))?;
+        match SimKnobs::deserialize(ValueDeserializer::from(sim.clone())) {
+            Err(e) => errors.push(from_toml(source, &e)),
+            Ok(knobs) => {
+                if let Err(message) = knobs.validate() {
+                    errors.push(at(source, sim.span(), message));
+                }
+            }
+        }
     }
     if let Some(t) = &raw.tenant_timeout_s
         && !(1..=86_400).contains(t.get_ref())
     {
-        return Err(at(
+        errors.push(at(
             source,
             t.span(),
             format!("`tenant_timeout_s` must be 1 to 86400, not {}", t.get_ref()),
+        ));
+    }
+    if let Some(n) = &raw.expect_devices
+        && !(1..=4096).contains(n.get_ref())
+    {
+        errors.push(at(
+            source,
+            n.span(),
+            format!("`expect_devices` must be 1 to 4096, not {}", n.get_ref()),
         ));
     }
     for (id, check) in &raw.check {
@@ -503,46 +610,95 @@ fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawP
                     }
                 }
             };
-            return Err(at(source, id.span(), format!("unknown check `{}`{hint}", id.get_ref())));
+            errors.push(at(source, id.span(), format!("unknown check `{}`{hint}", id.get_ref())));
+            continue;
         };
         if let Some(params) = doc
             .get("check")
             .and_then(|c| c.get_ref().get(id.get_ref().as_str()))
             .and_then(|c| c.get_ref().get("params"))
         {
-            (def.params.from_toml)(ValueDeserializer::from(params.clone()))
-                .map_err(|e| from_toml(source, &e))?
-                .map_err(|message| at(source, params.span(), format!("check `{}`: {message}", id.get_ref())))?;
-        }
-        if let Some(waiver) = &check.waiver {
-            let expires = date_of(&waiver.get_ref().expires).ok_or_else(|| {
-                at(
-                    source,
-                    waiver.span(),
-                    "waiver `expires` must be a plain date such as 2027-03-31".into(),
-                )
-            })?;
-            if expires < today {
-                return Err(at(
-                    source,
-                    waiver.span(),
-                    format!(
-                        "the waiver of `{}` expired on {expires}; renew it with a new reason or remove it",
-                        id.get_ref()
-                    ),
-                ));
+            match (def.params.from_toml)(ValueDeserializer::from(params.clone())) {
+                Err(e) => errors.push(from_toml(source, &e)),
+                Ok(Err(message)) => {
+                    errors.push(at(
+                        source,
+                        params.span(),
+                        format!("check `{}`: {message}", id.get_ref()),
+                    ));
+                }
+                Ok(Ok(())) => {}
             }
         }
+        if let Some(waiver) = &check.waiver
+            && date_of(&waiver.get_ref().expires).is_none()
+        {
+            errors.push(at(
+                source,
+                waiver.span(),
+                "waiver `expires` must be a plain date such as 2027-03-31".into(),
+            ));
+        }
     }
-    Ok(raw)
+    if errors.is_empty() {
+        Ok(raw)
+    } else {
+        Err(several(&source.name, errors))
+    }
 }
 
-fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Profile, ProfileError> {
+/// Takes out of `table` the innermost entry (a key and its value) whose key or value holds
+/// byte `at` of the file; false when none does.
+fn remove_entry_at(table: &mut toml::de::DeTable<'_>, at: usize) -> bool {
+    let mut hit = None;
+    for (key, value) in table.iter_mut() {
+        if key.span().contains(&at) {
+            hit = Some(key.get_ref().clone());
+            break;
+        }
+        if value.span().contains(&at) || value_holds(value.get_ref(), at) {
+            let inner = match value.get_mut() {
+                DeValue::Table(t) => remove_entry_at(t, at),
+                DeValue::Array(items) => items.iter_mut().any(|item| match item.get_mut() {
+                    DeValue::Table(t) => remove_entry_at(t, at),
+                    _ => false,
+                }),
+                _ => false,
+            };
+            if inner {
+                return true;
+            }
+            hit = Some(key.get_ref().clone());
+            break;
+        }
+    }
+    match hit {
+        Some(key) => table.remove(key.as_ref()).is_some(),
+        None => false,
+    }
+}
+
+/// Whether a table or array holds byte `at` somewhere inside (a table's own span may not
+/// cover entries written under its header further down the file).
+fn value_holds(value: &DeValue<'_>, at: usize) -> bool {
+    match value {
+        DeValue::Table(t) => t
+            .iter()
+            .any(|(k, v)| k.span().contains(&at) || v.span().contains(&at) || value_holds(v.get_ref(), at)),
+        DeValue::Array(items) => items
+            .iter()
+            .any(|v| v.span().contains(&at) || value_holds(v.get_ref(), at)),
+        _ => false,
+    }
+}
+
+fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date) -> Result<Profile, ProfileError> {
     let leaf_file = chain.first().map(|(s, _)| s.name.clone()).unwrap_or_default();
     let ids: Vec<String> = chain.iter().map(|(_, r)| r.id.get_ref().clone()).collect();
     let mut certifying = false;
     let mut default_tier = Tier::Standard;
     let mut tenant_timeout_s = 60;
+    let mut expect_devices = None;
     let mut matches = Vec::new();
     let mut sim = toml::Table::new();
     struct Merged {
@@ -562,6 +718,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         certifying = raw.certifying.unwrap_or(certifying);
         default_tier = raw.default_tier.unwrap_or(default_tier);
         tenant_timeout_s = raw.tenant_timeout_s.map_or(tenant_timeout_s, Spanned::into_inner);
+        expect_devices = raw.expect_devices.map(Spanned::into_inner).or(expect_devices);
         if let Some(m) = raw.matches {
             matches = m;
         }
@@ -594,17 +751,30 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
             message: format!("[sim]: {}", e.message()),
         })?;
     let mut resolved = BTreeMap::new();
+    let mut errors = Vec::new();
     for (id, m) in checks {
         let (decl, span) = &m.decl;
         let fail = |message: String| at(decl, span.clone(), message);
-        let def = catalogue
-            .get(&id)
-            .ok_or_else(|| fail(format!("unknown check `{id}`")))?;
-        let level = m
-            .level
-            .ok_or_else(|| fail(format!("check `{id}` has no `level` here or in any profile it extends")))?;
-        let params = serde_json::to_value(&m.params).map_err(|e| fail(e.to_string()))?;
-        let params = (def.params.from_json)(params).map_err(|e| fail(format!("check `{id}`: {e}")))?;
+        let Some(def) = catalogue.get(&id) else {
+            errors.push(fail(format!("unknown check `{id}`")));
+            continue;
+        };
+        let Some(level) = m.level else {
+            errors.push(fail(format!(
+                "check `{id}` has no `level` here or in any profile it extends"
+            )));
+            continue;
+        };
+        let params = match serde_json::to_value(&m.params)
+            .map_err(|e| e.to_string())
+            .and_then(|p| (def.params.from_json)(p).map_err(|e| format!("check `{id}`: {e}")))
+        {
+            Ok(p) => p,
+            Err(message) => {
+                errors.push(fail(message));
+                continue;
+            }
+        };
         let tiers = m
             .tiers
             .map(|t| t.into_iter().collect())
@@ -612,6 +782,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         let waiver = m.waiver.and_then(|w| {
             date_of(&w.expires).map(|expires| Waiver {
                 reason: w.reason,
+                expired: expires < today,
                 expires,
             })
         });
@@ -625,6 +796,9 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
             },
         );
     }
+    if !errors.is_empty() {
+        return Err(several(&leaf_file, errors));
+    }
     Ok(Profile {
         id: ids.first().cloned().unwrap_or_default(),
         title,
@@ -633,6 +807,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         certifying,
         default_tier,
         tenant_timeout_s,
+        expect_devices,
         matches,
         sim,
         checks: resolved,

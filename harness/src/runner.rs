@@ -2,12 +2,20 @@
 //!
 //! Each trial is named `suite::check::device` (the check id's dots become `::`), so
 //! `--list`, `--exact`, name filters, `--skip` and `--format terse` behave as they do for
-//! `cargo test`. Trials on one device never overlap unless the check declares that it may
-//! share the device. Every finished trial is recorded as it finishes (see
-//! [`crate::record`]).
+//! `cargo test`; `--list` shows each trial's level and tiers in brackets, as libtest-mimic
+//! shows a trial's kind. Trials on one device never overlap unless the check declares that
+//! it may share the device. Every finished trial is recorded as it finishes (see
+//! [`crate::record`]), into a folder of its own under the output directory
+//! ([`RunDir`]). What libtest-mimic prints for a trial follows
+//! [`crate::record::standing`]: a pass is `ok`, whatever keeps the run from being
+//! conformant is `FAILED`, everything else is `ignored` with its verdict, level and reason.
+//!
+//! A run asked to stop ([`crate::interrupt`]) starts no further trial; trials that were
+//! running are not recorded (their tenants were stopped, so what they found is not
+//! evidence), and the run ends with the record, reports and envelope of what ran.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -22,7 +30,10 @@ use crate::canary::CanaryKey;
 use crate::check::{Catalogue, CheckCtx, CheckDef, Finding, HOST_BACKEND, TrialDevice};
 use crate::hostfs::HostFs;
 use crate::profile::{CheckSettings, Profile};
-use crate::record::{ENVELOPE_FILE, EnvelopeFile, Event, EventsFile, Recorder, Reporter, ResultFile};
+use crate::record::{
+    Coverage, ENVELOPE_FILE, EnvelopeFile, Event, EventsFile, Recorder, Reporter, ReporterFailure, ResultFile,
+    Standing, standing,
+};
 use crate::tenant::TenantLauncher;
 use hilt_results::signed::SigningKey;
 use sha2::Digest;
@@ -99,7 +110,9 @@ pub struct RunSetup {
     pub devices: Vec<Arc<TrialDevice>>,
     /// The root that host checks read the host's files under (`--sysfs-root`).
     pub host: HostFs,
-    /// Where `result.json` and `events.jsonl` go; `None` records nothing.
+    /// The output directory: the run writes `result.json`, `result.dsse.json` and
+    /// `events.jsonl` into a folder of its own inside it ([`RunDir`]); `None` records
+    /// nothing.
     pub out_dir: Option<PathBuf>,
     /// How tenants are started.
     pub launcher: TenantLauncher,
@@ -113,6 +126,12 @@ pub struct RunSetup {
     /// More reporters: reports written when the run finishes (`--junit`, `--html`),
     /// progress on a terminal.
     pub reporters: Vec<Box<dyn Reporter>>,
+    /// How many accelerators the run must examine (`--expect-devices`, the profile's
+    /// `expect_devices`), recorded.
+    pub expected_devices: Option<u32>,
+    /// What the run cannot examine, known before it starts: no accelerator (a fallback to
+    /// the simulated device), fewer accelerators than expected.
+    pub coverage: Coverage,
 }
 
 /// The key a run signs its record with.
@@ -128,33 +147,111 @@ pub enum RunSigner {
 pub struct RunEnd {
     /// The record, unless the run only listed trials.
     pub record: Option<ResultRecord>,
+    /// The folder the run wrote, unless it only listed trials.
+    pub run_dir: Option<PathBuf>,
     /// The process exit code.
     pub exit: ExitCode,
-    /// Reporters that failed (a result file that could not be written): the run's verdicts
-    /// stand, but its record is not where it should be.
-    pub recording_errors: Vec<String>,
+    /// Reporters that failed (a file that could not be written): the run's verdicts stand,
+    /// but a file it was asked for is missing.
+    pub failures: Vec<ReporterFailure>,
+}
+
+/// The folder one run writes: `OUT/<UTC start as YYYYMMDDTHHMMSSZ>-<first 8 hex of the run
+/// id>/`, created new (never reused), with `OUT/latest` a relative symbolic link to it,
+/// replaced atomically when the run starts. While the run writes the folder it holds an
+/// exclusive lock on `.hilt.lock` inside it, and removes the file when it ends; a folder
+/// whose `.hilt.lock` no process holds was left by a run that was killed outright.
+pub struct RunDir {
+    /// The run's folder.
+    pub path: PathBuf,
+    lock: Option<std::fs::File>,
+}
+
+/// The name of the link to the newest run's folder, in the output directory.
+pub const LATEST: &str = "latest";
+/// The name of the lock file a running run holds in its folder.
+pub const LOCK_FILE: &str = ".hilt.lock";
+
+impl RunDir {
+    /// The folder's name for a run that started at `started_at` (RFC 3339, UTC) with id
+    /// `run_id` (hex).
+    pub fn name(started_at: &str, run_id: &str) -> String {
+        let stamp: String = started_at
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let stamp = stamp.trim_end_matches('Z');
+        format!("{stamp}Z-{}", run_id.get(..8).unwrap_or(run_id))
+    }
+
+    /// Creates the folder for `record`'s run in `out` (creating `out` if needed), locks
+    /// it, and points `out/latest` at it.
+    ///
+    /// # Errors
+    ///
+    /// When `out` is not a directory, the folder exists already (nothing is ever written
+    /// into an earlier run's folder), or a file cannot be created.
+    pub fn create(out: &Path, record: &ResultRecord) -> std::io::Result<RunDir> {
+        if out.exists() && !out.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} is a file, not a directory: --out takes a directory, in which each run writes a folder of its \
+                 own (give a directory path, or leave --out out for hilt-out)",
+                out.display()
+            )));
+        }
+        std::fs::create_dir_all(out)?;
+        let name = RunDir::name(&record.run.started_at, &record.run.id);
+        let path = out.join(&name);
+        std::fs::create_dir(&path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot create the run's folder {}: {e}", path.display()),
+            )
+        })?;
+        let lock = std::fs::File::create(path.join(LOCK_FILE))?;
+        lock.try_lock()
+            .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+        // Replaced by rename, so a reader sees the old link or the new one, never none; the
+        // temporary name is the run's own, so runs started together do not collide.
+        let tmp = out.join(format!(".{LATEST}.{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&name, &tmp)?;
+        std::fs::rename(&tmp, out.join(LATEST))?;
+        Ok(RunDir { path, lock: Some(lock) })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = std::fs::remove_file(self.path.join(LOCK_FILE));
+            drop(lock);
+        }
+    }
 }
 
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
+///
+/// # Errors
+///
+/// When the run's folder cannot be made or its evidence files cannot be created; nothing
+/// has run then.
 pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
     let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
     if args.list {
-        let trials = planned.iter().map(|p| Trial::test(p.name.clone(), || Ok(()))).collect();
-        let _ = libtest_mimic::run(args, trials);
+        list(&planned, args);
         return Ok(RunEnd {
             record: None,
+            run_dir: None,
             exit: ExitCode::Conformant,
-            recording_errors: Vec::new(),
+            failures: Vec::new(),
         });
     }
 
-    let selected: Vec<bool> = planned
-        .iter()
-        .map(|p| {
-            let probe = Trial::test(p.name.clone(), || Ok(()));
-            !args.is_filtered_out(&probe) && !args.is_ignored(&probe)
-        })
-        .collect();
+    let selected: Vec<bool> = planned.iter().map(|p| selects(args, &p.name)).collect();
     let filtered = selected.iter().any(|s| !s);
     let mut partial = Vec::new();
     if filtered {
@@ -186,41 +283,30 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         ));
     }
 
-    let mut header = header(
-        &setup,
-        &planned,
-        filtered,
-        selected.iter().filter(|s| **s).count() as u32,
-    );
+    let selected_names: Vec<String> = planned
+        .iter()
+        .zip(&selected)
+        .filter(|(_, s)| **s)
+        .map(|(p, _)| p.name.clone())
+        .collect();
+    let mut header = header(&setup, &planned, filtered, selected_names.len() as u32);
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
         header.signing = Some(key.development_note());
     }
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
-    let mut _out_lock = None;
-    if let Some(dir) = &setup.out_dir {
-        std::fs::create_dir_all(dir)?;
-        // Two runs writing the same directory would interleave their records.
-        let lock = std::fs::File::create(dir.join(".hilt.lock"))?;
-        if lock.try_lock().is_err() {
-            return Err(std::io::Error::other(format!(
-                "another hilt run is writing to {}",
-                dir.display()
-            )));
-        }
-        _out_lock = Some(lock);
-        // An envelope left by an earlier run must never sit beside this run's record.
-        match std::fs::remove_file(dir.join(ENVELOPE_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        reporters.push(Box::new(EventsFile::create(dir)?));
-        reporters.push(Box::new(ResultFile::new(dir)));
+    let mut run_dir = None;
+    if let Some(out) = &setup.out_dir {
+        let dir = RunDir::create(out, &header)?;
+        reporters.push(Box::new(EventsFile::create(&dir.path)?));
+        reporters.push(Box::new(ResultFile::new(&dir.path)));
         if let Some(RunSigner::Key(key) | RunSigner::Development(key)) = signer {
-            reporters.push(Box::new(EnvelopeFile::new(dir.join(ENVELOPE_FILE), key)));
+            reporters.push(Box::new(EnvelopeFile::new(dir.path.join(ENVELOPE_FILE), key)));
         }
+        run_dir = Some(dir);
     }
     reporters.append(&mut setup.reporters);
+    let tier = setup.tier;
     let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
     let launcher = Arc::new(setup.launcher);
     let run_key = CanaryKey::random();
@@ -230,7 +316,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|d| (d.info.id.clone(), Arc::new(RwLock::new(()))))
         .collect();
 
-    let trials = planned
+    let trials: Vec<Trial> = planned
         .into_iter()
         .enumerate()
         .map(|(index, p)| {
@@ -240,25 +326,89 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
             let key = run_key.derive(index as u64);
             let name = p.name.clone();
-            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &host, &lock, &recorder))
+            Trial::ignorable_test(name, move || {
+                run_trial(&p, tier, key, &launcher, &host, &lock, &recorder)
+            })
         })
         .collect();
+    // Accelerators that should have been examined and were not fail an entry of their own,
+    // so that the terminal's line is not `ok` when the exit status is not 0.
+    let mut trials: Vec<Trial> = trials;
+    if !filtered
+        && let Some(why) = setup
+            .coverage
+            .no_accelerator
+            .as_ref()
+            .map(|w| format!("no accelerator was examined: {w}"))
+            .or_else(|| setup.coverage.missing_devices.clone())
+    {
+        trials.insert(
+            0,
+            Trial::test(crate::record::SHORTFALL_TRIAL, move || {
+                Err(format!("NOT EXAMINED: {why}").into())
+            }),
+        );
+    }
     let _conclusion = libtest_mimic::run(args, trials);
 
     let recorder = Arc::try_unwrap(recorder)
         .map_err(|_| std::io::Error::other("a trial outlived the run"))?
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
-    let (record, exit, recording_errors) = recorder.finish(partial);
+    let not_run: Vec<String> = selected_names
+        .into_iter()
+        .filter(|t| !recorder.record().outcomes.iter().any(|o| o.trial == *t))
+        .collect();
+    let (record, exit, failures) = match crate::interrupt::requested() {
+        Some(signal) if !not_run.is_empty() => recorder.interrupt(signal, not_run, &setup.coverage),
+        _ => recorder.finish(partial, &setup.coverage),
+    };
+    let path = run_dir.as_ref().map(|d| d.path.clone());
+    // Dropping the folder's guard removes its lock file: the run is over.
+    drop(run_dir);
     Ok(RunEnd {
         record: Some(record),
+        run_dir: path,
         exit,
-        recording_errors,
+        failures,
     })
+}
+
+/// Whether libtest-mimic `args` select the trial `name`: by its name alone, as `cargo
+/// test` filters.
+fn selects(args: &Arguments, name: &str) -> bool {
+    let probe = Trial::test(name, || Ok(()));
+    !args.is_filtered_out(&probe) && !args.is_ignored(&probe)
+}
+
+/// `--list`: the selected trials, each with its level and the tiers its check runs in, as
+/// libtest-mimic shows a trial's kind (`[mandatory; smoke standard certification]
+/// residue::global::cross_process::sim0: test`). Filters match names only, as in a run.
+fn list(planned: &[PlannedTrial], args: &Arguments) {
+    let trials = planned
+        .iter()
+        .filter(|p| selects(args, &p.name))
+        .map(|p| {
+            let tiers: Vec<&str> = p.settings.tiers.iter().map(|t| t.as_str()).collect();
+            Trial::test(p.name.clone(), || Ok(())).with_kind(format!(
+                "{}; {}",
+                p.settings.level.as_str(),
+                tiers.join(" ")
+            ))
+        })
+        .collect();
+    let unfiltered = Arguments {
+        filter: None,
+        skip: Vec::new(),
+        exact: false,
+        ..args.clone()
+    };
+    let _ = libtest_mimic::run(&unfiltered, trials);
 }
 
 fn run_trial(
     p: &PlannedTrial,
+    tier: Tier,
     key: CanaryKey,
     launcher: &TenantLauncher,
     host: &HostFs,
@@ -272,6 +422,9 @@ fn run_trial(
     } else {
         (None, Some(device_lock.write().unwrap_or_else(|e| e.into_inner())))
     };
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(not_run(signal));
+    }
     let started_at = crate::host::rfc3339(SystemTime::now());
     lock(recorder).emit(Event::TrialStarted {
         trial: p.name.clone(),
@@ -297,19 +450,35 @@ fn run_trial(
             .unwrap_or_default();
         Finding::Error(format!("the check panicked: {msg}"))
     });
+    // A trial during which the run was asked to stop had its tenants stopped: whatever
+    // it found is not evidence, so it is not recorded and counts as not run.
+    if let Some(signal) = crate::interrupt::requested() {
+        return Err(not_run(signal));
+    }
+    let mut not_examined = None;
     let (verdict, reason) = match finding {
         Finding::Pass => (Verdict::Pass, None),
         Finding::Fail(r) => (Verdict::Fail, Some(r)),
         Finding::NotApplicable(r) => (Verdict::NotApplicable, Some(r)),
+        Finding::NotExamined { reason, examined_by } => {
+            not_examined = Some(hilt_results::NotExamined {
+                backend: p.device.info.backend.clone(),
+                examined_by,
+            });
+            (Verdict::NotApplicable, Some(reason))
+        }
         Finding::Inconclusive(r) => (Verdict::Inconclusive, Some(r)),
         Finding::Error(r) => (Verdict::Error, Some(r)),
     };
-    let waiver = match (&p.settings.waiver, verdict) {
-        (Some(w), Verdict::Fail) => Some(hilt_results::Waiver {
-            reason: w.reason.clone(),
-            expires: w.expires.to_string(),
-        }),
-        _ => None,
+    let as_recorded = |w: &crate::profile::Waiver| hilt_results::Waiver {
+        reason: w.reason.clone(),
+        expires: w.expires.to_string(),
+    };
+    // An expired waiver waives nothing; the outcome names it.
+    let (waiver, expired_waiver) = match (&p.settings.waiver, verdict) {
+        (Some(w), Verdict::Fail) if w.expired => (None, Some(as_recorded(w))),
+        (Some(w), Verdict::Fail) => (Some(as_recorded(w)), None),
+        _ => (None, None),
     };
     let outcome = Outcome {
         trial: p.name.clone(),
@@ -319,38 +488,36 @@ fn run_trial(
         requirements: p.check.requirements.iter().map(|r| (*r).to_string()).collect(),
         verdict,
         reason: reason.clone(),
-        waiver: waiver.clone(),
+        waiver,
+        expired_waiver,
+        not_examined,
         measurements: ctx.measurements,
         evidence: ctx.evidence,
         params: p.settings.params.clone(),
         started_at,
         duration_ms: start.elapsed().as_millis() as u64,
     };
+    let shown = standing(&outcome, tier);
     lock(recorder).emit(Event::TrialFinished {
         outcome: Box::new(outcome),
     });
-    let reason = reason.unwrap_or_default();
-    // Informational checks are evidence only: whatever they found is shown, but as a
-    // skipped test, so that the terminal's verdict tracks the checks that decide.
-    if p.settings.level == hilt_results::Level::Informational && verdict != Verdict::Pass {
-        return Ok(Completion::ignored_with(format!(
-            "informational: {}: {reason}",
-            verdict.as_str()
-        )));
+    match shown {
+        Standing::Passed => Ok(Completion::Completed),
+        Standing::Aside(text) => Ok(Completion::ignored_with(text)),
+        Standing::Blocks { kind, detail, .. } => {
+            Err(format!("{}: {detail}", kind.replace('_', " ").to_ascii_uppercase()).into())
+        }
     }
-    match verdict {
-        Verdict::Pass => Ok(Completion::Completed),
-        Verdict::NotApplicable => Ok(Completion::ignored_with(format!("not applicable: {reason}"))),
-        Verdict::Fail => match waiver {
-            Some(w) => Ok(Completion::ignored_with(format!(
-                "waived until {}: {}; {reason}",
-                w.expires, w.reason
-            ))),
-            None => Err(format!("FAIL: {reason}").into()),
-        },
-        Verdict::Inconclusive => Err(format!("INCONCLUSIVE: {reason}").into()),
-        _ => Err(format!("ERROR: {reason}").into()),
-    }
+}
+
+/// What libtest-mimic shows for a trial the run did not get to: a failure, so that its
+/// line and the exit status agree that the run did not finish.
+fn not_run(signal: crate::interrupt::Signal) -> Failed {
+    format!(
+        "NOT RUN: the run was interrupted by {} before this trial finished",
+        signal.name()
+    )
+    .into()
 }
 
 fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
@@ -376,6 +543,9 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             planned: planned.iter().map(|p| p.name.clone()).collect(),
             sim_faults: setup.sim_faults.clone(),
             overrides: setup.overrides.clone(),
+            expected_devices: setup.expected_devices,
+            no_accelerator: setup.coverage.no_accelerator.clone(),
+            interrupted: None,
         },
         host: crate::host::host_facts(),
         profile: ProfileInfo {
@@ -390,6 +560,14 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
                     .devices
                     .iter()
                     .any(|d| d.info.simulated && profile.matches(&d.info)),
+            expired_waivers: profile
+                .expired_waivers()
+                .map(|(check, w)| hilt_results::ExpiredWaiver {
+                    check: check.to_string(),
+                    reason: w.reason.clone(),
+                    expires: w.expires.to_string(),
+                })
+                .collect(),
         },
         devices: setup
             .devices

@@ -31,6 +31,19 @@ pub const MAX_TRANSFER: u64 = 1 << 20;
 /// How long a killed tenant (and its stderr) gets to go away before the harness moves on.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a waiting call looks whether the run was asked to stop.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Why waiting for a tenant's line ended without one.
+enum Wait {
+    /// The watchdog deadline passed.
+    Deadline,
+    /// The tenant closed its output.
+    Closed,
+    /// The run was asked to stop.
+    Interrupted(crate::interrupt::Signal),
+}
+
 /// How much of a tenant's stderr is kept for evidence.
 const STDERR_TAIL_BYTES: usize = 4096;
 
@@ -248,6 +261,17 @@ pub enum TenantError {
         /// What the tenant reported.
         message: String,
     },
+    /// The run was asked to stop (SIGINT, SIGTERM) while the call waited: the tenant was
+    /// killed, and what it was doing is not evidence of anything.
+    #[error("tenant `{role}` was stopped during `{op}`: the run was interrupted by {signal}")]
+    Interrupted {
+        /// The tenant's role.
+        role: String,
+        /// The request it was serving.
+        op: String,
+        /// The signal's name.
+        signal: String,
+    },
     /// The tenant's answer was not what the protocol allows.
     #[error("tenant `{role}` broke the protocol during `{op}`: {detail}")]
     Protocol {
@@ -284,6 +308,14 @@ pub struct Tenant {
 impl Tenant {
     /// Starts a tenant process and opens `device` in it.
     pub fn spawn(launcher: &TenantLauncher, role: &str, device: &DeviceSpec) -> Result<Tenant, TenantError> {
+        // A run that is stopping starts nothing new.
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(TenantError::Interrupted {
+                role: role.into(),
+                op: "spawn".into(),
+                signal: signal.name(),
+            });
+        }
         let mut command = Command::new(&launcher.program);
         command
             .args(&launcher.args)
@@ -376,7 +408,15 @@ impl Tenant {
         if sent.is_err() {
             return Err(self.crashed(op));
         }
-        match self.lines.recv_timeout(self.timeout) {
+        match self.receive() {
+            Err(Wait::Interrupted(signal)) => {
+                self.kill();
+                Err(TenantError::Interrupted {
+                    role: self.role.clone(),
+                    op: op.into(),
+                    signal: signal.name(),
+                })
+            }
             Ok(Ok(line)) => match serde_json::from_str::<Response>(&line) {
                 Ok(Response::Ok(reply)) => Ok(reply),
                 Ok(Response::Err(message)) => Err(TenantError::Device {
@@ -387,8 +427,20 @@ impl Tenant {
                 Err(e) => Err(self.protocol(op, format!("{e}: {line:.200}"))),
             },
             Ok(Err(e)) => Err(self.protocol(op, e.to_string())),
-            Err(RecvTimeoutError::Disconnected) => Err(self.crashed(op)),
-            Err(RecvTimeoutError::Timeout) => {
+            Err(Wait::Closed) => match crate::interrupt::requested() {
+                // Ctrl-C reaches the tenants too (they share the terminal's process group):
+                // a tenant that died of it did not crash.
+                Some(signal) => {
+                    self.kill();
+                    Err(TenantError::Interrupted {
+                        role: self.role.clone(),
+                        op: op.into(),
+                        signal: signal.name(),
+                    })
+                }
+                None => Err(self.crashed(op)),
+            },
+            Err(Wait::Deadline) => {
                 self.kill();
                 Err(TenantError::Hung {
                     role: self.role.clone(),
@@ -396,6 +448,26 @@ impl Tenant {
                     timeout: self.timeout,
                     stderr_tail: self.stderr_tail(),
                 })
+            }
+        }
+    }
+
+    /// Waits for the tenant's next line until the watchdog deadline, looking every
+    /// [`STOP_POLL`] whether the run was asked to stop.
+    fn receive(&mut self) -> Result<std::io::Result<String>, Wait> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(signal) = crate::interrupt::requested() {
+                return Err(Wait::Interrupted(signal));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Wait::Deadline);
+            }
+            match self.lines.recv_timeout(left.min(STOP_POLL)) {
+                Ok(line) => return Ok(line),
+                Err(RecvTimeoutError::Disconnected) => return Err(Wait::Closed),
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
     }
@@ -503,6 +575,14 @@ impl Tenant {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(_)) | Err(_) => return Err(self.crashed("exit")),
+                Ok(None) if let Some(signal) = crate::interrupt::requested() => {
+                    self.kill();
+                    return Err(TenantError::Interrupted {
+                        role: self.role.clone(),
+                        op: "exit".into(),
+                        signal: signal.name(),
+                    });
+                }
                 Ok(None) if start.elapsed() > self.timeout => {
                     self.kill();
                     return Err(TenantError::Hung {

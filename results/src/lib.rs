@@ -21,7 +21,7 @@ pub mod signed;
 /// The major version of the result format written by this crate.
 pub const FORMAT_MAJOR: u32 = 1;
 /// The minor version of the result format written by this crate.
-pub const FORMAT_MINOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 2;
 
 /// One conformance run: what ran, where, on what, and what it found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +121,33 @@ pub struct RunInfo {
     /// partial. Absent in records that have none.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// How many accelerators the run was told to expect (`hilt run --expect-devices N` or
+    /// the profile's `expect_devices`); fewer examined makes the run inconclusive, naming
+    /// what is missing. Absent when no count was given. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_devices: Option<u32>,
+    /// Present when no accelerator was examined: the backends of the build found none, so
+    /// the run fell back to the simulated device without being asked for it. Says what the
+    /// backends reported. Such a run is never conformant (status `no_accelerator`). Since
+    /// format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_accelerator: Option<String>,
+    /// Present when the run was stopped by a signal before every selected trial had run;
+    /// the record is then partial (`complete` stays false). Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interruption>,
+}
+
+/// How a run was stopped by a signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Interruption {
+    /// The signal's name (`SIGINT`, `SIGTERM`).
+    pub signal: String,
+    /// RFC 3339 UTC time at which the run stopped.
+    pub at: String,
+    /// The selected trials that did not finish, by name: never started, or stopped with
+    /// their tenants. None of them has an outcome.
+    pub not_run: Vec<String>,
 }
 
 /// The tiers of a profile, from the quickest to the most thorough.
@@ -128,9 +155,10 @@ pub struct RunInfo {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Tier {
-    /// Seconds per device, for every CI run.
+    /// Seconds per device: every CI run, and the nightly run on every node of a fleet.
     Smoke,
-    /// Minutes per device, for nightly runs.
+    /// Minutes per device: deeper scheduled runs (weekly, or after a driver or firmware
+    /// change).
     Standard,
     /// Everything the profile holds, for certification; missing hardware blocks conformance.
     Certification,
@@ -198,6 +226,22 @@ pub struct ProfileInfo {
     pub chain: Vec<String>,
     /// False for generic or simulated profiles whose results cannot certify a platform.
     pub certifying: bool,
+    /// Waivers in the profile whose last day had passed when the run started: they no
+    /// longer waive anything, so a failure of their check counts. Absent when there are
+    /// none. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired_waivers: Vec<ExpiredWaiver>,
+}
+
+/// A waiver of the profile that had expired when the run started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExpiredWaiver {
+    /// The check it was written for.
+    pub check: String,
+    /// Why the deviation had been accepted.
+    pub reason: String,
+    /// Its last day (ISO 8601 date), before the run.
+    pub expires: String,
 }
 
 /// A device the run planned trials for.
@@ -238,6 +282,18 @@ pub struct Outcome {
     pub reason: Option<String>,
     /// Present when the profile waived this check and the verdict was `fail`.
     pub waiver: Option<Waiver>,
+    /// Present when the verdict was `fail` and the profile had a waiver for the check that
+    /// had expired: the failure counts, and this names the waiver that no longer holds.
+    /// Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_waiver: Option<Waiver>,
+    /// Present when the check applies to the platform but the backend that drove the
+    /// device cannot perform it (OpenCL buffers have no raw device address for the
+    /// foreign-pointer check). The verdict is then `not_applicable`, the reason says why,
+    /// and a certification-tier run is inconclusive, never failed, for it. Since format
+    /// 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_examined: Option<NotExamined>,
     /// Numbers the check measured.
     pub measurements: Vec<Measurement>,
     /// Short structured facts the check observed.
@@ -319,6 +375,15 @@ pub struct Waiver {
     pub reason: String,
     /// The last day (ISO 8601 date) on which the waiver holds.
     pub expires: String,
+}
+
+/// A check the backend that drove the device could not perform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotExamined {
+    /// The backend that drove the device (`opencl`).
+    pub backend: String,
+    /// The backends of hilt that can perform the check on a device they drive (`cuda`).
+    pub examined_by: Vec<String>,
 }
 
 /// One measured number.
@@ -422,8 +487,13 @@ pub enum ConformanceStatus {
     /// Filters or planted sim faults make this run a partial one: it says nothing about
     /// conformance.
     Partial,
-    /// The run did not finish.
+    /// The run did not finish: it is still going, it was stopped by a signal
+    /// (`run.interrupted` says which), or it was killed.
     Incomplete,
+    /// No accelerator was examined: the backends found none and the run fell back to the
+    /// simulated device without being asked for it (`run.no_accelerator` says why). Since
+    /// format 1.2.
+    NoAccelerator,
 }
 
 impl ConformanceStatus {
@@ -435,6 +505,7 @@ impl ConformanceStatus {
             ConformanceStatus::Inconclusive => "inconclusive",
             ConformanceStatus::Partial => "partial",
             ConformanceStatus::Incomplete => "incomplete",
+            ConformanceStatus::NoAccelerator => "no_accelerator",
         }
     }
 }
@@ -447,11 +518,20 @@ pub enum ExitCode {
     Conformant,
     /// 1: not conformant (a mandatory check failed).
     NotConformant,
-    /// 2: usage error, or a profile that cannot be loaded.
+    /// 2: usage error, or a profile that cannot be loaded; nothing ran.
     Usage,
-    /// 3: inconclusive (a mandatory check ended inconclusive or in error, or could not run
-    /// for lack of hardware in the certification tier).
+    /// 3: inconclusive: a mandatory check ended inconclusive or in error, or could not run
+    /// in the certification tier; no accelerator was examined (the run fell back to the
+    /// simulated device); fewer accelerators than expected; a device named on the command
+    /// line is not here; or the run finished but a file it was asked to write (record,
+    /// envelope, report) could not be written.
     Inconclusive,
+    /// 128 + the signal's number: the run was stopped by SIGINT (130) or SIGTERM (143),
+    /// and left a partial record saying so.
+    Interrupted {
+        /// The signal's number (2 for SIGINT, 15 for SIGTERM).
+        signal: u8,
+    },
 }
 
 impl ExitCode {
@@ -462,6 +542,7 @@ impl ExitCode {
             ExitCode::NotConformant => 1,
             ExitCode::Usage => 2,
             ExitCode::Inconclusive => 3,
+            ExitCode::Interrupted { signal } => 128u8.saturating_add(signal),
         }
     }
 }
@@ -584,6 +665,8 @@ mod tests {
                     reason: "r".into(),
                     expires: "2099-01-01".into(),
                 }),
+                expired_waiver: None,
+                not_examined: None,
                 measurements: vec![Measurement {
                     name: "m".into(),
                     value,
@@ -616,6 +699,9 @@ mod tests {
                 planned: outcomes.iter().map(|o| o.trial.clone()).collect(),
                 sim_faults: vec![],
                 overrides: vec![],
+                expected_devices: None,
+                no_accelerator: None,
+                interrupted: None,
             },
             host: Host {
                 hostname: "h".into(),
@@ -631,6 +717,7 @@ mod tests {
                 digest: "sha256:00".into(),
                 chain: vec!["p".into()],
                 certifying: false,
+                expired_waivers: vec![],
             },
             devices: vec![],
             summary: Summary::tally(outcomes.len() as u32, &outcomes),
@@ -667,6 +754,7 @@ mod tests {
             ConformanceStatus::Inconclusive,
             ConformanceStatus::Partial,
             ConformanceStatus::Incomplete,
+            ConformanceStatus::NoAccelerator,
         ] {
             assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
         }
@@ -687,5 +775,7 @@ mod tests {
         assert_eq!(ExitCode::NotConformant.code(), 1);
         assert_eq!(ExitCode::Usage.code(), 2);
         assert_eq!(ExitCode::Inconclusive.code(), 3);
+        assert_eq!(ExitCode::Interrupted { signal: 2 }.code(), 130, "SIGINT");
+        assert_eq!(ExitCode::Interrupted { signal: 15 }.code(), 143, "SIGTERM");
     }
 }

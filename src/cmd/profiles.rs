@@ -1,4 +1,5 @@
-//! `hilt profiles`: the profiles hilt knows and the devices here that each matches.
+//! `hilt profiles`: the profiles hilt knows, whether each can certify a platform, and the
+//! devices here that each matches.
 
 use std::io::Write;
 
@@ -24,7 +25,10 @@ pub fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
                 } else {
                     format!("matches {}", matched.join(", "))
                 };
-                writeln!(out, "{id:<20} {:<48} {matches}", p.title)?;
+                // Whether a result under the profile can certify a platform, before anyone
+                // runs a certification tier under it.
+                let certifies = if p.certifying { "certifies" } else { "does not certify" };
+                writeln!(out, "{id:<20} {:<48} {certifies:<17} {matches}", p.title)?;
                 writeln!(out, "{:<20} {source}", "")?;
             }
             Err(e) => writeln!(out, "{id:<20} cannot be loaded: {e}")?,

@@ -11,31 +11,86 @@ use hilt_harness::check::{self, Catalogue, TrialDevice};
 use hilt_harness::discovery::{self, Discovery};
 use hilt_harness::host::Date;
 use hilt_harness::profile::{Library, Profile};
+use hilt_harness::record::{Coverage, ReporterKind, Tally};
 use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
-use hilt_results::Tier;
+use hilt_results::{ConformanceStatus, ResultRecord, Tier};
 
 use crate::cmd::{files, host_fs};
+
+/// How libtest-mimic prints the trials (`--format`). hilt's own enum, so that `hilt run
+/// --help` shows hilt's words for each value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TermFormat {
+    /// One line per trial, with its verdict (the default).
+    Pretty,
+    /// One character per trial: useful for runs with many trials.
+    Terse,
+    /// libtest's JSON lines, one per event.
+    Json,
+}
+
+impl TermFormat {
+    fn libtest(self) -> libtest_mimic::FormatSetting {
+        match self {
+            TermFormat::Pretty => libtest_mimic::FormatSetting::Pretty,
+            TermFormat::Terse => libtest_mimic::FormatSetting::Terse,
+            TermFormat::Json => libtest_mimic::FormatSetting::Json,
+        }
+    }
+}
+
+/// Whether the trial lines are coloured (`--color`); hilt's own enum, as [`TermFormat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TermColor {
+    /// Colour when standard output is a terminal (the default).
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl TermColor {
+    fn libtest(self) -> libtest_mimic::ColorSetting {
+        match self {
+            TermColor::Auto => libtest_mimic::ColorSetting::Auto,
+            TermColor::Always => libtest_mimic::ColorSetting::Always,
+            TermColor::Never => libtest_mimic::ColorSetting::Never,
+        }
+    }
+}
 
 /// `hilt run` arguments.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Profile id or path to a profile file; default: the profile for the devices here
-    /// (`sim-reference` when there is no accelerator).
+    /// Profile id or path to a profile file; default: the profile that fits the devices
+    /// here (`hilt profiles`). Pin it in CI, with --expect-devices.
     #[arg(long)]
     profile: Option<String>,
     /// Tier: smoke, standard or certification; default: the profile's.
     #[arg(long)]
     tier: Option<Tier>,
-    /// Only devices whose id or backend is this (`sim0`, `sim`).
+    /// Only devices whose id or backend is this (`cuda0`, `opencl`); `sim0` asks for the
+    /// simulated device (as do `HILT_BACKENDS=sim`, `--profile sim-reference`, sim faults
+    /// and knobs): without such a request it only stands in when no accelerator is found,
+    /// and that run exits 3.
     #[arg(long)]
     device: Option<String>,
+    /// The number of accelerators this node must have; fewer examined makes the run
+    /// inconclusive (exit 3), naming what is missing. Overrides the profile's
+    /// `expect_devices`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    expect_devices: Option<u32>,
     /// Read the host's files (sysfs, /proc, /dev, /etc) under this root instead of `/`:
     /// a fixture tree or an unpacked `hilt capture`.
     #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
     sysfs_root: Option<PathBuf>,
-    /// Where to write result.json, result.dsse.json and events.jsonl.
-    #[arg(long, default_value = "hilt-out")]
+    /// The output directory: each run writes a folder of its own in it,
+    /// `<UTC start as YYYYMMDDTHHMMSSZ>-<first 8 hex of the run id>/`, holding result.json,
+    /// result.dsse.json and events.jsonl, and points `DIR/latest` at it. Nothing an earlier
+    /// run wrote is touched.
+    #[arg(long, value_name = "DIR", default_value = "hilt-out")]
     out: PathBuf,
     /// Also write the result as JUnit XML here when the run finishes.
     #[arg(long, value_name = "PATH")]
@@ -73,7 +128,7 @@ pub struct RunArgs {
     list: bool,
     /// Terminal output: pretty, terse or json.
     #[arg(long, value_enum)]
-    format: Option<libtest_mimic::FormatSetting>,
+    format: Option<TermFormat>,
     /// Trials to run at once (devices still run one exclusive trial at a time).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     test_threads: Option<u32>,
@@ -82,7 +137,7 @@ pub struct RunArgs {
     quiet: bool,
     /// Colour: auto, always or never.
     #[arg(long, value_enum)]
-    color: Option<libtest_mimic::ColorSetting>,
+    color: Option<TermColor>,
 }
 
 /// `hilt run`.
@@ -92,32 +147,54 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         exact: args.exact,
         skip: args.skip.clone(),
         list: args.list,
-        format: args.format,
+        format: args.format.map(TermFormat::libtest),
         test_threads: args.test_threads.map(|n| n as usize),
         quiet: args.quiet,
-        color: args.color,
+        color: args.color.map(TermColor::libtest),
         ..libtest_mimic::Arguments::default()
     };
+    let listing = test_args.list;
+    if !listing {
+        check_outputs(&args)?;
+    }
     let host = host_fs(args.sysfs_root.as_deref())?;
     let Discovery { devices: real, notes } = discovery::discover();
-    let any_real = !real.is_empty();
-    // Planting sim faults or setting sim knobs asks for the sim.
-    let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim"))
-        || real.is_empty()
-        || !args.sim_faults.is_empty()
-        || !args.sim_knobs.is_empty();
-    let profile_spec = match &args.profile {
-        Some(p) => p.clone(),
-        None if wants_sim => "sim-reference".to_string(),
-        None => discovery::default_profile(
-            &Library::standard(),
-            catalogue,
-            &real,
-            args.device.as_deref(),
-            Date::today(),
-        )?,
+    let today = Date::today();
+    let given = match &args.profile {
+        Some(spec) => Some(Library::standard().load(spec, catalogue, today)?),
+        None => None,
     };
-    let profile = Library::standard().load(&profile_spec, catalogue, Date::today())?;
+    // The simulated device runs green only when asked for: by `--device sim0`,
+    // `HILT_BACKENDS=sim`, a profile made for it (`sim-reference`), or sim faults and
+    // knobs. Otherwise it stands in for accelerators that are not there, and says so.
+    let sim_by_device = args.device.as_deref().is_some_and(|d| d.starts_with("sim"));
+    let sim_by_tuning = !args.sim_faults.is_empty() || !args.sim_knobs.is_empty();
+    let sim_by_profile = given.as_ref().is_some_and(|p| p.matches(&discovery::sim_info()));
+    let sim_by_env = discovery::sim_named_by_env();
+    let sim_asked = sim_by_device || sim_by_tuning || sim_by_profile || sim_by_env;
+    if real.is_empty()
+        && !sim_asked
+        && let Some(sel) = args.device.as_deref().filter(|d| discovery::names_real_device(d))
+    {
+        return refuse(format!(
+            "no device here is `{sel}`: no accelerator was found ({}); nothing ran. `hilt devices` lists what \
+             hilt finds here",
+            notes.join("; ")
+        ));
+    }
+    let fallback = real.is_empty() && !sim_asked;
+    let wants_sim = sim_by_device || sim_by_tuning || sim_by_profile || real.is_empty();
+    let profile = match given {
+        Some(p) => p,
+        None => {
+            let spec = if wants_sim {
+                "sim-reference".to_string()
+            } else {
+                discovery::default_profile(&Library::standard(), catalogue, &real, args.device.as_deref(), today)?
+            };
+            Library::standard().load(&spec, catalogue, today)?
+        }
+    };
     let tier = args.tier.unwrap_or(profile.default_tier);
 
     let sim_device = if wants_sim {
@@ -127,8 +204,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         None
     };
     // With sim faults or knobs, the run is about the sim alone.
-    let sim_only = !args.sim_faults.is_empty() || !args.sim_knobs.is_empty();
-    let mut devices: Vec<Arc<TrialDevice>> = if sim_only {
+    let mut devices: Vec<Arc<TrialDevice>> = if sim_by_tuning {
         Vec::new()
     } else {
         real.into_iter()
@@ -143,10 +219,23 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     devices.extend(pci_only.devices.into_iter().map(Arc::new));
     devices.push(Arc::new(check::host_device()));
     if let Some(sel) = &args.device {
+        let here = describe_devices(&devices);
         // The host stays: host checks run whichever device is selected.
         devices.retain(|d| d.info.id == *sel || d.info.backend == *sel || d.info.backend == check::HOST_BACKEND);
         if devices.iter().all(|d| d.info.backend == check::HOST_BACKEND) {
-            bail!("no device here is `{sel}`; see `hilt devices`");
+            let message = format!(
+                "no device here is `{sel}`; the devices here: {here}{}. `--device` takes a device id or a backend \
+                 as `hilt devices` lists them",
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", notes.join("; "))
+                }
+            );
+            if discovery::names_real_device(sel) {
+                return refuse(message);
+            }
+            bail!("{message}");
         }
     }
     let matched: Vec<&str> = devices
@@ -155,40 +244,61 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         .map(|d| d.info.id.as_str())
         .collect();
     if matched.is_empty() {
-        let here: Vec<&str> = devices
-            .iter()
-            .filter(|d| d.info.backend != check::HOST_BACKEND)
-            .map(|d| d.info.id.as_str())
-            .collect();
-        bail!(
-            "profile `{}` matches none of the devices here ({})",
+        let message = format!(
+            "profile `{}` matches none of the devices here: {}{}; `hilt profiles` shows which profile matches which \
+             device",
             profile.id,
-            here.join(", ")
+            describe_devices(&devices),
+            if fallback {
+                format!("; no accelerator was found: {}", notes.join("; "))
+            } else {
+                String::new()
+            }
         );
+        // A pinned hardware profile on a node whose accelerators are gone is the node's
+        // fault, not the command's: exit 3, as for a run that examined no accelerator.
+        if fallback {
+            return refuse(message);
+        }
+        bail!("{message}");
     }
-    let listing = test_args.list;
-    if !listing && devices.iter().all(|d| d.info.simulated || !d.spec.openable()) && args.profile.is_none() {
-        let why = if notes.is_empty() || any_real {
-            String::new()
-        } else {
-            format!(" ({})", notes.join("; "))
-        };
-        if any_real {
+
+    let pci_functions: Vec<&hilt_harness::accel::DeviceInfo> = devices
+        .iter()
+        .filter(|d| d.info.backend == hilt_harness::pci::BACKEND)
+        .map(|d| &d.info)
+        .collect();
+    let examined = discovery::examined(&devices, &profile);
+    let no_accelerator = fallback.then(|| {
+        let mut why = format!("the backends of this build found none ({})", notes.join("; "));
+        if !pci_functions.is_empty() {
+            let functions: Vec<String> = pci_functions.iter().map(|d| discovery::describe_function(d)).collect();
+            why.push_str(&format!(
+                "; accelerator PCI functions that no backend drives: {}",
+                functions.join("; ")
+            ));
+        }
+        why
+    });
+    let expected_devices = args.expect_devices.or(profile.expect_devices);
+    let missing = expected_devices.and_then(|n| {
+        // The simulated device stands in for nothing: only an explicit sim run counts it.
+        let counted: Vec<&hilt_harness::accel::DeviceInfo> =
+            examined.iter().copied().filter(|d| !d.simulated || sim_asked).collect();
+        discovery::missing_devices(n, &counted, &pci_functions, &notes)
+    });
+    if !listing {
+        say_what_runs(&args, &profile, tier, no_accelerator.as_deref(), sim_asked, &devices);
+        if let Some(m) = &missing {
+            eprintln!("hilt: warning: {m}; the run will be inconclusive (exit status 3)");
+        }
+        for (check, waiver) in profile.expired_waivers() {
             eprintln!(
-                "hilt: running the simulated device sim0 with profile sim-reference, as asked (this tests hilt \
-                 itself and certifies nothing)"
-            );
-        } else {
-            eprintln!(
-                "hilt: no accelerator found by the backends of this build{why}; running the simulated device sim0 \
-                 with profile sim-reference (this tests hilt itself and certifies nothing)"
+                "hilt: warning: the waiver of `{check}` in profile {} expired on {} ({}); it no longer waives: a \
+                 failure of `{check}` counts. Renew it with a new date and reason, or remove it",
+                profile.id, waiver.expires, waiver.reason
             );
         }
-    } else if !listing && args.profile.is_none() {
-        eprintln!(
-            "hilt: profile {} chosen for the devices here (`--profile` to choose another)",
-            profile.id
-        );
     }
 
     let mut overrides: Vec<String> = args.sim_knobs.iter().map(|k| format!("sim.{}", k.trim())).collect();
@@ -233,50 +343,260 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         } else {
             run_reporters(&args, catalogue)
         },
+        expected_devices,
+        coverage: Coverage {
+            no_accelerator,
+            missing_devices: missing,
+        },
     };
+    if !listing {
+        // From here on, SIGINT and SIGTERM stop the run and keep what it found.
+        hilt_harness::interrupt::install().context("cannot handle SIGINT and SIGTERM")?;
+    }
     let end = runner::execute(setup, catalogue, &test_args)
         .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
-    if let Some(record) = &end.record {
-        let c = &record.conformance;
-        let status = c.status.as_str();
-        let s = &record.summary;
-        eprintln!(
-            "hilt: {status}: profile {} tier {}: {} pass, {} fail ({} waived), {} not applicable, {} inconclusive, {} error; result in {}",
-            record.profile.id,
-            record.run.tier,
-            s.pass,
-            s.fail,
-            s.waived,
-            s.not_applicable,
-            s.inconclusive,
-            s.error,
-            args.out.join("result.json").display()
-        );
-        for reason in &c.reasons {
-            eprintln!("hilt:   {reason}");
-        }
-        let envelope = args.out.join(hilt_harness::record::ENVELOPE_FILE);
-        if record.signing.is_some() {
-            eprintln!(
-                "hilt: signed in {} with a one-off key: development only, not attributable (use --sign-key)",
-                envelope.display()
-            );
-        } else if args.sign_key.is_some() {
-            eprintln!("hilt: signed in {}", envelope.display());
-        }
+    let (Some(record), Some(dir)) = (&end.record, &end.run_dir) else {
+        return Ok(end.exit.code());
+    };
+    Ok(say_how_it_ended(&args, record, dir, &end))
+}
+
+/// An error that is the machine's, not the command's (a named accelerator is not here):
+/// said on stderr, exit status 3.
+fn refuse(message: String) -> anyhow::Result<u8> {
+    eprintln!("error: {message}");
+    Ok(hilt_results::ExitCode::Inconclusive.code())
+}
+
+/// The devices of a run as people read them: `opencl0 (opencl), sim0 (simulated)`.
+fn describe_devices(devices: &[Arc<TrialDevice>]) -> String {
+    let list: Vec<String> = devices
+        .iter()
+        .filter(|d| d.info.backend != check::HOST_BACKEND)
+        .map(|d| {
+            if d.info.simulated {
+                format!("{} (simulated)", d.info.id)
+            } else if !d.spec.openable() {
+                format!("{} (a PCI function no backend drives)", d.info.id)
+            } else {
+                format!("{} ({})", d.info.id, d.info.backend)
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        "none but the host itself".into()
+    } else {
+        list.join(", ")
     }
-    if !end.recording_errors.is_empty() {
-        // The verdicts stand, but the evidence is not all where it should be: never exit 0.
-        eprintln!(
-            "error: the run finished but its record in {} is incomplete (see the warnings above)",
+}
+
+/// Refuses, before anything runs, outputs that cannot be written: `--out` naming a file,
+/// a report whose directory does not exist or whose path is a directory.
+fn check_outputs(args: &RunArgs) -> anyhow::Result<()> {
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} names a file; --out takes a directory, in which each run writes a folder of its own \
+             (<UTC start>-<run id>/ with result.json, result.dsse.json and events.jsonl) and a `latest` link to \
+             the newest. Give a directory (it is created if missing), or leave --out out for hilt-out",
             args.out.display()
         );
-        return Ok(match end.exit {
-            hilt_results::ExitCode::NotConformant => end.exit.code(),
-            _ => hilt_results::ExitCode::Inconclusive.code(),
-        });
     }
-    Ok(end.exit.code())
+    for (flag, path) in [
+        ("--junit", &args.junit),
+        ("--html", &args.html),
+        ("--markdown", &args.markdown),
+    ] {
+        let Some(path) = path else {
+            continue;
+        };
+        if path.is_dir() {
+            bail!(
+                "{flag} {} is a directory; give the path of the file to write",
+                path.display()
+            );
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if !parent.is_dir() {
+            bail!(
+                "{flag} {}: the directory {} does not exist; create it first, or give a path in an existing \
+                 directory (nothing ran)",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What runs, and why, said before the first trial.
+fn say_what_runs(
+    args: &RunArgs,
+    profile: &Profile,
+    tier: Tier,
+    no_accelerator: Option<&str>,
+    sim_asked: bool,
+    devices: &[Arc<TrialDevice>],
+) {
+    if let Some(why) = no_accelerator {
+        eprintln!("hilt: no accelerator found: {why}");
+        eprintln!(
+            "hilt: running the simulated device sim0 under profile {} in its place: this tests hilt itself and \
+             examines no accelerator, so the run ends `no_accelerator` with exit status 3 (`--device sim0` asks \
+             for the simulated device; then a clean run exits 0)",
+            profile.id
+        );
+    } else if sim_asked && devices.iter().any(|d| d.info.simulated) {
+        eprintln!(
+            "hilt: running the simulated device sim0 with profile {}, as asked (this tests hilt itself and \
+             certifies nothing)",
+            profile.id
+        );
+    } else if args.profile.is_none() {
+        eprintln!(
+            "hilt: profile {} chosen for the devices here (`--profile` to choose another)",
+            profile.id
+        );
+    }
+    if tier == Tier::Certification {
+        if !profile.certifying {
+            eprintln!(
+                "hilt: note: profile {} does not certify: this run checks everything the certification tier holds, \
+                 but its result cannot certify a platform (`hilt profiles` shows which profiles certify)",
+                profile.id
+            );
+        } else if devices.iter().any(|d| d.info.simulated && profile.matches(&d.info)) {
+            eprintln!(
+                "hilt: note: the simulated device never certifies: this certification-tier run tests hilt itself"
+            );
+        }
+    }
+}
+
+/// The end of a run in plain words: the status, the counts as libtest counts them, the
+/// reasons, where everything went, what failed to be written, and the exit status and why.
+fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path, end: &runner::RunEnd) -> u8 {
+    let c = &record.conformance;
+    eprintln!(
+        "hilt: {}: profile {} tier {}: {}",
+        c.status.as_str(),
+        record.profile.id,
+        record.run.tier,
+        Tally::of(record).line()
+    );
+    for reason in &c.reasons {
+        eprintln!("hilt:   {reason}");
+    }
+    let latest = args.out.join(runner::LATEST);
+    let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
+    let written = |path: &std::path::Path| !end.failures.iter().any(|f| f.name == path.display().to_string());
+    eprintln!(
+        "hilt: result in {} ({} points to it)",
+        dir.join("result.json").display(),
+        latest.display()
+    );
+    if written(&envelope) {
+        let what = if record.run.interrupted.is_some() {
+            "the partial record, marked incomplete, "
+        } else {
+            ""
+        };
+        if record.signing.is_some() {
+            eprintln!(
+                "hilt: signed {what}in {} with a one-off key: development only, not attributable (use --sign-key)",
+                envelope.display()
+            );
+        } else {
+            eprintln!("hilt: signed {what}in {}", envelope.display());
+        }
+    }
+    let mut code = end.exit;
+    for failure in &end.failures {
+        let what = match failure.kind {
+            ReporterKind::Report => {
+                let format = [
+                    (&args.junit, "JUnit"),
+                    (&args.html, "HTML"),
+                    (&args.markdown, "Markdown"),
+                ]
+                .iter()
+                .find(|(p, _)| p.as_ref().is_some_and(|p| p.display().to_string() == failure.name))
+                .map_or("the", |(_, f)| *f);
+                format!(
+                    "the {format} report {} could not be written: {}. The run's record is kept in {}; `hilt report \
+                     {} --format {} --out PATH` writes the report again",
+                    failure.name,
+                    failure.error,
+                    dir.join("result.json").display(),
+                    dir.join("result.json").display(),
+                    format.to_ascii_lowercase()
+                )
+            }
+            _ => format!(
+                "{} could not be written: {}; the verdicts stand, but this evidence of the run is missing",
+                failure.name, failure.error
+            ),
+        };
+        eprintln!("error: {what}");
+    }
+    if !end.failures.is_empty() && matches!(code, hilt_results::ExitCode::Conformant) {
+        code = hilt_results::ExitCode::Inconclusive;
+    }
+    if let Some(i) = &record.run.interrupted {
+        let mut left = vec![
+            format!("{} (partial, marked incomplete)", dir.join("result.json").display()),
+            format!("{} (every event up to the stop)", dir.join("events.jsonl").display()),
+        ];
+        if written(&envelope) {
+            left.push(format!("{} (signs the partial record)", envelope.display()));
+        }
+        for path in [&args.junit, &args.html, &args.markdown].into_iter().flatten() {
+            if written(path) {
+                left.push(format!("{} (trials not run shown as not run)", path.display()));
+            }
+        }
+        eprintln!(
+            "hilt: interrupted by {}: {} trial(s) did not run ({}); left {}",
+            i.signal,
+            i.not_run.len(),
+            one_line_list(&i.not_run),
+            left.join(", ")
+        );
+    }
+    let why = match code {
+        hilt_results::ExitCode::Conformant if c.status == ConformanceStatus::Partial => {
+            "no selected trial kept the run from being conformant (a partial run is never conformant)".to_string()
+        }
+        hilt_results::ExitCode::Conformant => "conformant".into(),
+        hilt_results::ExitCode::NotConformant if c.status == ConformanceStatus::Partial => {
+            "a selected mandatory check failed (a partial run says nothing about conformance)".into()
+        }
+        hilt_results::ExitCode::NotConformant => "not conformant: a mandatory check failed".into(),
+        hilt_results::ExitCode::Inconclusive if c.status == ConformanceStatus::NoAccelerator => {
+            "no accelerator was examined (the simulated device ran in its place)".into()
+        }
+        hilt_results::ExitCode::Inconclusive if !end.failures.is_empty() => {
+            "a file the run was asked to write could not be written".into()
+        }
+        hilt_results::ExitCode::Inconclusive => "inconclusive (see the reasons above)".into(),
+        hilt_results::ExitCode::Interrupted { .. } => "interrupted".into(),
+        _ => String::new(),
+    };
+    eprintln!("hilt: exit status {}: {why}", code.code());
+    code.code()
+}
+
+/// Up to five names, then how many more.
+fn one_line_list(names: &[String]) -> String {
+    let mut shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    let more = names.len().saturating_sub(5);
+    let more_text = format!("and {more} more");
+    if more > 0 {
+        shown.push(&more_text);
+    }
+    shown.join(", ")
 }
 
 /// The reporters `hilt run`'s options ask for, and progress on a terminal.
@@ -292,7 +612,7 @@ fn run_reporters(args: &RunArgs, catalogue: &Catalogue) -> Vec<Box<dyn hilt_harn
             list.push(Box::new(RunReport::new(path.clone(), format, catalogue.clone())));
         }
     }
-    let quiet = args.quiet || !matches!(args.format, None | Some(libtest_mimic::FormatSetting::Pretty));
+    let quiet = args.quiet || !matches!(args.format, None | Some(TermFormat::Pretty));
     if let Some(progress) = Progress::on_terminal(quiet) {
         list.push(Box::new(progress));
     }

@@ -56,8 +56,26 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<u8> {
         );
     }
     let out = args.out.clone().unwrap_or_else(|| envelope_path(&args.result));
+    refuse_to_replace_a_signature(&out)?;
     let signed = key.sign(&record)?;
     write_bytes_atomically(&out, &signed).with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {} signed by key {}", out.display(), key.public().keyid());
     Ok(0)
+}
+
+/// Nothing signed is ever overwritten: an envelope at `out` may be replaced only when it is
+/// the one-off development signature a run made for want of a key (which the new envelope
+/// supersedes), never when a key someone holds signed it, and never when it cannot be read.
+fn refuse_to_replace_a_signature(out: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(bytes) = std::fs::read(out) else {
+        return Ok(());
+    };
+    let development = signed::read_unverified(&bytes).is_ok_and(|r| r.signing.is_some());
+    if !development {
+        bail!(
+            "{} exists and is not a development-only envelope; nothing signed is overwritten: give --out another path",
+            out.display()
+        );
+    }
+    Ok(())
 }

@@ -312,8 +312,10 @@ pub static FOREIGN_POINTER: CheckDef = CheckDef {
         positive control) and hands its raw device address to the harness. Tenant B, \
         another process on the same device, launches a kernel that reads that address into \
         a buffer of its own. B's read must fault or come back without any of A's canary, \
-        and A's buffer must be intact afterwards (A counts it again). Not applicable to \
-        backends whose buffers have no raw device addresses (OpenCL 1.2).",
+        and A's buffer must be intact afterwards (A counts it again). Backends whose buffers \
+        have no raw device addresses (OpenCL 1.2) cannot perform it: the trial is recorded \
+        as not examined by that backend, naming the backends that can (CUDA), and a \
+        certification run is inconclusive for it.",
     remediation: "Tenants share one device address space: a kernel of one process can \
         read another's memory by its address. Do not share the device between mutually \
         distrusting tenants in this mode (MPS before Volta, or any mode without per-process \
@@ -381,10 +383,23 @@ fn foreign_pointer(ctx: &mut CheckCtx<'_>, params: &ForeignParams) -> Result<Fin
     }
     let Some(address) = owner.device_address(oc, buffer)? else {
         owner.exit()?;
-        return Ok(Finding::NotApplicable(format!(
-            "the {} backend gives buffers no raw device address, so no tenant can name another's memory by one",
-            ctx.device.info.backend
-        )));
+        // The platform may well let one tenant read another's memory by address; this
+        // backend only cannot hand hilt an address to try. Not a finding about the platform.
+        let backend = &ctx.device.info.backend;
+        let examined_by: Vec<String> = hilt_harness::accel::RAW_ADDRESS_BACKENDS
+            .iter()
+            .filter(|b| *b != backend)
+            .map(|b| (*b).to_string())
+            .collect();
+        return Ok(Finding::NotExamined {
+            reason: format!(
+                "not examined by the {backend} backend: its buffers have no raw device address to hand from one \
+                 tenant to another, so hilt cannot attempt the read; the {} backend can examine it on a device it \
+                 drives",
+                examined_by.join(" or ")
+            ),
+            examined_by,
+        });
     };
     ctx.evidence("foreign_address", format!("{address:#x}"));
 

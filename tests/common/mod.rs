@@ -53,7 +53,32 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub record: ResultRecord,
+    /// The output directory (`--out`).
     pub out: tempfile::TempDir,
+    /// The run's own folder in it, holding result.json, result.dsse.json, events.jsonl.
+    pub dir: PathBuf,
+}
+
+/// The folder of the newest run in output directory `out`: where `out/latest` points.
+/// Tests find a run's files through this, never at a fixed path.
+pub fn run_dir(out: &Path) -> PathBuf {
+    let link = out.join("latest");
+    let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("no {} ({e})", link.display()));
+    assert!(target.is_relative(), "latest is a relative link: {}", target.display());
+    out.join(target)
+}
+
+/// Every run folder in output directory `out`, oldest first (their names start with the
+/// UTC start time).
+pub fn run_dirs(out: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
+        .expect("output directory")
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// Runs `hilt run --out TMP ARGS` and reads the result it recorded.
@@ -65,7 +90,7 @@ pub fn run(args: &[&str]) -> Run {
     let output = hilt(&full);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let bytes = std::fs::read(out.path().join("result.json"))
+    let bytes = std::fs::read(out.path().join("latest/result.json"))
         .unwrap_or_else(|e| panic!("no result.json ({e}); stderr:\n{stderr}\nstdout:\n{stdout}"));
     let record = ResultRecord::from_json(&bytes).expect("result.json is a valid record");
     Run {
@@ -73,6 +98,7 @@ pub fn run(args: &[&str]) -> Run {
         stdout,
         stderr,
         record,
+        dir: run_dir(out.path()),
         out,
     }
 }
@@ -109,6 +135,7 @@ pub fn redact(text: &str) -> String {
             r#""public_key": "-----BEGIN PUBLIC KEY-----[^"]*""#,
             r#""public_key": "[public key]""#,
         ),
+        (r"\d{8}T\d{6}Z-[0-9a-f]{8}", "[run-dir]"),
     ] {
         out = regex_lite::Regex::new(pattern)
             .expect("pattern")
@@ -146,7 +173,7 @@ pub fn run_device(hilt: impl Fn(&[&str]) -> Output, device: &str, args: &[&str])
     full.extend_from_slice(args);
     let output = hilt(&full);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let bytes = std::fs::read(out.path().join("result.json"))
+    let bytes = std::fs::read(out.path().join("latest/result.json"))
         .unwrap_or_else(|e| panic!("no result.json ({e}); stderr:\n{stderr}"));
     let record = ResultRecord::from_json(&bytes).expect("a valid record");
     (output.status.code().unwrap_or(-1), record, stderr)

@@ -227,6 +227,12 @@ pub enum KernelOutput {
     Scan(ScanReport),
 }
 
+/// The real backends whose buffers have raw device addresses that kernels use
+/// ([`Context::device_address`] gives `Some`): the only ones that can perform a check that
+/// hands one tenant's address to another. The sim has such addresses too, but examines no
+/// platform.
+pub const RAW_ADDRESS_BACKENDS: &[&str] = &["cuda"];
+
 /// A device opened in this process.
 pub trait Accelerator: Send {
     /// The device's identity and capabilities.

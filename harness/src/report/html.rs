@@ -21,7 +21,7 @@ th { background: #f5f5f7; }
 code { font-size: 0.92em; }
 .badge { display: inline-block; padding: 0.15em 0.6em; border-radius: 0.3em; font-weight: 600; color: #fff; }
 .pass, .conformant, .passed { background: #1b7f3b; } .fail, .not_conformant, .failed { background: #b3261e; }
-.inconclusive, .error, .unsettled, .incomplete { background: #a05a00; } .not_applicable, .partial, .not-run { background: #6b6b70; }
+.inconclusive, .error, .unsettled, .incomplete, .no_accelerator { background: #a05a00; } .not_applicable, .partial, .not-run { background: #6b6b70; }
 .manual { background: #3a4db0; } .waived { background: #7a4fa0; }
 .meta td:first-child { width: 14em; color: #555; }
 .sig-bad { color: #b3261e; font-weight: 600; } .sig-ok { color: #1b7f3b; font-weight: 600; }

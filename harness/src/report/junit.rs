@@ -1,18 +1,29 @@
 //! JUnit XML, as CI systems read it: one test suite per device, one test case per trial.
 //!
-//! Verdicts map onto JUnit's four states: `pass` is a success; `not_applicable` is
-//! skipped, with its reason; `fail` is a failure, with the reason and measurements as
-//! message and text (a waived failure too, its waiver in the text); `error` and
-//! `inconclusive` are errors, since CI must not read either as a pass. Device, driver and
-//! firmware facts are properties of each device's suite; the run's profile, tier,
-//! conformance and signature are properties of every suite.
+//! JUnit's states follow the run's decision ([`standing`]), so a CI page, the terminal and
+//! the exit code agree: a pass is a success; a mandatory check that failed without a
+//! waiver is a failure; one that ended inconclusive or in error (or, in the certification
+//! tier, could not run or was not examined by its backend) is an error, since CI must not
+//! read either as a pass; everything that does not decide conformance (a recommended or
+//! informational check that did not pass, a waived failure, a check that does not apply)
+//! is skipped, its verdict, level and reason in the skip message and again as the skip's
+//! text (Jenkins shows the message, GitLab the text; see docs/reports.md). Trials the run
+//! did not get to (it was interrupted or killed) are errors of type `not run`.
+//!
+//! A run that examined no accelerator, or fewer than expected, gets an error case of its
+//! own (`hilt::accelerators`), and so does a signature that did not verify.
+//!
+//! Suite and case names carry the node ([`super::node`]), so JUnit files merged from many
+//! nodes never collide. Device, driver and firmware facts are properties of each device's
+//! suite; the run's profile, tier, conformance and signature are properties of every
+//! suite.
 
 use std::time::Duration;
 
-use hilt_results::Verdict;
 use quick_junit::{NonSuccessKind, Property, Report as JReport, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Report, Signature, describe_measurement};
+use super::{Report, Signature, describe_measurement, node};
+use crate::record::{Standing, standing};
 
 /// Text from the record made valid in XML 1.0: characters XML cannot hold (most control
 /// characters, U+FFFE, U+FFFF) become U+FFFD, so a reader never rejects the whole file.
@@ -28,12 +39,16 @@ fn xml(text: &str) -> String {
 
 /// The JUnit XML of a report.
 ///
-/// Trials the plan held that have no outcome (a run that did not finish) are errors of
+/// Trials the plan held that have no outcome in a run that did not finish are errors of
 /// type `not run`, and a signature that did not verify is an error case of its own
 /// (`hilt::signature`), so that neither can leave a CI page green.
 pub fn render(report: &Report<'_>) -> String {
     let record = report.record;
-    let mut junit = JReport::new(xml(&format!("hilt {} {}", record.profile.id, record.run.tier)));
+    let node = node(record);
+    let mut junit = JReport::new(xml(&format!(
+        "hilt {} {} on {node}",
+        record.profile.id, record.run.tier
+    )));
     let mut total = Duration::ZERO;
     let mut devices: Vec<&str> = record
         .outcomes
@@ -43,12 +58,26 @@ pub fn render(report: &Report<'_>) -> String {
         .collect();
     devices.sort_unstable();
     devices.dedup();
+    let not_run = |trial: &str| -> Option<String> {
+        if let Some(i) = &record.run.interrupted {
+            return i.not_run.iter().any(|t| t == trial).then(|| {
+                format!(
+                    "not run: the run was interrupted by {} before this trial finished",
+                    i.signal
+                )
+            });
+        }
+        // In a finished run, a planned trial without an outcome is one a filter left out.
+        (!record.run.complete && !record.outcomes.iter().any(|o| o.trial == trial))
+            .then(|| "not run: the run ended before this trial finished (it was killed, or is still going)".to_string())
+    };
     for device in devices {
-        let mut suite = TestSuite::new(xml(&format!("hilt::{device}")));
+        let mut suite = TestSuite::new(xml(&format!("hilt::{node}::{device}")));
         let mut suite_time = Duration::ZERO;
         let mut property = |name: &str, value: &str| {
             suite.add_property(Property::new(xml(name), xml(value)));
         };
+        property("hilt.node", node);
         property("hilt.profile", &record.profile.id);
         property("hilt.profile_digest", &record.profile.digest);
         property("hilt.tier", record.run.tier.as_str());
@@ -72,71 +101,87 @@ pub fn render(report: &Report<'_>) -> String {
         let mut outcomes: Vec<_> = record.outcomes.iter().filter(|o| o.device == device).collect();
         outcomes.sort_by(|a, b| a.trial.cmp(&b.trial));
         for o in outcomes {
-            let reason = o.reason.clone().unwrap_or_default();
             let mut details: Vec<String> = o.measurements.iter().map(describe_measurement).collect();
             if let Some(w) = &o.waiver {
                 details.push(format!("waived until {}: {}", w.expires, w.reason));
             }
-            let status = match o.verdict {
-                Verdict::Pass => TestCaseStatus::success(),
-                Verdict::NotApplicable => {
+            if let Some(w) = &o.expired_waiver {
+                details.push(format!("its waiver expired on {}: {}", w.expires, w.reason));
+            }
+            let status = match standing(o, record.run.tier) {
+                Standing::Passed => TestCaseStatus::success(),
+                Standing::Blocks {
+                    failure,
+                    kind,
+                    sentence,
+                    ..
+                } => {
+                    let mut s = TestCaseStatus::non_success(if failure {
+                        NonSuccessKind::Failure
+                    } else {
+                        NonSuccessKind::Error
+                    });
+                    s.set_message(xml(&sentence))
+                        .set_type(kind)
+                        .set_description(xml(&details.join("\n")));
+                    s
+                }
+                Standing::Aside(text) => {
                     let mut s = TestCaseStatus::skipped();
-                    s.set_message(xml(&format!("not applicable: {reason}")));
-                    s
-                }
-                Verdict::Fail => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(xml(&reason))
-                        .set_type(if o.waiver.is_some() { "waived failure" } else { "fail" })
-                        .set_description(xml(&details.join("\n")));
-                    s
-                }
-                other => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    s.set_message(xml(&reason))
-                        .set_type(other.as_str())
-                        .set_description(xml(&details.join("\n")));
+                    let mut body = vec![text.clone()];
+                    body.extend(details);
+                    s.set_message(xml(&text)).set_description(xml(&body.join("\n")));
                     s
                 }
             };
-            let mut case = TestCase::new(xml(&o.trial), status);
+            let mut case = TestCase::new(xml(&format!("{node}::{}", o.trial)), status);
             case.set_classname(xml(&format!("hilt.{}", o.check)));
             let time = Duration::from_millis(o.duration_ms);
             suite_time += time;
             case.set_time(time);
             // Test-case properties are not in every reader's schema; standard output is.
             case.set_system_out(xml(&format!(
-                "level: {}\nrequirements: {}\n",
+                "level: {}\nverdict: {}\nrequirements: {}\n",
                 o.level.as_str(),
+                o.verdict.as_str(),
                 o.requirements.join(" ")
             )));
             suite.add_test_case(case);
         }
-        // Planned trials on this device that never finished, when the run itself did not
-        // (in a finished run, a missing trial is one a filter left out).
         for trial in record
             .run
             .planned
             .iter()
-            .filter(|_| !record.run.complete)
             .filter(|t| t.rsplit("::").next() == Some(device))
             .filter(|t| !record.outcomes.iter().any(|o| &o.trial == *t))
         {
+            let Some(message) = not_run(trial) else {
+                continue;
+            };
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-            s.set_message("the run ended before this trial finished (or a filter left it out)")
-                .set_type("not run");
-            suite.add_test_case(TestCase::new(xml(trial), s));
+            s.set_message(xml(&message)).set_type("not run");
+            suite.add_test_case(TestCase::new(xml(&format!("{node}::{trial}")), s));
         }
         suite.set_time(suite_time);
         total += suite_time;
         junit.add_test_suite(suite);
     }
+    if let Some(why) = crate::record::accelerator_shortfall(record) {
+        let mut suite = TestSuite::new(xml(&format!("hilt::{node}::accelerators")));
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+        s.set_message(xml(&why)).set_type("accelerators missing");
+        suite.add_test_case(TestCase::new(
+            xml(&format!("{node}::{}", crate::record::SHORTFALL_TRIAL)),
+            s,
+        ));
+        junit.add_test_suite(suite);
+    }
     if let Signature::NotVerified { reasons } = &report.signature {
-        let mut suite = TestSuite::new("hilt::signature");
+        let mut suite = TestSuite::new(xml(&format!("hilt::{node}::signature")));
         let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
         s.set_message(xml(&format!("the signature did not verify: {}", reasons.join("; "))))
             .set_type("not verified");
-        suite.add_test_case(TestCase::new("hilt::signature", s));
+        suite.add_test_case(TestCase::new(xml(&format!("{node}::hilt::signature")), s));
         junit.add_test_suite(suite);
     }
     junit.set_time(total);

@@ -18,8 +18,15 @@ use hilt_results::{Better, Level, Measurement, Outcome, ResultRecord, Verdict};
 use serde::Serialize;
 
 use crate::check::Catalogue;
-use crate::record::{Event, Reporter};
+use crate::record::{Event, Reporter, ReporterKind};
 use crate::requirements::Requirement;
+
+/// The node a record was made on, as reports name it (JUnit suites and test cases, so that
+/// files merged from many nodes never collide; comparison columns): the host name recorded
+/// by the run. The one place to change when records carry a node name of their own.
+pub fn node(record: &ResultRecord) -> &str {
+    &record.host.hostname
+}
 
 /// The formats a report can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +59,8 @@ pub fn render(format: Format, report: &Report<'_>) -> String {
 }
 
 /// A report written by a running `hilt run` (`--junit`, `--html`, `--markdown`) when the
-/// run finishes. Like every reporter, its failure never changes a verdict.
+/// run ends, finished or interrupted. Like every reporter, its failure never changes a
+/// verdict; it does keep the run from exiting 0.
 pub struct RunReport {
     path: std::path::PathBuf,
     format: Format,
@@ -77,12 +85,12 @@ impl Reporter for RunReport {
         self.path.display().to_string()
     }
 
-    fn keeps_evidence(&self) -> bool {
-        false
+    fn kind(&self) -> ReporterKind {
+        ReporterKind::Report
     }
 
     fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
-        if !matches!(event, Event::RunFinished { .. }) {
+        if !event.ends_run() {
             return Ok(());
         }
         let report = Report {
@@ -145,8 +153,8 @@ impl Reporter for Progress {
         "progress".into()
     }
 
-    fn keeps_evidence(&self) -> bool {
-        false
+    fn kind(&self) -> ReporterKind {
+        ReporterKind::Progress
     }
 
     fn report(&mut self, event: &Event, record: &ResultRecord) -> std::io::Result<()> {
@@ -405,13 +413,6 @@ pub fn meets(m: &Measurement) -> Option<bool> {
         Better::Lower => m.value <= t,
         _ => true,
     })
-}
-
-/// The node a record was made on, as reports name it (JUnit names, comparison columns).
-/// The record's host name for now; the one place to change when records carry a node
-/// name of their own.
-pub fn node(record: &ResultRecord) -> &str {
-    &record.host.hostname
 }
 
 /// Text from a record made safe for one line of a terminal or Markdown: control

@@ -1,0 +1,72 @@
+//! Stopping a run on SIGINT or SIGTERM without losing what it found.
+//!
+//! A CI job that times out, a scheduler that preempts a job (Slurm's `scancel`,
+//! Kubernetes' pod deletion) and a person pressing Ctrl-C all send one of these two
+//! signals. [`install`] makes the first one set a flag instead of ending the process;
+//! everything that waits polls [`requested`]: a tenant call stops waiting and kills its
+//! tenant, a trial that has not started does not start, and the runner then records the
+//! trials that did not run, writes the partial record and every report, signs the record
+//! and removes its lock. A second signal while that happens ends the process at once with
+//! the conventional status (128 + the signal's number), leaving the record as it was last
+//! written: readable, marked incomplete.
+//!
+//! The handlers only store numbers in atomics (what `signal_hook::flag` does); no code of
+//! ours runs in signal context.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// The signal that asked the run to stop, or 0.
+static SIGNAL: AtomicUsize = AtomicUsize::new(0);
+/// True once any of the handled signals arrived; arms the immediate exit on the next one.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// A signal that stops a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// SIGINT: Ctrl-C at a terminal.
+    pub const INT: Signal = Signal(libc::SIGINT);
+    /// SIGTERM: what CI timeouts and schedulers send.
+    pub const TERM: Signal = Signal(libc::SIGTERM);
+
+    /// The signal's number.
+    pub fn number(self) -> i32 {
+        self.0
+    }
+
+    /// The signal's name (`SIGINT`, `SIGTERM`).
+    pub fn name(self) -> String {
+        match self.0 {
+            libc::SIGINT => "SIGINT".into(),
+            libc::SIGTERM => "SIGTERM".into(),
+            n => format!("signal {n}"),
+        }
+    }
+}
+
+/// Makes SIGINT and SIGTERM request a stop instead of ending the process; a second one
+/// ends it at once with status 128 + its number. Call once, before the run starts.
+///
+/// # Errors
+///
+/// When a handler cannot be registered (the operating system refused it).
+pub fn install() -> std::io::Result<()> {
+    for signal in [Signal::INT, Signal::TERM] {
+        let n = signal.number();
+        // The exit must be registered first: it runs before the flag is set, so it ends
+        // the process only when an earlier signal had already armed it.
+        signal_hook::flag::register_conditional_shutdown(n, 128 + n, &ARMED)?;
+        signal_hook::flag::register_usize(n, &SIGNAL, n as usize)?;
+        signal_hook::flag::register(n, &ARMED)?;
+    }
+    Ok(())
+}
+
+/// The signal that asked this process to stop, if one did.
+pub fn requested() -> Option<Signal> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(Signal(i32::try_from(n).unwrap_or(i32::MAX))),
+    }
+}
