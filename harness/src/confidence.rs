@@ -198,9 +198,19 @@ mod tests {
             confidence: c,
         };
         assert!(t(0.05, 0.95).validate().is_ok());
-        assert!(t(0.0, 0.95).validate().unwrap_err().contains("max_leak_probability"));
-        assert!(t(0.05, 1.0).validate().unwrap_err().contains("confidence"));
-        assert!(t(1e-6, 0.99).validate().unwrap_err().contains("clean attempts"));
+        assert!(
+            t(0.0, 0.95)
+                .validate()
+                .expect_err("refused")
+                .contains("max_leak_probability")
+        );
+        assert!(t(0.05, 1.0).validate().expect_err("refused").contains("confidence"));
+        assert!(
+            t(1e-6, 0.99)
+                .validate()
+                .expect_err("refused")
+                .contains("clean attempts")
+        );
     }
 
     #[test]

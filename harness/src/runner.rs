@@ -230,17 +230,22 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|d| (d.info.id.clone(), Arc::new(RwLock::new(()))))
         .collect();
 
+    let run = RunSettings {
+        tier: setup.tier,
+        leak_target: setup.profile.leak_target,
+        host: setup.host.clone(),
+    };
     let trials = planned
         .into_iter()
         .enumerate()
         .map(|(index, p)| {
             let recorder = Arc::clone(&recorder);
             let launcher = Arc::clone(&launcher);
-            let host = setup.host.clone();
+            let run = run.clone();
             let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
             let key = run_key.derive(index as u64);
             let name = p.name.clone();
-            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &host, &lock, &recorder))
+            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &run, &lock, &recorder))
         })
         .collect();
     let _conclusion = libtest_mimic::run(args, trials);
@@ -257,11 +262,19 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
     })
 }
 
+/// What every trial of a run shares.
+#[derive(Clone)]
+struct RunSettings {
+    tier: Tier,
+    leak_target: crate::confidence::LeakTarget,
+    host: HostFs,
+}
+
 fn run_trial(
     p: &PlannedTrial,
     key: CanaryKey,
     launcher: &TenantLauncher,
-    host: &HostFs,
+    run: &RunSettings,
     device_lock: &RwLock<()>,
     recorder: &Mutex<Recorder>,
 ) -> Result<Completion, Failed> {
@@ -278,7 +291,9 @@ fn run_trial(
         at: started_at.clone(),
     });
     let start = Instant::now();
-    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher).with_host(host.clone());
+    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher)
+        .with_host(run.host.clone())
+        .with_run(run.tier, run.leak_target);
     // How tenants share the device is evidence for every residue and isolation verdict
     // on it: the same check means something else under MPS than under MIG.
     if p.check.scope == crate::check::Scope::Device
@@ -287,9 +302,9 @@ fn run_trial(
     {
         ctx.evidence("sharing_mode", mode.clone());
     }
-    let run = p.check.run;
+    let check = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
-    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
+    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&mut ctx))).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
