@@ -137,7 +137,7 @@ fn residue_in_high_memory_is_seen_by_the_sweep_and_the_standard_tier_says_what_i
         assert_eq!(o.verdict.as_str(), "pass", "{check}: {:?}", o.reason);
         assert_eq!(measurement(o, "scanned_share"), 0.5);
         assert_eq!(measurement(o, "scanned_bytes"), f64::from(32u32 << 20));
-        assert!(o.evidence.get("sweep_free_bytes_at_start").is_none());
+        assert!(!o.evidence.contains_key("sweep_free_bytes_at_start"));
     }
 }
 
