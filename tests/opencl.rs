@@ -320,7 +320,7 @@ fn an_independent_writer_and_listener_see_pocls_residue() -> Result<(), Failed> 
                 _ => true,
             };
             if !leaked || r.in_place > r.anywhere || !r.warm {
-                return Err(format!("{}", report.join("\n")).into());
+                return Err(report.join("\n").into());
             }
         }
     }
@@ -416,7 +416,7 @@ fn the_certification_sweep_covers_the_device() -> Result<(), Failed> {
     let free = o.evidence["sweep_free_bytes_at_start"].as_u64().unwrap_or(0);
     let share = measurement(o, "scanned_share")?;
     let bytes = measurement(o, "scanned_bytes")?;
-    if !(coverage >= 0.95 && coverage <= 0.961)
+    if !(0.95..=0.961).contains(&coverage)
         || free == 0
         || free > 1 << 30
         || share < 0.95 * free as f64 / f64::from(1u32 << 30)
