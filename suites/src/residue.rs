@@ -324,6 +324,10 @@ struct Sweep {
     written: u64,
     examined: u64,
     stopped: Option<String>,
+    /// Device seconds of the writer's fill, its positive control, the listener's count.
+    fill_seconds: f64,
+    control_seconds: f64,
+    listen_seconds: f64,
 }
 
 /// How a session of rounds ended, short of a tenant failure.
@@ -496,7 +500,19 @@ fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u3
         if let Some(why) = &s.stopped {
             ctx.evidence("sweep_stopped", why.clone());
         }
+        ctx.evidence(
+            "sweep_device_seconds",
+            serde_json::json!({
+                "fill": s.fill_seconds,
+                "control": s.control_seconds,
+                "listener": s.listen_seconds,
+            }),
+        );
     }
+    ctx.evidence(
+        "device_seconds",
+        serde_json::json!({ "fill": t.fill_seconds, "detector": t.count_seconds }),
+    );
     ctx.measure(
         "leaked_bytes",
         t.found.leaked_bytes() as f64,
@@ -700,9 +716,13 @@ fn write_round(
         };
         tally.fill_bytes += bytes;
         tally.fill_seconds += seconds;
-        let (control, seconds) = t.scan_timed(w, Kernel::CountCanary { buffer, key })?;
+        let (control, control_seconds) = t.scan_timed(w, Kernel::CountCanary { buffer, key })?;
         tally.count_bytes += bytes;
-        tally.count_seconds += seconds;
+        tally.count_seconds += control_seconds;
+        if let Some(s) = tally.sweep.as_mut().filter(|_| sweeping) {
+            s.fill_seconds += seconds;
+            s.control_seconds += control_seconds;
+        }
         seen += control.blocks;
         written += bytes / block;
         buffers.push((buffer, bytes));
@@ -764,6 +784,9 @@ fn listen_round(
         let (report, seconds) = t.scan_timed(l, Kernel::CountCanary { buffer, key })?;
         tally.count_bytes += bytes;
         tally.count_seconds += seconds;
+        if let Some(s) = tally.sweep.as_mut().filter(|_| round == Round::Sweep) {
+            s.listen_seconds += seconds;
+        }
         if first_leak.is_none()
             && let Some(offset) = report.first_offset
         {

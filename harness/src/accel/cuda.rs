@@ -40,15 +40,15 @@ use crate::nvml::{self, NvmlSystem};
 pub const KERNELS: &str = r#"
 typedef unsigned long long u64;
 
-// Global canary: block b of the buffer is [marker, b, t, ~t ^ marker], t = (b ^ x) * m.
+// Global canary: block b of the buffer is [marker, b, t, ~t ^ marker], t = (b ^ x) * m,
+// written as two 16-byte stores (buffers from cuMemAlloc are 256-byte aligned).
 extern "C" __global__ void fill_canary(u64* buf, u64 marker, u64 x, u64 m, u64 blocks) {
+    ulonglong2* q = (ulonglong2*)buf;
     u64 stride = (u64)gridDim.x * blockDim.x;
     for (u64 b = (u64)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
         u64 t = (b ^ x) * m;
-        buf[4 * b] = marker;
-        buf[4 * b + 1] = b;
-        buf[4 * b + 2] = t;
-        buf[4 * b + 3] = ~t ^ marker;
+        q[2 * b] = make_ulonglong2(marker, b);
+        q[2 * b + 1] = make_ulonglong2(t, ~t ^ marker);
     }
 }
 
