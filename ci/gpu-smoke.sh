@@ -225,7 +225,7 @@ for o in r.get("outcomes", []):
     for name in ("detector_throughput", "fill_throughput"):
         if name in m:
             parts.append(f"{name} {m[name]:.1f} GiB/s")
-    if "scanned_bytes" in m:
+    if "scanned_bytes" in m and o["check"].startswith("residue.global."):
         parts.append(f'scanned {m["scanned_bytes"] / 2**30:.2f} GiB ({m.get("scanned_share", 0) * 100:.1f} % of the device)')
     if "sweep_coverage_of_free" in e:
         parts.append(f'sweep covered {e["sweep_coverage_of_free"] * 100:.1f} % of {e["sweep_free_bytes_at_start"] / 2**30:.2f} GiB free')
