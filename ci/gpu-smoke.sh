@@ -18,6 +18,10 @@
 #   OUTDIR/run-junit.xml     the smoke tier as JUnit
 #   OUTDIR/run-standard/latest/  the same for the standard-tier checks, if time allowed,
 #   OUTDIR/run-standard-junit.xml  with its JUnit
+#   OUTDIR/run-sweep/latest/ the certification tier's global residue check across contexts
+#                            (the whole-device sweep), if time allowed
+#   OUTDIR/throughput.txt    the device detector's and fill kernel's throughput (GiB/s),
+#                            the sweep's coverage and each residue check's time
 #   OUTDIR/cuda-any.toml     the catch-all profile, written only for a GPU with no profile
 #
 # Needs: the NVIDIA driver (libcuda.so.1; libnvidia-ml.so.1 for NVML facts), NVRTC
@@ -200,12 +204,52 @@ if [ $((BUDGET - ($(date +%s) - START))) -gt 120 ]; then
     --skip residue --skip isolation::foreign_pointer
 fi
 
+# While time is left: the certification sweep of the whole device by one global check
+# (across contexts: one tenant process per session), for its device time and coverage.
+if [ $((BUDGET - ($(date +%s) - START))) -gt 150 ]; then
+  step run-sweep 140 "$HILT" run --device "$DEVICE" --tier certification --tenant-timeout 120 \
+    --sign-key "$OUT/key/smoke.key" --out "$OUT/run-sweep" --exact "residue::global::cross_context::$DEVICE"
+fi
+
+# The detector's figures: throughput of the device detector and of the fill kernel on
+# every global residue outcome (GiB/s of device time), and what the sweep covered.
+if command -v python3 >/dev/null 2>&1; then
+  for dir in run run-sweep; do
+    [ -f "$OUT/$dir/latest/result.json" ] || continue
+    python3 - "$OUT/$dir/latest/result.json" "$dir" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for o in r.get("outcomes", []):
+    if not o["check"].startswith("residue."):
+        continue
+    m = {x["name"]: x["value"] for x in o.get("measurements", [])}
+    e = o.get("evidence", {})
+    parts = [f'{sys.argv[2]}: {o["trial"]} {o["verdict"]} in {o["duration_ms"] / 1000:.1f} s']
+    for name in ("detector_throughput", "fill_throughput"):
+        if name in m:
+            parts.append(f"{name} {m[name]:.1f} GiB/s")
+    if "scanned_bytes" in m and o["check"].startswith("residue.global."):
+        parts.append(f'scanned {m["scanned_bytes"] / 2**30:.2f} GiB ({m.get("scanned_share", 0) * 100:.1f} % of the device)')
+    if "sweep_coverage_of_free" in e:
+        parts.append(f'sweep covered {e["sweep_coverage_of_free"] * 100:.1f} % of {e["sweep_free_bytes_at_start"] / 2**30:.2f} GiB free')
+    if "leak_probability_bound" in m:
+        parts.append(f'leak bound {m["leak_probability_bound"]:.4f} ({e.get("attempts")} attempts)')
+    print(", ".join(parts))
+EOF
+  done >"$OUT/throughput.txt" 2>&1 || true
+fi
+
 # Summary: the result lines hilt printed, and the verdict of every outcome.
 {
   echo
   echo "== hilt's summary lines"
-  grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" 2>/dev/null || true
-  for dir in run run-standard; do
+  grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" "$OUT/logs/run-sweep.log" 2>/dev/null || true
+  if [ -s "$OUT/throughput.txt" ]; then
+    echo
+    echo "== device detector and fill throughput"
+    cat "$OUT/throughput.txt"
+  fi
+  for dir in run run-standard run-sweep; do
     [ -f "$OUT/$dir/latest/result.json" ] || continue
     echo
     echo "== $dir: verdicts"

@@ -478,7 +478,13 @@ fn every_nvidia_figure_carries_its_source() -> Result<(), Failed> {
 fn kernels_compile() -> Result<Completion, Failed> {
     if cuda::nvrtc_present() {
         for cc in [(8, 0), (8, 9), (9, 0)] {
-            cuda::compile(cc, &[]).map_err(|e| format!("sm_{}{}: {e}", cc.0, cc.1))?;
+            let cubin = cuda::compile(cc, &[]).map_err(|e| format!("sm_{}{}: {e}", cc.0, cc.1))?;
+            // Every kernel the backend launches is in the image under its C name.
+            for name in cuda::KERNEL_NAMES {
+                check(cubin.windows(name.len()).any(|w| w == name.as_bytes()), || {
+                    format!("sm_{}{}: no {name} in the cubin", cc.0, cc.1)
+                })?;
+            }
         }
         let err = cuda::compile((9, 0), &["--no-such-option".into()]).expect_err("a bad option fails");
         check(err.contains("NVRTC"), || err.clone())?;

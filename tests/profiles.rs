@@ -38,8 +38,11 @@ fn children_override_what_they_inherit_key_by_key() {
     let local = &p.checks["residue.local.cross_kernel"];
     assert_eq!(local.level, Level::Recommended);
     assert_eq!(local.tiers.iter().copied().collect::<Vec<_>>(), [Tier::Certification]);
-    assert_eq!(local.params["attempts"], 2, "param from the child");
-    assert_eq!(local.params["groups_per_compute_unit"], 2, "param from base");
+    assert_eq!(local.params["groups_per_compute_unit"], 1, "param from the child");
+    assert_eq!(p.leak_target.max_leak_probability, 0.3, "leak target from the child");
+    assert_eq!(p.leak_target.confidence, 0.9, "confidence from the parent");
+    let global = &p.checks["residue.global.cross_process"];
+    assert_eq!(global.params["min_coverage"], 0.95, "param default");
     let residue_in_smoke = p
         .checks_in(Tier::Smoke)
         .filter(|(id, _)| id.starts_with("residue"))

@@ -235,6 +235,37 @@ fn a_run_writes_the_reports_it_is_asked_for() {
 }
 
 #[test]
+fn the_leak_bound_stands_beside_the_verdict() {
+    // One probabilistic check that passes and one that fails at its first attempt.
+    let run = common::run(&[
+        "--sim-fault",
+        "local-clear-cross-process-only",
+        "residue::local::cross_",
+    ]);
+    let result = run.dir.join("result.json");
+    let result = result.to_str().expect("utf-8");
+    let md = report(&[result, "--format", "markdown"]);
+    let section = md
+        .split("### Leak probability")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").nth(1))
+        .expect("a leak probability section");
+    insta::assert_snapshot!(section);
+    let html = report(&[result, "--format", "html"]);
+    assert!(
+        html.contains(
+            "<span class=\"badge fail\">fail</span><br><small>leak probability per attempt at most 1 at 90 % \
+             confidence (1 attempt, 1 hit)</small>"
+        ),
+        "{html}"
+    );
+    // A check that is not probabilistic states no bound.
+    let perf = common::run(&["performance::launch_latency"]);
+    let result = perf.dir.join("result.json");
+    assert!(!report(&[result.to_str().expect("utf-8"), "--format", "markdown"]).contains("Leak probability"));
+}
+
+#[test]
 fn progress_shows_on_a_terminal() {
     // `script` gives the run a pseudo-terminal.
     if Command::new("script").arg("--version").output().is_err() {

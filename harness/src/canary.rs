@@ -19,6 +19,11 @@
 //! verifies the whole block; after a verified block it checks the next 32 bytes directly,
 //! so a long run of canary costs one comparison per word rather than one search per block.
 //! Random data matches a block with probability about 2^-128 per byte offset.
+//!
+//! Devices count canary with a kernel of their own instead ([`count_aligned`] is its
+//! reference implementation, which the sim runs): a block is looked for at every 4-byte
+//! aligned offset, which is every offset an allocator can move data to, since device
+//! allocations are aligned far more coarsely. Only the counts cross the bus.
 
 use memchr::memmem;
 
@@ -206,6 +211,43 @@ impl Scanner {
     }
 }
 
+/// The device detector, as the OpenCL and CUDA kernels `count_canary` implement it and
+/// the sim runs it: counts the canary blocks of `key` that start at any 4-byte-aligned
+/// offset of `hay`, where `hay` is the part of a buffer that starts at byte `base` (a
+/// multiple of 4). Each aligned offset is judged on its own: the first word is the
+/// marker, the last two the keyed tag of the index in the second. Offsets in the report
+/// are offsets in the whole buffer.
+pub fn count_aligned(hay: &[u8], key: CanaryKey, base: u64) -> ScanReport {
+    let [marker, ..] = key.block(0);
+    let (x, m) = key.tag_keys();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut report = ScanReport {
+        scanned: hay.len() as u64,
+        ..ScanReport::default()
+    };
+    let mut at = 0;
+    while at + BLOCK_BYTES <= hay.len() {
+        if word(at) == marker {
+            let index = word(at + 8);
+            let tag = (index ^ x).wrapping_mul(m);
+            if word(at + 16) == tag && word(at + 24) == !tag ^ marker {
+                let offset = base + at as u64;
+                report.blocks += 1;
+                if index.checked_mul(BLOCK_BYTES as u64) == Some(offset) {
+                    report.in_place += 1;
+                }
+                report.first_offset.get_or_insert(offset);
+            }
+        }
+        at += 4;
+    }
+    report
+}
+
 /// A plain read of the same buffer (a sum over `u64` words): the baseline the scanner's
 /// throughput is measured against in `benches/canary_scan.rs`.
 pub fn plain_read(hay: &[u8]) -> u64 {
@@ -336,6 +378,41 @@ mod tests {
                 start += len;
             }
             prop_assert_eq!(sum, whole);
+        }
+
+        /// The device detector's reference finds a run of canary placed at any 4-byte
+        /// offset exactly, as the host scanner does.
+        #[test]
+        fn the_device_detector_finds_canary_at_every_aligned_offset(
+            key in any::<u64>(),
+            words in 0usize..64,
+            blocks in 1usize..40,
+            first in 0u64..1_000_000,
+            tail in 0usize..40,
+            base in 0u64..1000,
+        ) {
+            let key = CanaryKey(key);
+            let mut buf: Vec<u8> = (0..words * 4).map(|i| (i * 131 + 7) as u8).collect();
+            buf.extend(canary(key, blocks, first));
+            buf.extend(std::iter::repeat_n(0xa5u8, tail));
+            let base = base * 4;
+            let r = count_aligned(&buf, key, base);
+            prop_assert_eq!(r.blocks, blocks as u64);
+            prop_assert_eq!(r.first_offset, Some(base + words as u64 * 4));
+            prop_assert_eq!(r.scanned, buf.len() as u64);
+            let in_place = first * BLOCK_BYTES as u64 == base + words as u64 * 4;
+            prop_assert_eq!(r.in_place, if in_place { blocks as u64 } else { 0 });
+            let host = Scanner::new(key).scan(&buf);
+            prop_assert_eq!(host.blocks, r.blocks);
+        }
+
+        /// Random data never yields a canary block to the device detector either.
+        #[test]
+        fn the_device_detector_finds_nothing_in_random_data(
+            key in any::<u64>(),
+            data in proptest::collection::vec(any::<u8>(), 0..8192),
+        ) {
+            prop_assert_eq!(count_aligned(&data, CanaryKey(key), 0).blocks, 0);
         }
 
         /// Random data never yields a canary block.

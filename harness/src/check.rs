@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hilt_results::{Better, Measurement};
+use hilt_results::{Better, Measurement, Tier};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::accel::{DeviceInfo, DeviceSpec};
 use crate::canary::CanaryKey;
+use crate::confidence::LeakTarget;
 use crate::hostfs::HostFs;
 use crate::tenant::{Tenant, TenantError, TenantLauncher};
 
@@ -252,6 +253,10 @@ pub struct CheckCtx<'a> {
     pub device: &'a TrialDevice,
     /// The run's canary key; checks derive per-role keys from it.
     pub key: CanaryKey,
+    /// The tier the run is in: the certification tier examines the whole device.
+    pub tier: Tier,
+    /// The profile's target for probabilistic checks: how strong a pass must be.
+    pub leak_target: LeakTarget,
     params: &'a serde_json::Value,
     launcher: &'a TenantLauncher,
     host: HostFs,
@@ -270,12 +275,22 @@ impl<'a> CheckCtx<'a> {
         CheckCtx {
             device,
             key,
+            tier: Tier::Standard,
+            leak_target: LeakTarget::default(),
             params,
             launcher,
             host: HostFs::live(),
             measurements: Vec::new(),
             evidence: BTreeMap::new(),
         }
+    }
+
+    /// The same context in `tier`, under the profile's `leak_target` (default: the
+    /// standard tier, below 5 % at 95 % confidence).
+    pub fn with_run(mut self, tier: Tier, leak_target: LeakTarget) -> CheckCtx<'a> {
+        self.tier = tier;
+        self.leak_target = leak_target;
+        self
     }
 
     /// The same context reading the host's files under `host` (default: the live host).

@@ -9,6 +9,7 @@ pub mod accel;
 pub mod canary;
 pub mod capture;
 pub mod check;
+pub mod confidence;
 pub mod discovery;
 pub mod host;
 pub mod hostfs;

@@ -27,6 +27,7 @@ use toml::de::{DeValue, ValueDeserializer};
 use crate::accel::DeviceInfo;
 use crate::accel::sim::SimKnobs;
 use crate::check::Catalogue;
+use crate::confidence::LeakTarget;
 use crate::host::Date;
 
 /// The profiles built into the binary, by id.
@@ -68,6 +69,9 @@ pub struct Profile {
     /// what it was before the key existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect_devices: Option<u32>,
+    /// What a pass of a check whose detection is probabilistic must establish; the checks
+    /// derive their number of attempts from it.
+    pub leak_target: LeakTarget,
     /// Which devices the profile applies to; empty for abstract profiles such as `base`.
     pub matches: Vec<MatchRule>,
     /// Knobs for simulated devices.
@@ -470,6 +474,14 @@ pub struct RawProfile {
     /// it, e.g. 8 for an eight-GPU node.
     #[schemars(with = "Option<u32>", range(min = 1, max = 4096))]
     expect_devices: Option<Spanned<u32>>,
+    /// The largest per-attempt leak probability a pass of a probabilistic check (the
+    /// residue checks) may leave open, above 0 and below 1 (default 0.05). With
+    /// `confidence` it sets how many clean attempts those checks make, at most 10000.
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0.0, "exclusiveMaximum" = 1.0))]
+    max_leak_probability: Option<Spanned<f64>>,
+    /// The confidence of that statement, above 0 and below 1 (default 0.95).
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0.0, "exclusiveMaximum" = 1.0))]
+    confidence: Option<Spanned<f64>>,
     /// Which devices the profile applies to; a profile without rules is abstract.
     #[serde(rename = "match")]
     matches: Option<Vec<MatchRule>>,
@@ -597,6 +609,20 @@ fn parse_raw(source: &Source, catalogue: &Catalogue) -> Result<RawProfile, Profi
             format!("`expect_devices` must be 1 to 4096, not {}", n.get_ref()),
         ));
     }
+    for (name, value) in [
+        ("max_leak_probability", &raw.max_leak_probability),
+        ("confidence", &raw.confidence),
+    ] {
+        if let Some(v) = value
+            && !(*v.get_ref() > 0.0 && *v.get_ref() < 1.0)
+        {
+            errors.push(at(
+                source,
+                v.span(),
+                format!("`{name}` must be above 0 and below 1, not {}", v.get_ref()),
+            ));
+        }
+    }
     for (id, check) in &raw.check {
         let Some(def) = catalogue.get(id.get_ref()) else {
             let hint = match catalogue.nearest(id.get_ref()) {
@@ -699,6 +725,9 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
     let mut default_tier = Tier::Standard;
     let mut tenant_timeout_s = 60;
     let mut expect_devices = None;
+    let mut leak_target = LeakTarget::default();
+    // Where the leak target was last set, for an error about the two values together.
+    let mut leak_decl: Option<(Source, std::ops::Range<usize>)> = None;
     let mut matches = Vec::new();
     let mut sim = toml::Table::new();
     struct Merged {
@@ -719,6 +748,14 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
         default_tier = raw.default_tier.unwrap_or(default_tier);
         tenant_timeout_s = raw.tenant_timeout_s.map_or(tenant_timeout_s, Spanned::into_inner);
         expect_devices = raw.expect_devices.map(Spanned::into_inner).or(expect_devices);
+        if let Some(p) = raw.max_leak_probability {
+            leak_decl = Some((source.clone(), p.span()));
+            leak_target.max_leak_probability = p.into_inner();
+        }
+        if let Some(c) = raw.confidence {
+            leak_decl = Some((source.clone(), c.span()));
+            leak_target.confidence = c.into_inner();
+        }
         if let Some(m) = raw.matches {
             matches = m;
         }
@@ -743,6 +780,15 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
             entry.waiver = check.waiver.map(Spanned::into_inner).or(entry.waiver.take());
             entry.decl = (source.clone(), span);
         }
+    }
+    if let Err(message) = leak_target.validate() {
+        return Err(match leak_decl {
+            Some((source, span)) => at(&source, span, message),
+            None => ProfileError::Invalid {
+                file: leaf_file,
+                message,
+            },
+        });
     }
     let sim: SimKnobs = toml::Value::Table(sim)
         .try_into()
@@ -808,6 +854,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
         default_tier,
         tenant_timeout_s,
         expect_devices,
+        leak_target,
         matches,
         sim,
         checks: resolved,

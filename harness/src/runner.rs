@@ -306,7 +306,6 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         run_dir = Some(dir);
     }
     reporters.append(&mut setup.reporters);
-    let tier = setup.tier;
     let recorder = Arc::new(Mutex::new(Recorder::new(header, reporters)));
     let launcher = Arc::new(setup.launcher);
     let run_key = CanaryKey::random();
@@ -316,19 +315,22 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|d| (d.info.id.clone(), Arc::new(RwLock::new(()))))
         .collect();
 
+    let run = RunSettings {
+        tier: setup.tier,
+        leak_target: setup.profile.leak_target,
+        host: setup.host.clone(),
+    };
     let trials: Vec<Trial> = planned
         .into_iter()
         .enumerate()
         .map(|(index, p)| {
             let recorder = Arc::clone(&recorder);
             let launcher = Arc::clone(&launcher);
-            let host = setup.host.clone();
+            let run = run.clone();
             let lock = locks.get(&p.device.info.id).cloned().unwrap_or_default();
             let key = run_key.derive(index as u64);
             let name = p.name.clone();
-            Trial::ignorable_test(name, move || {
-                run_trial(&p, tier, key, &launcher, &host, &lock, &recorder)
-            })
+            Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &run, &lock, &recorder))
         })
         .collect();
     // Accelerators that should have been examined and were not fail an entry of their own,
@@ -406,12 +408,19 @@ fn list(planned: &[PlannedTrial], args: &Arguments) {
     let _ = libtest_mimic::run(&unfiltered, trials);
 }
 
+/// What every trial of a run shares.
+#[derive(Clone)]
+struct RunSettings {
+    tier: Tier,
+    leak_target: crate::confidence::LeakTarget,
+    host: HostFs,
+}
+
 fn run_trial(
     p: &PlannedTrial,
-    tier: Tier,
     key: CanaryKey,
     launcher: &TenantLauncher,
-    host: &HostFs,
+    run: &RunSettings,
     device_lock: &RwLock<()>,
     recorder: &Mutex<Recorder>,
 ) -> Result<Completion, Failed> {
@@ -431,7 +440,9 @@ fn run_trial(
         at: started_at.clone(),
     });
     let start = Instant::now();
-    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher).with_host(host.clone());
+    let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher)
+        .with_host(run.host.clone())
+        .with_run(run.tier, run.leak_target);
     // How tenants share the device is evidence for every residue and isolation verdict
     // on it: the same check means something else under MPS than under MIG.
     if p.check.scope == crate::check::Scope::Device
@@ -440,9 +451,9 @@ fn run_trial(
     {
         ctx.evidence("sharing_mode", mode.clone());
     }
-    let run = p.check.run;
+    let check = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
-    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
+    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&mut ctx))).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
@@ -497,7 +508,7 @@ fn run_trial(
         started_at,
         duration_ms: start.elapsed().as_millis() as u64,
     };
-    let shown = standing(&outcome, tier);
+    let shown = standing(&outcome, run.tier);
     lock(recorder).emit(Event::TrialFinished {
         outcome: Box::new(outcome),
     });

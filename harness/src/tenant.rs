@@ -125,6 +125,11 @@ pub enum Request {
         /// The buffer.
         buffer: BufferId,
     },
+    /// The device memory the context could allocate now, where the device says.
+    FreeMemory {
+        /// The context's index.
+        context: usize,
+    },
     /// Free everything and exit.
     Exit,
 }
@@ -189,6 +194,10 @@ pub enum Reply {
     Kernel {
         /// The output.
         output: KernelOutput,
+        /// Seconds the kernel took, timed in the tenant from its launch to its completion
+        /// (device time, without the protocol's overhead).
+        #[serde(default)]
+        seconds: f64,
     },
     /// The seconds each timed run took.
     Times {
@@ -199,6 +208,11 @@ pub enum Reply {
     Address {
         /// The address.
         address: Option<u64>,
+    },
+    /// Free device memory, bytes; `None` where the device cannot say.
+    Memory {
+        /// The bytes.
+        free: Option<u64>,
     },
 }
 
@@ -525,9 +539,22 @@ impl Tenant {
 
     /// Runs a kernel and returns its output.
     pub fn kernel(&mut self, context: usize, kernel: Kernel) -> Result<KernelOutput, TenantError> {
+        self.kernel_timed(context, kernel).map(|(output, _)| output)
+    }
+
+    /// Runs a kernel and returns its output and the seconds it took in the tenant.
+    pub fn kernel_timed(&mut self, context: usize, kernel: Kernel) -> Result<(KernelOutput, f64), TenantError> {
         match self.call(&Request::Kernel { context, kernel })? {
-            Reply::Kernel { output } => Ok(output),
+            Reply::Kernel { output, seconds } => Ok((output, seconds)),
             other => Err(self.unexpected("kernel", &other)),
+        }
+    }
+
+    /// Device memory the context could allocate now; `None` where the device cannot say.
+    pub fn free_memory(&mut self, context: usize) -> Result<Option<u64>, TenantError> {
+        match self.call(&Request::FreeMemory { context })? {
+            Reply::Memory { free } => Ok(free),
+            other => Err(self.unexpected("free_memory", &other)),
         }
     }
 
@@ -560,9 +587,14 @@ impl Tenant {
 
     /// Runs a kernel that must return a canary scan.
     pub fn scan(&mut self, context: usize, kernel: Kernel) -> Result<ScanReport, TenantError> {
-        match self.kernel(context, kernel)? {
-            KernelOutput::Scan(report) => Ok(report),
-            other => Err(self.protocol("kernel", format!("expected a scan, got {other:?}"))),
+        self.scan_timed(context, kernel).map(|(report, _)| report)
+    }
+
+    /// Runs a kernel that must return a canary scan; the scan and the seconds it took.
+    pub fn scan_timed(&mut self, context: usize, kernel: Kernel) -> Result<(ScanReport, f64), TenantError> {
+        match self.kernel_timed(context, kernel)? {
+            (KernelOutput::Scan(report), seconds) => Ok((report, seconds)),
+            (other, _) => Err(self.protocol("kernel", format!("expected a scan, got {other:?}"))),
         }
     }
 
@@ -687,6 +719,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Kernel { .. } => "kernel",
         Request::Time { .. } => "time",
         Request::DeviceAddress { .. } => "device_address",
+        Request::FreeMemory { .. } => "free_memory",
         Request::Exit => "exit",
     }
 }
@@ -788,8 +821,13 @@ impl TenantState {
                 Ok(Reply::Data { hex: crate::hex(&data) })
             }
             Request::Kernel { context, kernel } => {
-                let output = self.context(context)?.run(&kernel).map_err(|e| e.to_string())?;
-                Ok(Reply::Kernel { output })
+                let ctx = self.context(context)?;
+                let start = std::time::Instant::now();
+                let output = ctx.run(&kernel).map_err(|e| e.to_string())?;
+                Ok(Reply::Kernel {
+                    output,
+                    seconds: start.elapsed().as_secs_f64(),
+                })
             }
             Request::Time {
                 context,
@@ -832,6 +870,10 @@ impl TenantState {
                     .device_address(buffer)
                     .map_err(|e| e.to_string())?;
                 Ok(Reply::Address { address })
+            }
+            Request::FreeMemory { context } => {
+                let free = self.context(context)?.free_memory().map_err(|e| e.to_string())?;
+                Ok(Reply::Memory { free })
             }
             Request::Exit => Ok(Reply::Done),
         }
@@ -945,6 +987,7 @@ mod tests {
         assert_eq!(r[2], Response::Ok(Reply::Buffer { buffer: BufferId(1) }));
         let Response::Ok(Reply::Kernel {
             output: KernelOutput::Scan(scan),
+            ..
         }) = &r[4]
         else {
             panic!("expected a scan, got {:?}", r[4]);

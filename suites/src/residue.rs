@@ -1,16 +1,29 @@
 //! Suite `residue`: what one tenant leaves in accelerator memory, the next must not read.
 //!
 //! Each check plays a writer and a listener. The writer fills memory with keyed canary
-//! and first reads it back through the same detector the listener will use (the positive
+//! and first counts it with the same detector the listener will use (the positive
 //! control: a detector that cannot see its own canary makes the verdict `inconclusive`,
 //! never `pass`). The listener then takes memory it never wrote and counts canary in it,
-//! at any byte offset. Any canary found is a `fail`.
+//! at every 4-byte-aligned offset, on the device. Any canary found is a `fail`.
+//!
+//! Whether one writer/listener attempt shows a leak can depend on scheduling or on the
+//! allocator's history, so every check repeats its attempt as often as the profile's
+//! leak target asks ([`hilt_harness::confidence`]), stops at the first leak, and records
+//! its attempts, hits and `leak_probability_bound`.
+//!
+//! The global checks reproduce the allocator state of a tenant that has been running a
+//! while: before each round the writer allocates, fills and frees an allocation of the
+//! round's size (a runtime that allocates on first use really allocates it then), several
+//! rounds follow one another in the same processes before fresh ones take over, and the
+//! listener, with its context and its detector, exists before the writer frees anything,
+//! so that nothing the detector does runs between the writer's free and the listener's
+//! allocation. In the certification tier they end with a sweep of the whole device.
 
-use hilt_harness::accel::Kernel;
-use hilt_harness::canary::{BLOCK_BYTES, CanaryKey, ScanReport};
+use hilt_harness::accel::{BufferId, Kernel};
+use hilt_harness::canary::{BLOCK_BYTES, CanaryKey, ScanReport, Scanner};
 use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, ParamsSpec, Scope};
-use hilt_harness::tenant::TenantError;
-use hilt_results::Better;
+use hilt_harness::tenant::{MAX_TRANSFER, Tenant, TenantError};
+use hilt_results::{Better, Tier};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -18,15 +31,20 @@ use serde::{Deserialize, Serialize};
 pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
     id: "residue.global.cross_process",
     title: "Device memory freed by one process holds nothing for the next",
-    description: "Tenant A, a process, fills a share of device memory with keyed canary, \
-        checks that it can see it, frees it and exits. Tenant B, another process, allocates \
-        the same amount without initialising it and counts canary blocks anywhere in it.",
+    description: "Tenant A, a process, fills device memory with keyed canary, checks that it \
+        can see it and frees it; tenant B, another process that was already running, \
+        allocates the same amounts without initialising them and counts canary blocks \
+        anywhere in them. Rounds of several allocation sizes follow one another in the same \
+        two processes (A exits before B's last round) and then in fresh ones, as often as \
+        the profile's leak target needs. In the certification tier a last round sweeps the \
+        whole device: A fills all the memory the device reports free but for a margin, and \
+        B examines every byte it then receives.",
     remediation: "The driver or runtime hands freed device memory to the next process \
         unscrubbed. Enable the driver's memory scrubbing or clear-on-allocate setting, update \
         to a driver that scrubs between processes, or keep tenants on separate devices or \
         hardware partitions until it does.",
     requirements: &["DP-7", "AI-ISO-1"],
-    faults: &["global-no-scrub"],
+    faults: &["global-no-scrub", "global-residue-high-memory"],
     concurrent: false,
     scope: Scope::Device,
     host_faults: &[],
@@ -38,17 +56,23 @@ pub static GLOBAL_CROSS_PROCESS: CheckDef = CheckDef {
 pub static GLOBAL_CROSS_CONTEXT: CheckDef = CheckDef {
     id: "residue.global.cross_context",
     title: "Device memory freed by one context holds nothing for the next in the same process",
-    description: "One tenant process fills a share of device memory with keyed canary in a \
-        first context, checks that it can see it, frees it and destroys the context; a second \
-        context of the same process allocates the same amount without initialising it and \
-        counts canary blocks anywhere in it. Frameworks that serve several models or users \
-        from one process rely on this boundary.",
+    description: "One tenant process fills device memory with keyed canary in a writer \
+        context, checks that it can see it, frees it and destroys the context; a listener \
+        context of the same process allocates the same amounts without initialising them and \
+        counts canary blocks anywhere in them. Rounds of several allocation sizes follow one \
+        another in the same process and then in fresh ones, as often as the profile's leak \
+        target needs; in the certification tier a last round sweeps the whole device. \
+        Frameworks that serve several models or users from one process rely on this boundary.",
     remediation: "The runtime reuses freed device memory inside a process without clearing \
         it. Serving frameworks that host several tenants in one process must clear buffers \
         on allocation themselves, or give each tenant its own process (and check \
         `residue.global.cross_process` there).",
     requirements: &["DP-7", "AI-ISO-1"],
-    faults: &["global-no-scrub", "global-scrub-cross-process-only"],
+    faults: &[
+        "global-no-scrub",
+        "global-scrub-cross-process-only",
+        "global-residue-high-memory",
+    ],
     concurrent: false,
     scope: Scope::Device,
     host_faults: &[],
@@ -63,8 +87,9 @@ pub static LOCAL_CROSS_KERNEL: CheckDef = CheckDef {
     description: "LeftoverLocals (CVE-2023-4969) within one context: a writer kernel, spread \
         over every compute unit, fills local memory with keyed canary and each work-group reads \
         its own back (the positive control); a later listener kernel in the same context copies \
-        out the local memory it never wrote, and the host counts canary in the copy. Repeated \
-        `attempts` times so that a leak that shows only on some schedules is still caught.",
+        out the local memory it never wrote, and the device counts canary in the copy. Repeated \
+        as often as the profile's leak target needs, so that a leak that shows only on some \
+        schedules is still caught.",
     remediation: "Local memory survives from one kernel to the next. Apply the vendor's \
         LeftoverLocals mitigation (a driver that clears local memory between kernels, such \
         as AMD's cleaner shader with `enforce_isolation`), or do not let mutually distrusting \
@@ -85,9 +110,10 @@ pub static LOCAL_CROSS_CONTEXT: CheckDef = CheckDef {
     description: "LeftoverLocals (CVE-2023-4969) across contexts of one process: the writer \
         kernel runs over every compute unit in a first context (each work-group reads its \
         canary back as the positive control), the context is destroyed, and the listener \
-        kernel runs in a new context of the same process; the host counts canary in the \
+        kernel runs in a new context of the same process; the device counts canary in the \
         local memory the listener never wrote. Serving frameworks that give each model or \
-        user a context of its own rely on this boundary. Repeated `attempts` times.",
+        user a context of its own rely on this boundary. Repeated as often as the profile's \
+        leak target needs.",
     remediation: "Local memory survives from one context to the next inside a process. \
         Apply the vendor's LeftoverLocals mitigation, or give mutually distrusting \
         workloads processes of their own (and check `residue.local.cross_process` there).",
@@ -107,8 +133,9 @@ pub static LOCAL_CROSS_PROCESS: CheckDef = CheckDef {
     description: "LeftoverLocals (CVE-2023-4969) as published: tenant A, a process, runs the \
         writer kernel over every compute unit (each work-group reads its canary back as the \
         positive control) and exits; tenant B, another process, runs the listener kernel and \
-        the host counts A's canary in the local memory B never wrote. Repeated `attempts` \
-        times.",
+        the device counts A's canary in the local memory B never wrote. Each attempt has a \
+        fresh A; B listens through all of them. Repeated as often as the profile's leak \
+        target needs.",
     remediation: "Another process's kernel can read what this one left in local memory. \
         Apply the vendor's LeftoverLocals mitigation (a driver or firmware that clears local \
         memory between processes or jobs), or give tenants separate devices or hardware \
@@ -127,16 +154,29 @@ pub static LOCAL_CROSS_PROCESS: CheckDef = CheckDef {
 #[serde(deny_unknown_fields, default)]
 pub struct GlobalParams {
     /// The share of the device's global memory the writer fills and the listener reads in
-    /// the last and largest round, above 0 and at most 1.
+    /// the largest round of the cycle, above 0 and at most 1.
     #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
     pub share: f64,
-    /// Smaller allocation sizes, KiB, each tried in a round of its own before the share:
-    /// allocators serve sizes from different pools, so residue may show at some sizes
-    /// only. Sizes above the share are skipped. At most 16, each 1 KiB to 64 GiB.
+    /// Smaller allocation sizes, KiB, each a round of its own in the cycle before the
+    /// share: allocators serve sizes from different pools, so residue may show at some
+    /// sizes only. Sizes above the share are skipped. At most 16, each 1 KiB to 64 GiB.
     pub sizes_kib: Vec<u64>,
-    /// Before writing, the writer allocates and frees one allocation of the round's size,
-    /// as a process that has been running a while has done.
+    /// Before each round the writer allocates, fills and frees one allocation of the
+    /// round's size, as a process that has been running a while has done.
     pub warmup: bool,
+    /// Rounds that the same writer and listener run one after another before fresh ones
+    /// take over, 1 to 64.
+    #[schemars(range(min = 1, max = 64))]
+    pub rounds_per_session: u32,
+    /// Certification tier: the share of the memory free at the start of the sweep that the
+    /// writer leaves unallocated (for the runtime's own needs), 0 to 0.5.
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub sweep_margin: f64,
+    /// Certification tier: the least share of the memory free at the start of the sweep
+    /// that the listener must examine; below it the check is inconclusive. Above 0, at
+    /// most 1.
+    #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0.0))]
+    pub min_coverage: f64,
 }
 
 impl Default for GlobalParams {
@@ -145,6 +185,9 @@ impl Default for GlobalParams {
             share: 0.5,
             sizes_kib: vec![64, 1024],
             warmup: true,
+            rounds_per_session: 4,
+            sweep_margin: 0.02,
+            min_coverage: 0.95,
         }
     }
 }
@@ -163,17 +206,35 @@ impl CheckParams for GlobalParams {
         if let Some(bad) = self.sizes_kib.iter().find(|k| !(1..=64 << 20).contains(*k)) {
             return Err(format!("`sizes_kib` entries must be 1 to 67108864 (64 GiB), not {bad}"));
         }
+        if !(1..=64).contains(&self.rounds_per_session) {
+            return Err(format!(
+                "`rounds_per_session` must be 1 to 64, not {}",
+                self.rounds_per_session
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.sweep_margin) {
+            return Err(format!("`sweep_margin` must be 0 to 0.5, not {}", self.sweep_margin));
+        }
+        if !(self.min_coverage > 0.0 && self.min_coverage <= 1.0) {
+            return Err(format!(
+                "`min_coverage` must be above 0 and at most 1, not {}",
+                self.min_coverage
+            ));
+        }
+        if self.min_coverage > 1.0 - self.sweep_margin {
+            return Err(format!(
+                "`min_coverage` {} cannot be reached with a `sweep_margin` of {}",
+                self.min_coverage, self.sweep_margin
+            ));
+        }
         Ok(())
     }
 }
 
-/// Parameters of the local-memory residue check.
+/// Parameters of the local-memory residue checks.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalParams {
-    /// How many writer/listener pairs to run, 1 to 1000.
-    #[schemars(range(min = 1, max = 1000))]
-    pub attempts: u32,
     /// Work-groups per compute unit in each kernel, 1 to 64.
     #[schemars(range(min = 1, max = 64))]
     pub groups_per_compute_unit: u32,
@@ -182,7 +243,6 @@ pub struct LocalParams {
 impl Default for LocalParams {
     fn default() -> Self {
         LocalParams {
-            attempts: 4,
             groups_per_compute_unit: 2,
         }
     }
@@ -190,9 +250,6 @@ impl Default for LocalParams {
 
 impl CheckParams for LocalParams {
     fn validate(&self) -> Result<(), String> {
-        if !(1..=1000).contains(&self.attempts) {
-            return Err(format!("`attempts` must be 1 to 1000, not {}", self.attempts));
-        }
         if !(1..=64).contains(&self.groups_per_compute_unit) {
             return Err(format!(
                 "`groups_per_compute_unit` must be 1 to 64, not {}",
@@ -223,6 +280,66 @@ impl Boundary {
     }
 }
 
+// --- Global memory ----------------------------------------------------------------------
+
+/// One writer/listener round of a global check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Round {
+    /// Allocations adding up to this many bytes, each at most the device's largest.
+    Bytes(u64),
+    /// The certification sweep: everything the device reports free, but for the margin.
+    Sweep,
+}
+
+/// What the rounds of a global check have seen so far.
+#[derive(Default)]
+struct GlobalTally {
+    attempts: u32,
+    hits: u32,
+    /// The leak (in the round that found it).
+    found: ScanReport,
+    leaked_round: Option<String>,
+    /// The most bytes the listener examined in one round, and all rounds together.
+    largest_examined: u64,
+    examined: u64,
+    fill_bytes: u64,
+    fill_seconds: f64,
+    count_bytes: u64,
+    count_seconds: f64,
+    control_written: u64,
+    control_seen: u64,
+    /// Per round size, in the order first run: the size, attempts, leaked blocks.
+    per_size: Vec<(String, u32, u64)>,
+    /// The sweep: memory free when it started (and whether the device said), bytes the
+    /// listener examined, and why it stopped short, if it did.
+    sweep: Option<Sweep>,
+    /// Blocks the host scanner confirmed in a window read back around the first leak.
+    host_confirmed: Option<u64>,
+}
+
+#[derive(Default, Clone)]
+struct Sweep {
+    free_at_start: u64,
+    free_reported: bool,
+    written: u64,
+    examined: u64,
+    stopped: Option<String>,
+    /// Device seconds of the writer's fill, its positive control, the listener's count.
+    fill_seconds: f64,
+    control_seconds: f64,
+    listen_seconds: f64,
+}
+
+/// How a session of rounds ended, short of a tenant failure.
+enum SessionEnd {
+    /// Every round ran clean.
+    Clean,
+    /// A round found canary: the check ends as `fail`.
+    Leak,
+    /// The writer's positive control failed: the check ends as `inconclusive`.
+    Unfinished(Finding),
+}
+
 fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Boundary) -> Result<Finding, TenantError> {
     let total = ctx.device.info.global_mem_bytes;
     let block = BLOCK_BYTES as u64;
@@ -233,137 +350,467 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
             params.share
         )));
     }
-    // A device may cap single allocations (OpenCL's CL_DEVICE_MAX_MEM_ALLOC_SIZE): larger
-    // rounds are made of several allocations.
-    let max_alloc = ["opencl.max_alloc_bytes", "max_alloc_bytes"]
-        .iter()
-        .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
-        .filter(|m| *m >= block)
-        .map_or(share_bytes, |m| m / block * block);
-    let mut sizes: Vec<u64> = params
+    let max_alloc = max_alloc(ctx, share_bytes.max(total));
+    let mut cycle: Vec<u64> = params
         .sizes_kib
         .iter()
         .map(|k| k * 1024 / block * block)
         .filter(|b| *b > 0 && *b < share_bytes)
         .collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    sizes.push(share_bytes);
+    cycle.sort_unstable();
+    cycle.dedup();
+    cycle.push(share_bytes);
+    let target = ctx.leak_target;
+    let needed = target.attempts_needed();
+    let sweep = ctx.tier == Tier::Certification;
+    // In the certification tier the sweep is one of the attempts.
+    let cycled = needed - u32::from(sweep);
+    let plan: Vec<Round> = (0..cycled as usize)
+        .map(|i| Round::Bytes(cycle[i % cycle.len()]))
+        .collect();
     ctx.evidence("boundary", boundary.name());
-    ctx.evidence("allocation_bytes", share_bytes);
-    ctx.evidence("round_bytes", sizes.clone());
+    ctx.evidence("round_bytes", cycle.clone());
     ctx.evidence("max_single_allocation_bytes", max_alloc);
     ctx.evidence("warmup", params.warmup);
+    ctx.evidence("rounds_per_session", params.rounds_per_session);
+    ctx.evidence("sweep", sweep);
 
-    let mut total_found = ScanReport::default();
-    let mut rounds = Vec::new();
-    let mut leaking = Vec::new();
+    let mut tally = GlobalTally::default();
+    let mut sessions: Vec<Vec<Round>> = plan
+        .chunks(params.rounds_per_session as usize)
+        .map(<[Round]>::to_vec)
+        .collect();
+    if sweep {
+        sessions.push(vec![Round::Sweep]);
+    }
     let mut cut_short = None;
-    for (round, &bytes) in sizes.iter().enumerate() {
-        let key = ctx.key.derive(round as u64);
-        let pieces = split(bytes, max_alloc);
-        // A leak seen in an earlier round stands even if a later round cannot finish.
-        let found = match global_round(ctx, &pieces, key, params.warmup, boundary) {
-            Ok(Ok(found)) => found,
-            Ok(Err(unfinished)) if total_found.blocks == 0 => return Ok(unfinished),
-            Err(e) if total_found.blocks == 0 => return Err(e),
-            Ok(Err(unfinished)) => {
-                cut_short = Some(format!("{unfinished:?}"));
-                break;
+    for session in &sessions {
+        match global_session(ctx, params, boundary, session, max_alloc, &mut tally) {
+            Ok(SessionEnd::Clean) => {}
+            Ok(SessionEnd::Leak) => break,
+            Ok(SessionEnd::Unfinished(finding)) if tally.hits == 0 => {
+                record_global(ctx, &tally, total, needed);
+                return Ok(finding);
             }
+            Ok(SessionEnd::Unfinished(_)) => break,
+            // A failure before any attempt finished is the harness's or the device's
+            // error, not a statement about residue.
+            Err(e) if tally.attempts == 0 => return Err(e),
             Err(e) => {
                 cut_short = Some(e.to_string());
+                if let Some(tail) = e.stderr_tail() {
+                    ctx.evidence("tenant_stderr_tail", tail);
+                }
                 break;
             }
-        };
-        rounds.push(serde_json::json!({
-            "bytes": bytes,
-            "leaked_blocks": found.blocks,
-            "leaked_blocks_in_place": found.in_place,
-        }));
-        if found.blocks > 0 {
-            leaking.push(format!("{} KiB", bytes / 1024));
         }
-        total_found.merge(found);
     }
-    ctx.evidence("rounds", serde_json::Value::Array(rounds));
-    // `share_bytes` is at least one block, so `total` is not zero here.
-    let share = share_bytes as f64 / total.max(1) as f64;
-    let mut context = if leaking.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (in {} of {} rounds: at {})",
-            leaking.len(),
-            sizes.len(),
-            leaking.join(", ")
-        )
-    };
+    let bound = record_global(ctx, &tally, total, needed);
+    if tally.found.blocks > 0 {
+        let round = tally.leaked_round.clone().unwrap_or_default();
+        return Ok(match tally.host_confirmed {
+            Some(0) => Finding::Error(format!(
+                "the device detector reported {} canary blocks in the {round} round, but the host scanner finds \
+                 none in the memory read back around the first of them: a detector fault",
+                tally.found.blocks
+            )),
+            _ => Finding::Fail(format!(
+                "the listener read {} bytes of the writer's canary ({} blocks, {} of them in place) from memory it \
+                 never wrote, in the {round} round (attempt {} of {needed})",
+                tally.found.leaked_bytes(),
+                tally.found.blocks,
+                tally.found.in_place,
+                tally.attempts
+            )),
+        });
+    }
     if let Some(why) = cut_short {
-        ctx.evidence("rounds_not_finished", why.clone());
-        context.push_str(&format!("; the later rounds did not finish: {why}"));
+        ctx.evidence("attempts_not_finished", why.clone());
+        return Ok(Finding::Inconclusive(format!(
+            "only {} of the {needed} attempts the leak target needs finished ({}): {why}",
+            tally.attempts,
+            target.describe(bound)
+        )));
     }
-    Ok(judge_leak(ctx, &total_found, share, "the listener", &context))
+    if let Some(s) = &tally.sweep {
+        let coverage = s.examined as f64 / s.free_at_start.max(1) as f64;
+        if coverage < params.min_coverage {
+            let stopped = s.stopped.as_deref().map(|w| format!("; {w}")).unwrap_or_default();
+            return Ok(Finding::Inconclusive(format!(
+                "the sweep examined {} of the {} bytes free when it started ({:.1} %), below the profile's minimum \
+                 of {:.1} %{stopped}",
+                s.examined,
+                s.free_at_start,
+                coverage * 100.0,
+                params.min_coverage * 100.0
+            )));
+        }
+    }
+    Ok(Finding::Pass)
 }
 
-/// One writer/listener round over allocations of `pieces` bytes; `Err` carries an
-/// inconclusive finding when the writer's positive control fails.
-fn global_round(
-    ctx: &mut CheckCtx<'_>,
-    pieces: &[u64],
-    key: CanaryKey,
-    warmup: bool,
-    boundary: Boundary,
-) -> Result<Result<ScanReport, Finding>, TenantError> {
+/// The device's largest single allocation (OpenCL's `CL_DEVICE_MAX_MEM_ALLOC_SIZE`), in
+/// whole blocks; `otherwise` where the device states none.
+fn max_alloc(ctx: &CheckCtx<'_>, otherwise: u64) -> u64 {
     let block = BLOCK_BYTES as u64;
-    let mut writer = ctx.spawn_tenant("A")?;
-    let first = writer.create_context()?;
-    if warmup {
-        let held = pieces
-            .iter()
-            .map(|&b| writer.alloc(first, b))
-            .collect::<Result<Vec<_>, _>>()?;
-        for b in held {
-            writer.free(first, b)?;
+    ["opencl.max_alloc_bytes", "max_alloc_bytes"]
+        .iter()
+        .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
+        .filter(|m| *m >= block)
+        .map_or(otherwise, |m| m / block * block)
+}
+
+/// Records what the rounds saw (measurements on every outcome, evidence) and returns the
+/// leak probability bound.
+fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u32) -> f64 {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let per_size: Vec<serde_json::Value> = t
+        .per_size
+        .iter()
+        .map(|(round, attempts, blocks)| serde_json::json!({ "round": round, "attempts": attempts, "leaked_blocks": blocks }))
+        .collect();
+    ctx.evidence("rounds", per_size);
+    ctx.evidence("examined_bytes_all_rounds", t.examined);
+    ctx.evidence("control_blocks_written", t.control_written);
+    ctx.evidence("control_blocks_seen", t.control_seen);
+    ctx.evidence("leaked_blocks", t.found.blocks);
+    ctx.evidence("leaked_blocks_in_place", t.found.in_place);
+    if let Some(offset) = t.found.first_offset {
+        ctx.evidence("first_leak_offset", offset);
+    }
+    if let Some(n) = t.host_confirmed {
+        ctx.evidence("host_scanner_confirmed_blocks", n);
+    }
+    if let Some(s) = &t.sweep {
+        ctx.evidence("sweep_free_bytes_at_start", s.free_at_start);
+        ctx.evidence(
+            "sweep_free_bytes_source",
+            if s.free_reported {
+                "reported by the device"
+            } else {
+                "the device's total memory (the device reports no free memory)"
+            },
+        );
+        ctx.evidence("sweep_written_bytes", s.written);
+        ctx.evidence("sweep_examined_bytes", s.examined);
+        ctx.evidence(
+            "sweep_coverage_of_free",
+            s.examined as f64 / s.free_at_start.max(1) as f64,
+        );
+        if let Some(why) = &s.stopped {
+            ctx.evidence("sweep_stopped", why.clone());
+        }
+        ctx.evidence(
+            "sweep_device_seconds",
+            serde_json::json!({
+                "fill": s.fill_seconds,
+                "control": s.control_seconds,
+                "listener": s.listen_seconds,
+            }),
+        );
+    }
+    ctx.evidence(
+        "device_seconds",
+        serde_json::json!({ "fill": t.fill_seconds, "detector": t.count_seconds }),
+    );
+    ctx.measure(
+        "leaked_bytes",
+        t.found.leaked_bytes() as f64,
+        "B",
+        Some(0.0),
+        Better::Lower,
+    );
+    ctx.measure(
+        "scanned_share",
+        t.largest_examined as f64 / total.max(1) as f64,
+        "ratio",
+        None,
+        Better::Neither,
+    );
+    ctx.measure("scanned_bytes", t.largest_examined as f64, "B", None, Better::Neither);
+    if t.count_seconds > 0.0 {
+        ctx.measure(
+            "detector_throughput",
+            t.count_bytes as f64 / t.count_seconds / GIB,
+            "GiB/s",
+            None,
+            Better::Higher,
+        );
+    }
+    if t.fill_seconds > 0.0 {
+        ctx.measure(
+            "fill_throughput",
+            t.fill_bytes as f64 / t.fill_seconds / GIB,
+            "GiB/s",
+            None,
+            Better::Higher,
+        );
+    }
+    record_confidence(ctx, t.attempts, t.hits, needed)
+}
+
+/// Records a probabilistic check's attempts, hits and bound against the profile's target
+/// (evidence, and the measurement `leak_probability_bound`); returns the bound.
+fn record_confidence(ctx: &mut CheckCtx<'_>, attempts: u32, hits: u32, needed: u32) -> f64 {
+    let target = ctx.leak_target;
+    let bound = target.bound(attempts, hits);
+    ctx.evidence("attempts", attempts);
+    ctx.evidence("attempts_needed", needed);
+    ctx.evidence("hits", hits);
+    ctx.evidence("max_leak_probability", target.max_leak_probability);
+    ctx.evidence("confidence", target.confidence);
+    if hits == 0 && attempts >= needed {
+        ctx.evidence("confidence_statement", target.describe(bound));
+    }
+    ctx.measure(
+        "leak_probability_bound",
+        bound,
+        "probability",
+        Some(target.max_leak_probability),
+        Better::Lower,
+    );
+    bound
+}
+
+/// One session: a listener (a process across processes, a context of the writer's process
+/// across contexts) and a writer that run `rounds` one after another. Across processes the
+/// writer exits before the listener's last round.
+fn global_session(
+    ctx: &mut CheckCtx<'_>,
+    params: &GlobalParams,
+    boundary: Boundary,
+    rounds: &[Round],
+    max_alloc: u64,
+    tally: &mut GlobalTally,
+) -> Result<SessionEnd, TenantError> {
+    let total = ctx.device.info.global_mem_bytes;
+    // The listener and its detector exist before the writer frees anything.
+    let (mut listener, mut writer) = match boundary {
+        Boundary::Process => {
+            let listener = ctx.spawn_tenant("B")?;
+            (listener, Some(ctx.spawn_tenant("A")?))
+        }
+        _ => (ctx.spawn_tenant("A")?, None),
+    };
+    let l = listener.create_context()?;
+    let mut writer_ctx = None;
+    for (i, &round) in rounds.iter().enumerate() {
+        let last = i + 1 == rounds.len();
+        let attempt = u64::from(tally.attempts);
+        let key = ctx.key.derive(attempt);
+        let warm_key = ctx.key.derive(u64::MAX - attempt);
+        // The writer: across processes a context kept for the session, across contexts a
+        // new one every round.
+        let w_tenant = writer.as_mut().unwrap_or(&mut listener);
+        let w = match writer_ctx {
+            Some(w) => w,
+            None => w_tenant.create_context()?,
+        };
+        let written = match write_round(w_tenant, w, round, params, total, max_alloc, key, warm_key, tally)? {
+            Ok(written) => written,
+            Err(finding) => return Ok(SessionEnd::Unfinished(finding)),
+        };
+        if boundary == Boundary::Process && !last {
+            writer_ctx = Some(w);
+        } else {
+            w_tenant.destroy_context(w)?;
+            writer_ctx = None;
+        }
+        if last && let Some(a) = writer.take() {
+            a.exit()?;
+        }
+        let name = match round {
+            Round::Bytes(b) => format!("{} KiB", b / 1024),
+            Round::Sweep => "sweep".to_string(),
+        };
+        let found = listen_round(&mut listener, l, &written, round, key, tally)?;
+        tally.attempts += 1;
+        match tally.per_size.iter_mut().find(|(n, ..)| *n == name) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += found.blocks;
+            }
+            None => tally.per_size.push((name.clone(), 1, found.blocks)),
+        }
+        if found.blocks > 0 {
+            tally.hits += 1;
+            tally.found = found;
+            tally.leaked_round = Some(name);
+            return Ok(SessionEnd::Leak);
         }
     }
-    let mut buffers = Vec::new();
-    let mut seen = 0;
-    for &bytes in pieces {
-        let buffer = writer.alloc(first, bytes)?;
-        writer.kernel(first, Kernel::FillCanary { buffer, key })?;
-        seen += writer.scan(first, Kernel::CountCanary { buffer, key })?.blocks;
-        buffers.push(buffer);
+    listener.destroy_context(l)?;
+    listener.exit()?;
+    Ok(SessionEnd::Clean)
+}
+
+/// The writer's half of a round in context `w`: warm-up, then allocations filled with
+/// canary and counted back (the positive control), then freed. Returns the sizes written,
+/// or the inconclusive finding of a failed control. In the sweep, the allocation or fill
+/// the device refuses ends the writing (the device is full).
+#[allow(clippy::too_many_arguments)]
+fn write_round(
+    t: &mut Tenant,
+    w: usize,
+    round: Round,
+    params: &GlobalParams,
+    total: u64,
+    max_alloc: u64,
+    key: CanaryKey,
+    warm_key: CanaryKey,
+    tally: &mut GlobalTally,
+) -> Result<Result<Vec<u64>, Finding>, TenantError> {
+    let block = BLOCK_BYTES as u64;
+    let pieces = match round {
+        Round::Bytes(bytes) => {
+            let pieces = split(bytes, max_alloc);
+            if params.warmup {
+                // Really used, so that a runtime that allocates on first use allocates it.
+                let held = pieces.iter().map(|&b| t.alloc(w, b)).collect::<Result<Vec<_>, _>>()?;
+                for &buffer in &held {
+                    t.kernel(w, Kernel::FillCanary { buffer, key: warm_key })?;
+                }
+                for buffer in held {
+                    t.free(w, buffer)?;
+                }
+            }
+            pieces
+        }
+        Round::Sweep => {
+            let reported = t.free_memory(w)?;
+            let free = reported.unwrap_or(total);
+            let bytes = ((free as f64 * (1.0 - params.sweep_margin)) as u64) / block * block;
+            tally.sweep = Some(Sweep {
+                free_at_start: free,
+                free_reported: reported.is_some(),
+                ..Sweep::default()
+            });
+            split(bytes, max_alloc)
+        }
+    };
+    let sweeping = round == Round::Sweep;
+    let mut buffers: Vec<(BufferId, u64)> = Vec::new();
+    let (mut written, mut seen) = (0u64, 0u64);
+    for &bytes in &pieces {
+        let buffer = match t.alloc(w, bytes) {
+            Ok(b) => b,
+            Err(e @ TenantError::Device { .. }) if sweeping => {
+                stop_sweep(
+                    tally,
+                    format!("the writer's allocation of {bytes} bytes was refused: {e}"),
+                );
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let fill = t.kernel_timed(w, Kernel::FillCanary { buffer, key });
+        let seconds = match fill {
+            Ok((_, s)) => s,
+            Err(e @ TenantError::Device { .. }) if sweeping => {
+                // A runtime that allocates on first use refuses here, not at the allocation.
+                t.free(w, buffer)?;
+                stop_sweep(tally, format!("the writer's fill of {bytes} bytes was refused: {e}"));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        tally.fill_bytes += bytes;
+        tally.fill_seconds += seconds;
+        let (control, control_seconds) = t.scan_timed(w, Kernel::CountCanary { buffer, key })?;
+        tally.count_bytes += bytes;
+        tally.count_seconds += control_seconds;
+        if let Some(s) = tally.sweep.as_mut().filter(|_| sweeping) {
+            s.fill_seconds += seconds;
+            s.control_seconds += control_seconds;
+        }
+        seen += control.blocks;
+        written += bytes / block;
+        buffers.push((buffer, bytes));
     }
-    let written: u64 = pieces.iter().map(|b| b / block).sum();
-    ctx.evidence("control_blocks_seen", seen);
-    ctx.evidence("control_blocks_written", written);
+    tally.control_written += written;
+    tally.control_seen += seen;
     if seen != written {
         return Ok(Err(Finding::Inconclusive(format!(
             "positive control failed: the writer's detector saw {seen} of the {written} canary blocks it had \
              just written, so a clean reading would prove nothing"
         ))));
     }
-    for buffer in buffers {
-        writer.free(first, buffer)?;
+    if let Some(s) = tally.sweep.as_mut().filter(|_| sweeping) {
+        s.written = buffers.iter().map(|(_, b)| b).sum();
     }
-    writer.destroy_context(first)?;
+    let sizes = buffers.iter().map(|(_, b)| *b).collect();
+    for (buffer, _) in buffers {
+        t.free(w, buffer)?;
+    }
+    Ok(Ok(sizes))
+}
 
-    let found = match boundary {
-        Boundary::Process => {
-            writer.exit()?;
-            let mut listener = ctx.spawn_tenant("B")?;
-            let found = listen_global(&mut listener, pieces, key)?;
-            listener.exit()?;
-            found
+fn stop_sweep(tally: &mut GlobalTally, why: String) {
+    if let Some(s) = tally.sweep.as_mut()
+        && s.stopped.is_none()
+    {
+        s.stopped = Some(why);
+    }
+}
+
+/// The listener's half of a round: allocations of the sizes the writer wrote, counted
+/// without being written, then freed. A leak is confirmed by reading a small window
+/// around its first block back to the host and scanning it there with the host scanner.
+fn listen_round(
+    t: &mut Tenant,
+    l: usize,
+    written: &[u64],
+    round: Round,
+    key: CanaryKey,
+    tally: &mut GlobalTally,
+) -> Result<ScanReport, TenantError> {
+    let mut buffers = Vec::new();
+    for &bytes in written {
+        match t.alloc(l, bytes) {
+            Ok(b) => buffers.push((b, bytes)),
+            Err(e @ TenantError::Device { .. }) if round == Round::Sweep => {
+                stop_sweep(
+                    tally,
+                    format!("the listener's allocation of {bytes} bytes was refused: {e}"),
+                );
+                break;
+            }
+            Err(e) => return Err(e),
         }
-        Boundary::Context | Boundary::Kernel => {
-            let found = listen_global(&mut writer, pieces, key)?;
-            writer.exit()?;
-            found
+    }
+    let mut found = ScanReport::default();
+    let mut first_leak: Option<(BufferId, u64, u64)> = None;
+    for &(buffer, bytes) in &buffers {
+        let (report, seconds) = t.scan_timed(l, Kernel::CountCanary { buffer, key })?;
+        tally.count_bytes += bytes;
+        tally.count_seconds += seconds;
+        if let Some(s) = tally.sweep.as_mut().filter(|_| round == Round::Sweep) {
+            s.listen_seconds += seconds;
         }
-    };
-    Ok(Ok(found))
+        if first_leak.is_none()
+            && let Some(offset) = report.first_offset
+        {
+            first_leak = Some((buffer, bytes, offset));
+        }
+        found.merge(report);
+    }
+    if let Some((buffer, bytes, offset)) = first_leak {
+        const WINDOW: u64 = 4096;
+        let start = offset.saturating_sub(WINDOW / 2) / 4 * 4;
+        let len = WINDOW.min(bytes - start).min(MAX_TRANSFER);
+        let window = t.read(l, buffer, start, len)?;
+        tally.host_confirmed = Some(Scanner::new(key).scan(&window).blocks);
+    }
+    let examined: u64 = buffers.iter().map(|(_, b)| b).sum();
+    tally.examined += examined;
+    tally.largest_examined = tally.largest_examined.max(examined);
+    if let Some(s) = tally.sweep.as_mut().filter(|_| round == Round::Sweep) {
+        s.examined = examined;
+    }
+    for (buffer, _) in buffers {
+        t.free(l, buffer)?;
+    }
+    Ok(found)
 }
 
 /// `bytes` as allocations of at most `max` bytes each.
@@ -375,55 +822,7 @@ fn split(bytes: u64, max: u64) -> Vec<u64> {
     pieces
 }
 
-fn listen_global(
-    tenant: &mut hilt_harness::tenant::Tenant,
-    pieces: &[u64],
-    key: CanaryKey,
-) -> Result<ScanReport, TenantError> {
-    let context = tenant.create_context()?;
-    let mut found = ScanReport::default();
-    let buffers = pieces
-        .iter()
-        .map(|&b| tenant.alloc(context, b))
-        .collect::<Result<Vec<_>, _>>()?;
-    for &buffer in &buffers {
-        found.merge(tenant.scan(context, Kernel::CountCanary { buffer, key })?);
-    }
-    for buffer in buffers {
-        tenant.free(context, buffer)?;
-    }
-    tenant.destroy_context(context)?;
-    Ok(found)
-}
-
-/// Records the measurements of a listener's scan and turns it into a verdict.
-/// `scanned_share` is the share of the device's memory of that kind the listener read.
-fn judge_leak(ctx: &mut CheckCtx<'_>, found: &ScanReport, scanned_share: f64, who: &str, context: &str) -> Finding {
-    ctx.measure(
-        "leaked_bytes",
-        found.leaked_bytes() as f64,
-        "B",
-        Some(0.0),
-        Better::Lower,
-    );
-    ctx.measure("scanned_share", scanned_share, "ratio", None, Better::Neither);
-    ctx.evidence("scanned_bytes", found.scanned);
-    ctx.evidence("leaked_blocks", found.blocks);
-    ctx.evidence("leaked_blocks_in_place", found.in_place);
-    if let Some(offset) = found.first_offset {
-        ctx.evidence("first_leak_offset", offset);
-    }
-    if found.blocks == 0 {
-        Finding::Pass
-    } else {
-        Finding::Fail(format!(
-            "{who} read {} bytes of the writer's canary ({} blocks, {} of them in place) from memory it never wrote{context}",
-            found.leaked_bytes(),
-            found.blocks,
-            found.in_place
-        ))
-    }
-}
+// --- Local memory -----------------------------------------------------------------------
 
 fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundary) -> Result<Finding, TenantError> {
     let info = ctx.device.info.clone();
@@ -450,17 +849,18 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
         .min(fit);
     let dump_bytes = u64::from(groups) * info.local_mem_bytes;
     let expected_control = u64::from(groups) * (info.local_mem_bytes / BLOCK_BYTES as u64);
+    let needed = ctx.leak_target.attempts_needed();
     ctx.evidence("work_groups", groups);
     ctx.evidence("local_mem_bytes", info.local_mem_bytes);
-    ctx.evidence("attempts", params.attempts);
     ctx.evidence("boundary", boundary.name());
     ctx.evidence("control_blocks_expected", expected_control);
 
     // Across kernels one tenant and context write and listen; across contexts one tenant
-    // makes a new context for each; across processes every attempt gets a fresh writer A
-    // and a fresh listener B. Every attempt has a key of its own, so a dump left in
-    // global memory by an earlier attempt is never counted as local residue.
-    let mut same = match boundary {
+    // makes a new context for each; across processes every attempt gets a fresh writer A,
+    // and one listener B listens through all of them. Every attempt has a key of its own,
+    // so a dump left in global memory by an earlier attempt is never counted as local
+    // residue.
+    let mut same: Shared = match boundary {
         Boundary::Kernel => {
             let mut t = ctx.spawn_tenant("A")?;
             let c = t.create_context()?;
@@ -468,39 +868,41 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
             Some((t, Some((c, out))))
         }
         Boundary::Context => Some((ctx.spawn_tenant("A")?, None)),
-        Boundary::Process => None,
+        Boundary::Process => {
+            let mut b = ctx.spawn_tenant("B")?;
+            let c = b.create_context()?;
+            let out = b.alloc(c, dump_bytes)?;
+            Some((b, Some((c, out))))
+        }
     };
-    let mut total = ScanReport::default();
-    let mut worst = ScanReport::default();
-    let mut leaking_attempts = 0u32;
+    let (mut attempts, mut hits) = (0u32, 0u32);
+    let mut found = ScanReport::default();
     let mut cut_short = None;
-    for attempt in 0..params.attempts {
+    for attempt in 0..needed {
         let key = ctx.key.derive(u64::from(attempt));
-        // A leak seen in an earlier attempt stands even if a later attempt cannot finish.
-        let found = match local_attempt(ctx, &mut same, groups, dump_bytes, key, expected_control) {
-            Ok(Ok(found)) => found,
-            Ok(Err(unfinished)) if total.blocks == 0 => return Ok(unfinished),
-            Err(e) if total.blocks == 0 => return Err(e),
+        match local_attempt(ctx, &mut same, boundary, groups, dump_bytes, key, expected_control) {
+            Ok(Ok(report)) => {
+                attempts += 1;
+                found = report;
+                if report.blocks > 0 {
+                    hits += 1;
+                    break;
+                }
+            }
             Ok(Err(unfinished)) => {
-                cut_short = Some(format!("{unfinished:?}"));
-                break;
+                record_confidence(ctx, attempts, hits, needed);
+                return Ok(unfinished);
             }
+            Err(e) if attempts == 0 => return Err(e),
             Err(e) => {
+                if let Some(tail) = e.stderr_tail() {
+                    ctx.evidence("tenant_stderr_tail", tail);
+                }
                 cut_short = Some(e.to_string());
+                same = None;
                 break;
             }
-        };
-        if found.blocks > 0 {
-            leaking_attempts += 1;
         }
-        if worst.scanned == 0 || found.blocks > worst.blocks {
-            worst = found;
-        }
-        total.merge(found);
-    }
-    if let Some(why) = &cut_short {
-        ctx.evidence("attempts_not_finished", why.clone());
-        same = None;
     }
     if let Some((mut t, kept)) = same {
         if let Some((c, out)) = kept {
@@ -509,37 +911,43 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
         t.exit()?;
     }
     ctx.evidence("control_blocks_seen", expected_control);
-    ctx.evidence("attempts_with_leak", leaking_attempts);
-    ctx.evidence("leaked_blocks_all_attempts", total.blocks);
+    ctx.evidence("leaked_blocks", found.blocks);
+    ctx.evidence("leaked_blocks_in_place", found.in_place);
     ctx.measure(
-        "leaking_attempts",
-        f64::from(leaking_attempts),
-        "count",
+        "leaked_bytes",
+        found.leaked_bytes() as f64,
+        "B",
         Some(0.0),
         Better::Lower,
     );
     // Work-groups are spread round-robin, so every compute unit is covered once there
-    // are at least as many groups as units. The listener's dump holds one copy per
-    // work-group, so a compute unit's leftovers can be counted more than once.
+    // are at least as many groups as units.
     let share = f64::from(groups.min(info.compute_units)) / f64::from(info.compute_units);
-    let mut context = format!(
-        " (the worst of {} attempts; {leaking_attempts} of them leaked; several work-groups may read the same \
-         compute unit's local memory)",
-        params.attempts
-    );
-    if let Some(why) = cut_short {
-        context.push_str(&format!("; the later attempts did not finish: {why}"));
+    ctx.measure("scanned_share", share, "ratio", None, Better::Neither);
+    ctx.measure("scanned_bytes", dump_bytes as f64, "B", None, Better::Neither);
+    let bound = record_confidence(ctx, attempts, hits, needed);
+    if hits > 0 {
+        return Ok(Finding::Fail(format!(
+            "the listener kernel read {} bytes of the writer's canary ({} blocks, {} of them in place) from local \
+             memory it never wrote, in attempt {attempts} of {needed} (several work-groups may read the same \
+             compute unit's local memory)",
+            found.leaked_bytes(),
+            found.blocks,
+            found.in_place
+        )));
     }
-    Ok(judge_leak(ctx, &worst, share, "the listener kernel", &context))
+    if let Some(why) = cut_short {
+        ctx.evidence("attempts_not_finished", why.clone());
+        return Ok(Finding::Inconclusive(format!(
+            "only {attempts} of the {needed} attempts the leak target needs finished ({}): {why}",
+            ctx.leak_target.describe(bound)
+        )));
+    }
+    Ok(Finding::Pass)
 }
 
 /// A listener kernel in a new context of `tenant`, and the canary of `key` in its dump.
-fn listen_local(
-    tenant: &mut hilt_harness::tenant::Tenant,
-    groups: u32,
-    dump_bytes: u64,
-    key: CanaryKey,
-) -> Result<ScanReport, TenantError> {
+fn listen_local(tenant: &mut Tenant, groups: u32, dump_bytes: u64, key: CanaryKey) -> Result<ScanReport, TenantError> {
     let c = tenant.create_context()?;
     let out = tenant.alloc(c, dump_bytes)?;
     tenant.kernel(c, Kernel::LocalListener { groups, out })?;
@@ -549,32 +957,31 @@ fn listen_local(
     Ok(found)
 }
 
-/// The tenant (and, across kernels, its context and dump buffer) that every attempt of a
-/// local check shares; `None` across processes.
-type Shared = Option<(
-    hilt_harness::tenant::Tenant,
-    Option<(usize, hilt_harness::accel::BufferId)>,
-)>;
+/// The tenant (and, across kernels and processes, its context and dump buffer) that every
+/// attempt of a local check shares: the writer and listener across kernels and contexts,
+/// the listener B across processes.
+type Shared = Option<(Tenant, Option<(usize, BufferId)>)>;
 
 /// One writer/listener attempt; `Err` carries an inconclusive finding when the writer's
 /// positive control fails.
 fn local_attempt(
     ctx: &mut CheckCtx<'_>,
     same: &mut Shared,
+    boundary: Boundary,
     groups: u32,
     dump_bytes: u64,
     key: CanaryKey,
     expected_control: u64,
 ) -> Result<Result<ScanReport, Finding>, TenantError> {
-    let control = match same {
-        Some((t, Some((c, _)))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
-        Some((t, None)) => {
+    let control = match (boundary, same.as_mut()) {
+        (Boundary::Kernel, Some((t, Some((c, _))))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
+        (Boundary::Context, Some((t, _))) => {
             let c = t.create_context()?;
             let control = t.scan(c, Kernel::LocalWriter { groups, key })?;
             t.destroy_context(c)?;
             control
         }
-        None => {
+        _ => {
             let mut writer = ctx.spawn_tenant("A")?;
             let c = writer.create_context()?;
             let control = writer.scan(c, Kernel::LocalWriter { groups, key })?;
@@ -590,13 +997,13 @@ fn local_attempt(
             control.blocks
         ))));
     }
-    let found = match same {
-        Some((t, Some((c, out)))) => {
+    let found = match (boundary, same.as_mut()) {
+        (Boundary::Context, Some((t, _))) => listen_local(t, groups, dump_bytes, key)?,
+        (_, Some((t, Some((c, out))))) => {
             t.kernel(*c, Kernel::LocalListener { groups, out: *out })?;
             t.scan(*c, Kernel::CountCanary { buffer: *out, key })?
         }
-        Some((t, None)) => listen_local(t, groups, dump_bytes, key)?,
-        None => {
+        _ => {
             let mut listener = ctx.spawn_tenant("B")?;
             let found = listen_local(&mut listener, groups, dump_bytes, key)?;
             listener.exit()?;

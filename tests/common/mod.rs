@@ -68,17 +68,25 @@ pub fn run_dir(out: &Path) -> PathBuf {
     out.join(target)
 }
 
-/// Every run folder in output directory `out`, oldest first (their names start with the
-/// UTC start time).
+/// Every run folder in output directory `out`, oldest first: by the start time their
+/// records give to the millisecond (their names carry it to the second only, so two runs
+/// started in one second sort by name alone in no particular order).
 pub fn run_dirs(out: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)
+    let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(out)
         .expect("output directory")
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
+        .map(|e| {
+            let started = std::fs::read(e.path().join("result.json"))
+                .ok()
+                .and_then(|b| hilt_results::ResultRecord::from_json(&b).ok())
+                .map(|r| r.run.started_at)
+                .unwrap_or_default();
+            (started, e.path())
+        })
         .collect();
     dirs.sort();
-    dirs
+    dirs.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Runs `hilt run --out TMP ARGS` and reads the result it recorded.

@@ -18,8 +18,9 @@
 //! cross-context residue checks cross a real context boundary. Buffers come from
 //! `cuMemAlloc` (never the stream-ordered pool, which reuses memory inside a process by
 //! design); transfers are synchronous `cuMemcpy` calls; canary in global memory is
-//! generated on the device and counted on the host in chunks, with the scanner every
-//! backend uses; canary in shared memory is written and counted on the device.
+//! written and counted on the device at memory speed (`fill_canary`, `count_canary`: only
+//! three counters cross the bus); canary in shared memory is written and counted on the
+//! device too.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, c_void};
@@ -29,7 +30,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::sys::{self, CUdevice_attribute as Attr};
 use serde::{Deserialize, Serialize};
 
-use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, KernelOutput};
+use super::{AccelError, Accelerator, BufferId, Context, DETECTOR_WINDOW, DeviceInfo, Kernel, KernelOutput};
 use crate::canary::{self, BLOCK_BYTES, ScanReport};
 use crate::hostfs::HostFs;
 use crate::nvml::{self, NvmlSystem};
@@ -39,15 +40,64 @@ use crate::nvml::{self, NvmlSystem};
 pub const KERNELS: &str = r#"
 typedef unsigned long long u64;
 
-// Global canary: block b of the buffer is [marker, b, t, ~t ^ marker], t = (b ^ x) * m.
+// Global canary: block b of the buffer is [marker, b, t, ~t ^ marker], t = (b ^ x) * m,
+// written as two 16-byte stores (buffers from cuMemAlloc are 256-byte aligned).
 extern "C" __global__ void fill_canary(u64* buf, u64 marker, u64 x, u64 m, u64 blocks) {
+    ulonglong2* q = (ulonglong2*)buf;
     u64 stride = (u64)gridDim.x * blockDim.x;
     for (u64 b = (u64)blockIdx.x * blockDim.x + threadIdx.x; b < blocks; b += stride) {
         u64 t = (b ^ x) * m;
-        buf[4 * b] = marker;
-        buf[4 * b + 1] = b;
-        buf[4 * b + 2] = t;
-        buf[4 * b + 3] = ~t ^ marker;
+        q[2 * b] = make_ulonglong2(marker, b);
+        q[2 * b + 1] = make_ulonglong2(t, ~t ^ marker);
+    }
+}
+
+// The detector: counts canary blocks that start at any 4-byte-aligned word p of the
+// tiles origin / 8 .. origin / 8 + tiles (a tile is 8 words, one block's worth), reading
+// no word at or past `limit`, in a grid-stride loop (a warp reads 1 KiB in one go). A
+// tile's aligned block is verified from the tile itself; other candidates (the marker's
+// low word elsewhere in the tile) from global memory. counts[0] += blocks, counts[1] +=
+// blocks in place (index x 8 = p), counts[2] = min of p - origin (start at 0xffffffff).
+extern "C" __global__ void count_canary(const unsigned int* w, u64 origin, u64 tiles, u64 limit,
+                                        u64 marker, u64 x, u64 m, unsigned int* counts) {
+    const ulonglong2* q = (const ulonglong2*)w;
+    u64 lo = marker & 0xffffffffULL;
+    unsigned int blocks = 0, in_place = 0, first = 0xffffffffu;
+    u64 stride = (u64)gridDim.x * blockDim.x;
+    for (u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x; t < tiles; t += stride) {
+        u64 p0 = origin + 8 * t;
+        ulonglong2 a = q[p0 / 4], b = q[p0 / 4 + 1];
+        if (a.x == marker) {
+            u64 tag = (a.y ^ x) * m;
+            if (b.x == tag && b.y == (~tag ^ marker)) {
+                unsigned int at = (unsigned int)(p0 - origin);
+                blocks++;
+                in_place += (a.y >> 61) == 0 && a.y * 8 == p0;
+                first = at < first ? at : first;
+            }
+        }
+        bool other = (a.x >> 32) == lo || (a.y & 0xffffffffULL) == lo || (a.y >> 32) == lo
+            || (b.x & 0xffffffffULL) == lo || (b.x >> 32) == lo || (b.y & 0xffffffffULL) == lo
+            || (b.y >> 32) == lo;
+        if (!other) continue;
+        for (u64 p = p0 + 1; p < p0 + 8 && p + 8 <= limit; p++) {
+            if (w[p] != (unsigned int)lo) continue;
+            u64 w0 = (u64)w[p] | ((u64)w[p + 1] << 32);
+            u64 i = (u64)w[p + 2] | ((u64)w[p + 3] << 32);
+            u64 tag = (i ^ x) * m;
+            u64 w2 = (u64)w[p + 4] | ((u64)w[p + 5] << 32);
+            u64 w3 = (u64)w[p + 6] | ((u64)w[p + 7] << 32);
+            if (w0 != marker || w2 != tag || w3 != (~tag ^ marker)) continue;
+            unsigned int at = (unsigned int)(p - origin);
+            blocks++;
+            in_place += (i >> 61) == 0 && i * 8 == p;
+            first = at < first ? at : first;
+        }
+    }
+    if (blocks) {
+        atomicAdd(&counts[0], blocks);
+        atomicAdd(&counts[1], in_place);
+        atomicMin(&counts[2], first);
     }
 }
 
@@ -117,6 +167,7 @@ extern "C" __global__ void read_foreign(const u64* src, u64* out, u64 words) {
 /// Every kernel of [`KERNELS`] that the backend launches, by name.
 pub const KERNEL_NAMES: &[&str] = &[
     "fill_canary",
+    "count_canary",
     "local_writer",
     "local_listener",
     "noop",
@@ -470,6 +521,7 @@ impl Accelerator for CudaDevice {
                 next: 1,
                 local_bytes: self.info.local_mem_bytes,
                 sm_count: self.info.compute_units.max(1),
+                counts: BufferId(0),
             };
             // SAFETY: the image is a cubin NVRTC built for this device; it outlives the call.
             context.module =
@@ -494,6 +546,9 @@ impl Accelerator for CudaDevice {
                 .result()
                 .map_err(err(&format!("opting {name} in to {shared} bytes of shared memory")))?;
             }
+            // The detector's counters exist before any canary is written or looked for: it
+            // allocates nothing between a writer's free and a listener's allocation.
+            context.counts = context.alloc(12)?;
             Ok(Box::new(context) as Box<dyn Context>)
         })
     }
@@ -508,6 +563,8 @@ struct CudaContext {
     next: u64,
     local_bytes: u64,
     sm_count: u32,
+    /// The detector's three `u32` counters (blocks, in place, first word offset).
+    counts: BufferId,
 }
 
 // SAFETY: CUDA contexts, modules and functions are handles the driver lets any thread
@@ -572,9 +629,42 @@ impl CudaContext {
         wanted.min(u64::from(self.sm_count) * 32) as u32
     }
 
+    /// The device detector: `count_canary` over the buffer in windows of at most
+    /// [`DETECTOR_WINDOW`] bytes; the counters are the only thing read back.
     fn count(&mut self, id: BufferId, key: canary::CanaryKey) -> Result<ScanReport, AccelError> {
-        let size = self.buffer(id)?.1;
-        super::scan_in_chunks(size, key, |offset, into| self.read(id, offset, into))
+        let (mut ptr, size) = self.buffer(id)?;
+        let (mut counts, _) = self.buffer(self.counts)?;
+        let mut limit: u64 = size / 4;
+        let (mut marker, mut x, mut m) = key.parts();
+        let mut report = ScanReport {
+            scanned: size,
+            ..ScanReport::default()
+        };
+        let mut origin: u64 = 0;
+        while origin + 8 <= limit {
+            let mut tiles: u64 = (limit - origin).min(DETECTOR_WINDOW / 4) / 8;
+            let init = [0u32, 0, u32::MAX];
+            // SAFETY: the counter buffer holds three u32s; the copy is synchronous.
+            unsafe { cu::memcpy_htod_sync(counts, &init) }.map_err(err("clearing the detector's counters"))?;
+            let mut params: [*mut c_void; 8] = [
+                (&raw mut ptr).cast(),
+                (&raw mut origin).cast(),
+                (&raw mut tiles).cast(),
+                (&raw mut limit).cast(),
+                (&raw mut marker).cast(),
+                (&raw mut x).cast(),
+                (&raw mut m).cast(),
+                (&raw mut counts).cast(),
+            ];
+            // SAFETY: the values match count_canary's parameters and outlive the call; the
+            // kernel reads no word at or past `limit`, the buffer's size in words.
+            unsafe { self.launch("count_canary", self.grid_for(tiles), 0, &mut params)? };
+            let mut out = [0u8; 12];
+            self.read(self.counts, 0, &mut out)?;
+            super::add_window_counts(&mut report, &out, origin * 4);
+            origin += tiles * 8;
+        }
+        Ok(report)
     }
 
     fn run_kernel(&mut self, kernel: &Kernel) -> Result<KernelOutput, AccelError> {
@@ -763,6 +853,14 @@ impl Context for CudaContext {
 
     fn device_address(&mut self, buffer: BufferId) -> Result<Option<u64>, AccelError> {
         Ok(Some(self.buffer(buffer)?.0))
+    }
+
+    fn free_memory(&mut self) -> Result<Option<u64>, AccelError> {
+        guarded("querying free device memory", || {
+            self.enter()?;
+            let (free, _) = cu::mem_get_info().map_err(err("querying free device memory"))?;
+            Ok(Some(free as u64))
+        })
     }
 }
 

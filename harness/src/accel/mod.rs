@@ -142,7 +142,10 @@ pub enum Kernel {
         /// The canary key.
         key: CanaryKey,
     },
-    /// Count canary blocks anywhere in a buffer (the detector).
+    /// Count canary blocks anywhere in a buffer (the detector): at every 4-byte-aligned
+    /// offset where a device kernel counts (OpenCL, CUDA, the sim's reference of it,
+    /// [`crate::canary::count_aligned`]), at every byte offset where the host scans a
+    /// copy ([`scan_in_chunks`]).
     CountCanary {
         /// The buffer.
         buffer: BufferId,
@@ -260,6 +263,13 @@ pub trait Context: Send {
         let _ = buffer;
         Ok(None)
     }
+    /// Bytes of device memory this context could allocate now, as the device reports them
+    /// (CUDA's `cuMemGetInfo`, the sim's page table, host memory for a runtime whose device
+    /// memory is host memory); `None` where the device cannot say. The default says
+    /// nothing, and callers then take the device's total memory as the most there can be.
+    fn free_memory(&mut self) -> Result<Option<u64>, AccelError> {
+        Ok(None)
+    }
 }
 
 /// The local writer's positive control from the per-work-group counts a device kernel
@@ -286,11 +296,57 @@ pub fn is_memory_fault(message: &str) -> bool {
     message.contains(MEMORY_FAULT)
 }
 
+/// The device detector kernels count one buffer in windows of at most this many bytes
+/// (16 GiB), so that their 32-bit counters and word offsets never overflow; the backend
+/// adds the windows' counts up in 64 bits.
+pub const DETECTOR_WINDOW: u64 = 16 << 30;
+
+/// Adds one window's counters of a device detector kernel (`count_canary`) to `report`:
+/// `counters` holds three little-endian `u32`s, the blocks found, those in place, and the
+/// first block's offset in 4-byte words from the window's start (`u32::MAX` for none);
+/// the window starts at byte `window_start` of the buffer. Shorter input adds nothing.
+pub fn add_window_counts(report: &mut ScanReport, counters: &[u8], window_start: u64) {
+    let word = |i: usize| {
+        counters
+            .get(i * 4..i * 4 + 4)
+            .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+    };
+    if counters.len() < 12 {
+        return;
+    }
+    report.blocks += u64::from(word(0));
+    report.in_place += u64::from(word(1));
+    if report.first_offset.is_none() && word(0) > 0 && word(2) != u32::MAX {
+        report.first_offset = Some(window_start + u64::from(word(2)) * 4);
+    }
+}
+
+/// Memory this process may still take from the host: `MemAvailable` from /proc/meminfo,
+/// lowered to what the cgroup (v2) memory limit leaves when one is set. It is the free
+/// memory of devices whose memory is host memory (a CPU runtime, the sim). `None` where
+/// /proc/meminfo cannot be read.
+pub fn host_memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let host = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
+    Some(cgroup_headroom().map_or(host, |c| c.min(host)))
+}
+
+fn cgroup_headroom() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max = read("memory.max")?.trim().parse::<u64>().ok()?;
+    let current = read("memory.current")?.trim().parse::<u64>().ok()?;
+    Some(max.saturating_sub(current))
+}
+
 /// Host reads of a buffer for the detector go in chunks of this size, so that scanning a
 /// buffer of many GiB needs little host memory.
 pub const SCAN_CHUNK: u64 = 64 << 20;
 
-/// The detector for backends whose device memory the host cannot map: reads a buffer of
+/// The detector for backends without a device detector kernel: reads a buffer of
 /// `size` bytes through `read(offset, into)` in chunks and counts `key`'s canary at any
 /// byte offset. Each chunk is read with a block's worth of overlap, so a block across a
 /// chunk boundary is found, and counted in the chunk where it starts.

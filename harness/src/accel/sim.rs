@@ -31,7 +31,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, KernelOutput};
-use crate::canary::{self, ScanReport, Scanner};
+use crate::canary::{self, CanaryKey, ScanReport};
+use hilt_results::Tier;
 
 /// The sim's page size: the granule of allocation and of scrubbing.
 pub const PAGE: u64 = 4096;
@@ -81,6 +82,11 @@ pub struct SimKnobs {
     /// Fault: every tenant's kernels can reach every device address, other tenants'
     /// buffers included (one address space for all, as without per-process page tables).
     pub shared_address_space: bool,
+    /// The share of global memory, from the lowest address, that scrubbing covers; freed
+    /// pages above it keep their contents whatever `scrub` says. 1 (the compliant default)
+    /// covers everything; the fault `global-residue-high-memory` sets 0.9, where only a
+    /// check that fills and reads (nearly) the whole device can see it.
+    pub scrubbed_share: f64,
 }
 
 impl Default for SimKnobs {
@@ -99,6 +105,7 @@ impl Default for SimKnobs {
             slow_ms: 0,
             fault_silent: false,
             shared_address_space: false,
+            scrubbed_share: 1.0,
         }
     }
 }
@@ -151,6 +158,10 @@ pub struct SimFault {
     pub summary: &'static str,
     /// Whether it breaks the platform or the measurement.
     pub kind: FaultKind,
+    /// The tier whose checks are meant to catch it: most faults show in every tier's
+    /// rounds, a fault in high memory only in the certification tier's full sweep. The
+    /// self-validation test runs each fault in its tier.
+    pub tier: Tier,
     /// How it changes the knobs.
     pub apply: fn(&mut SimKnobs),
 }
@@ -161,72 +172,91 @@ pub const FAULTS: &[SimFault] = &[
         name: "global-no-scrub",
         summary: "freed device memory is never scrubbed",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.scrub = Scrub::Never,
     },
     SimFault {
         name: "global-scrub-cross-process-only",
         summary: "device memory is scrubbed only when it passes to another process",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.scrub = Scrub::CrossProcessOnly,
+    },
+    SimFault {
+        name: "global-residue-high-memory",
+        summary: "freed device memory keeps its contents only above 90 % of the device's memory, which only a full sweep reaches",
+        kind: FaultKind::Platform,
+        tier: Tier::Certification,
+        apply: |k| k.scrubbed_share = 0.9,
     },
     SimFault {
         name: "local-no-clear",
         summary: "local memory keeps its contents from one kernel to the next",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.local_clear = LocalClear::Never,
     },
     SimFault {
         name: "local-clear-cross-process-only",
         summary: "local memory is cleared only when the next kernel comes from another process",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.local_clear = LocalClear::CrossProcessOnly,
     },
     SimFault {
         name: "fault-spills-to-neighbour",
         summary: "a kernel's out-of-bounds write is not stopped and corrupts other tenants' memory",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.fault_spills = true,
     },
     SimFault {
         name: "fault-unreported",
         summary: "a kernel's out-of-bounds write is dropped without telling the tenant that made it",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.fault_silent = true,
     },
     SimFault {
         name: "shared-address-space",
         summary: "tenants share one device address space: a kernel reads another tenant's buffer by its address",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.shared_address_space = true,
     },
     SimFault {
         name: "slow-device",
         summary: "every transfer and kernel takes 100 ms longer",
         kind: FaultKind::Platform,
+        tier: Tier::Standard,
         apply: |k| k.slow_ms = 100,
     },
     SimFault {
         name: "blind-detector",
         summary: "the canary detector kernel reports nothing, even its own canary",
         kind: FaultKind::Harness,
+        tier: Tier::Certification,
         apply: |k| k.blind_detector = true,
     },
     SimFault {
         name: "half-blind-detector",
         summary: "the canary detector kernel reads only the first half of its input",
         kind: FaultKind::Harness,
+        tier: Tier::Certification,
         apply: |k| k.half_blind_detector = true,
     },
     SimFault {
         name: "kernel-hang",
         summary: "the canary detector kernel never returns",
         kind: FaultKind::Harness,
+        tier: Tier::Certification,
         apply: |k| k.hang_kernel = true,
     },
     SimFault {
         name: "tenant-crash",
         summary: "the tenant process aborts inside the canary detector kernel",
         kind: FaultKind::Harness,
+        tier: Tier::Certification,
         apply: |k| k.crash_kernel = true,
     },
 ];
@@ -312,7 +342,7 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
         knobs,
     };
     let needed = Layout::of(&spec.knobs)?.total;
-    if let Some(available) = mem_available()
+    if let Some(available) = super::host_memory_available()
         && needed > available / 2
     {
         return Err(AccelError::Backend(format!(
@@ -323,26 +353,6 @@ pub fn create_anonymous(id: &str, knobs: SimKnobs) -> Result<(File, SimSpec), Ac
     }
     format(&file, &spec)?;
     Ok((file, spec))
-}
-
-/// Memory this process may still take: `MemAvailable` from /proc/meminfo, lowered to what
-/// the cgroup (v2) limit leaves when one is set, since the sim's memory file is charged to
-/// the cgroup.
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let host = line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024;
-    Some(cgroup_headroom().map_or(host, |c| c.min(host)))
-}
-
-fn cgroup_headroom() -> Option<u64> {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    let max = read("memory.max")?.trim().parse::<u64>().ok()?;
-    let current = read("memory.current")?.trim().parse::<u64>().ok()?;
-    Some(max.saturating_sub(current))
 }
 
 /// Sizes a new backing file, reserving its space, and writes the header.
@@ -386,7 +396,14 @@ impl SimKnobs {
         };
         check("memory_mib", self.memory_mib, 16 * 1024)?;
         check("compute_units", self.compute_units, 1024)?;
-        check("local_kib", self.local_kib, 1024)
+        check("local_kib", self.local_kib, 1024)?;
+        if !(0.0..=1.0).contains(&self.scrubbed_share) {
+            return Err(format!(
+                "sim `scrubbed_share` must be 0 to 1, not {}",
+                self.scrubbed_share
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -488,10 +505,7 @@ impl SimDevice {
     /// Bytes of global memory not allocated right now.
     pub fn free_bytes(&self) -> Result<u64, AccelError> {
         let map = self.shared.lock_map();
-        Ok((0..self.shared.layout.pages)
-            .filter(|&p| page_entry(&map, &self.shared.layout, p).0 == 0)
-            .count() as u64
-            * PAGE)
+        Ok(self.shared.free_pages(&map) * PAGE)
     }
 }
 
@@ -552,9 +566,22 @@ impl Shared {
         }
     }
 
+    /// Scrubs pages `first..first + count`, except those above the scrubbed share of
+    /// global memory (the `global-residue-high-memory` fault).
     fn zero_pages(&self, map: &mut MmapMut, first: u64, count: u64) {
-        let start = (self.layout.global + first * PAGE) as usize;
-        map[start..start + (count * PAGE) as usize].fill(0);
+        let limit = (self.layout.pages as f64 * self.knobs.scrubbed_share).ceil() as u64;
+        let end = (first + count).min(limit);
+        if end > first {
+            let start = (self.layout.global + first * PAGE) as usize;
+            map[start..start + ((end - first) * PAGE) as usize].fill(0);
+        }
+    }
+
+    /// Pages no allocation holds.
+    fn free_pages(&self, map: &[u8]) -> u64 {
+        (0..self.layout.pages)
+            .filter(|&p| page_entry(map, &self.layout, p).0 == 0)
+            .count() as u64
     }
 
     /// Returns the pages of processes that no longer exist to the free pool, as a driver
@@ -661,8 +688,9 @@ impl SimContext {
         put(map, OFF_LAST_KERNEL_PID, u64::from(shared.pid));
     }
 
-    /// The detector, with the planted detector faults applied.
-    fn detect(&self, scanner: &Scanner, hay: &[u8]) -> ScanReport {
+    /// The detector (the reference implementation of the device kernels,
+    /// [`canary::count_aligned`]), with the planted detector faults applied.
+    fn detect(&self, key: CanaryKey, hay: &[u8]) -> ScanReport {
         let knobs = &self.shared.knobs;
         if knobs.crash_kernel {
             eprintln!("sim: planted fault `tenant-crash`: aborting inside the detector kernel");
@@ -681,11 +709,11 @@ impl SimContext {
             };
         }
         if knobs.half_blind_detector {
-            let mut report = scanner.scan(&hay[..hay.len() / 2]);
+            let mut report = canary::count_aligned(&hay[..hay.len() / 2], key, 0);
             report.scanned = hay.len() as u64;
             return report;
         }
-        scanner.scan(hay)
+        canary::count_aligned(hay, key, 0)
     }
 }
 
@@ -766,6 +794,15 @@ impl Context for SimContext {
         Ok(Some(ADDRESS_BASE + self.buffer(buffer)?.first_page * PAGE))
     }
 
+    fn free_memory(&mut self) -> Result<Option<u64>, AccelError> {
+        let shared = Arc::clone(&self.shared);
+        // Pages of tenants that have died come back first, as an allocation would see them.
+        shared.exclusive(|map| {
+            shared.reclaim_dead(map);
+            Some(shared.free_pages(map) * PAGE)
+        })
+    }
+
     fn free(&mut self, buffer: BufferId) -> Result<(), AccelError> {
         let b = self
             .buffers
@@ -816,19 +853,18 @@ impl Context for SimContext {
                     KernelOutput::Done
                 }
                 Kernel::CountCanary { key, .. } => {
-                    KernelOutput::Scan(self.detect(&Scanner::new(key), &map[ranges[0].clone()]))
+                    KernelOutput::Scan(self.detect(key, &map[ranges[0].clone()]))
                 }
                 Kernel::LocalWriter { groups, key } => {
                     // Each work-group fills the local memory of its compute unit and reads
                     // it back through the detector before it ends: the positive control
                     // should see groups x local memory / block size blocks.
-                    let scanner = Scanner::new(key);
                     let blocks_per_cu = l.local_per_cu / canary::BLOCK_BYTES as u64;
                     let mut control = ScanReport::default();
                     for g in 0..u64::from(groups) {
                         let range = self.local_range(g % l.cus);
                         canary::fill(&mut map[range.clone()], key, g * blocks_per_cu);
-                        control.merge(self.detect(&scanner, &map[range]));
+                        control.merge(self.detect(key, &map[range]));
                     }
                     KernelOutput::Scan(control)
                 }
@@ -977,6 +1013,31 @@ mod tests {
         assert_eq!(leftover(small(|k| k.scrub = Scrub::Never)), 8192);
         // Same process: cross-process-only scrubbing does not protect contexts.
         assert_eq!(leftover(small(|k| k.scrub = Scrub::CrossProcessOnly)), 8192);
+    }
+
+    #[test]
+    fn high_memory_residue_shows_only_to_a_sweep() {
+        let knobs = small(|k| k.scrubbed_share = 0.9);
+        // A quarter of the device, from the bottom: scrubbed.
+        assert_eq!(leftover(knobs.clone()), 0);
+        let (_dir, dev) = device(knobs);
+        let key = CanaryKey(11);
+        let mut a = dev.create_context().expect("ctx a");
+        assert_eq!(a.free_memory().expect("free"), Some(1 << 20));
+        let buf = a.alloc(1 << 20).expect("alloc all");
+        a.run(&Kernel::FillCanary { buffer: buf, key }).expect("fill");
+        assert_eq!(a.free_memory().expect("free"), Some(0));
+        a.free(buf).expect("free");
+        drop(a);
+        let mut b = dev.create_context().expect("ctx b");
+        let buf = b.alloc(1 << 20).expect("alloc all");
+        let KernelOutput::Scan(r) = b.run(&Kernel::CountCanary { buffer: buf, key }).expect("count") else {
+            panic!("no scan");
+        };
+        // 256 pages; the top 25 (above 231 = ceil(0.9 x 256)) keep their canary, in place.
+        assert_eq!(r.blocks, 25 * PAGE / 32);
+        assert_eq!(r.in_place, r.blocks);
+        assert_eq!(r.first_offset, Some(231 * PAGE));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use hilt_results::{Better, Verdict};
 
-use super::{Report, Signature, TraceState, describe_measurement, meets, number};
+use super::{Report, Signature, TraceState, describe_measurement, leak_bound, meets, number};
 
 /// The page may load nothing: no script, no image, no stylesheet from anywhere.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
@@ -294,9 +294,12 @@ fn outcomes(out: &mut String, report: &Report<'_>) {
                 esc(&w.reason)
             );
         }
+        let bound = leak_bound(o)
+            .map(|b| format!("<br><small>{}</small>", esc(&b)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "<tr><td><code>{}</code><br><small>{}</small></td><td>{}</td><td>{}</td><td>{detail}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code><br><small>{}</small></td><td>{}</td><td>{}{bound}</td><td>{detail}</td><td>{}</td></tr>",
             esc(&o.trial),
             esc(report.title(&o.check)),
             o.level.as_str(),

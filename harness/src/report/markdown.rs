@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Report, TraceState, describe_measurement};
+use super::{Report, TraceState, describe_measurement, leak_bound};
 
 /// The Markdown summary of a report.
 pub fn render(report: &Report<'_>) -> String {
@@ -74,6 +74,19 @@ pub fn render(report: &Report<'_>) -> String {
             if let Some(w) = &o.waiver {
                 let _ = writeln!(out, "  - waived until {}: {}", cell(&w.expires), cell(&w.reason));
             }
+        }
+    }
+    let bounds: Vec<_> = report
+        .outcomes_sorted()
+        .into_iter()
+        .filter_map(|o| leak_bound(o).map(|b| (o, b)))
+        .collect();
+    if !bounds.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "### Leak probability");
+        let _ = writeln!(out);
+        for (o, bound) in bounds {
+            let _ = writeln!(out, "- **{}** {}: {}", o.verdict.as_str(), code(&o.trial), cell(&bound));
         }
     }
     let trace = report.traceability();

@@ -415,6 +415,29 @@ pub fn meets(m: &Measurement) -> Option<bool> {
     })
 }
 
+/// What a check whose detection is probabilistic (the residue checks) established, to
+/// show beside its verdict: its bound on the leak probability per attempt, at what
+/// confidence, from how many attempts and hits ("leak probability per attempt at most
+/// 0.0495 at 95 % confidence (59 attempts, 0 hits)"). `None` for other outcomes.
+pub fn leak_bound(o: &Outcome) -> Option<String> {
+    let bound = o
+        .measurements
+        .iter()
+        .find(|m| m.name == "leak_probability_bound")?
+        .value;
+    let confidence = o.evidence.get("confidence")?.as_f64()?;
+    let count = |key: &str| o.evidence.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let (attempts, hits) = (count("attempts"), count("hits"));
+    let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    Some(format!(
+        "leak probability per attempt at most {} at {} % confidence ({}, {})",
+        number(bound),
+        number(confidence * 100.0),
+        plural(attempts, "attempt"),
+        plural(hits, "hit")
+    ))
+}
+
 /// Text from a record made safe for one line of a terminal or Markdown: control
 /// characters (line breaks, escape sequences) become spaces.
 pub fn one_line(text: &str) -> String {
