@@ -577,6 +577,12 @@ fn a_capture_replays_with_the_same_verdicts() {
         "no-tpm-version",
         "secure-boot-var-missing",
         "pci-malformed",
+        "shim-insecure",
+        "shim-insecure-mokvar",
+        "shim-insecure-legacy",
+        "shim-state-non-volatile",
+        "shim-secure",
+        "audit-mode",
     ] {
         let source = common::host_fixture(name);
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -623,4 +629,107 @@ fn mark_unreadable(root: &std::path::Path, path: &str) {
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     m["unreadable"] = serde_json::json!({ path: { "kind": "permission_denied", "message": "permission denied" } });
     std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+}
+
+/// The verdict and reason of `platform.secure_boot` on fixture tree `name`.
+fn secure_boot_on(root: &Path) -> (String, String) {
+    let run = run_on(root, &["secure_boot"]);
+    let o = outcome(&run, "platform.secure_boot");
+    (o.verdict.as_str().to_string(), o.reason.clone().unwrap_or_default())
+}
+
+#[test]
+fn secure_boot_is_judged_by_whether_signatures_are_enforced() {
+    // The state a public bug report showed: the firmware says secure boot is on, and shim
+    // was told not to validate images (efivarfs, attributes BS|RT, value 1).
+    let (verdict, why) = secure_boot_on(&common::host_fixture("shim-insecure"));
+    assert_eq!(verdict, "fail");
+    assert_eq!(
+        why,
+        "shim has been told not to validate images (MokSBStateRT = 1 in \
+         /sys/firmware/efi/efivars/MokSBStateRT-605dab50-e046-4300-abb6-3dd810dd8b23): any boot loader, kernel \
+         or module is accepted although the firmware's SecureBoot reads 1"
+    );
+    // The same kind through the other interfaces and the firmware's own modes.
+    for (tree, says) in [
+        (
+            "shim-insecure-mokvar",
+            "(MokSBStateRT = 1 in /sys/firmware/efi/mok-variables/MokSBStateRT)",
+        ),
+        (
+            "shim-insecure-legacy",
+            "(MokSBStateRT = 1 in /sys/firmware/efi/vars/MokSBStateRT-605dab50-e046-4300-abb6-3dd810dd8b23/data)",
+        ),
+        (
+            "setup-mode",
+            "the firmware is in setup mode (SetupMode = 1 in \
+             /sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c)",
+        ),
+        (
+            "audit-mode",
+            "the firmware is in audit mode (AuditMode = 1 in \
+             /sys/firmware/efi/efivars/AuditMode-8be4df61-93ca-11d2-aa0d-00e098032b8c): it only logs",
+        ),
+        (
+            "secure-boot-off",
+            "secure boot is disabled (SecureBoot = 0 in \
+             /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c)",
+        ),
+    ] {
+        let (verdict, why) = secure_boot_on(&common::host_fixture(tree));
+        assert_eq!(verdict, "fail", "{tree}: {why}");
+        assert!(why.contains(says), "{tree}: {why}");
+    }
+    // Variables that exist with value 0, deployed mode, shim ignoring db, a non-volatile
+    // MokSBStateRT that shim did not set, and the pre-6.0 interface of an enforcing host.
+    for tree in ["shim-secure", "shim-state-non-volatile", "secure-legacy"] {
+        let run = run_on(&common::host_fixture(tree), &["secure_boot"]);
+        let o = outcome(&run, "platform.secure_boot");
+        assert_eq!(o.verdict.as_str(), "pass", "{tree}: {:?}", o.reason);
+        if tree == "shim-state-non-volatile" {
+            assert!(
+                o.evidence["MokSBStateRT_ignored"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("non-volatile")),
+                "{:?}",
+                o.evidence
+            );
+        }
+        if tree == "shim-secure" {
+            assert_eq!(o.evidence["DeployedMode"], 1);
+            assert_eq!(o.evidence["MokSBStateRT (MOK table)"], 0);
+        }
+    }
+    // A variable that is not the one byte the specification defines is not guessed at.
+    let (verdict, why) = secure_boot_on(&common::host_fixture("shim-state-malformed"));
+    assert_eq!(verdict, "inconclusive");
+    assert!(why.contains("MokSBStateRT in /sys/firmware/efi/efivars/"), "{why}");
+    assert!(why.contains("holds 2 bytes"), "{why}");
+}
+
+#[test]
+fn secure_boot_without_a_readable_interface_or_capture_coverage_is_inconclusive() {
+    // efivarfs not mounted (an empty directory) and no other interface.
+    let dir = copy_of("h100-good");
+    let vars = dir.path().join("sys/firmware/efi/efivars");
+    std::fs::remove_dir_all(&vars).expect("rm");
+    std::fs::create_dir(&vars).expect("mkdir");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "inconclusive");
+    assert!(why.starts_with("efivarfs is not mounted at /sys/firmware/efi/efivars"), "{why}");
+
+    // A capture by a hilt that did not look at shim's variables proves nothing about them.
+    let dir = copy_of("h100-good");
+    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    m["covered"] = serde_json::json!([
+        "/sys/firmware/efi",
+        "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+        "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    ]);
+    m["mounted"] = serde_json::json!(["/sys/firmware/efi/efivars"]);
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "inconclusive");
+    assert!(why.contains("the capture did not cover"), "{why}");
 }

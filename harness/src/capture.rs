@@ -37,8 +37,9 @@ pub enum Store {
 }
 
 /// The allowlist: every path host checks read, as host paths with `*` globs. The sshd
-/// `Include` closure and the version of each accelerator's driver are added to it at
-/// capture time.
+/// `Include` closure, the version of each accelerator's driver and the UEFI variables of
+/// [`crate::efi::capture_paths`] (through each interface the kernel may offer) are added
+/// to it at capture time.
 pub const RULES: &[(&str, Store)] = &[
     ("/sys/bus/pci/devices", Store::Dir),
     ("/sys/bus/pci/devices/*/vendor", Store::File),
@@ -59,14 +60,8 @@ pub const RULES: &[(&str, Store)] = &[
     ("/sys/class/iommu", Store::Dir),
     ("/sys/class/iommu/*", Store::Link),
     ("/sys/firmware/efi", Store::Dir),
-    (
-        "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
-        Store::File,
-    ),
-    (
-        "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c",
-        Store::File,
-    ),
+    (crate::efi::SYSFS_VARS, Store::Dir),
+    (crate::efi::MOKVAR, Store::Dir),
     ("/sys/kernel/security", Store::Dir),
     ("/sys/kernel/security/lockdown", Store::File),
     ("/sys/kernel/security/lsm", Store::File),
@@ -164,6 +159,7 @@ pub fn capture(
     c.report.pci_errors = c.manifest.pci_errors.len();
     let accelerators: Vec<String> = scan.functions.iter().map(|f| f.address.clone()).collect();
     let mut rules: Vec<(String, Store)> = RULES.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+    rules.extend(crate::efi::capture_paths().into_iter().map(|p| (p, Store::File)));
     for driver in scan.functions.iter().filter_map(|f| f.driver.clone()) {
         rules.push((format!("/sys/module/{driver}/version"), Store::File));
     }

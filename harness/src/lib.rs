@@ -10,6 +10,7 @@ pub mod canary;
 pub mod capture;
 pub mod check;
 pub mod discovery;
+pub mod efi;
 pub mod host;
 pub mod hostfs;
 pub mod nvml;
