@@ -716,7 +716,10 @@ fn secure_boot_without_a_readable_interface_or_capture_coverage_is_inconclusive(
     std::fs::create_dir(&vars).expect("mkdir");
     let (verdict, why) = secure_boot_on(dir.path());
     assert_eq!(verdict, "inconclusive");
-    assert!(why.starts_with("efivarfs is not mounted at /sys/firmware/efi/efivars"), "{why}");
+    assert!(
+        why.starts_with("efivarfs is not mounted at /sys/firmware/efi/efivars"),
+        "{why}"
+    );
 
     // A capture by a hilt that did not look at shim's variables proves nothing about them.
     let dir = copy_of("h100-good");

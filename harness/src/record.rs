@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hilt_results::signed::SigningKey;
-use hilt_results::{Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, Summary, Tier, Verdict};
+use hilt_results::{Conformance, ExitCode, Outcome, ResultRecord, Summary};
 use serde::Serialize;
 
 /// Something that happened during a run.
@@ -127,62 +127,9 @@ impl Recorder {
     }
 }
 
-/// Decides conformance from the outcomes of a finished run.
-///
-/// A mandatory check that failed without a waiver makes the run not conformant; one that
-/// ended inconclusive or in error (or, in the certification tier, could not run) makes it
-/// inconclusive; a run in which nothing ran is inconclusive too. `partial` lists why the
-/// run cannot speak for conformance at all (filters, planted faults); the exit code of a
-/// partial run reflects its selected trials only.
-pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Conformance, ExitCode) {
-    let mut failed = Vec::new();
-    let mut unsure = Vec::new();
-    let mut supported = 0;
-    for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
-        // Only a pass supports conformance; a waived failure merely does not block it.
-        if o.verdict == Verdict::Pass {
-            supported += 1;
-        }
-        let why = o.reason.as_deref().unwrap_or("no reason given");
-        match o.verdict {
-            Verdict::Fail if o.waiver.is_none() => failed.push(format!("{} failed: {why}", o.trial)),
-            Verdict::Inconclusive => unsure.push(format!("{} was inconclusive: {why}", o.trial)),
-            Verdict::Error => unsure.push(format!("{} ended in error: {why}", o.trial)),
-            Verdict::NotApplicable if tier == Tier::Certification => {
-                unsure.push(format!("{} could not run in the certification tier: {why}", o.trial));
-            }
-            _ => {}
-        }
-    }
-    if outcomes.is_empty() {
-        unsure.push("no trial ran".into());
-    } else if supported == 0 {
-        unsure.push("no mandatory check passed, so nothing supports conformance".into());
-    }
-    let (status, exit) = if !failed.is_empty() {
-        (ConformanceStatus::NotConformant, ExitCode::NotConformant)
-    } else if !unsure.is_empty() {
-        (ConformanceStatus::Inconclusive, ExitCode::Inconclusive)
-    } else {
-        (ConformanceStatus::Conformant, ExitCode::Conformant)
-    };
-    let mut reasons = partial.clone();
-    reasons.extend(failed);
-    reasons.extend(unsure);
-    let status = if partial.is_empty() {
-        status
-    } else {
-        ConformanceStatus::Partial
-    };
-    (
-        Conformance {
-            conformant: status == ConformanceStatus::Conformant,
-            status,
-            reasons,
-        },
-        exit,
-    )
-}
+/// The conformance decision, which lives in `hilt-results` so that every reader of a
+/// record decides as the run did.
+pub use hilt_results::decide;
 
 /// Writes every event as one JSON line to `events.jsonl`, flushed as it happens.
 pub struct EventsFile {
@@ -319,120 +266,4 @@ pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(level: Level, verdict: Verdict, waived: bool) -> Outcome {
-        Outcome {
-            trial: "residue::x::sim0".into(),
-            check: "residue.x".into(),
-            device: "sim0".into(),
-            level,
-            requirements: vec![],
-            verdict,
-            reason: (verdict != Verdict::Pass).then(|| "because".into()),
-            waiver: waived.then(|| hilt_results::Waiver {
-                reason: "known".into(),
-                expires: "2099-01-01".into(),
-            }),
-            measurements: vec![],
-            evidence: Default::default(),
-            params: serde_json::Value::Null,
-            started_at: String::new(),
-            duration_ms: 0,
-        }
-    }
-
-    fn status(outcomes: &[Outcome], tier: Tier) -> (ConformanceStatus, u8) {
-        let (c, e) = decide(outcomes, tier, vec![]);
-        (c.status, e.code())
-    }
-
-    #[test]
-    fn conformance_follows_mandatory_verdicts() {
-        use Level::*;
-        use Verdict::*;
-        let t = Tier::Standard;
-        let pass = || outcome(Mandatory, Pass, false);
-        assert_eq!(status(&[pass()], t), (ConformanceStatus::Conformant, 0));
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, Fail, false)], t),
-            (ConformanceStatus::NotConformant, 1)
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, Fail, true)], t),
-            (ConformanceStatus::Conformant, 0),
-            "a waived failure does not block"
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Recommended, Fail, false)], t),
-            (ConformanceStatus::Conformant, 0)
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, Inconclusive, false)], t),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, Error, false)], t),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-        assert_eq!(
-            status(&[outcome(Mandatory, Error, false), outcome(Mandatory, Fail, false)], t),
-            (ConformanceStatus::NotConformant, 1)
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, NotApplicable, false)], t),
-            (ConformanceStatus::Conformant, 0)
-        );
-        assert_eq!(
-            status(&[pass(), outcome(Mandatory, NotApplicable, false)], Tier::Certification),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-    }
-
-    #[test]
-    fn nothing_that_did_not_pass_supports_conformance() {
-        use Level::*;
-        use Verdict::*;
-        let t = Tier::Standard;
-        assert_eq!(status(&[], t), (ConformanceStatus::Inconclusive, 3), "nothing ran");
-        assert_eq!(
-            status(&[outcome(Mandatory, Fail, true)], t),
-            (ConformanceStatus::Inconclusive, 3),
-            "waived failures alone support nothing"
-        );
-        assert_eq!(
-            status(&[outcome(Mandatory, NotApplicable, false)], t),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-        assert_eq!(
-            status(&[outcome(Recommended, Pass, false)], t),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-        assert_eq!(
-            status(&[outcome(Informational, Pass, false)], t),
-            (ConformanceStatus::Inconclusive, 3)
-        );
-    }
-
-    #[test]
-    fn a_partial_run_is_never_conformant_but_exits_on_its_trials() {
-        let (c, e) = decide(
-            &[outcome(Level::Mandatory, Verdict::Pass, false)],
-            Tier::Smoke,
-            vec!["filtered".into()],
-        );
-        assert_eq!(c.status, ConformanceStatus::Partial);
-        assert!(!c.conformant);
-        assert_eq!(e.code(), 0);
-        let (_, e) = decide(
-            &[outcome(Level::Mandatory, Verdict::Fail, false)],
-            Tier::Smoke,
-            vec!["filtered".into()],
-        );
-        assert_eq!(e.code(), 1);
-    }
 }

@@ -439,6 +439,183 @@ impl ConformanceStatus {
     }
 }
 
+/// Decides conformance from the outcomes of a finished run: the one implementation, used
+/// by the run that writes a record and by everyone who reads one (`hilt sign`, `hilt
+/// verify`, `hilt report`), so that a record's stored decision can always be checked.
+///
+/// A mandatory check that failed without a waiver makes the run not conformant; one that
+/// ended inconclusive or in error (or, in the certification tier, could not run) makes it
+/// inconclusive; a run in which nothing ran is inconclusive too. `partial` lists why the
+/// run cannot speak for conformance at all ([`partial_reasons`]: filters, planted faults);
+/// the exit code of a partial run reflects its selected trials only.
+pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Conformance, ExitCode) {
+    let mut failed = Vec::new();
+    let mut unsure = Vec::new();
+    let mut supported = 0;
+    for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
+        // Only a pass supports conformance; a waived failure merely does not block it.
+        if o.verdict == Verdict::Pass {
+            supported += 1;
+        }
+        let why = o.reason.as_deref().unwrap_or("no reason given");
+        match o.verdict {
+            Verdict::Fail if o.waiver.is_none() => failed.push(format!("{} failed: {why}", o.trial)),
+            Verdict::Inconclusive => unsure.push(format!("{} was inconclusive: {why}", o.trial)),
+            Verdict::Error => unsure.push(format!("{} ended in error: {why}", o.trial)),
+            Verdict::NotApplicable if tier == Tier::Certification => {
+                unsure.push(format!("{} could not run in the certification tier: {why}", o.trial));
+            }
+            _ => {}
+        }
+    }
+    if outcomes.is_empty() {
+        unsure.push("no trial ran".into());
+    } else if supported == 0 {
+        unsure.push("no mandatory check passed, so nothing supports conformance".into());
+    }
+    let (status, exit) = if !failed.is_empty() {
+        (ConformanceStatus::NotConformant, ExitCode::NotConformant)
+    } else if !unsure.is_empty() {
+        (ConformanceStatus::Inconclusive, ExitCode::Inconclusive)
+    } else {
+        (ConformanceStatus::Conformant, ExitCode::Conformant)
+    };
+    let mut reasons = partial.clone();
+    reasons.extend(failed);
+    reasons.extend(unsure);
+    let status = if partial.is_empty() {
+        status
+    } else {
+        ConformanceStatus::Partial
+    };
+    (
+        Conformance {
+            conformant: status == ConformanceStatus::Conformant,
+            status,
+            reasons,
+        },
+        exit,
+    )
+}
+
+/// The overridden settings that change what checks measure (sim knobs, kernel build
+/// options): a run with any of them is partial.
+pub const CHECK_CHANGING_OVERRIDES: [&str; 3] = ["sim.", "opencl.build_options", "cuda.nvrtc_options"];
+
+/// Why a run cannot speak for conformance at all, as its record tells: name filters left
+/// planned trials out (`selected` of `run.planned`), settings that change the checks were
+/// overridden ([`CHECK_CHANGING_OVERRIDES`]), or sim faults were planted on purpose.
+pub fn partial_reasons(run: &RunInfo, selected: u32) -> Vec<String> {
+    let mut partial = Vec::new();
+    if run.filtered {
+        partial.push(format!(
+            "partial run: filters selected {selected} of {} planned trials",
+            run.planned.len()
+        ));
+    }
+    let knob_overrides: Vec<&str> = run
+        .overrides
+        .iter()
+        .filter(|o| CHECK_CHANGING_OVERRIDES.iter().any(|p| o.starts_with(p)))
+        .map(String::as_str)
+        .collect();
+    if !knob_overrides.is_empty() {
+        partial.push(format!(
+            "settings that change the checks overridden: {}",
+            knob_overrides.join(", ")
+        ));
+    }
+    if !run.sim_faults.is_empty() {
+        partial.push(format!("sim faults planted on purpose: {}", run.sim_faults.join(", ")));
+    }
+    partial
+}
+
+impl ResultRecord {
+    /// The conformance decision that the record's outcomes, their levels and waivers, its
+    /// tier and what it says of the run give ([`decide`] over [`partial_reasons`]); for a
+    /// record of a run that did not finish, `incomplete`. Readers decide with this, never
+    /// with the stored [`ResultRecord::conformance`].
+    pub fn derived_conformance(&self) -> Conformance {
+        if !self.run.complete {
+            return Conformance {
+                conformant: false,
+                status: ConformanceStatus::Incomplete,
+                reasons: vec!["the run has not finished".into()],
+            };
+        }
+        let partial = partial_reasons(&self.run, self.summary.selected);
+        decide(&self.outcomes, self.run.tier, partial).0
+    }
+
+    /// What the record claims that does not follow from its outcomes: a summary whose
+    /// counts are not those of the outcomes, a selection that does not fit the plan,
+    /// outcomes of trials that were not planned or appear twice, a stored conformance
+    /// decision other than [`ResultRecord::derived_conformance`]. Empty for every record a
+    /// run writes; anything here means the record was edited, or written by a hilt whose
+    /// rules differ from this one's.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let s = &self.summary;
+        let tally = Summary::tally(s.selected, &self.outcomes);
+        if tally != *s {
+            found.push(format!(
+                "summary: the record counts {}, but its {} outcome(s) give {}",
+                counts(s),
+                self.outcomes.len(),
+                counts(&tally)
+            ));
+        }
+        let planned = self.run.planned.len();
+        if !self.run.filtered && s.selected as usize != planned {
+            found.push(format!(
+                "summary: {} trial(s) selected, but the run planned {planned} and no filter left any out",
+                s.selected
+            ));
+        } else if self.run.filtered && s.selected as usize >= planned {
+            found.push(format!(
+                "summary: the run says filters left trials out, yet {} of {planned} planned trial(s) were selected",
+                s.selected
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &self.outcomes {
+            if !self.run.planned.contains(&o.trial) {
+                found.push(format!("outcomes: {} was not among the planned trials", o.trial));
+            } else if !seen.insert(o.trial.as_str()) {
+                found.push(format!("outcomes: {} is recorded more than once", o.trial));
+            }
+        }
+        if self.run.complete && self.outcomes.len() != s.selected as usize {
+            found.push(format!(
+                "outcomes: the run finished, but holds {} outcome(s) of {} selected trial(s)",
+                self.outcomes.len(),
+                s.selected
+            ));
+        }
+        let derived = self.derived_conformance();
+        let stored = &self.conformance;
+        if stored.status != derived.status || stored.conformant != derived.conformant {
+            found.push(format!(
+                "conformance: the record says {}{}, but its outcomes give {}{}",
+                stored.status.as_str(),
+                if stored.conformant { " (conformant: true)" } else { "" },
+                derived.status.as_str(),
+                derived.reasons.first().map(|r| format!(" ({r})")).unwrap_or_default()
+            ));
+        }
+        found
+    }
+}
+
+/// The counts of a summary in one phrase.
+fn counts(s: &Summary) -> String {
+    format!(
+        "{} pass, {} fail ({} waived), {} not applicable, {} inconclusive, {} error of {} finished",
+        s.pass, s.fail, s.waived, s.not_applicable, s.inconclusive, s.error, s.finished
+    )
+}
+
 /// The exit codes of `hilt run`, a contract for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -679,6 +856,220 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(verdict).expect("json"), verdict.as_str());
         }
+    }
+
+    fn decided(level: Level, verdict: Verdict, waived: bool) -> Outcome {
+        Outcome {
+            trial: "residue::x::sim0".into(),
+            check: "residue.x".into(),
+            device: "sim0".into(),
+            level,
+            requirements: vec![],
+            verdict,
+            reason: (verdict != Verdict::Pass).then(|| "because".into()),
+            waiver: waived.then(|| Waiver {
+                reason: "known".into(),
+                expires: "2099-01-01".into(),
+            }),
+            measurements: vec![],
+            evidence: Default::default(),
+            params: serde_json::Value::Null,
+            started_at: String::new(),
+            duration_ms: 0,
+        }
+    }
+
+    fn status(outcomes: &[Outcome], tier: Tier) -> (ConformanceStatus, u8) {
+        let (c, e) = decide(outcomes, tier, vec![]);
+        (c.status, e.code())
+    }
+
+    #[test]
+    fn conformance_follows_mandatory_verdicts() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        let pass = || decided(Mandatory, Pass, false);
+        assert_eq!(status(&[pass()], t), (ConformanceStatus::Conformant, 0));
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Fail, false)], t),
+            (ConformanceStatus::NotConformant, 1)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Conformant, 0),
+            "a waived failure does not block"
+        );
+        assert_eq!(
+            status(&[pass(), decided(Recommended, Fail, false)], t),
+            (ConformanceStatus::Conformant, 0)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Inconclusive, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Error, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Mandatory, Error, false), decided(Mandatory, Fail, false)], t),
+            (ConformanceStatus::NotConformant, 1)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, NotApplicable, false)], t),
+            (ConformanceStatus::Conformant, 0)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, NotApplicable, false)], Tier::Certification),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+    }
+
+    #[test]
+    fn nothing_that_did_not_pass_supports_conformance() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        assert_eq!(status(&[], t), (ConformanceStatus::Inconclusive, 3), "nothing ran");
+        assert_eq!(
+            status(&[decided(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Inconclusive, 3),
+            "waived failures alone support nothing"
+        );
+        assert_eq!(
+            status(&[decided(Mandatory, NotApplicable, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Recommended, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Informational, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+    }
+
+    #[test]
+    fn a_partial_run_is_never_conformant_but_exits_on_its_trials() {
+        let (c, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Pass, false)],
+            Tier::Smoke,
+            vec!["filtered".into()],
+        );
+        assert_eq!(c.status, ConformanceStatus::Partial);
+        assert!(!c.conformant);
+        assert_eq!(e.code(), 0);
+        let (_, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Fail, false)],
+            Tier::Smoke,
+            vec!["filtered".into()],
+        );
+        assert_eq!(e.code(), 1);
+    }
+
+    /// A finished record of `outcomes` whose summary and conformance the run would write.
+    fn finished(outcomes: Vec<Outcome>) -> ResultRecord {
+        let mut r = record(outcomes);
+        r.run.complete = true;
+        r.conformance = r.derived_conformance();
+        r
+    }
+
+    #[test]
+    fn a_record_as_a_run_writes_it_is_consistent_and_edits_are_named() {
+        let r = finished(vec![
+            decided(Level::Mandatory, Verdict::Pass, false),
+            Outcome {
+                trial: "residue::y::sim0".into(),
+                ..decided(Level::Mandatory, Verdict::Fail, false)
+            },
+        ]);
+        assert_eq!(r.conformance.status, ConformanceStatus::NotConformant);
+        assert_eq!(r.inconsistencies(), Vec::<String>::new());
+
+        // Verdicts edited to pass while the summary still counts the failure.
+        let mut edited = r.clone();
+        edited.outcomes[1].verdict = Verdict::Pass;
+        edited.outcomes[1].reason = None;
+        edited.conformance = Conformance {
+            conformant: true,
+            status: ConformanceStatus::Conformant,
+            reasons: vec![],
+        };
+        let found = edited.inconsistencies();
+        assert!(
+            found[0].starts_with("summary: the record counts 1 pass, 1 fail"),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 1, "the edited verdicts do give conformant: {found:?}");
+
+        // The stored decision edited alone.
+        let mut edited = r.clone();
+        edited.conformance.conformant = true;
+        edited.conformance.status = ConformanceStatus::Conformant;
+        let found = edited.inconsistencies();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "conformance: the record says conformant (conformant: true), but its outcomes give not_conformant \
+                 (residue::y::sim0 failed: because)"
+            ),
+            "{found:?}"
+        );
+
+        // A level lowered so that a failure no longer counts.
+        let mut edited = r.clone();
+        edited.outcomes[1].level = Level::Recommended;
+        assert!(edited.inconsistencies()[0].starts_with("conformance: the record says not_conformant"));
+
+        // Outcomes that were never planned, or twice.
+        let mut edited = r.clone();
+        edited.outcomes[1].trial = "residue::x::sim0".into();
+        assert!(
+            edited
+                .inconsistencies()
+                .iter()
+                .any(|f| f == "outcomes: residue::x::sim0 is recorded more than once")
+        );
+        let mut edited = r.clone();
+        edited.outcomes[1].trial = "residue::z::sim0".into();
+        assert!(
+            edited
+                .inconsistencies()
+                .iter()
+                .any(|f| f == "outcomes: residue::z::sim0 was not among the planned trials")
+        );
+
+        // A run that did not finish is incomplete, whatever it stored.
+        let mut unfinished = r.clone();
+        unfinished.run.complete = false;
+        unfinished.outcomes.pop();
+        unfinished.summary = Summary::tally(2, &unfinished.outcomes);
+        unfinished.conformance = unfinished.derived_conformance();
+        assert_eq!(unfinished.conformance.status, ConformanceStatus::Incomplete);
+        assert_eq!(unfinished.inconsistencies(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn partial_reasons_come_from_what_the_record_says_of_the_run() {
+        let mut r = finished(vec![decided(Level::Mandatory, Verdict::Pass, false)]);
+        assert_eq!(r.conformance.status, ConformanceStatus::Conformant);
+        r.run.sim_faults = vec!["residue".into()];
+        r.run.overrides = vec!["tenant_timeout_s=5".into(), "sim.scrub=\"never\"".into()];
+        r.run.filtered = true;
+        r.run.planned.push("residue::other::sim0".into());
+        assert_eq!(
+            partial_reasons(&r.run, 1),
+            [
+                "partial run: filters selected 1 of 2 planned trials",
+                "settings that change the checks overridden: sim.scrub=\"never\"",
+                "sim faults planted on purpose: residue",
+            ]
+        );
+        assert_eq!(r.derived_conformance().status, ConformanceStatus::Partial);
+        assert!(r.inconsistencies()[0].starts_with("conformance: the record says conformant"));
     }
 
     #[test]
