@@ -76,7 +76,7 @@ cryptography_version=50.0.2
 sslib_dir=$PWD/target/python-securesystemslib-$sslib_version
 if [ ! -e "$sslib_dir/.installed" ]; then
   rm -rf "$sslib_dir"
-  if python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --target "$sslib_dir" \
+  if python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --target "$sslib_dir" \
     "securesystemslib[crypto]==$sslib_version" "cryptography==$cryptography_version"; then
     touch "$sslib_dir/.installed"
   else
