@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need when it is missing (Debian's
-# packages with apt-get, NVIDIA's NVRTC wheel with pip), then runs every test.
+# packages with apt-get, NVIDIA's NVRTC wheel and securesystemslib with pip), then runs
+# every test.
 # `.ci/run` calls this same script after formatting and lint checks.
 #
 #   ci/test.sh                 # all tests
@@ -66,6 +67,25 @@ if [ -e "$nvrtc_dir/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ]; then
   export LD_LIBRARY_PATH="$nvrtc_dir/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export HILT_REQUIRE_NVRTC=1
 fi
+
+# Python's securesystemslib, a DSSE implementation that shares no code with hilt:
+# tests/signing.rs has it verify what hilt signs and sign what hilt must verify. Pinned
+# versions, installed by name with pip into target/ (nothing system-wide), once.
+sslib_version=1.6.0
+cryptography_version=50.0.2
+sslib_dir=$PWD/target/python-securesystemslib-$sslib_version
+if [ ! -e "$sslib_dir/.installed" ]; then
+  rm -rf "$sslib_dir"
+  if python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore --target "$sslib_dir" \
+    "securesystemslib[crypto]==$sslib_version" "cryptography==$cryptography_version"; then
+    touch "$sslib_dir/.installed"
+  else
+    echo "note: securesystemslib $sslib_version not installed; its interoperability tests will fail" >&2
+  fi
+fi
+export PYTHONPATH="$sslib_dir${PYTHONPATH:+:$PYTHONPATH}"
+# Here a missing securesystemslib is a failure, not a skipped test.
+export HILT_REQUIRE_SECURESYSTEMSLIB=1
 
 # Every test binary runs (--no-fail-fast), so one failing binary does not hide how the
 # others fare; the totals over all of them are printed last.

@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             enable_rom_read,
         } => capture::capture(&out, sysfs_root.as_deref(), enable_rom_read).map(|()| 0),
         Command::Keygen { out } => keygen::keygen(&out),
-        Command::Sign(args) => sign::sign(&args),
+        Command::Sign(args) => sign::sign(&args, &catalogue),
         Command::Verify(args) => verify::verify(&args),
         Command::Report(args) => report::report(&args, &catalogue),
         Command::Compare(args) => compare::compare(&args, &catalogue),

@@ -117,7 +117,7 @@ fn failures_say_what_was_found_and_where() {
     let o = outcome(&run, "performance.pcie_link");
     assert_eq!(
         o.reason.as_deref(),
-        Some("the link of 0000:17:00.0 runs at x8 of x16 lanes")
+        Some("the link 0000:16:01.0–0000:17:00.0 runs at x8 of x16 lanes")
     );
     let width = o
         .measurements
@@ -446,7 +446,7 @@ fn a_link_that_is_down_fails_and_an_unknown_speed_is_inconclusive_when_full_spee
     let run = run_on(&common::host_fixture("link-down"), &["pcie_link"]);
     assert_eq!(
         reason(&run, "performance.pcie_link"),
-        "the link of 0000:17:00.0 is down: its current speed is `Unknown` while it supports 32 GT/s"
+        "the link 0000:16:01.0–0000:17:00.0 is down: its current speed is `Unknown` while it supports 32 GT/s"
     );
     let dir = copy_of("h100-good");
     std::fs::write(
@@ -462,7 +462,11 @@ fn a_link_that_is_down_fails_and_an_unknown_speed_is_inconclusive_when_full_spee
     );
     let run = run_with_profile(dir.path(), &strict, "pcie_link");
     assert_eq!(common::verdict(&run.record, "performance.pcie_link"), "inconclusive");
-    assert!(reason(&run, "performance.pcie_link").contains("maximum `garbage`"));
+    assert!(
+        reason(&run, "performance.pcie_link").contains("`garbage`"),
+        "{}",
+        reason(&run, "performance.pcie_link")
+    );
     let run = run_on(dir.path(), &["pcie_link"]);
     assert_eq!(
         common::verdict(&run.record, "performance.pcie_link"),
@@ -577,6 +581,12 @@ fn a_capture_replays_with_the_same_verdicts() {
         "no-tpm-version",
         "secure-boot-var-missing",
         "pci-malformed",
+        "shim-insecure",
+        "shim-insecure-mokvar",
+        "shim-insecure-legacy",
+        "shim-state-non-volatile",
+        "shim-secure",
+        "audit-mode",
     ] {
         let source = common::host_fixture(name);
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -623,4 +633,361 @@ fn mark_unreadable(root: &std::path::Path, path: &str) {
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
     m["unreadable"] = serde_json::json!({ path: { "kind": "permission_denied", "message": "permission denied" } });
     std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+}
+
+/// The verdict and reason of `platform.secure_boot` on fixture tree `name`.
+fn secure_boot_on(root: &Path) -> (String, String) {
+    let run = run_on(root, &["secure_boot"]);
+    let o = outcome(&run, "platform.secure_boot");
+    (o.verdict.as_str().to_string(), o.reason.clone().unwrap_or_default())
+}
+
+#[test]
+fn secure_boot_is_judged_by_whether_signatures_are_enforced() {
+    // The state a public bug report showed: the firmware says secure boot is on, and shim
+    // was told not to validate images (efivarfs, attributes BS|RT, value 1).
+    let (verdict, why) = secure_boot_on(&common::host_fixture("shim-insecure"));
+    assert_eq!(verdict, "fail");
+    assert_eq!(
+        why,
+        "shim has been told not to validate images (MokSBStateRT = 1 in \
+         /sys/firmware/efi/efivars/MokSBStateRT-605dab50-e046-4300-abb6-3dd810dd8b23): any boot loader, kernel \
+         or module is accepted although the firmware's SecureBoot reads 1"
+    );
+    // The same kind through the other interfaces and the firmware's own modes.
+    for (tree, says) in [
+        (
+            "shim-insecure-mokvar",
+            "(MokSBStateRT = 1 in /sys/firmware/efi/mok-variables/MokSBStateRT)",
+        ),
+        (
+            "shim-insecure-legacy",
+            "(MokSBStateRT = 1 in /sys/firmware/efi/vars/MokSBStateRT-605dab50-e046-4300-abb6-3dd810dd8b23/data)",
+        ),
+        (
+            "setup-mode",
+            "the firmware is in setup mode (SetupMode = 1 in \
+             /sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c)",
+        ),
+        (
+            "audit-mode",
+            "the firmware is in audit mode (AuditMode = 1 in \
+             /sys/firmware/efi/efivars/AuditMode-8be4df61-93ca-11d2-aa0d-00e098032b8c): it only logs",
+        ),
+        (
+            "secure-boot-off",
+            "secure boot is disabled (SecureBoot = 0 in \
+             /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c)",
+        ),
+    ] {
+        let (verdict, why) = secure_boot_on(&common::host_fixture(tree));
+        assert_eq!(verdict, "fail", "{tree}: {why}");
+        assert!(why.contains(says), "{tree}: {why}");
+    }
+    // Variables that exist with value 0, deployed mode, shim ignoring db, a non-volatile
+    // MokSBStateRT that shim did not set, and the pre-6.0 interface of an enforcing host.
+    for tree in ["shim-secure", "shim-state-non-volatile", "secure-legacy"] {
+        let run = run_on(&common::host_fixture(tree), &["secure_boot"]);
+        let o = outcome(&run, "platform.secure_boot");
+        assert_eq!(o.verdict.as_str(), "pass", "{tree}: {:?}", o.reason);
+        if tree == "shim-state-non-volatile" {
+            assert!(
+                o.evidence["MokSBStateRT_ignored"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("non-volatile")),
+                "{:?}",
+                o.evidence
+            );
+        }
+        if tree == "shim-secure" {
+            assert_eq!(o.evidence["DeployedMode"], 1);
+            assert_eq!(o.evidence["MokSBStateRT (MOK table)"], 0);
+        }
+    }
+    // A variable that is not the one byte the specification defines is not guessed at.
+    let (verdict, why) = secure_boot_on(&common::host_fixture("shim-state-malformed"));
+    assert_eq!(verdict, "inconclusive");
+    assert!(why.contains("MokSBStateRT in /sys/firmware/efi/efivars/"), "{why}");
+    assert!(why.contains("holds 2 bytes"), "{why}");
+}
+
+#[test]
+fn secure_boot_without_a_readable_interface_or_capture_coverage_is_inconclusive() {
+    // efivarfs not mounted (an empty directory) and no other interface.
+    let dir = copy_of("h100-good");
+    let vars = dir.path().join("sys/firmware/efi/efivars");
+    std::fs::remove_dir_all(&vars).expect("rm");
+    std::fs::create_dir(&vars).expect("mkdir");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "inconclusive");
+    assert!(
+        why.starts_with("efivarfs is not mounted at /sys/firmware/efi/efivars"),
+        "{why}"
+    );
+
+    // A capture by a hilt that did not look at shim's variables proves nothing about them.
+    let dir = copy_of("h100-good");
+    let manifest = dir.path().join(hilt_harness::hostfs::MANIFEST);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    m["covered"] = serde_json::json!([
+        "/sys/firmware/efi",
+        "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+        "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    ]);
+    m["mounted"] = serde_json::json!(["/sys/firmware/efi/efivars"]);
+    std::fs::write(&manifest, serde_json::to_vec(&m).expect("json")).expect("write");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "inconclusive");
+    assert!(why.contains("the capture did not cover"), "{why}");
+}
+
+/// A profile file in `dir` that runs the base checks on the GPUs of the link fixtures:
+/// the H100, the AMD GPU behind its switch, the Intel integrated GPU. `body` is added.
+fn gpu_profile(dir: &Path, id: &str, body: &str) -> String {
+    let path = dir.join(format!("{id}.toml"));
+    let text = format!(
+        "id = \"{id}\"\ntitle = \"test\"\nversion = \"0.1.0\"\nextends = \"base\"\n\n\
+         [[match]]\npci_vendor = 0x10de\n\n[[match]]\npci_vendor = 0x1002\n\n[[match]]\npci_vendor = 0x8086\n\
+         pci_device = [0x9a49]\n\n{body}"
+    );
+    std::fs::write(&path, text).expect("write profile");
+    path.to_str().expect("utf-8").to_string()
+}
+
+/// The `performance.pcie_link` outcome of PCI function `address` on tree `root`.
+fn link_outcome(root: &Path, profile: &str, address: &str) -> hilt_results::Outcome {
+    let run = run_with_profile(root, profile, "pcie_link");
+    let device = format!("pci-{}", address.replace(':', "-"));
+    run.record
+        .outcomes
+        .iter()
+        .find(|o| o.check == "performance.pcie_link" && o.device == device)
+        .cloned()
+        .unwrap_or_else(|| panic!("no pcie_link trial on {device}:\n{}\n{}", run.stdout, run.stderr))
+}
+
+#[test]
+fn a_function_without_a_pcie_link_is_not_applicable() {
+    // An Intel integrated GPU: `Unknown speed`, width 255 (the kernel's "unknown") and 0.
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let p = gpu_profile(profiles.path(), "gpus", "");
+    let o = link_outcome(&common::host_fixture("igpu-no-link"), &p, "0000:00:02.0");
+    assert_eq!(o.verdict.as_str(), "not_applicable", "{:?}", o.reason);
+    let why = o.reason.unwrap_or_default();
+    assert!(why.starts_with("0000:00:02.0 has no PCIe link to judge"), "{why}");
+    assert!(why.contains("`Unknown speed`") && why.contains("`255`"), "{why}");
+    assert!(
+        o.measurements.is_empty(),
+        "no number is made of an unknown: {:?}",
+        o.measurements
+    );
+}
+
+#[test]
+fn the_whole_path_from_the_root_port_is_judged_hop_by_hop() {
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let lenient = gpu_profile(profiles.path(), "gpus", "");
+    let strict = gpu_profile(
+        profiles.path(),
+        "gpus-strict",
+        "[check.\"performance.pcie_link\".params]\nallow_speed_downtraining = false\n",
+    );
+    // The AMD GPU reads 16 GT/s x16 itself; the hop above its board's switch runs at 8 of 16.
+    let root = common::host_fixture("amd-switch");
+    let o = link_outcome(&root, &lenient, "0000:03:00.0");
+    assert_eq!(o.verdict.as_str(), "pass", "{:?}", o.reason);
+    assert_eq!(
+        o.evidence["path"],
+        serde_json::json!([
+            "0000:00:01.1–0000:01:00.0: 8 GT/s x8 of 16 GT/s x8",
+            "0000:02:00.0–0000:03:00.0: 16 GT/s x16 of 16 GT/s x16"
+        ])
+    );
+    assert!(
+        o.evidence["speed_note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("0000:00:01.1–0000:01:00.0 running at 8 of 16 GT/s")),
+        "{:?}",
+        o.evidence
+    );
+    assert_eq!(o.evidence["deciding_hop"], "0000:00:01.1–0000:01:00.0");
+    let o = link_outcome(&root, &strict, "0000:03:00.0");
+    assert_eq!(o.verdict.as_str(), "fail", "{:?}", o.reason);
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("the link 0000:00:01.1–0000:01:00.0 runs at 8 of 16 GT/s")
+    );
+
+    // An H100 behind an HGX-style switch whose upstream hop trained narrow.
+    let o = link_outcome(&common::host_fixture("switch-degraded"), &lenient, "0000:17:00.0");
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("the link 0000:14:01.0–0000:15:00.0 runs at x8 of x16 lanes")
+    );
+    let width = o
+        .measurements
+        .iter()
+        .find(|m| m.name == "current_link_width")
+        .expect("measured");
+    assert_eq!((width.value, width.threshold), (8.0, Some(16.0)));
+
+    // A port whose own maximum is below the device's: the hop's capability is the lesser.
+    let dir = copy_of("h100-good");
+    let rp = dir.path().join("sys/bus/pci/devices/0000:16:01.0");
+    std::fs::write(rp.join("max_link_width"), "8\n").expect("write");
+    std::fs::write(rp.join("current_link_width"), "8\n").expect("write");
+    std::fs::write(
+        dir.path().join("sys/bus/pci/devices/0000:17:00.0/current_link_width"),
+        "8\n",
+    )
+    .expect("write");
+    let o = link_outcome(dir.path(), &lenient, "0000:17:00.0");
+    assert_eq!(
+        o.verdict.as_str(),
+        "pass",
+        "an x8 slot runs an x16 card at its full x8: {:?}",
+        o.reason
+    );
+}
+
+#[test]
+fn unknown_encodings_and_powered_down_functions_are_never_numbers() {
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let p = gpu_profile(profiles.path(), "gpus", "");
+    // A GPU runtime-suspended in D3cold: inconclusive, and hilt writes nothing to wake it.
+    let root = common::host_fixture("amd-suspended");
+    let o = link_outcome(&root, &p, "0000:03:00.0");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    let why = o.reason.unwrap_or_default();
+    assert!(
+        why.contains("0000:03:00.0 is powered down (runtime_status suspended, power_state D3cold)")
+            && why.contains("which hilt never does"),
+        "{why}"
+    );
+    assert!(
+        !root
+            .join("sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0/0000:02:00.0/0000:03:00.0/power/control")
+            .exists()
+    );
+
+    let link = |dir: &tempfile::TempDir, address: &str, name: &str, value: &str| {
+        std::fs::write(dir.path().join(format!("sys/bus/pci/devices/{address}/{name}")), value).expect("write");
+    };
+    // A port on the path that is suspended.
+    let dir = copy_of("h100-good");
+    link(&dir, "0000:16:01.0", "power/runtime_status", "suspended\n");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    assert!(
+        o.reason
+            .unwrap_or_default()
+            .contains("0000:16:01.0 is powered down (runtime_status suspended")
+    );
+
+    // A width of all ones (63): no width the PCIe specification defines.
+    let dir = copy_of("h100-good");
+    link(&dir, "0000:17:00.0", "current_link_width", "63\n");
+    link(&dir, "0000:16:01.0", "current_link_width", "63\n");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    assert!(
+        o.reason
+            .unwrap_or_default()
+            .contains("reads `63`, which is no PCIe link width")
+    );
+
+    // A maximum width of 255 at one end: the hop's width cannot be told.
+    let dir = copy_of("h100-good");
+    link(&dir, "0000:17:00.0", "max_link_width", "255\n");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    assert!(o.reason.unwrap_or_default().contains("reads `255`"));
+
+    // A kernel before 5.3: `16 GT/s` and `Unknown speed`, and a width of 0: the link is down.
+    let dir = copy_of("h100-good");
+    for address in ["0000:16:01.0", "0000:17:00.0"] {
+        link(&dir, address, "max_link_speed", "32 GT/s\n");
+        link(&dir, address, "current_link_speed", "Unknown speed\n");
+    }
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(
+        o.reason.as_deref(),
+        Some(
+            "the link 0000:16:01.0–0000:17:00.0 is down: its current speed is `Unknown speed` while it supports 32 GT/s"
+        )
+    );
+    let dir = copy_of("h100-good");
+    link(&dir, "0000:17:00.0", "current_link_width", "0\n");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("the link 0000:16:01.0–0000:17:00.0 is down: its current width is 0 while it supports x16")
+    );
+
+    // A tree without the link into /sys/devices: the path is unknown, never a pass.
+    let dir = copy_of("h100-good");
+    let entry = dir.path().join("sys/bus/pci/devices/0000:17:00.0");
+    std::fs::remove_file(&entry).expect("rm link");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(dir.path().join("sys/devices/pci0000:16/0000:16:01.0/0000:17:00.0"))
+        .arg(&entry)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let o = link_outcome(dir.path(), &p, "0000:17:00.0");
+    assert_eq!(o.verdict.as_str(), "inconclusive", "{:?}", o.reason);
+    assert!(
+        o.reason
+            .unwrap_or_default()
+            .contains("the path from the root port to 0000:17:00.0 cannot be read")
+    );
+}
+
+#[test]
+fn a_capture_keeps_the_pci_paths_and_power_states_so_link_verdicts_replay() {
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let strict = gpu_profile(
+        profiles.path(),
+        "gpus-strict",
+        "[check.\"performance.pcie_link\".params]\nallow_speed_downtraining = false\n",
+    );
+    for (name, address) in [
+        ("amd-switch", "0000:03:00.0"),
+        ("amd-suspended", "0000:03:00.0"),
+        ("switch-degraded", "0000:17:00.0"),
+        ("igpu-no-link", "0000:00:02.0"),
+        ("h100-good", "0000:17:00.0"),
+    ] {
+        let source = common::host_fixture(name);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tar = tmp.path().join("capture.tar");
+        let out = common::hilt(&[
+            "capture",
+            tar.to_str().expect("utf-8"),
+            "--sysfs-root",
+            source.to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let unpacked = tmp.path().join("root");
+        std::fs::create_dir(&unpacked).expect("mkdir");
+        tar::Archive::new(std::fs::File::open(&tar).expect("open"))
+            .unpack(&unpacked)
+            .expect("unpack");
+        let link = std::fs::read_link(unpacked.join(format!("sys/bus/pci/devices/{address}"))).expect("kept as a link");
+        assert!(
+            link.to_string_lossy().starts_with("../../../devices/pci"),
+            "{name}: {}",
+            link.display()
+        );
+        let (before, after) = (
+            link_outcome(&source, &strict, address),
+            link_outcome(&unpacked, &strict, address),
+        );
+        assert_eq!(
+            (before.verdict, &before.reason, &before.evidence["path"]),
+            (after.verdict, &after.reason, &after.evidence["path"]),
+            "capture of {name}"
+        );
+    }
 }

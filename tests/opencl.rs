@@ -344,7 +344,10 @@ fn the_cross_context_check_finds_pocls_residue() -> Result<(), Failed> {
         expect(&record, "residue.global.cross_process", "pass")?;
         let o = outcome(&record, "residue.global.cross_context")?;
         let confirmed = o.evidence["host_scanner_confirmed_blocks"].as_u64().unwrap_or(0);
-        if confirmed == 0 || measurement(o, "leaked_bytes")? < f64::from(64u32 << 10) || exit != 1 {
+        // At least half of the smallest round (64 KiB) comes back: a leak of whole
+        // buffers, not a stray block (the 64 KiB round can return all of its buffer but
+        // the first canary block, 65504 bytes).
+        if confirmed == 0 || measurement(o, "leaked_bytes")? < f64::from(32u32 << 10) || exit != 1 {
             return Err(format!("exit {exit}, evidence {:?}\n{stderr}", o.evidence).into());
         }
     }

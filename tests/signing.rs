@@ -1,9 +1,13 @@
 //! Signing and verifying results through the command line, and the same signatures
-//! checked by OpenSSL, an implementation that shares no code with hilt.
+//! checked by implementations that share no code with hilt: OpenSSL, and Python's
+//! securesystemslib DSSE envelope, both ways.
 //!
 //! The OpenSSL tests need the OpenSSL 3 command line (`pkeyutl -rawin`). Without it they
 //! fail, saying so, unless `HILT_SKIP_OPENSSL=1` asks to skip them: a skipped test shows
-//! as passed in `cargo test`, so skipping must be a visible choice, never a default.
+//! as passed in `cargo test`, so skipping must be a visible choice, never a default. The
+//! securesystemslib tests need `python3` able to import it (`ci/test.sh` installs the
+//! pinned version); without it they are skipped with the reason on stderr, unless
+//! `HILT_REQUIRE_SECURESYSTEMSLIB=1` (set by `ci/test.sh`) makes that a failure.
 
 mod common;
 
@@ -158,11 +162,244 @@ fn verification_failures_exit_1_and_unreadable_input_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = hilt_in(
         dir.path(),
-        &["verify", "out/latest/result.json", "--trusted-key", "lab.key"],
+        &["verify", "out/latest/result.json", "--trusted-key", "other.pub"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    std::fs::write(
+        dir.path().join("junk.pub"),
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .expect("write");
+    let out = hilt_in(
+        dir.path(),
+        &["verify", "out/latest/result.json", "--trusted-key", "junk.pub"],
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("not an Ed25519 SPKI PEM public key"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn messages_say_what_is_wrong_and_what_to_do() {
+    let dir = signed_run();
+    // A private key given where a public one belongs.
+    for command in ["verify", "report"] {
+        let out = hilt_in(
+            dir.path(),
+            &[command, "out/latest/result.dsse.json", "--trusted-key", "lab.key"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("lab.key: this is a private key, not a public one")
+                && text(&out).contains("openssl pkey -in NAME.key -pubout -out NAME.pub"),
+            "{command}: {}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("BEGIN PRIVATE KEY"), "key material is never shown");
+    }
+    // A public key given to sign with.
+    let out = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.pub"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+
+    // `--out NAME.key` names the pair, never NAME.key.key.
+    for name in ["mykey.key", "theirs.pub"] {
+        let out = hilt_in(dir.path(), &["keygen", "--out", name]);
+        assert!(out.status.success(), "{}", text(&out));
+        let stem = name.rsplit_once('.').expect("suffix").0;
+        for file in [format!("{stem}.key"), format!("{stem}.pub")] {
+            assert!(dir.path().join(&file).exists(), "{file}: {}", text(&out));
+        }
+        assert!(!dir.path().join(format!("{name}.key")).exists());
+        assert!(!dir.path().join(format!("{name}.pub")).exists());
+    }
+
+    // The unsigned record given to verify: ask for the envelope, never "sign it".
+    let out = hilt_in(
+        dir.path(),
+        &["verify", "out/latest/result.json", "--trusted-key", "lab.pub"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("ask whoever ran it for the signed result.dsse.json"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("hilt sign"), "{}", text(&out));
+
+    // A pretty-printed envelope: reformatted, never altered, and it verifies.
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/latest/result.dsse.json")).expect("read"))
+            .expect("json");
+    std::fs::write(
+        dir.path().join("pretty.dsse.json"),
+        serde_json::to_vec_pretty(&envelope).expect("json"),
+    )
+    .expect("write");
+    let out = hilt_in(dir.path(), &["verify", "pretty.dsse.json", "--trusted-key", "lab.pub"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("reformatted after signing"), "{}", text(&out));
+    assert!(!text(&out).contains("altered"), "{}", text(&out));
+}
+
+#[test]
+fn an_envelope_with_an_empty_keyid_verifies_by_the_key_that_signed() {
+    // As cosign and other DSSE signers write it: `"keyid": ""`.
+    let dir = signed_run();
+    let path = dir.path().join("out/latest/result.dsse.json");
+    let mut envelope: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    envelope["signatures"][0]["keyid"] = "".into();
+    std::fs::write(&path, serde_json::to_vec(&envelope).expect("json")).expect("write");
+    assert!(hilt_in(dir.path(), &["keygen", "--out", "other"]).status.success());
+    let out = hilt_in(
+        dir.path(),
+        &[
+            "verify",
+            "out/latest/result.dsse.json",
+            "--trusted-key",
+            "other.pub",
+            "--trusted-key",
+            "lab.pub",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("verified: out/latest/result.dsse.json: the signature is valid (signed by lab.pub)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn sign_refuses_claims_that_do_not_follow_and_verify_keeps_signature_and_platform_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(hilt_in(dir.path(), &["keygen", "--out", "lab"]).status.success());
+    // A failing platform: a planted residue fault.
+    let run = hilt_in(
+        dir.path(),
+        &[
+            "run",
+            "-q",
+            "--out",
+            "out",
+            "--sim-fault",
+            "global-no-scrub",
+            "residue::global",
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let path = dir.path().join("out/latest/result.json");
+    let original = std::fs::read(&path).expect("record");
+    let envelope_path = dir.path().join("out/latest/result.dsse.json");
+    let run_envelope = std::fs::read(&envelope_path).expect("the run signed with a one-off key");
+
+    // Verdicts hand-edited to pass while the summary still counts the failures.
+    let mut record: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    for o in record["outcomes"].as_array_mut().expect("outcomes") {
+        o["verdict"] = "pass".into();
+        o["reason"] = serde_json::Value::Null;
+    }
+    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
+    let out = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not signed: what it claims does not follow"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("summary: the record counts"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&envelope_path).expect("envelope"),
+        run_envelope,
+        "nothing was signed"
+    );
+
+    // A level lowered so that the failures would not count: the profile says otherwise.
+    let mut record: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    for o in record["outcomes"].as_array_mut().expect("outcomes") {
+        o["level"] = "informational".into();
+    }
+    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
+    let out = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("recorded as informational, but profile sim-reference makes it mandatory"),
+        "{}",
+        text(&out)
+    );
+
+    // As the run wrote it, it signs; verified, it says the signature is valid and,
+    // apart, that the platform is not conformant.
+    std::fs::write(&path, &original).expect("write");
+    let out = hilt_in(dir.path(), &["sign", "out/latest/result.json", "--key", "lab.key"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = hilt_in(
+        dir.path(),
+        &["verify", "out/latest/result.dsse.json", "--trusted-key", "lab.pub"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("verified: out/latest/result.dsse.json: the signature is valid"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("platform: NOT conformant (partial), as decided here from the record's"),
+        "{shown}"
+    );
+    let out = hilt_in(
+        dir.path(),
+        &[
+            "verify",
+            "out/latest/result.dsse.json",
+            "--trusted-key",
+            "lab.pub",
+            "--require-conformant",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn report_never_shows_an_unsigned_or_unverified_record_as_conformant_with_keys_given() {
+    let dir = signed_run();
+    for input in ["out/latest/result.json", "out/latest/result.dsse.json"] {
+        let out = hilt_in(
+            dir.path(),
+            &["report", input, "--format", "html", "--trusted-key", "lab.pub"],
+        );
+        let html = String::from_utf8_lossy(&out.stdout);
+        if input.ends_with("dsse.json") {
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            assert!(
+                html.contains("<span class=\"badge conformant\">conformant</span>"),
+                "{html}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(!html.contains("badge conformant"), "{html}");
+            assert!(html.contains("claims: conformant"), "{html}");
+            assert!(html.contains("ask for the signed result.dsse.json"), "{html}");
+        }
+    }
+    // An envelope that no trusted key verifies is not green either.
+    assert!(hilt_in(dir.path(), &["keygen", "--out", "other"]).status.success());
+    let out = hilt_in(
+        dir.path(),
+        &[
+            "report",
+            "out/latest/result.dsse.json",
+            "--format",
+            "markdown",
+            "--trusted-key",
+            "other.pub",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("## hilt: NOT VERIFIED (the result claims: conformant)"),
         "{}",
         text(&out)
     );
@@ -321,6 +558,150 @@ fn openssl_verifies_what_hilt_signs() {
     bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
     std::fs::write(&path, bad).expect("write");
     let out = verify("out/latest/result.dsse.json", "lab.pub");
+    assert!(!out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_documented_openssl_keyid_step_prints_the_keyid_alone() {
+    if let Err(why) = openssl() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results.md")).expect("docs");
+    let step = docs
+        .lines()
+        .find(|l| l.starts_with("openssl pkey -pubin -in lab.pub -outform DER"))
+        .expect("docs/results.md shows the keyid step");
+    let command = step.split(" #").next().expect("a command");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keygen = hilt_in(dir.path(), &["keygen", "--out", "lab"]);
+    assert!(keygen.status.success());
+    let keyid = text(&keygen)
+        .rsplit("keyid ")
+        .next()
+        .expect("keygen prints the keyid")
+        .trim()
+        .to_string();
+    let out = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(dir.path())
+        .output()
+        .expect("sh runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), keyid, "{command}");
+}
+
+/// Whether securesystemslib can run here; `Err` with the reason its tests are skipped.
+fn securesystemslib() -> Result<(), String> {
+    let probe = Command::new("python3")
+        .args([
+            "-c",
+            "import securesystemslib.dsse, securesystemslib.signer, cryptography; print(securesystemslib.__version__)",
+        ])
+        .output();
+    let why = match probe {
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string(),
+        Err(e) => format!("python3: {e}"),
+    };
+    if std::env::var("HILT_REQUIRE_SECURESYSTEMSLIB").as_deref() == Ok("1") {
+        panic!("securesystemslib is required here (HILT_REQUIRE_SECURESYSTEMSLIB=1) but cannot be imported: {why}");
+    }
+    Err(format!(
+        "securesystemslib cannot be imported by python3 ({why}); ci/test.sh installs the pinned version, and \
+         HILT_REQUIRE_SECURESYSTEMSLIB=1 makes its absence a failure"
+    ))
+}
+
+/// Runs tests/interop/sslib_dsse.py with `args` in `dir`.
+fn sslib(dir: &Path, args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sslib_dsse.py");
+    Command::new("python3")
+        .arg(script)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("python3 runs")
+}
+
+#[test]
+fn hilt_verifies_what_securesystemslib_signs() {
+    if let Err(why) = securesystemslib() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = signed_run();
+    // The statement hilt signed, signed again by securesystemslib with the same key: its
+    // own keyid scheme, its own JSON layout.
+    let envelope = std::fs::read(dir.path().join("out/latest/result.dsse.json")).expect("read");
+    let payload = hilt_results::signed::decode_base64(
+        serde_json::from_slice::<serde_json::Value>(&envelope).expect("json")["payload"]
+            .as_str()
+            .expect("payload"),
+    )
+    .expect("base64")
+    .0;
+    std::fs::write(dir.path().join("statement.json"), payload).expect("write");
+    let out = sslib(dir.path(), &["sign", "lab.key", "statement.json", "sslib.dsse.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = hilt_in(
+        dir.path(),
+        &[
+            "verify",
+            "sslib.dsse.json",
+            "--trusted-key",
+            "lab.pub",
+            "--require-conformant",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("an unauthenticated hint (DSSE)"), "{}", text(&out));
+    assert!(text(&out).contains("written by another DSSE signer"), "{}", text(&out));
+    // Negative controls: another trusted key, and a changed payload.
+    assert!(hilt_in(dir.path(), &["keygen", "--out", "other"]).status.success());
+    let out = hilt_in(dir.path(), &["verify", "sslib.dsse.json", "--trusted-key", "other.pub"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let mut statement = std::fs::read(dir.path().join("statement.json")).expect("read");
+    let at = statement.len() / 2;
+    statement[at] ^= 0x01;
+    std::fs::write(dir.path().join("statement.json"), &statement).expect("write");
+    let signed = std::fs::read_to_string(dir.path().join("sslib.dsse.json")).expect("read");
+    let mut value: serde_json::Value = serde_json::from_str(&signed).expect("json");
+    value["payload"] = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &statement).into();
+    std::fs::write(dir.path().join("changed.dsse.json"), value.to_string()).expect("write");
+    let out = hilt_in(dir.path(), &["verify", "changed.dsse.json", "--trusted-key", "lab.pub"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn securesystemslib_verifies_what_hilt_signs() {
+    if let Err(why) = securesystemslib() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = signed_run();
+    let out = sslib(dir.path(), &["verify", "lab.pub", "out/latest/result.dsse.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("predicateType https://hilt.dev/conformance-result/v1"),
+        "{}",
+        text(&out)
+    );
+    // Negative controls: another key, and a changed signature.
+    assert!(hilt_in(dir.path(), &["keygen", "--out", "other"]).status.success());
+    let out = sslib(dir.path(), &["verify", "other.pub", "out/latest/result.dsse.json"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let path = dir.path().join("out/latest/result.dsse.json");
+    let good = std::fs::read_to_string(&path).expect("envelope");
+    let at = good.find("\"sig\":\"").expect("a signature") + 7;
+    let mut bad = good.into_bytes();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, bad).expect("write");
+    let out = sslib(dir.path(), &["verify", "lab.pub", "out/latest/result.dsse.json"]);
     assert!(!out.status.success(), "{}", text(&out));
 }
 

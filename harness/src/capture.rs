@@ -6,7 +6,10 @@
 //! Keys, password hashes and anything not on the list never enter the archive
 //! (`/etc/ssh/sshd_config` does; `/etc/ssh/ssh_host_*_key` and `/etc/shadow` do not), and a
 //! file entry that is a link to a path off the list is not followed but listed in the
-//! manifest. sysfs files report a size of 4096 whatever they hold, so each file is read
+//! manifest. Links met under /sys on the way to a captured path are stored as links, and
+//! the file where they lead (`/sys/bus/pci/devices/X` → `/sys/devices/pci0000:00/.../X`),
+//! so a replay sees sysfs's own structure: a PCI function's path from its root port.
+//! sysfs files report a size of 4096 whatever they hold, so each file is read
 //! first and stored with the length it actually had. Files that cannot be read are left
 //! out and listed in the manifest ([`crate::hostfs::MANIFEST`]) with the kind of error,
 //! which replay gives back; device nodes are stored as empty files with their mode and
@@ -37,8 +40,9 @@ pub enum Store {
 }
 
 /// The allowlist: every path host checks read, as host paths with `*` globs. The sshd
-/// `Include` closure and the version of each accelerator's driver are added to it at
-/// capture time.
+/// `Include` closure, the version of each accelerator's driver and the UEFI variables of
+/// [`crate::efi::capture_paths`] (through each interface the kernel may offer) are added
+/// to it at capture time.
 pub const RULES: &[(&str, Store)] = &[
     ("/sys/bus/pci/devices", Store::Dir),
     ("/sys/bus/pci/devices/*/vendor", Store::File),
@@ -50,6 +54,8 @@ pub const RULES: &[(&str, Store)] = &[
     ("/sys/bus/pci/devices/*/current_link_width", Store::File),
     ("/sys/bus/pci/devices/*/max_link_speed", Store::File),
     ("/sys/bus/pci/devices/*/max_link_width", Store::File),
+    ("/sys/bus/pci/devices/*/power_state", Store::File),
+    ("/sys/bus/pci/devices/*/power/runtime_status", Store::File),
     ("/sys/bus/pci/devices/*/driver", Store::Link),
     ("/sys/bus/pci/devices/*/iommu_group", Store::Link),
     ("/sys/bus/pci/devices/*/rom", Store::Rom),
@@ -59,14 +65,8 @@ pub const RULES: &[(&str, Store)] = &[
     ("/sys/class/iommu", Store::Dir),
     ("/sys/class/iommu/*", Store::Link),
     ("/sys/firmware/efi", Store::Dir),
-    (
-        "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
-        Store::File,
-    ),
-    (
-        "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c",
-        Store::File,
-    ),
+    (crate::efi::SYSFS_VARS, Store::Dir),
+    (crate::efi::MOKVAR, Store::Dir),
     ("/sys/kernel/security", Store::Dir),
     ("/sys/kernel/security/lockdown", Store::File),
     ("/sys/kernel/security/lsm", Store::File),
@@ -150,6 +150,7 @@ pub fn capture(
         },
         dirs_done: BTreeSet::new(),
         stored: BTreeSet::new(),
+        links_done: BTreeSet::new(),
     };
     c.tar.mode(tar::HeaderMode::Deterministic);
     let scan = crate::pci::accelerators(fs).unwrap_or_else(|e| {
@@ -164,6 +165,7 @@ pub fn capture(
     c.report.pci_errors = c.manifest.pci_errors.len();
     let accelerators: Vec<String> = scan.functions.iter().map(|f| f.address.clone()).collect();
     let mut rules: Vec<(String, Store)> = RULES.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+    rules.extend(crate::efi::capture_paths().into_iter().map(|p| (p, Store::File)));
     for driver in scan.functions.iter().filter_map(|f| f.driver.clone()) {
         rules.push((format!("/sys/module/{driver}/version"), Store::File));
     }
@@ -221,6 +223,7 @@ struct Capture<'f, W: Write> {
     manifest: Manifest,
     dirs_done: BTreeSet<String>,
     stored: BTreeSet<String>,
+    links_done: BTreeSet<String>,
 }
 
 impl<W: Write> Capture<'_, W> {
@@ -247,6 +250,16 @@ impl<W: Write> Capture<'_, W> {
             return Ok(());
         }
         let fs = self.fs;
+        // Where the entry lies once links under /sys are followed (the links stored).
+        let keep_last = matches!(store, Store::Link);
+        let placed = match self.place(path, keep_last) {
+            Ok(p) => p,
+            Err(e) if e.kind == HostErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                self.unreadable(path, e);
+                return Ok(());
+            }
+        };
         match store {
             Store::File | Store::Rom => {
                 if let Err(e) = self.follows_allowed_links(path) {
@@ -256,22 +269,13 @@ impl<W: Write> Capture<'_, W> {
                     return Ok(());
                 }
                 match fs.read(path) {
-                    Ok(bytes) => self.file(path, &bytes)?,
+                    Ok(bytes) => self.file(&placed, &bytes)?,
                     Err(e) if e.kind == HostErrorKind::NotFound => {}
                     Err(e) => self.unreadable(path, e),
                 }
             }
             Store::Link => match fs.read_link(path) {
-                Ok(target) => {
-                    add_parents(&mut self.tar, path, &mut self.dirs_done)?;
-                    let mut h = tar::Header::new_gnu();
-                    h.set_entry_type(tar::EntryType::Symlink);
-                    h.set_mode(0o777);
-                    h.set_mtime(0);
-                    h.set_size(0);
-                    self.tar.append_link(&mut h, rel(path), target)?;
-                    self.report.entries += 1;
-                }
+                Ok(target) => self.link(&placed, &target)?,
                 Err(e) if e.kind == HostErrorKind::NotFound => {}
                 Err(e) => self.unreadable(path, e),
             },
@@ -282,7 +286,7 @@ impl<W: Write> Capture<'_, W> {
                 match fs.stat(path) {
                     Ok(stat) => {
                         self.manifest.nodes.insert(path.to_string(), stat);
-                        append_file(&mut self.tar, path, &[], &mut self.dirs_done)?;
+                        append_file(&mut self.tar, &placed, &[], &mut self.dirs_done)?;
                         self.report.entries += 1;
                     }
                     Err(e) if e.kind == HostErrorKind::NotFound => {}
@@ -292,18 +296,106 @@ impl<W: Write> Capture<'_, W> {
             Store::Exists => {
                 if fs.exists(path) {
                     self.manifest.existence_only.push(path.to_string());
-                    append_file(&mut self.tar, path, &[], &mut self.dirs_done)?;
+                    append_file(&mut self.tar, &placed, &[], &mut self.dirs_done)?;
                     self.report.entries += 1;
                 }
             }
             Store::Dir => {
                 if is_dir(fs, path) {
-                    add_parents(&mut self.tar, &format!("{path}/x"), &mut self.dirs_done)?;
+                    add_parents(&mut self.tar, &format!("{placed}/x"), &mut self.dirs_done)?;
                     self.report.entries += 1;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Stores a symbolic link at host path `path` with `target` as written, once.
+    fn link(&mut self, path: &str, target: &std::path::Path) -> std::io::Result<()> {
+        if !self.links_done.insert(path.to_string()) {
+            return Ok(());
+        }
+        add_parents(&mut self.tar, path, &mut self.dirs_done)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_mtime(0);
+        h.set_size(0);
+        self.tar.append_link(&mut h, rel(path), target)?;
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// The host path `path` leads to with every link under /sys on the way followed (its
+    /// last component too, unless `keep_last`), each such link stored as a link. Paths
+    /// outside /sys are kept as they are: their links are judged by
+    /// [`Capture::follows_allowed_links`].
+    fn place(&mut self, path: &str, keep_last: bool) -> Result<String, HostError> {
+        use std::collections::VecDeque;
+        /// As many links as Linux follows in one lookup before `ELOOP`.
+        const MAX_LINKS: u32 = 40;
+        if !path.starts_with("/sys/") {
+            return Ok(path.to_string());
+        }
+        let mut done: Vec<String> = Vec::new();
+        let mut pending: VecDeque<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            match name.as_str() {
+                "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let here = format!("/{}/{name}", done.join("/")).replace("//", "/");
+            let last = pending.is_empty();
+            if here.starts_with("/sys/")
+                && !(last && keep_last)
+                && let Ok(target) = self.fs.read_link(&here)
+            {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(HostError::new(
+                        path,
+                        HostErrorKind::Other,
+                        format!("more than {MAX_LINKS} links on the way"),
+                    ));
+                }
+                let parts: Vec<String> = target
+                    .to_string_lossy()
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                // Only links that stay in /sys are stored and followed.
+                let mut lands: Vec<&str> = done.iter().map(String::as_str).collect();
+                for part in &parts {
+                    match part.as_str() {
+                        ".." => {
+                            lands.pop();
+                        }
+                        "." => {}
+                        other => lands.push(other),
+                    }
+                }
+                if target.is_absolute() || lands.first() != Some(&"sys") {
+                    return Err(HostError::new(
+                        path,
+                        HostErrorKind::Refused,
+                        format!("{here} is a link to {}, outside /sys: not captured", target.display()),
+                    ));
+                }
+                self.link(&here, &target).map_err(|e| crate::hostfs::error(path, &e))?;
+                for part in parts.into_iter().rev() {
+                    pending.push_front(part);
+                }
+                continue;
+            }
+            done.push(name);
+        }
+        Ok(format!("/{}", done.join("/")))
     }
 
     fn file(&mut self, path: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -328,8 +420,15 @@ impl<W: Write> Capture<'_, W> {
         if let Ok(size) = self.fs.size(path) {
             self.manifest.sizes.insert(path.to_string(), size);
         }
+        let placed = match self.place(path, false) {
+            Ok(p) => p,
+            Err(e) => {
+                self.unreadable(path, e);
+                return Ok(());
+            }
+        };
         match crate::pci::read_rom(self.fs, address, enable) {
-            Ok(bytes) => self.file(path, &bytes),
+            Ok(bytes) => self.file(&placed, &bytes),
             Err(e) if e.kind == HostErrorKind::NotFound => Ok(()),
             Err(e) => {
                 self.unreadable(path, e);

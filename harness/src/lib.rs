@@ -11,6 +11,7 @@ pub mod capture;
 pub mod check;
 pub mod confidence;
 pub mod discovery;
+pub mod efi;
 pub mod host;
 pub mod hostfs;
 pub mod interrupt;

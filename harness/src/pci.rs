@@ -320,11 +320,121 @@ pub fn parse_hex(text: &str) -> Option<u32> {
     u32::from_str_radix(t.strip_prefix("0x").unwrap_or(t), 16).ok()
 }
 
-/// A PCIe link's speed in GT/s from sysfs text (`16.0 GT/s PCIe`, `2.5 GT/s`); `None`
-/// for `Unknown` and anything unreadable.
+/// A PCIe link's speed in GT/s from sysfs text, as every kernel writes it: `16.0 GT/s
+/// PCIe` (Linux 5.3 and later, `pci_speed_string`), `16 GT/s` and `2.5 GT/s` (before).
+/// `None` for what the kernel writes when it does not know the speed (`Unknown`, and
+/// `Unknown speed` before 5.3), for conventional PCI bus speeds (`33 MHz PCI`), and for
+/// anything else it cannot have written.
 pub fn parse_link_speed(text: &str) -> Option<f64> {
-    let number = text.split_whitespace().next()?;
-    number.parse::<f64>().ok().filter(|s| *s > 0.0)
+    let mut words = text.split_whitespace();
+    let number = words.next()?.parse::<f64>().ok()?;
+    (words.next() == Some("GT/s") && number > 0.0 && number.is_finite()).then_some(number)
+}
+
+/// The link widths the PCIe specification defines (the Negotiated and Maximum Link
+/// Width fields: x1, x2, x4, x8, x12, x16, x32).
+pub const LINK_WIDTHS: [u32; 7] = [1, 2, 4, 8, 12, 16, 32];
+
+/// A PCIe link width from sysfs text (`16`, or `x16`). `None` for every value that is no
+/// width: 255, the kernel's `PCIE_LNK_WIDTH_UNKNOWN` (a function without link
+/// capabilities, such as an integrated device, reads so); 0, the reserved value a link
+/// that did not train reports; 63, the all-ones field a function that does not answer
+/// (powered down, gone) reads as; and any other reserved value.
+pub fn parse_link_width(text: &str) -> Option<u32> {
+    let width = text.trim().trim_start_matches('x').parse::<u32>().ok()?;
+    LINK_WIDTHS.contains(&width).then_some(width)
+}
+
+/// The PCI functions from the root of the hierarchy down to `address`: the root port
+/// first, then each switch port on the way, and `address` itself last, read from the
+/// sysfs device path its `/sys/bus/pci/devices` entry links to
+/// (`/sys/devices/pci0000:00/0000:00:01.1/0000:01:00.0/0000:02:00.0/0000:03:00.0`).
+/// `None` when the entry is not a link into `/sys/devices/` (a hand-made tree, or a
+/// capture that did not keep the links), so the path is unknown.
+pub fn path_from_root(fs: &HostFs, address: &str) -> Result<Option<Vec<String>>, HostError> {
+    let canonical = fs.canonical_host_path(&format!("{DEVICES}/{address}"))?;
+    let Some(below) = canonical.strip_prefix("/sys/devices/") else {
+        return Ok(None);
+    };
+    let mut parts = below.split('/').skip_while(|c| !is_root_bus(c));
+    if parts.next().is_none() {
+        return Ok(None);
+    }
+    let path: Vec<String> = parts.map(str::to_string).collect();
+    let well_formed =
+        !path.is_empty() && path.iter().all(|c| is_address(c)) && path.last().is_some_and(|a| a == address);
+    Ok(well_formed.then_some(path))
+}
+
+/// `pci0000:00`: a PCI root bus (host bridge) in a sysfs device path (domains may have
+/// more than four digits, as Intel VMD's `pci10000:e0`).
+fn is_root_bus(component: &str) -> bool {
+    component.strip_prefix("pci").is_some_and(|rest| {
+        rest.split_once(':')
+            .is_some_and(|(domain, bus)| hex_of(domain, 4..=8) && hex_of(bus, 2..=2))
+    })
+}
+
+/// `0000:17:00.0`: a PCI function address (domain:bus:device.function).
+fn is_address(component: &str) -> bool {
+    let mut parts = component.split(':');
+    let (Some(domain), Some(bus), Some(devfn), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some((device, function)) = devfn.split_once('.') else {
+        return false;
+    };
+    hex_of(domain, 4..=8) && hex_of(bus, 2..=2) && hex_of(device, 2..=2) && hex_of(function, 1..=1)
+}
+
+fn hex_of(text: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&text.len()) && text.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// What a function's power management says, read without waking it: sysfs
+/// `power/runtime_status` (`active`, `suspended`, ...) and `power_state` (`D0` ...
+/// `D3cold`, Linux 5.17 and later). Reading them changes nothing; hilt never writes
+/// `power/control`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PowerState {
+    /// `power/runtime_status`, where sysfs has it.
+    pub runtime_status: Option<String>,
+    /// `power_state`, where sysfs has it.
+    pub power_state: Option<String>,
+}
+
+impl PowerState {
+    /// Reads the power state of function `address`.
+    pub fn read(fs: &HostFs, address: &str) -> Result<PowerState, HostError> {
+        let read = |name: &str| match fs.read_trimmed(&format!("{DEVICES}/{address}/{name}")) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind == HostErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        Ok(PowerState {
+            runtime_status: read("power/runtime_status")?,
+            power_state: read("power_state")?,
+        })
+    }
+
+    /// Whether the function is powered down, so that its link registers cannot be read
+    /// without waking it: runtime-suspended (or suspending), or in D3cold.
+    pub fn asleep(&self) -> bool {
+        matches!(self.runtime_status.as_deref(), Some("suspended" | "suspending"))
+            || self.power_state.as_deref() == Some("D3cold")
+    }
+
+    /// `runtime_status suspended, power_state D3cold`, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.runtime_status {
+            parts.push(format!("runtime_status {s}"));
+        }
+        if let Some(s) = &self.power_state {
+            parts.push(format!("power_state {s}"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// The PCIe generation that runs at `gts` GT/s.
@@ -494,7 +604,26 @@ mod tests {
     fn link_speeds_parse_as_sysfs_writes_them() {
         assert_eq!(parse_link_speed("32.0 GT/s PCIe"), Some(32.0));
         assert_eq!(parse_link_speed("2.5 GT/s"), Some(2.5));
-        assert_eq!(parse_link_speed("Unknown"), None);
+        assert_eq!(parse_link_speed("16 GT/s"), Some(16.0), "before Linux 5.3");
+        for unknown in [
+            "Unknown",
+            "Unknown speed",
+            "33 MHz PCI",
+            "133 MHz PCI-X",
+            "0 GT/s",
+            "",
+            "NaN GT/s",
+        ] {
+            assert_eq!(parse_link_speed(unknown), None, "{unknown}");
+        }
+        assert_eq!(parse_link_width("16"), Some(16));
+        assert_eq!(parse_link_width("x8"), Some(8));
+        for unknown in ["255", "0", "63", "3", "-1", "wide"] {
+            assert_eq!(parse_link_width(unknown), None, "{unknown}");
+        }
+        assert!(is_address("0000:17:00.0") && !is_address("0000:17:00") && !is_address("pci0000:17"));
+        assert!(is_root_bus("pci0000:00") && is_root_bus("pci10000:e0") && !is_root_bus("pcie"));
+        assert!(is_address("10000:e1:00.0"));
         assert_eq!(pcie_generation(32.0), Some(5));
         assert_eq!(parse_hex("0x030200"), Some(0x030200));
         assert_eq!(parse_hex("zz"), None);

@@ -510,6 +510,329 @@ impl ConformanceStatus {
     }
 }
 
+/// What a run could not examine, decided before its trials ran.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    /// Set when no accelerator was examined: the run fell back to the simulated device
+    /// without being asked for it. Says what the backends reported.
+    pub no_accelerator: Option<String>,
+    /// Set when fewer accelerators were examined than expected: says which are missing.
+    pub missing_devices: Option<String>,
+}
+
+impl Coverage {
+    /// What `record` says it could not examine: `run.no_accelerator` as it stands, and,
+    /// when `run.expected_devices` is set, whether fewer accelerators were examined (the
+    /// devices that are neither the host nor a PCI function no backend drives; the
+    /// simulated device counts only in a run that asked for it, that is one without
+    /// `no_accelerator`).
+    pub fn of(record: &ResultRecord) -> Coverage {
+        let examined: Vec<&str> = record
+            .devices
+            .iter()
+            .filter(|d| !NOT_ACCELERATORS.contains(&d.backend.as_str()))
+            .filter(|d| !d.simulated || record.run.no_accelerator.is_none())
+            .map(|d| d.id.as_str())
+            .collect();
+        let missing_devices = record.run.expected_devices.and_then(|expected| {
+            (examined.len() < expected as usize).then(|| {
+                format!(
+                    "expected {expected} accelerator(s), examined {}{}",
+                    examined.len(),
+                    if examined.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", examined.join(", "))
+                    }
+                )
+            })
+        });
+        Coverage {
+            no_accelerator: record.run.no_accelerator.clone(),
+            missing_devices,
+        }
+    }
+}
+
+/// The backends of a record's devices that are not accelerators: `host`, the trial device
+/// of host-scope checks, and `pci`, an accelerator PCI function no backend drives.
+pub const NOT_ACCELERATORS: [&str; 2] = ["host", "pci"];
+
+/// Where one outcome stands in the run's conformance decision. The terminal (libtest's
+/// passed/failed/ignored), JUnit (success/failure or error/skipped) and hilt's summary all
+/// count by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// The check passed.
+    Passed,
+    /// The outcome keeps the run from being conformant.
+    Blocks {
+        /// True when the platform broke the requirement (a JUnit failure); false when the
+        /// fact could not be established (a JUnit error).
+        failure: bool,
+        /// What the outcome was, in one word for people and JUnit's `type`: `fail`,
+        /// `inconclusive`, `error`, `not_applicable`, `not_examined`.
+        kind: &'static str,
+        /// The sentence for the decision's reasons, after the trial's name (`failed: ...`).
+        sentence: String,
+        /// Why, without the verdict: the reason, and an expired waiver where there is one.
+        detail: String,
+    },
+    /// The outcome does not decide conformance (a recommended or informational check
+    /// that did not pass, a waived failure, a check that does not apply); the text says
+    /// what it was and why, with its level.
+    Aside(String),
+}
+
+/// Where outcome `o` stands in a run of `tier`.
+pub fn standing(o: &Outcome, tier: Tier) -> Standing {
+    if o.verdict == Verdict::Pass {
+        return Standing::Passed;
+    }
+    let why = o.reason.as_deref().unwrap_or("no reason given");
+    if o.level != Level::Mandatory {
+        return Standing::Aside(format!(
+            "{} check, does not decide conformance: {}: {why}",
+            o.level.as_str(),
+            o.verdict.as_str()
+        ));
+    }
+    let blocks = |failure: bool, kind: &'static str, said: String, detail: String| Standing::Blocks {
+        failure,
+        kind,
+        sentence: format!("{said}: {detail}"),
+        detail,
+    };
+    match o.verdict {
+        Verdict::Fail => match (&o.waiver, &o.expired_waiver) {
+            (Some(w), _) => Standing::Aside(format!("waived until {}: {}; fail: {why}", w.expires, w.reason)),
+            (None, Some(w)) => blocks(
+                true,
+                "fail",
+                "failed".into(),
+                format!(
+                    "{why} (its waiver expired on {} and no longer holds: {})",
+                    w.expires, w.reason
+                ),
+            ),
+            (None, None) => blocks(true, "fail", "failed".into(), why.into()),
+        },
+        Verdict::Inconclusive => blocks(false, "inconclusive", "was inconclusive".into(), why.into()),
+        Verdict::NotApplicable => match (&o.not_examined, tier) {
+            (Some(n), Tier::Certification) => blocks(
+                false,
+                "not_examined",
+                format!(
+                    "was not examined by the {} backend, so the certification cannot settle it (not a finding \
+                     about the platform)",
+                    n.backend
+                ),
+                why.into(),
+            ),
+            (Some(_), _) => Standing::Aside(why.to_string()),
+            (None, Tier::Certification) => blocks(
+                false,
+                "not_applicable",
+                "could not run in the certification tier".into(),
+                why.into(),
+            ),
+            (None, _) => Standing::Aside(format!("not applicable: {why}")),
+        },
+        _ => blocks(false, "error", "ended in error".into(), why.into()),
+    }
+}
+
+/// Decides conformance from the outcomes of a finished run: the one implementation, used
+/// by the run that writes a record and by everyone who reads one (`hilt sign`, `hilt
+/// verify`, `hilt report`, `hilt compare`), so that a record's stored decision can always
+/// be checked.
+///
+/// A mandatory check that failed without a waiver makes the run not conformant; one that
+/// ended inconclusive or in error (or, in the certification tier, could not run or was not
+/// examined by its backend) makes it inconclusive ([`standing`] says which); a run in which
+/// nothing ran, or no mandatory check passed, is inconclusive too, and so is one that
+/// examined fewer accelerators than expected. `partial` lists why the run cannot speak for
+/// conformance at all (filters, planted faults); the exit code of a partial run reflects
+/// its selected trials only. A run that examined no accelerator (`coverage.no_accelerator`)
+/// is `no_accelerator` and exits 3 whatever its trials found: they were about the
+/// simulated device.
+pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>, coverage: &Coverage) -> (Conformance, ExitCode) {
+    let mut failed = Vec::new();
+    let mut unsure = Vec::new();
+    let mut supported = 0;
+    for o in outcomes.iter().filter(|o| o.level == Level::Mandatory) {
+        // Only a pass supports conformance; a waived failure merely does not block it.
+        match standing(o, tier) {
+            Standing::Passed => supported += 1,
+            Standing::Blocks {
+                failure: true,
+                sentence,
+                ..
+            } => failed.push(format!("{} {sentence}", o.trial)),
+            Standing::Blocks { sentence, .. } => unsure.push(format!("{} {sentence}", o.trial)),
+            Standing::Aside(_) => {}
+        }
+    }
+    if let Some(missing) = &coverage.missing_devices {
+        unsure.insert(0, missing.clone());
+    }
+    if outcomes.is_empty() {
+        unsure.push("no trial ran".into());
+    } else if supported == 0 {
+        unsure.push("no mandatory check passed, so nothing supports conformance".into());
+    }
+    let (status, exit) = if !failed.is_empty() {
+        (ConformanceStatus::NotConformant, ExitCode::NotConformant)
+    } else if !unsure.is_empty() {
+        (ConformanceStatus::Inconclusive, ExitCode::Inconclusive)
+    } else {
+        (ConformanceStatus::Conformant, ExitCode::Conformant)
+    };
+    let mut reasons = Vec::new();
+    if let Some(why) = &coverage.no_accelerator {
+        reasons.push(format!(
+            "no accelerator was examined: {why}; the trials ran on the simulated device instead, which tests \
+             hilt itself"
+        ));
+    }
+    reasons.extend(partial.iter().cloned());
+    reasons.extend(failed);
+    reasons.extend(unsure);
+    let (status, exit) = if coverage.no_accelerator.is_some() {
+        (ConformanceStatus::NoAccelerator, ExitCode::Inconclusive)
+    } else if partial.is_empty() {
+        (status, exit)
+    } else {
+        (ConformanceStatus::Partial, exit)
+    };
+    (
+        Conformance {
+            conformant: status == ConformanceStatus::Conformant,
+            status,
+            reasons,
+        },
+        exit,
+    )
+}
+
+/// The overridden settings that change what checks measure (sim knobs, kernel build
+/// options): a run with any of them is partial.
+pub const CHECK_CHANGING_OVERRIDES: [&str; 3] = ["sim.", "opencl.build_options", "cuda.nvrtc_options"];
+
+/// Why a run cannot speak for conformance at all, as its record tells: name filters left
+/// planned trials out (`selected` of `run.planned`), settings that change the checks were
+/// overridden ([`CHECK_CHANGING_OVERRIDES`]), or sim faults were planted on purpose.
+pub fn partial_reasons(run: &RunInfo, selected: u32) -> Vec<String> {
+    let mut partial = Vec::new();
+    if run.filtered {
+        partial.push(format!(
+            "partial run: filters selected {selected} of {} planned trials",
+            run.planned.len()
+        ));
+    }
+    let knob_overrides: Vec<&str> = run
+        .overrides
+        .iter()
+        .filter(|o| CHECK_CHANGING_OVERRIDES.iter().any(|p| o.starts_with(p)))
+        .map(String::as_str)
+        .collect();
+    if !knob_overrides.is_empty() {
+        partial.push(format!(
+            "settings that change the checks overridden: {}",
+            knob_overrides.join(", ")
+        ));
+    }
+    if !run.sim_faults.is_empty() {
+        partial.push(format!("sim faults planted on purpose: {}", run.sim_faults.join(", ")));
+    }
+    partial
+}
+
+impl ResultRecord {
+    /// The conformance decision that the record's outcomes, their levels and waivers, its
+    /// tier and what it says of the run give ([`decide`] over [`partial_reasons`]); for a
+    /// record of a run that did not finish, `incomplete`. Readers decide with this, never
+    /// with the stored [`ResultRecord::conformance`].
+    pub fn derived_conformance(&self) -> Conformance {
+        if !self.run.complete {
+            return Conformance {
+                conformant: false,
+                status: ConformanceStatus::Incomplete,
+                reasons: vec!["the run has not finished".into()],
+            };
+        }
+        let partial = partial_reasons(&self.run, self.summary.selected);
+        decide(&self.outcomes, self.run.tier, partial, &Coverage::of(self)).0
+    }
+
+    /// What the record claims that does not follow from its outcomes: a summary whose
+    /// counts are not those of the outcomes, a selection that does not fit the plan,
+    /// outcomes of trials that were not planned or appear twice, a stored conformance
+    /// decision other than [`ResultRecord::derived_conformance`]. Empty for every record a
+    /// run writes; anything here means the record was edited, or written by a hilt whose
+    /// rules differ from this one's.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let s = &self.summary;
+        let tally = Summary::tally(s.selected, &self.outcomes);
+        if tally != *s {
+            found.push(format!(
+                "summary: the record counts {}, but its {} outcome(s) give {}",
+                counts(s),
+                self.outcomes.len(),
+                counts(&tally)
+            ));
+        }
+        let planned = self.run.planned.len();
+        if !self.run.filtered && s.selected as usize != planned {
+            found.push(format!(
+                "summary: {} trial(s) selected, but the run planned {planned} and no filter left any out",
+                s.selected
+            ));
+        } else if self.run.filtered && s.selected as usize >= planned {
+            found.push(format!(
+                "summary: the run says filters left trials out, yet {} of {planned} planned trial(s) were selected",
+                s.selected
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &self.outcomes {
+            if !self.run.planned.contains(&o.trial) {
+                found.push(format!("outcomes: {} was not among the planned trials", o.trial));
+            } else if !seen.insert(o.trial.as_str()) {
+                found.push(format!("outcomes: {} is recorded more than once", o.trial));
+            }
+        }
+        if self.run.complete && self.outcomes.len() != s.selected as usize {
+            found.push(format!(
+                "outcomes: the run finished, but holds {} outcome(s) of {} selected trial(s)",
+                self.outcomes.len(),
+                s.selected
+            ));
+        }
+        let derived = self.derived_conformance();
+        let stored = &self.conformance;
+        if stored.status != derived.status || stored.conformant != derived.conformant {
+            found.push(format!(
+                "conformance: the record says {}{}, but its outcomes give {}{}",
+                stored.status.as_str(),
+                if stored.conformant { " (conformant: true)" } else { "" },
+                derived.status.as_str(),
+                derived.reasons.first().map(|r| format!(" ({r})")).unwrap_or_default()
+            ));
+        }
+        found
+    }
+}
+
+/// The counts of a summary in one phrase.
+fn counts(s: &Summary) -> String {
+    format!(
+        "{} pass, {} fail ({} waived), {} not applicable, {} inconclusive, {} error of {} finished",
+        s.pass, s.fail, s.waived, s.not_applicable, s.inconclusive, s.error, s.finished
+    )
+}
+
 /// The exit codes of `hilt run`, a contract for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -769,6 +1092,182 @@ mod tests {
         }
     }
 
+    fn decided(level: Level, verdict: Verdict, waived: bool) -> Outcome {
+        Outcome {
+            trial: "residue::x::sim0".into(),
+            check: "residue.x".into(),
+            device: "sim0".into(),
+            level,
+            requirements: vec![],
+            verdict,
+            reason: (verdict != Verdict::Pass).then(|| "because".into()),
+            waiver: waived.then(|| Waiver {
+                reason: "known".into(),
+                expires: "2099-01-01".into(),
+            }),
+            expired_waiver: None,
+            not_examined: None,
+            measurements: vec![],
+            evidence: Default::default(),
+            params: serde_json::Value::Null,
+            started_at: String::new(),
+            duration_ms: 0,
+        }
+    }
+
+    /// A finished record of `outcomes` whose summary and conformance the run would write.
+    fn finished(outcomes: Vec<Outcome>) -> ResultRecord {
+        let mut r = record(outcomes);
+        r.run.complete = true;
+        r.conformance = r.derived_conformance();
+        r
+    }
+
+    /// What a record says of the devices it examined decides as the run did: a stand-in
+    /// simulated device is never conformant, fewer accelerators than expected leave the
+    /// run inconclusive, and a record edited to hide either is named.
+    #[test]
+    fn the_devices_a_record_examined_decide_as_the_run_did() {
+        let device = |id: &str, backend: &str, simulated: bool| Device {
+            id: id.into(),
+            backend: backend.into(),
+            name: id.into(),
+            vendor: None,
+            pci_address: None,
+            simulated,
+            facts: BTreeMap::new(),
+        };
+        let mut stand_in = record(vec![decided(Level::Mandatory, Verdict::Pass, false)]);
+        stand_in.devices = vec![device("sim0", "sim", true), device("host", "host", false)];
+        stand_in.run.no_accelerator = Some("the backends of this build found none".into());
+        stand_in.run.complete = true;
+        stand_in.conformance = stand_in.derived_conformance();
+        assert_eq!(stand_in.conformance.status, ConformanceStatus::NoAccelerator);
+        assert_eq!(stand_in.inconsistencies(), Vec::<String>::new());
+        let mut hidden = stand_in.clone();
+        hidden.conformance = Conformance {
+            conformant: true,
+            status: ConformanceStatus::Conformant,
+            reasons: vec![],
+        };
+        assert!(hidden.inconsistencies()[0].starts_with("conformance: the record says conformant"));
+
+        // Eight expected, one examined (the host and a PCI function no backend drives do
+        // not count): inconclusive, although every check passed.
+        let mut short = record(vec![decided(Level::Mandatory, Verdict::Pass, false)]);
+        short.devices = vec![
+            device("cuda0", "cuda", false),
+            device("pci-0000-18-00.0", "pci", false),
+            device("host", "host", false),
+        ];
+        short.run.expected_devices = Some(8);
+        short.run.complete = true;
+        short.conformance = short.derived_conformance();
+        assert_eq!(short.conformance.status, ConformanceStatus::Inconclusive);
+        assert!(
+            short.conformance.reasons[0].starts_with("expected 8 accelerator(s), examined 1 (cuda0)"),
+            "{:?}",
+            short.conformance.reasons
+        );
+        short.run.expected_devices = Some(1);
+        assert_eq!(short.derived_conformance().status, ConformanceStatus::Conformant);
+    }
+
+    #[test]
+    fn a_record_as_a_run_writes_it_is_consistent_and_edits_are_named() {
+        let r = finished(vec![
+            decided(Level::Mandatory, Verdict::Pass, false),
+            Outcome {
+                trial: "residue::y::sim0".into(),
+                ..decided(Level::Mandatory, Verdict::Fail, false)
+            },
+        ]);
+        assert_eq!(r.conformance.status, ConformanceStatus::NotConformant);
+        assert_eq!(r.inconsistencies(), Vec::<String>::new());
+
+        // Verdicts edited to pass while the summary still counts the failure.
+        let mut edited = r.clone();
+        edited.outcomes[1].verdict = Verdict::Pass;
+        edited.outcomes[1].reason = None;
+        edited.conformance = Conformance {
+            conformant: true,
+            status: ConformanceStatus::Conformant,
+            reasons: vec![],
+        };
+        let found = edited.inconsistencies();
+        assert!(
+            found[0].starts_with("summary: the record counts 1 pass, 1 fail"),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 1, "the edited verdicts do give conformant: {found:?}");
+
+        // The stored decision edited alone.
+        let mut edited = r.clone();
+        edited.conformance.conformant = true;
+        edited.conformance.status = ConformanceStatus::Conformant;
+        let found = edited.inconsistencies();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "conformance: the record says conformant (conformant: true), but its outcomes give not_conformant \
+                 (residue::y::sim0 failed: because)"
+            ),
+            "{found:?}"
+        );
+
+        // A level lowered so that a failure no longer counts.
+        let mut edited = r.clone();
+        edited.outcomes[1].level = Level::Recommended;
+        assert!(edited.inconsistencies()[0].starts_with("conformance: the record says not_conformant"));
+
+        // Outcomes that were never planned, or twice.
+        let mut edited = r.clone();
+        edited.outcomes[1].trial = "residue::x::sim0".into();
+        assert!(
+            edited
+                .inconsistencies()
+                .iter()
+                .any(|f| f == "outcomes: residue::x::sim0 is recorded more than once")
+        );
+        let mut edited = r.clone();
+        edited.outcomes[1].trial = "residue::z::sim0".into();
+        assert!(
+            edited
+                .inconsistencies()
+                .iter()
+                .any(|f| f == "outcomes: residue::z::sim0 was not among the planned trials")
+        );
+
+        // A run that did not finish is incomplete, whatever it stored.
+        let mut unfinished = r.clone();
+        unfinished.run.complete = false;
+        unfinished.outcomes.pop();
+        unfinished.summary = Summary::tally(2, &unfinished.outcomes);
+        unfinished.conformance = unfinished.derived_conformance();
+        assert_eq!(unfinished.conformance.status, ConformanceStatus::Incomplete);
+        assert_eq!(unfinished.inconsistencies(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn partial_reasons_come_from_what_the_record_says_of_the_run() {
+        let mut r = finished(vec![decided(Level::Mandatory, Verdict::Pass, false)]);
+        assert_eq!(r.conformance.status, ConformanceStatus::Conformant);
+        r.run.sim_faults = vec!["residue".into()];
+        r.run.overrides = vec!["tenant_timeout_s=5".into(), "sim.scrub=\"never\"".into()];
+        r.run.filtered = true;
+        r.run.planned.push("residue::other::sim0".into());
+        assert_eq!(
+            partial_reasons(&r.run, 1),
+            [
+                "partial run: filters selected 1 of 2 planned trials",
+                "settings that change the checks overridden: sim.scrub=\"never\"",
+                "sim faults planted on purpose: residue",
+            ]
+        );
+        assert_eq!(r.derived_conformance().status, ConformanceStatus::Partial);
+        assert!(r.inconsistencies()[0].starts_with("conformance: the record says conformant"));
+    }
+
     #[test]
     fn exit_codes_are_the_documented_numbers() {
         assert_eq!(ExitCode::Conformant.code(), 0);
@@ -777,5 +1276,212 @@ mod tests {
         assert_eq!(ExitCode::Inconclusive.code(), 3);
         assert_eq!(ExitCode::Interrupted { signal: 2 }.code(), 130, "SIGINT");
         assert_eq!(ExitCode::Interrupted { signal: 15 }.code(), 143, "SIGTERM");
+    }
+
+    fn status(outcomes: &[Outcome], tier: Tier) -> (ConformanceStatus, u8) {
+        let (c, e) = decide(outcomes, tier, vec![], &Coverage::default());
+        (c.status, e.code())
+    }
+
+    #[test]
+    fn conformance_follows_mandatory_verdicts() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        let pass = || decided(Mandatory, Pass, false);
+        assert_eq!(status(&[pass()], t), (ConformanceStatus::Conformant, 0));
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Fail, false)], t),
+            (ConformanceStatus::NotConformant, 1)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Conformant, 0),
+            "a waived failure does not block"
+        );
+        assert_eq!(
+            status(&[pass(), decided(Recommended, Fail, false)], t),
+            (ConformanceStatus::Conformant, 0)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Inconclusive, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, Error, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Mandatory, Error, false), decided(Mandatory, Fail, false)], t),
+            (ConformanceStatus::NotConformant, 1)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, NotApplicable, false)], t),
+            (ConformanceStatus::Conformant, 0)
+        );
+        assert_eq!(
+            status(&[pass(), decided(Mandatory, NotApplicable, false)], Tier::Certification),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+    }
+
+    #[test]
+    fn nothing_that_did_not_pass_supports_conformance() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        assert_eq!(status(&[], t), (ConformanceStatus::Inconclusive, 3), "nothing ran");
+        assert_eq!(
+            status(&[decided(Mandatory, Fail, true)], t),
+            (ConformanceStatus::Inconclusive, 3),
+            "waived failures alone support nothing"
+        );
+        assert_eq!(
+            status(&[decided(Mandatory, NotApplicable, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Recommended, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+        assert_eq!(
+            status(&[decided(Informational, Pass, false)], t),
+            (ConformanceStatus::Inconclusive, 3)
+        );
+    }
+
+    #[test]
+    fn a_partial_run_is_never_conformant_but_exits_on_its_trials() {
+        let (c, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Pass, false)],
+            Tier::Smoke,
+            vec!["filtered".into()],
+            &Coverage::default(),
+        );
+        assert_eq!(c.status, ConformanceStatus::Partial);
+        assert!(!c.conformant);
+        assert_eq!(e.code(), 0);
+        let (_, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Fail, false)],
+            Tier::Smoke,
+            vec!["filtered".into()],
+            &Coverage::default(),
+        );
+        assert_eq!(e.code(), 1);
+    }
+
+    #[test]
+    fn a_run_that_examined_no_accelerator_is_never_conformant() {
+        let none = Coverage {
+            no_accelerator: Some("opencl: no OpenCL runtime".into()),
+            missing_devices: None,
+        };
+        for outcomes in [
+            vec![decided(Level::Mandatory, Verdict::Pass, false)],
+            vec![decided(Level::Mandatory, Verdict::Fail, false)],
+            vec![],
+        ] {
+            let (c, e) = decide(&outcomes, Tier::Smoke, vec![], &none);
+            assert_eq!(c.status, ConformanceStatus::NoAccelerator);
+            assert!(!c.conformant);
+            assert_eq!(e.code(), 3, "never 0, and never a platform failure either");
+            assert!(c.reasons[0].starts_with("no accelerator was examined: opencl: no OpenCL runtime"));
+        }
+    }
+
+    #[test]
+    fn missing_devices_make_a_passing_run_inconclusive_and_a_failing_one_stays_failed() {
+        let missing = Coverage {
+            no_accelerator: None,
+            missing_devices: Some("expected 8 accelerators, examined 7".into()),
+        };
+        let (c, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Pass, false)],
+            Tier::Smoke,
+            vec![],
+            &missing,
+        );
+        assert_eq!((c.status, e.code()), (ConformanceStatus::Inconclusive, 3));
+        assert_eq!(c.reasons, ["expected 8 accelerators, examined 7"]);
+        let (c, e) = decide(
+            &[decided(Level::Mandatory, Verdict::Fail, false)],
+            Tier::Smoke,
+            vec![],
+            &missing,
+        );
+        assert_eq!((c.status, e.code()), (ConformanceStatus::NotConformant, 1));
+    }
+
+    #[test]
+    fn standing_keeps_what_does_not_decide_aside() {
+        use Level::*;
+        use Verdict::*;
+        let t = Tier::Standard;
+        assert_eq!(standing(&decided(Mandatory, Pass, false), t), Standing::Passed);
+        assert!(matches!(
+            standing(&decided(Mandatory, Fail, false), t),
+            Standing::Blocks { failure: true, .. }
+        ));
+        assert!(matches!(
+            standing(&decided(Mandatory, Error, false), t),
+            Standing::Blocks { failure: false, .. }
+        ));
+        for aside in [
+            decided(Mandatory, Fail, true),
+            decided(Recommended, Fail, false),
+            decided(Informational, Inconclusive, false),
+            decided(Recommended, Error, false),
+            decided(Mandatory, NotApplicable, false),
+        ] {
+            assert!(matches!(standing(&aside, t), Standing::Aside(_)), "{aside:?}");
+        }
+        let Standing::Aside(text) = standing(&decided(Recommended, Fail, false), t) else {
+            unreachable!("checked above")
+        };
+        assert_eq!(text, "recommended check, does not decide conformance: fail: because");
+        // The certification tier settles everything mandatory.
+        assert!(matches!(
+            standing(&decided(Mandatory, NotApplicable, false), Tier::Certification),
+            Standing::Blocks {
+                failure: false,
+                kind: "not_applicable",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_expired_waiver_no_longer_waives_and_is_named() {
+        let mut o = decided(Level::Mandatory, Verdict::Fail, false);
+        o.expired_waiver = Some(Waiver {
+            reason: "vendor fix due".into(),
+            expires: "2026-01-31".into(),
+        });
+        let pass = decided(Level::Mandatory, Verdict::Pass, false);
+        let (c, e) = decide(&[pass, o], Tier::Standard, vec![], &Coverage::default());
+        assert_eq!((c.status, e.code()), (ConformanceStatus::NotConformant, 1));
+        assert_eq!(
+            c.reasons,
+            ["residue::x::sim0 failed: because (its waiver expired on 2026-01-31 and no longer holds: vendor fix due)"]
+        );
+    }
+
+    #[test]
+    fn a_check_the_backend_cannot_perform_is_never_a_platform_failure() {
+        let mut o = decided(Level::Mandatory, Verdict::NotApplicable, false);
+        o.not_examined = Some(NotExamined {
+            backend: "opencl".into(),
+            examined_by: vec!["cuda".into()],
+        });
+        let pass = decided(Level::Mandatory, Verdict::Pass, false);
+        let (c, e) = decide(&[pass.clone(), o.clone()], Tier::Standard, vec![], &Coverage::default());
+        assert_eq!((c.status, e.code()), (ConformanceStatus::Conformant, 0));
+        let (c, e) = decide(&[pass, o], Tier::Certification, vec![], &Coverage::default());
+        assert_eq!((c.status, e.code()), (ConformanceStatus::Inconclusive, 3));
+        assert!(
+            c.reasons[0].contains("was not examined by the opencl backend"),
+            "{:?}",
+            c.reasons
+        );
     }
 }

@@ -15,14 +15,24 @@
 //! The payload is serialised once, as compact JSON, and signed as those bytes; verification
 //! checks the signatures of trusted keys over the bytes in the envelope and only then
 //! parses them, never re-serialising the payload. (When no trusted key signed, the payload
-//! is looked into only to tell a development-only result from one signed by a stranger.) The envelope itself is written in one canonical form
-//! (compact JSON and a final newline) and [`verify`] refuses any other form, so that a
-//! change of any byte of the file, even one a lenient JSON reader would skip, is detected
-//! and the file's own hash identifies the signed result.
+//! is looked into only to tell a development-only result from one signed by a stranger.)
+//!
+//! [`verify`] follows what the DSSE v1 protocol and envelope documents ask of a verifier:
+//! what is signed is the payload type and the payload bytes, never the envelope's JSON
+//! layout, so a reformatted envelope (pretty-printed, keys reordered, another signer's
+//! layout) verifies and is reported as reformatted, never as altered; unknown fields are
+//! ignored; `keyid` is an optional, unauthenticated hint that only orders the trusted keys
+//! tried, and attribution comes from the key that verifies; of several signatures, one by
+//! a trusted key suffices and those no trusted key verifies are skipped; `payload` and
+//! `sig` may use the standard or the URL-safe base64 alphabet, padded or not. Where hilt is
+//! stricter than DSSE on purpose, the finding names the rule: only the in-toto payload
+//! type, Ed25519 verified with RFC 8032's strict checks, and subjects that match the
+//! record. hilt itself writes one layout (compact JSON, standard padded base64, a final
+//! newline).
 //!
 //! `keyid` is the hex sha256 of the public key's DER SubjectPublicKeyInfo, the same bytes
-//! as the base64 body of the `.pub` file, so `openssl pkey -pubin -outform DER | sha256sum`
-//! reproduces it.
+//! as the base64 body of the `.pub` file, so `openssl pkey -pubin -in KEY.pub -outform DER
+//! | sha256sum | cut -d' ' -f1` reproduces it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +46,7 @@ use ed25519_dalek::{Signer as _, SigningKey as DalekSigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{FORMAT_MAJOR, FormatVersion, ResultRecord, SigningNote, Tier};
+use crate::{Conformance, FORMAT_MAJOR, FormatVersion, ResultRecord, SigningNote, Tier};
 
 /// The DSSE payload type of a hilt envelope.
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -45,11 +55,12 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// The predicate type of a hilt conformance result, version 1.
 pub const PREDICATE_TYPE: &str = "https://hilt.dev/conformance-result/v1";
 
-/// A DSSE v1 envelope, as written to `result.dsse.json`.
+/// A DSSE v1 envelope, as written to `result.dsse.json`. Reading ignores fields it does
+/// not know, as DSSE requires of consumers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// The base64 (standard alphabet, padded) of the serialised statement.
+    /// The base64 of the serialised statement (hilt writes the standard alphabet, padded;
+    /// it reads the URL-safe one and unpadded text too).
     pub payload: String,
     /// Always [`PAYLOAD_TYPE`].
     #[serde(rename = "payloadType")]
@@ -60,17 +71,19 @@ pub struct Envelope {
 
 /// One signature in an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnvelopeSignature {
-    /// The hex sha256 of the signer's DER SubjectPublicKeyInfo.
+    /// hilt writes the hex sha256 of the signer's DER SubjectPublicKeyInfo. An optional,
+    /// unauthenticated hint (DSSE): absent or `null` reads as empty, and it never decides
+    /// who signed.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub keyid: String,
     /// The base64 of the 64-byte Ed25519 signature.
     pub sig: String,
 }
 
-/// An in-toto Statement v1 carrying a result record.
+/// An in-toto Statement v1 carrying a result record. Fields it does not know are ignored,
+/// as in-toto asks of consumers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Statement {
     /// Always [`STATEMENT_TYPE`].
     #[serde(rename = "_type")]
@@ -84,9 +97,9 @@ pub struct Statement {
     pub predicate: ResultRecord,
 }
 
-/// One subject of a statement.
+/// One subject of a statement (an in-toto ResourceDescriptor; hilt reads its name and
+/// digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Subject {
     /// `model (pci address)` or `model (device id)`.
     pub name: String,
@@ -101,6 +114,37 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).as_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+/// A string field that DSSE lets be unset: missing or `null` reads as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The two base64 alphabets of RFC 4648 that DSSE allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base64Alphabet {
+    /// `+` and `/` (RFC 4648 section 4).
+    Standard,
+    /// `-` and `_` (RFC 4648 section 5).
+    UrlSafe,
+}
+
+/// Decodes base64 as DSSE allows it: the standard or the URL-safe alphabet, with or
+/// without padding; the two alphabets are never mixed in one text, and no whitespace or
+/// non-zero trailing bits are accepted, so every byte sequence has one reading per
+/// alphabet.
+pub fn decode_base64(text: &str) -> Result<(Vec<u8>, Base64Alphabet), String> {
+    use base64::engine::general_purpose::{STANDARD_PAD_INDIFFERENT, URL_SAFE_PAD_INDIFFERENT};
+    match STANDARD_PAD_INDIFFERENT.decode(text) {
+        Ok(bytes) => Ok((bytes, Base64Alphabet::Standard)),
+        Err(standard) => match URL_SAFE_PAD_INDIFFERENT.decode(text) {
+            Ok(bytes) => Ok((bytes, Base64Alphabet::UrlSafe)),
+            Err(_) => Err(format!(
+                "is not base64 in the standard or the URL-safe alphabet ({standard})"
+            )),
+        },
+    }
 }
 
 /// The subjects of a record: one per device, named by model and bus address (or device
@@ -199,6 +243,13 @@ impl SigningKey {
     /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), as `hilt keygen` and
     /// `openssl genpkey -algorithm ed25519` write it.
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, KeyError> {
+        if pem.contains("-----BEGIN PUBLIC KEY-----") {
+            return Err(KeyError::Format(
+                "this is a public key, which can only verify; signing needs the private key (the NAME.key that \
+                 `hilt keygen` writes beside NAME.pub)"
+                    .into(),
+            ));
+        }
         DalekSigningKey::from_pkcs8_pem(pem)
             .map(|key| SigningKey { key })
             .map_err(|e| KeyError::Format(format!("not an Ed25519 PKCS#8 PEM private key ({e})")))
@@ -338,8 +389,17 @@ impl PublicKey {
         }
     }
 
-    /// Reads an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    /// Reads an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`). A private key is
+    /// refused with that said, since trusting keys needs only their public halves.
     pub fn from_pem(pem: &str) -> Result<PublicKey, KeyError> {
+        if pem.contains("PRIVATE KEY-----") {
+            return Err(KeyError::Format(
+                "this is a private key, not a public one: a verifier trusts the signer's public key (the NAME.pub \
+                 that `hilt keygen` writes beside NAME.key, or `openssl pkey -in NAME.key -pubout -out NAME.pub`), \
+                 and a private key never leaves whoever signs with it"
+                    .into(),
+            ));
+        }
         VerifyingKey::from_public_key_pem(pem)
             .map(PublicKey::from_verifying)
             .map_err(|e| KeyError::Format(format!("not an Ed25519 SPKI PEM public key ({e})")))
@@ -441,6 +501,10 @@ pub struct Verification {
     pub record: Option<ResultRecord>,
     /// The label of the trusted key that signed, when one did.
     pub signer: Option<String>,
+    /// The conformance decision the record's outcomes give ([`ResultRecord::derived_conformance`]),
+    /// only when a trusted signature covers the record. It is about the platform, not the
+    /// signature: a verified record may well be of a platform that is not conformant.
+    pub conformance: Option<Conformance>,
 }
 
 impl Verification {
@@ -490,20 +554,20 @@ pub enum Unreadable {
 pub fn read_unverified(bytes: &[u8]) -> Result<ResultRecord, String> {
     let envelope: Envelope =
         serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {}", shown(&e.to_string())))?;
-    let payload = BASE64
-        .decode(&envelope.payload)
-        .map_err(|e| format!("payload is not base64: {e}"))?;
+    let (payload, _) = decode_base64(&envelope.payload).map_err(|e| format!("payload {e}"))?;
     parse_statement(&payload).map(|(s, _, _)| s.predicate)
 }
 
 /// Verifies envelope `bytes` against `policy`. `Err` means the input is not readable as
 /// JSON at all; everything else (a wrong structure, payload type, key, signature, format
-/// version or requirement) is a failed finding in the returned report.
+/// version, requirement, or a record whose claims do not follow from its outcomes) is a
+/// failed finding in the returned report.
 pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable> {
     let mut report = Verification {
         findings: Vec::new(),
         record: None,
         signer: None,
+        conformance: None,
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Unreadable::Empty);
@@ -521,10 +585,15 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
 
     // Structure.
     if value.get("format").is_some() && value.get("outcomes").is_some() {
-        report.fail("envelope: this is an unsigned result record, not a signed envelope (sign it with `hilt sign`)");
+        report.fail(
+            "envelope: this is an unsigned result record (result.json), not a signed envelope, so nothing vouches \
+             for it: ask whoever ran it for the signed result.dsse.json written beside it",
+        );
         return Ok(report);
     }
-    let envelope: Envelope = match serde_json::from_value(value) {
+    // serde_json keeps the last of two equal keys in a Value; the typed reading below
+    // refuses them, so an envelope whose fields are ambiguous never verifies.
+    let envelope: Envelope = match serde_json::from_slice(bytes) {
         Ok(e) => e,
         Err(e) => {
             report.fail(format!("envelope: not a DSSE envelope: {}", shown(&e.to_string())));
@@ -533,26 +602,29 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     };
     let mut canonical = serde_json::to_vec(&envelope).unwrap_or_default();
     canonical.push(b'\n');
-    if canonical != bytes {
-        report.fail(
-            "envelope: not in canonical form (compact JSON and one final newline): \
-             the file was altered after signing",
-        );
-    } else {
+    if canonical == bytes {
         report.ok(format!("envelope: DSSE v1, {} signature(s)", envelope.signatures.len()));
+    } else {
+        report.ok(format!(
+            "envelope: DSSE v1, {} signature(s); its JSON layout is not the compact one hilt writes: it was \
+             reformatted after signing or written by another DSSE signer, which changes nothing that was signed \
+             (DSSE signs the payload and its type, not the layout)",
+            envelope.signatures.len()
+        ));
     }
     if envelope.payload_type != PAYLOAD_TYPE {
         report.fail(format!(
-            "payload type: \"{}\", expected {PAYLOAD_TYPE}",
+            "payload type: \"{}\", but hilt reads only {PAYLOAD_TYPE} (an exact, case-sensitive match; DSSE has a \
+             verifier reject payload types it does not support)",
             shown(&envelope.payload_type)
         ));
         return Ok(report);
     }
     report.ok(format!("payload type: {PAYLOAD_TYPE}"));
-    let payload = match BASE64.decode(&envelope.payload) {
-        Ok(p) => p,
+    let payload = match decode_base64(&envelope.payload) {
+        Ok((p, _)) => p,
         Err(e) => {
-            report.fail(format!("payload: not valid base64: {e}"));
+            report.fail(format!("payload: {e}; DSSE rejects an envelope that does not decode"));
             return Ok(report);
         }
     };
@@ -560,10 +632,7 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     // Signatures, over the payload bytes as they are in the envelope, before anything in
     // the payload is believed.
     let message = pae(&envelope.payload_type, &payload);
-    if !check_signatures(&mut report, &envelope, &message, policy) {
-        // Nothing in the payload is reported: no trusted key vouches for it. Only a
-        // development note is looked for, to say why the result is not attributable.
-        explain_untrusted(&mut report, &envelope, &message, &payload, policy);
+    if !check_signatures(&mut report, &envelope, &message, &payload, policy) {
         return Ok(report);
     }
 
@@ -589,7 +658,7 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     ));
     let simulated = record.devices.iter().any(|d| d.simulated);
     report.ok(format!(
-        "ran: {} {} (executable sha256 {}), profile {} {} ({}), tier {}, {} run, {}; {}",
+        "ran: {} {} (executable sha256 {}), profile {} {} ({}), tier {}, {} run; {}",
         shown(&record.tool.name),
         shown(&record.tool.version),
         record
@@ -602,7 +671,6 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
         shown(&record.profile.digest),
         record.run.tier,
         if record.run.complete { "complete" } else { "incomplete" },
-        record.conformance.status.as_str(),
         match (record.profile.certifying, simulated) {
             (_, true) => "on a simulated device: certifies nothing",
             (false, false) => "profile not certifying",
@@ -620,7 +688,26 @@ pub fn verify(bytes: &[u8], policy: &Policy) -> Result<Verification, Unreadable>
     if record.signing.is_some() {
         report.fail("signing: the record says it was signed by a one-off development key, yet a trusted key signed it");
     }
-    check_policy(&mut report, &record, policy, simulated);
+    // What the record claims is checked against its outcomes; the decision reported is
+    // the one the outcomes give, never the stored field.
+    let inconsistencies = record.inconsistencies();
+    if inconsistencies.is_empty() {
+        report.ok(format!(
+            "record: its summary and stored conformance follow from its {} outcome(s)",
+            record.outcomes.len()
+        ));
+    } else {
+        for found in &inconsistencies {
+            report.fail(format!(
+                "record: {}; it was edited before it was signed, or written by a hilt whose rules differ from this \
+                 one's",
+                shown(found)
+            ));
+        }
+    }
+    let conformance = record.derived_conformance();
+    check_policy(&mut report, &record, &conformance, policy, simulated);
+    report.conformance = Some(conformance);
     report.record = Some(record);
     Ok(report)
 }
@@ -658,112 +745,220 @@ fn parse_statement(payload: &[u8]) -> Result<Parsed, String> {
     Ok((statement, devices, host))
 }
 
-/// Checks the signatures by trusted keys; true when one verifies and none by a trusted
-/// key fails. Signatures by other keys are listed, never counted.
-fn check_signatures(report: &mut Verification, envelope: &Envelope, message: &[u8], policy: &Policy) -> bool {
+/// How one signature of an envelope checks out against the trusted keys.
+enum SignatureCheck<'p> {
+    /// A trusted key verifies it.
+    Trusted(&'p TrustedKey),
+    /// Only lenient Ed25519 verification accepts it, by this trusted key.
+    LenientOnly(&'p TrustedKey),
+    /// No trusted key verifies it.
+    Untrusted,
+}
+
+/// Checks the signatures against every trusted key, as DSSE's verification with a
+/// threshold of one: the envelope is attributable when a trusted key verifies one of its
+/// signatures, the keyid labels only order the keys tried, and signatures no trusted key
+/// verifies are skipped (and listed). Without a trusted signature, says why the result is
+/// not attributable. True when a trusted key signed.
+fn check_signatures(
+    report: &mut Verification,
+    envelope: &Envelope,
+    message: &[u8],
+    payload: &[u8],
+    policy: &Policy,
+) -> bool {
     if envelope.signatures.is_empty() {
         report.fail("signature: the envelope carries no signature");
         return false;
     }
+    // DSSE: every field is decoded first, and an envelope that does not decode is rejected.
+    let mut signatures = Vec::new();
+    for (i, sig) in envelope.signatures.iter().enumerate() {
+        match decode_base64(&sig.sig) {
+            Ok((bytes, _)) => signatures.push((i + 1, sig, bytes)),
+            Err(e) => {
+                report.fail(format!(
+                    "signature {}: `sig` {e}; DSSE rejects an envelope that does not decode",
+                    i + 1
+                ));
+                return false;
+            }
+        }
+    }
     if policy.trusted.is_empty() {
         report.fail("signature: no trusted key given (--trusted-key): the signer cannot be established");
+        explain_untrusted(report, envelope, message, payload);
         return false;
     }
-    let mut trusted_signer = None;
-    let mut broken = false;
-    for sig in &envelope.signatures {
-        match policy.trusted.iter().find(|t| t.key.keyid() == sig.keyid) {
-            Some(t) if verifies(&t.key, sig, message) => {
-                trusted_signer.get_or_insert((t.label.clone(), short(&sig.keyid)));
-            }
-            Some(t) => {
-                broken = true;
-                report.fail(format!(
-                    "signature: by trusted key {} ({}) but it does not verify: the envelope or its payload was altered",
-                    short(&sig.keyid),
-                    t.label
-                ));
-            }
-            None => {}
-        }
-    }
-    let others: Vec<String> = envelope
-        .signatures
+    let checks: Vec<(usize, &EnvelopeSignature, SignatureCheck)> = signatures
         .iter()
-        .filter(|s| !policy.trusted.iter().any(|t| t.key.keyid() == s.keyid))
-        .map(|s| shown(&short(&s.keyid)))
+        .map(|(n, sig, bytes)| {
+            // The keyid is an unauthenticated hint: the key it names is tried first, and
+            // then every other trusted key.
+            let mut keys: Vec<&TrustedKey> = policy.trusted.iter().collect();
+            keys.sort_by_key(|t| t.key.keyid() != sig.keyid);
+            let check = match keys.iter().find(|t| verifies(&t.key, bytes, message, true)) {
+                Some(t) => SignatureCheck::Trusted(t),
+                None => match keys.iter().find(|t| verifies(&t.key, bytes, message, false)) {
+                    Some(t) => SignatureCheck::LenientOnly(t),
+                    None => SignatureCheck::Untrusted,
+                },
+            };
+            (*n, *sig, check)
+        })
         .collect();
-    match (trusted_signer, broken) {
-        (Some((label, keyid)), false) => {
-            report.ok(format!("signature: valid, by trusted key {label} (keyid {keyid}…)"));
-            if !others.is_empty() {
-                report.ok(format!(
-                    "signature: also signed by key(s) not trusted here, not checked: {}",
-                    others.join(", ")
-                ));
-            }
-            report.signer = Some(label);
-            true
+    let label = |sig: &EnvelopeSignature| {
+        if sig.keyid.is_empty() {
+            "no keyid label".to_string()
+        } else {
+            format!("keyid label {}", shown(&short(&sig.keyid)))
         }
-        (_, true) => false,
-        (None, false) => false,
-    }
-}
-
-/// Says why an envelope without a valid trusted signature is not attributable: signed by
-/// the run's own one-off key (and then whether it is at least intact), or by a key that
-/// is not trusted.
-fn explain_untrusted(report: &mut Verification, envelope: &Envelope, message: &[u8], payload: &[u8], policy: &Policy) {
-    let said = |f: &Finding| !f.ok && (f.text.contains("does not verify") || f.text.contains("carries no signature"));
-    if report.findings.iter().any(said) {
-        return;
-    }
-    let note = parse_statement(payload).ok().and_then(|(s, _, _)| s.predicate.signing);
-    match note {
-        Some(note) => {
-            let intact = PublicKey::from_pem(&note.public_key)
-                .ok()
-                .filter(|k| k.keyid() == note.keyid)
-                .is_some_and(|k| {
-                    envelope
-                        .signatures
-                        .iter()
-                        .any(|s| s.keyid == k.keyid() && verifies(&k, s, message))
-                });
-            if intact {
-                report.fail(format!(
-                    "signature: intact, but by the run's own one-off key {}: the result is development-only and \
-                     not attributable to anyone",
-                    shown(&short(&note.keyid))
-                ));
+    };
+    let mut signers: Vec<&TrustedKey> = Vec::new();
+    for (_, sig, check) in &checks {
+        if let SignatureCheck::Trusted(t) = check
+            && !signers.iter().any(|s| s.key == t.key)
+        {
+            signers.push(t);
+            let hint = if sig.keyid == t.key.keyid() {
+                String::new()
             } else {
-                report.fail(
-                    "signature: does not verify against the one-off key the record names: the result was altered",
-                );
-            }
-        }
-        None if policy.trusted.is_empty() => {}
-        None => {
-            let ids: Vec<String> = envelope.signatures.iter().map(|s| shown(&short(&s.keyid))).collect();
-            report.fail(format!(
-                "signature: by key {} which is not among the trusted keys",
-                ids.join(", ")
+                format!(
+                    "; the signature carries {}, an unauthenticated hint (DSSE) that does not decide who signed",
+                    label(sig)
+                )
+            };
+            report.ok(format!(
+                "signature: valid, by trusted key {} (keyid {}…){hint}",
+                t.label,
+                short(t.key.keyid())
             ));
         }
     }
+    if let Some(first) = signers.first() {
+        for (n, sig, check) in &checks {
+            if !matches!(check, SignatureCheck::Trusted(_)) {
+                report.ok(format!(
+                    "signature {n} ({}): verifies against none of the trusted keys, so it is not counted; DSSE skips \
+                     such signatures, and they change nothing that was signed",
+                    label(sig)
+                ));
+            }
+        }
+        report.signer = Some(first.label.clone());
+        return true;
+    }
+    // No trusted key verified any signature: say why, as precisely as can be known.
+    let mut said = false;
+    for (n, sig, check) in &checks {
+        match check {
+            SignatureCheck::LenientOnly(t) => {
+                said = true;
+                report.fail(format!(
+                    "signature {n}: verifies against trusted key {} only under lenient Ed25519 rules; hilt requires \
+                     RFC 8032's strict verification (a canonical signature, a key that is not of small order)",
+                    t.label
+                ));
+            }
+            SignatureCheck::Untrusted => {
+                if let Some(t) = policy.trusted.iter().find(|t| t.key.keyid() == sig.keyid) {
+                    said = true;
+                    report.fail(format!(
+                        "signature {n}: its keyid label names trusted key {} (keyid {}…), but it verifies against no \
+                         trusted key: the payload, its type or the signature was changed after signing (or another \
+                         key signed under that label)",
+                        t.label,
+                        short(&sig.keyid)
+                    ));
+                }
+            }
+            SignatureCheck::Trusted(_) => {}
+        }
+    }
+    if !said {
+        explain_untrusted(report, envelope, message, payload);
+    }
+    false
 }
 
-fn verifies(key: &PublicKey, sig: &EnvelopeSignature, message: &[u8]) -> bool {
-    let Ok(bytes) = BASE64.decode(&sig.sig) else {
-        return false;
+/// Says why an envelope that no trusted key verifies is not attributable: signed by the
+/// run's own one-off key (and then whether it is at least intact), or by a key that is
+/// not trusted here. Only the development note of the payload is looked at.
+fn explain_untrusted(report: &mut Verification, envelope: &Envelope, message: &[u8], payload: &[u8]) {
+    let note = parse_statement(payload).ok().and_then(|(s, _, _)| s.predicate.signing);
+    let decoded = || {
+        envelope
+            .signatures
+            .iter()
+            .filter_map(|s| decode_base64(&s.sig).ok().map(|(b, _)| b))
     };
-    let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else {
-        return false;
-    };
-    key.key.verify_strict(message, &signature).is_ok()
+    if let Some(note) = note {
+        let intact = PublicKey::from_pem(&note.public_key)
+            .ok()
+            .filter(|k| k.keyid() == note.keyid)
+            .is_some_and(|k| decoded().any(|b| verifies(&k, &b, message, true)));
+        if intact {
+            report.fail(format!(
+                "signature: intact, but by the run's own one-off key {}: the result is development-only and not \
+                 attributable to anyone",
+                shown(&short(&note.keyid))
+            ));
+        } else {
+            report.fail(
+                "signature: verifies against neither a trusted key nor the one-off key the record names: the \
+                 result was altered after signing, or signed by another key",
+            );
+        }
+        return;
+    }
+    if report
+        .findings
+        .iter()
+        .any(|f| f.text.starts_with("signature: no trusted key given"))
+    {
+        return;
+    }
+    let labels: Vec<String> = envelope
+        .signatures
+        .iter()
+        .map(|s| {
+            if s.keyid.is_empty() {
+                "(no keyid label)".to_string()
+            } else {
+                shown(&short(&s.keyid))
+            }
+        })
+        .collect();
+    report.fail(format!(
+        "signature: by key {} (as the keyid labels say), which is not among the trusted keys: no trusted key \
+         verifies any of the {} signature(s)",
+        labels.join(", "),
+        envelope.signatures.len()
+    ));
 }
 
-fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Policy, simulated: bool) {
+/// Whether `signature` (raw bytes) is `key`'s Ed25519 signature of `message`: with RFC
+/// 8032's strict checks, or dalek's lenient ones (only to name the strict rule when it is
+/// what refused a signature).
+fn verifies(key: &PublicKey, signature: &[u8], message: &[u8], strict: bool) -> bool {
+    use ed25519_dalek::Verifier as _;
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    if strict {
+        key.key.verify_strict(message, &signature).is_ok()
+    } else {
+        key.key.verify(message, &signature).is_ok()
+    }
+}
+
+fn check_policy(
+    report: &mut Verification,
+    record: &ResultRecord,
+    conformance: &Conformance,
+    policy: &Policy,
+    simulated: bool,
+) {
     if let Some(want) = &policy.require_profile {
         let have = &record.profile.id;
         if have == want {
@@ -805,13 +1000,12 @@ fn check_policy(report: &mut Verification, record: &ResultRecord, policy: &Polic
         }
     }
     if policy.require_conformant {
-        let c = &record.conformance;
-        if c.conformant {
-            report.ok("conformance: conformant, as required");
+        if conformance.conformant {
+            report.ok("conformance: conformant (decided from the outcomes), as required");
         } else {
             report.fail(format!(
-                "conformance: {}, but a conformant result is required",
-                c.status.as_str()
+                "conformance: {} (decided from the outcomes), but a conformant result is required",
+                conformance.status.as_str()
             ));
         }
     }

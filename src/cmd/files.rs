@@ -48,12 +48,42 @@ pub fn trusted(paths: &[PathBuf]) -> anyhow::Result<Vec<TrustedKey>> {
         .collect()
 }
 
-/// A result file: a plain record, or an envelope verified against `keys`.
+/// A result file: a plain record, or an envelope verified against `keys`. The signature
+/// status is `NotVerified` when keys were given and the file is unsigned or does not
+/// verify, and whenever the record's summary or conformance do not follow from its
+/// outcomes, so that no report shows such a record's claims as facts.
 pub fn load(path: &Path, keys: &[TrustedKey]) -> anyhow::Result<(ResultRecord, Signature)> {
+    let (record, signature) = load_unchecked(path, keys)?;
+    // Claims that do not follow from the record's own outcomes are never shown as facts.
+    let problems = record.inconsistencies();
+    if !problems.is_empty() {
+        let mut reasons = match signature {
+            Signature::NotVerified { reasons } => reasons,
+            _ => Vec::new(),
+        };
+        reasons.extend(problems.into_iter().map(|p| format!("record: {p}")));
+        return Ok((record, Signature::NotVerified { reasons }));
+    }
+    Ok((record, signature))
+}
+
+fn load_unchecked(path: &Path, keys: &[TrustedKey]) -> anyhow::Result<(ResultRecord, Signature)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if serde_json::from_slice::<signed::Envelope>(&bytes).is_err() {
         let record = ResultRecord::from_json(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok((record, Signature::Unsigned));
+        // With keys to verify against, an unsigned record is one that did not verify.
+        let signature = if keys.is_empty() {
+            Signature::Unsigned
+        } else {
+            Signature::NotVerified {
+                reasons: vec![
+                    "unsigned: a plain result record, which no trusted key vouches for; ask for the signed \
+                     result.dsse.json"
+                        .into(),
+                ],
+            }
+        };
+        return Ok((record, signature));
     }
     let policy = Policy {
         trusted: keys.to_vec(),

@@ -10,9 +10,12 @@ use hilt_results::signed::SigningKey;
 use crate::cmd::files::with_suffix;
 
 /// Writes a new key pair: `NAME.key` (PKCS#8 PEM, mode 0600) and `NAME.pub` (SPKI PEM).
+/// A NAME that already ends in `.key` or `.pub` names the pair itself (`--out lab.key`
+/// writes `lab.key` and `lab.pub`, never `lab.key.key`).
 pub fn keygen(name: &Path) -> anyhow::Result<u8> {
-    let private = with_suffix(name, ".key");
-    let public = with_suffix(name, ".pub");
+    let base = base_name(name);
+    let private = with_suffix(&base, ".key");
+    let public = with_suffix(&base, ".pub");
     for path in [&private, &public] {
         if path.exists() {
             bail!("{} already exists; hilt keygen never overwrites a key", path.display());
@@ -50,4 +53,13 @@ pub fn keygen(name: &Path) -> anyhow::Result<u8> {
         pub_key.keyid()
     );
     Ok(0)
+}
+
+/// `name` without a final `.key` or `.pub`.
+fn base_name(name: &Path) -> std::path::PathBuf {
+    let text = name.as_os_str().to_string_lossy();
+    match text.strip_suffix(".key").or_else(|| text.strip_suffix(".pub")) {
+        Some(stem) if !stem.is_empty() && !stem.ends_with('/') => std::path::PathBuf::from(stem),
+        _ => name.to_path_buf(),
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use hilt_results::Tier;
 use hilt_results::signed::{self, Policy, PublicKey, TrustedKey};
+use hilt_results::{ConformanceStatus, Tier};
 
 /// Exit codes of `hilt verify`.
 pub const VERIFIED: u8 = 0;
@@ -80,12 +80,34 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
     for finding in &report.findings {
         println!("{} {}", if finding.ok { "ok  " } else { "FAIL" }, finding.text);
     }
+    // Two facts, two lines: whether the signature holds, and what the outcomes say of the
+    // platform. A verified record of a failing platform never reads as a pass.
     if report.verified() {
-        println!("verified: {shown}");
-        Ok(VERIFIED)
+        println!(
+            "verified: {shown}: the signature is valid (signed by {})",
+            report.signer.as_deref().unwrap_or("a trusted key")
+        );
     } else {
         let failed = report.findings.iter().filter(|f| !f.ok).count();
         println!("not verified: {shown}: {failed} finding(s) failed");
-        Ok(NOT_VERIFIED)
     }
+    if let (Some(c), Some(record)) = (&report.conformance, &report.record) {
+        let status = match c.status {
+            ConformanceStatus::Conformant => "conformant".to_string(),
+            other => format!("NOT conformant ({})", other.as_str()),
+        };
+        println!(
+            "platform: {status}, as decided here from the record's {} outcome(s){}",
+            record.outcomes.len(),
+            if report.verified() {
+                ""
+            } else {
+                ", which the findings above put in doubt"
+            }
+        );
+        for reason in &c.reasons {
+            println!("  - {}", reason.escape_debug());
+        }
+    }
+    Ok(if report.verified() { VERIFIED } else { NOT_VERIFIED })
 }

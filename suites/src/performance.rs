@@ -22,100 +22,367 @@ use crate::hostread::{self, optional};
 /// `performance.pcie_link`.
 pub static PCIE_LINK: CheckDef = CheckDef {
     id: "performance.pcie_link",
-    title: "The accelerator's PCIe link runs at its full width",
-    description: "Reads the function's current and maximum PCIe link width and speed from \
-        sysfs. A link narrower than the device supports (x8 instead of x16) is a fault of \
-        the slot, riser, cable or seating, and fails. A slower speed fails only with \
-        `allow_speed_downtraining = false`: GPUs drop their link speed when idle to save \
-        power, so a lower speed at rest is normal. A current speed of `Unknown` while the \
-        maximum is known means the link is down, and fails; a speed that cannot be read \
-        is inconclusive when the profile requires full speed. Not applicable to functions \
-        with no PCIe link attributes (virtual and integrated functions).",
+    title: "The accelerator's PCIe path runs at its full width, hop by hop",
+    description: "Judges every link that carries the accelerator's traffic, from the root \
+        port down through each switch (HGX baseboard switches, a card's own switch, risers \
+        with switches) to the accelerator, as the function's sysfs device path gives them; \
+        each hop's capability is the lesser of its two ends, and the weakest hop decides. A \
+        hop narrower than it can run (x8 instead of x16) fails. A slower speed fails only \
+        with `allow_speed_downtraining = false`: GPUs drop their link speed when idle. A \
+        current speed of `Unknown` or a width of 0 while the capability is known means the \
+        link is down, and fails. What the kernel writes for \"unknown\" (`Unknown`, `Unknown \
+        speed`, width 255, any width the PCIe specification does not define) is read as \
+        unknown, never as a number. A function on the path that is runtime-suspended or in \
+        D3cold cannot report its link, so the verdict is inconclusive; hilt reads \
+        `power/runtime_status` and `power_state` and never wakes it. Not applicable to a \
+        function with no PCIe link (an integrated device: no link capability at all); \
+        inconclusive when the path from the root port cannot be read.",
     remediation: "Reseat the card or module, check the riser or cable and the slot's \
-        electrical width, update the platform firmware, and compare with the board's \
-        topology documentation; a link that trains narrow after that is a hardware fault.",
+        electrical width, update the platform and switch firmware, and compare with the \
+        board's topology documentation; a hop that trains narrow after that is a hardware \
+        fault. For a suspended device, judge the link while it is in use (or with its runtime \
+        power management set to `on` by its administrator).",
     requirements: &["RS-4", "IR-4"],
     faults: &[],
     concurrent: true,
     scope: Scope::Pci,
-    host_faults: &["degraded-link", "link-down"],
+    host_faults: &["degraded-link", "link-down", "switch-degraded"],
     params: ParamsSpec::of::<LinkParams>(),
     run: |ctx| {
         hostread::run::<LinkParams>(ctx, |ctx, params| {
             let fs = ctx.host().clone();
             let address = hostread::pci_address(ctx)?;
-            let dir = format!("{}/{address}", pci::DEVICES);
-            let read = |name: &str| optional(fs.read_trimmed(&format!("{dir}/{name}")));
-            let (Some(cur_w), Some(max_w)) = (read("current_link_width")?, read("max_link_width")?) else {
-                return Ok(Finding::NotApplicable(format!(
-                    "{address} has no PCIe link attributes in sysfs (a virtual or integrated function)"
-                )));
-            };
-            let width = |t: &str| {
-                t.trim_start_matches('x')
-                    .parse::<u32>()
-                    .map_err(|_| Finding::Error(format!("{dir}: link width `{t}` is not a number")))
-            };
-            let (cur_w, max_w) = (width(&cur_w)?, width(&max_w)?);
-            let cur_text = read("current_link_speed")?;
-            let max_text = read("max_link_speed")?;
-            let cur_s = cur_text.as_deref().and_then(pci::parse_link_speed);
-            let max_s = max_text.as_deref().and_then(pci::parse_link_speed);
-            ctx.measure(
-                "current_link_width",
-                f64::from(cur_w),
-                "lanes",
-                Some(f64::from(max_w)),
-                Better::Higher,
+            let path = pci::path_from_root(&fs, &address).map_err(hostread::unreadable)?;
+            let functions = path.clone().unwrap_or_else(|| vec![address.clone()]);
+            let mut ends = Vec::new();
+            for f in &functions {
+                ends.push(LinkEnd::read(&fs, f)?);
+            }
+            let hops = hops(&ends);
+            let judged: Vec<HopJudgement> = hops.iter().map(|h| judge_hop(h, params)).collect();
+            ctx.evidence(
+                "path",
+                judged.iter().map(|j| j.summary.clone()).collect::<Vec<String>>(),
             );
-            ctx.measure("max_link_width", f64::from(max_w), "lanes", None, Better::Neither);
-            if let Some(s) = cur_s {
-                ctx.measure("current_link_speed", s, "GT/s", max_s, Better::Higher);
+            // The hop that decides: the first failing one, else the first downtrained one,
+            // else the accelerator's own.
+            let deciding = judged
+                .iter()
+                .position(|j| !j.failures.is_empty())
+                .or_else(|| judged.iter().position(|j| j.note.is_some()))
+                .unwrap_or(judged.len() - 1);
+            measure(ctx, &hops[deciding]);
+            let notes: Vec<String> = judged.iter().filter_map(|j| j.note.clone()).collect();
+            if !notes.is_empty() {
+                ctx.evidence("speed_note", notes.join("; "));
             }
-            if let Some(s) = max_s {
-                ctx.measure("max_link_speed", s, "GT/s", None, Better::Neither);
-                if let Some(g) = pci::pcie_generation(s) {
-                    ctx.evidence("max_generation", format!("Gen{g}"));
-                }
+            let failures: Vec<String> = judged.iter().flat_map(|j| j.failures.clone()).collect();
+            if !failures.is_empty() {
+                return Ok(Finding::Fail(failures.join("; ")));
             }
-            if let (Some(text), None, Some(m)) = (&cur_text, cur_s, max_s) {
-                return Ok(Finding::Fail(format!(
-                    "the link of {address} is down: its current speed is `{text}` while it supports {m} GT/s"
+            let unsure: Vec<String> = judged.iter().flat_map(|j| j.unsure.clone()).collect();
+            if !unsure.is_empty() {
+                return Ok(Finding::Inconclusive(unsure.join("; ")));
+            }
+            if judged.iter().all(|j| j.no_link) {
+                return Ok(Finding::NotApplicable(format!(
+                    "{address} has no PCIe link to judge: the kernel reports no link capability for it (maximum \
+                     speed `{}`, maximum width `{}`; an integrated device, or a virtual function)",
+                    ends[ends.len() - 1].max_speed.as_deref().unwrap_or("absent"),
+                    ends[ends.len() - 1].max_width.as_deref().unwrap_or("absent"),
                 )));
             }
-            let mut problems = Vec::new();
-            if cur_w < max_w {
-                problems.push(format!("the link of {address} runs at x{cur_w} of x{max_w} lanes"));
-            }
-            if let (Some(c), Some(m)) = (cur_s, max_s)
-                && c < m
-            {
-                if params.allow_speed_downtraining {
-                    ctx.evidence(
-                        "speed_note",
-                        format!("running at {c} of {m} GT/s; allowed, as GPUs slow their link when idle"),
-                    );
-                } else {
-                    problems.push(format!("the link of {address} runs at {c} of {m} GT/s"));
-                }
-            }
-            if problems.is_empty() && !params.allow_speed_downtraining && (cur_s.is_none() || max_s.is_none()) {
-                let shown = |t: &Option<String>| t.clone().unwrap_or_else(|| "absent".into());
+            if path.is_none() {
                 return Ok(Finding::Inconclusive(format!(
-                    "the link speed of {address} cannot be established (current `{}`, maximum `{}`), and the \
-                     profile requires full speed (`allow_speed_downtraining = false`)",
-                    shown(&cur_text),
-                    shown(&max_text)
+                    "the path from the root port to {address} cannot be read ({}/{address} is not a link into \
+                     /sys/devices/, as in a capture taken without the links), so only the accelerator's own link \
+                     could be judged, and it is fine",
+                    pci::DEVICES
                 )));
             }
-            Ok(if problems.is_empty() {
-                Finding::Pass
-            } else {
-                Finding::Fail(problems.join("; "))
-            })
+            Ok(Finding::Pass)
         })
     },
 };
+
+/// One end of a PCIe link: a function's link attributes and power state, as sysfs text.
+struct LinkEnd {
+    address: String,
+    current_speed: Option<String>,
+    max_speed: Option<String>,
+    current_width: Option<String>,
+    max_width: Option<String>,
+    power: pci::PowerState,
+}
+
+impl LinkEnd {
+    fn read(fs: &hilt_harness::hostfs::HostFs, address: &str) -> Result<LinkEnd, Finding> {
+        let dir = format!("{}/{address}", pci::DEVICES);
+        let read = |name: &str| optional(fs.read_trimmed(&format!("{dir}/{name}")));
+        Ok(LinkEnd {
+            address: address.to_string(),
+            current_speed: read("current_link_speed")?,
+            max_speed: read("max_link_speed")?,
+            current_width: read("current_link_width")?,
+            max_width: read("max_link_width")?,
+            power: pci::PowerState::read(fs, address).map_err(hostread::unreadable)?,
+        })
+    }
+}
+
+/// A link between two functions: a root or downstream port above (absent when the
+/// function sits on a root bus, or the path is unknown) and the function below.
+struct Hop<'e> {
+    upper: Option<&'e LinkEnd>,
+    lower: &'e LinkEnd,
+}
+
+impl Hop<'_> {
+    fn name(&self) -> String {
+        match self.upper {
+            Some(u) => format!("{}–{}", u.address, self.lower.address),
+            None => self.lower.address.clone(),
+        }
+    }
+
+    fn ends(&self) -> impl Iterator<Item = &LinkEnd> {
+        self.upper.into_iter().chain(std::iter::once(self.lower))
+    }
+
+    /// The hop's speed capability: the lesser of the two ends' maximum speeds.
+    fn capable_speed(&self) -> Cap<f64> {
+        Cap::of(self.ends().map(|e| e.max_speed.as_deref()), pci::parse_link_speed)
+    }
+
+    /// The hop's width capability: the lesser of the two ends' maximum widths.
+    fn capable_width(&self) -> Cap<u32> {
+        Cap::of(self.ends().map(|e| e.max_width.as_deref()), pci::parse_link_width)
+    }
+
+    /// The current speed as sysfs writes it, from the lower end if it has it.
+    fn current_speed_text(&self) -> Option<&str> {
+        self.lower
+            .current_speed
+            .as_deref()
+            .or_else(|| self.upper.and_then(|u| u.current_speed.as_deref()))
+    }
+
+    /// The current width as sysfs writes it, from the lower end if it has it.
+    fn current_width_text(&self) -> Option<&str> {
+        self.lower
+            .current_width
+            .as_deref()
+            .or_else(|| self.upper.and_then(|u| u.current_width.as_deref()))
+    }
+}
+
+/// A hop's capability from its two ends' maximum values.
+enum Cap<T> {
+    /// Every end that has the attribute gives a value: the least of them.
+    Known(T),
+    /// An end writes what the kernel writes for "unknown" (or anything unreadable): the
+    /// capability cannot be told.
+    Unknown(String),
+    /// No end has the attribute.
+    Absent,
+}
+
+impl<T: PartialOrd + Copy> Cap<T> {
+    fn of<'t>(texts: impl Iterator<Item = Option<&'t str>>, parse: impl Fn(&str) -> Option<T>) -> Cap<T> {
+        let mut cap = Cap::Absent;
+        for text in texts.flatten() {
+            cap = match (cap, parse(text)) {
+                (Cap::Unknown(t), _) => Cap::Unknown(t),
+                (_, None) => Cap::Unknown(text.to_string()),
+                (Cap::Absent, Some(v)) => Cap::Known(v),
+                (Cap::Known(a), Some(v)) => Cap::Known(if v < a { v } else { a }),
+            };
+        }
+        cap
+    }
+
+    fn known(&self) -> Option<T> {
+        match self {
+            Cap::Known(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// The links of a path from the root port down: the root port and what is below it,
+/// then each downstream port and what is below it (a switch's upstream port and its
+/// downstream ports are joined inside the switch, not by a link). A function alone on a
+/// root bus (an integrated device) is its own single hop.
+fn hops(ends: &[LinkEnd]) -> Vec<Hop<'_>> {
+    if ends.len() == 1 {
+        return vec![Hop {
+            upper: None,
+            lower: &ends[0],
+        }];
+    }
+    let mut hops: Vec<Hop<'_>> = ends
+        .chunks_exact(2)
+        .map(|pair| Hop {
+            upper: Some(&pair[0]),
+            lower: &pair[1],
+        })
+        .collect();
+    // An odd path (a bridge that is not a switch port on the way): the accelerator's own
+    // link, judged from its end alone.
+    if ends.len() % 2 == 1 {
+        hops.push(Hop {
+            upper: None,
+            lower: &ends[ends.len() - 1],
+        });
+    }
+    hops
+}
+
+/// What one hop showed.
+struct HopJudgement {
+    /// `0000:00:01.1–0000:01:00.0: 8 GT/s x8 of 16 GT/s x8`.
+    summary: String,
+    failures: Vec<String>,
+    unsure: Vec<String>,
+    /// A speed below capability that the profile allows.
+    note: Option<String>,
+    /// Neither end reports any link capability.
+    no_link: bool,
+}
+
+fn judge_hop(hop: &Hop<'_>, params: &LinkParams) -> HopJudgement {
+    let name = hop.name();
+    let of = if hop.upper.is_some() {
+        name.clone()
+    } else {
+        format!("of {name}")
+    };
+    let shown = |t: Option<&str>| t.unwrap_or("absent").to_string();
+    let (cap_speed, cap_width) = (hop.capable_speed(), hop.capable_width());
+    let (cap_s, cap_w) = (cap_speed.known(), cap_width.known());
+    let (cur_s_text, cur_w_text) = (hop.current_speed_text(), hop.current_width_text());
+    let (cur_s, cur_w) = (
+        cur_s_text.and_then(pci::parse_link_speed),
+        cur_w_text.and_then(pci::parse_link_width),
+    );
+    let gts =
+        |s: Option<f64>, text: Option<&str>| s.map_or_else(|| format!("`{}`", shown(text)), |s| format!("{s} GT/s"));
+    let lanes =
+        |w: Option<u32>, text: Option<&str>| w.map_or_else(|| format!("x`{}`", shown(text)), |w| format!("x{w}"));
+    let mut j = HopJudgement {
+        summary: format!(
+            "{name}: {} {} of {} {}",
+            gts(cur_s, cur_s_text),
+            lanes(cur_w, cur_w_text),
+            cap_s.map_or("unknown speed".to_string(), |s| format!("{s} GT/s")),
+            cap_w.map_or("unknown width".to_string(), |w| format!("x{w}")),
+        ),
+        failures: Vec::new(),
+        unsure: Vec::new(),
+        note: None,
+        no_link: false,
+    };
+    let asleep: Vec<String> = hop
+        .ends()
+        .filter(|e| e.power.asleep())
+        .map(|e| format!("{} is powered down ({})", e.address, e.power.describe()))
+        .collect();
+    if !asleep.is_empty() {
+        j.summary = format!("{name}: not read, {}", asleep.join(", "));
+        j.unsure.push(format!(
+            "the link {name} cannot be judged: {}, and its link cannot be read without waking it, which hilt never \
+             does",
+            asleep.join("; ")
+        ));
+        return j;
+    }
+    if cap_s.is_none() && cap_w.is_none() {
+        if hop.upper.is_none() {
+            j.no_link = true;
+        } else {
+            j.unsure.push(format!(
+                "the link {name} reports no capability at either end (maximum speed and width unknown)"
+            ));
+        }
+        return j;
+    }
+    let down_width = cur_w_text.is_some_and(|t| t.trim().trim_start_matches('x') == "0");
+    if let (Some(text), None, Some(m)) = (cur_s_text, cur_s, cap_s) {
+        j.failures.push(format!(
+            "the link {of} is down: its current speed is `{text}` while it supports {m} GT/s"
+        ));
+        return j;
+    }
+    if let (true, Some(m)) = (down_width, cap_w) {
+        j.failures.push(format!(
+            "the link {of} is down: its current width is 0 while it supports x{m}"
+        ));
+        return j;
+    }
+    match (cur_w, &cap_width) {
+        (Some(c), Cap::Known(m)) if c < *m => j.failures.push(format!("the link {of} runs at x{c} of x{m} lanes")),
+        (None, Cap::Known(_)) => j.unsure.push(format!(
+            "the current width of the link {name} reads `{}`, which is no PCIe link width",
+            shown(cur_w_text)
+        )),
+        (_, Cap::Unknown(text)) => j.unsure.push(format!(
+            "the maximum width of the link {name} reads `{text}`, which is the kernel's \"unknown\" or no PCIe width, \
+             so its width cannot be judged"
+        )),
+        _ => {}
+    }
+    if let (Some(c), Some(m)) = (cur_s, cap_s)
+        && c < m
+    {
+        if params.allow_speed_downtraining {
+            j.note = Some(format!(
+                "{name} running at {c} of {m} GT/s; allowed, as GPUs slow their link when idle"
+            ));
+        } else {
+            j.failures.push(format!("the link {of} runs at {c} of {m} GT/s"));
+        }
+    }
+    if !params.allow_speed_downtraining && (cur_s.is_none() || cap_s.is_none()) && j.failures.is_empty() {
+        j.unsure.push(format!(
+            "the link speed of {name} cannot be established (current `{}`, maximum {}), and the profile requires \
+             full speed (`allow_speed_downtraining = false`)",
+            shown(cur_s_text),
+            hop.ends()
+                .map(|e| format!("`{}`", shown(e.max_speed.as_deref())))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+    j
+}
+
+/// Records the deciding hop's numbers as measurements, as before hops existed: current
+/// width and speed against the hop's capability.
+fn measure(ctx: &mut CheckCtx<'_>, hop: &Hop<'_>) {
+    let (cap_s, cap_w) = (hop.capable_speed().known(), hop.capable_width().known());
+    if let Some(c) = hop.current_width_text().and_then(pci::parse_link_width) {
+        ctx.measure(
+            "current_link_width",
+            f64::from(c),
+            "lanes",
+            cap_w.map(f64::from),
+            Better::Higher,
+        );
+    }
+    if let Some(m) = cap_w {
+        ctx.measure("max_link_width", f64::from(m), "lanes", None, Better::Neither);
+    }
+    if let Some(c) = hop.current_speed_text().and_then(pci::parse_link_speed) {
+        ctx.measure("current_link_speed", c, "GT/s", cap_s, Better::Higher);
+    }
+    if let Some(m) = cap_s {
+        ctx.measure("max_link_speed", m, "GT/s", None, Better::Neither);
+        if let Some(g) = pci::pcie_generation(m) {
+            ctx.evidence("max_generation", format!("Gen{g}"));
+        }
+    }
+    ctx.evidence("deciding_hop", hop.name());
+}
 
 /// Parameters of `performance.pcie_link`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -4,7 +4,8 @@
 //! `not_applicable` with the reason, and where hilt cannot see it (securityfs not
 //! mounted, a root-only file) they are `inconclusive`.
 
-use hilt_harness::check::{CheckDef, CheckParams, Finding, NoParams, ParamsSpec, Scope};
+use hilt_harness::check::{CheckCtx, CheckDef, CheckParams, Finding, NoParams, ParamsSpec, Scope};
+use hilt_harness::efi;
 use hilt_harness::hostfs::HostFs;
 use hilt_harness::sshd;
 use schemars::JsonSchema;
@@ -12,24 +13,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::hostread::{self, optional};
 
-/// The EFI global variable GUID that `SecureBoot` and `SetupMode` live under.
-pub const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
-
 /// `platform.secure_boot`.
 pub static SECURE_BOOT: CheckDef = CheckDef {
     id: "platform.secure_boot",
-    title: "The host booted with UEFI secure boot enforcing",
-    description: "Reads the UEFI variables `SecureBoot` (must be 1) and `SetupMode` (must \
-        not be 1: in setup mode anyone can replace the keys) from efivarfs; each holds four \
-        attribute bytes and then its value. Not applicable on a host booted without UEFI (no \
-        /sys/firmware/efi), where secure boot does not exist.",
+    title: "The host booted with UEFI secure boot enforcing signatures",
+    description: "Judges whether signatures are enforced at boot, not only whether the \
+        firmware says secure boot is on. Reads the UEFI variables `SecureBoot` (must be 1), \
+        `SetupMode` (1: no platform key, nothing is verified), `AuditMode` (1: failures are \
+        only logged), `DeployedMode` (evidence), and shim's `MokSBStateRT` (non-zero: shim was \
+        told not to validate what it loads) and `MokIgnoreDB` (evidence), through every \
+        interface the kernel offers: efivarfs, the sysfs efivars directory of kernels before \
+        6.0, and shim's MOK variable table. A variable that exists with value 0 is no \
+        finding; a non-volatile `MokSBStateRT` was not set by shim at this boot and is \
+        ignored, as the kernel ignores it. Not applicable on a host booted without UEFI (no \
+        /sys/firmware/efi); inconclusive when no interface can be read.",
     remediation: "Enable secure boot in the firmware setup with the platform keys enrolled \
-        (leave setup mode), and boot a signed shim, boot loader and kernel.",
+        (leave setup and audit mode), re-enable shim's validation (`mokutil \
+        --enable-validation`, then confirm in MokManager at the next boot), and boot a signed \
+        shim, boot loader and kernel.",
     requirements: &["IP-1"],
     faults: &[],
     concurrent: true,
     scope: Scope::Host,
-    host_faults: &["secure-boot-off"],
+    host_faults: &[
+        "secure-boot-off",
+        "shim-insecure",
+        "shim-insecure-mokvar",
+        "shim-insecure-legacy",
+        "setup-mode",
+        "audit-mode",
+    ],
     params: ParamsSpec::of::<NoParams>(),
     run: |ctx| {
         hostread::run::<NoParams>(ctx, |ctx, _| {
@@ -39,45 +52,112 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
                     "the host booted without UEFI (no /sys/firmware/efi), and secure boot is a UEFI facility".into(),
                 ));
             }
-            let var = |name: &str| -> Result<Option<u8>, Finding> {
-                let path = format!("/sys/firmware/efi/efivars/{name}-{EFI_GLOBAL}");
-                match optional(fs.read(&path))? {
-                    None => Ok(None),
-                    Some(bytes) if bytes.len() >= 5 => Ok(Some(bytes[4])),
-                    Some(bytes) => Err(Finding::Error(format!(
-                        "{path} holds {} bytes, fewer than the four attribute bytes and a value",
-                        bytes.len()
-                    ))),
-                }
-            };
-            let Some(secure_boot) = var("SecureBoot")? else {
-                if !fs.mounted("/sys/firmware/efi/efivars").map_err(hostread::unreadable)? {
-                    return Ok(Finding::Inconclusive(
-                        "efivarfs is not mounted at /sys/firmware/efi/efivars, so the secure boot state cannot be read"
-                            .into(),
-                    ));
-                }
-                return Ok(Finding::Fail(
-                    "the firmware has no SecureBoot variable: it does not support secure boot".into(),
-                ));
-            };
-            let setup_mode = var("SetupMode")?;
-            ctx.evidence("secure_boot", secure_boot);
-            if let Some(s) = setup_mode {
-                ctx.evidence("setup_mode", s);
+            // A capture that did not look at a variable cannot vouch for its absence.
+            if let Some(path) = efi::capture_paths().into_iter().find(|p| !fs.covers(p)) {
+                return Ok(Finding::Inconclusive(format!(
+                    "the capture did not cover {path} (it was taken by an older hilt), so whether signatures are \
+                     enforced cannot be told from it; capture the host again"
+                )));
             }
-            Ok(if secure_boot != 1 {
-                Finding::Fail(format!("secure boot is disabled (SecureBoot = {secure_boot})"))
-            } else if setup_mode == Some(1) {
-                Finding::Fail(
-                    "the firmware is in setup mode: its secure boot keys can be replaced without authentication".into(),
-                )
-            } else {
-                Finding::Pass
-            })
+            let mut readings = Vec::new();
+            for variable in efi::VARIABLES {
+                readings.extend(variable.read(&fs).map_err(hostread::unreadable)?);
+            }
+            secure_boot_verdict(ctx, &fs, &readings)
         })
     },
 };
+
+/// The verdict of `platform.secure_boot` from the variables as read.
+fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Reading]) -> Result<Finding, Finding> {
+    let of = |v: efi::Variable| readings.iter().filter(move |r| r.variable == v);
+    for r in readings {
+        let key = format!(
+            "{}{}",
+            r.variable.name,
+            match r.interface {
+                efi::Interface::Efivarfs => "",
+                efi::Interface::SysfsVars => " (sysfs efivars)",
+                efi::Interface::MokVarTable => " (MOK table)",
+            }
+        );
+        match r.value.as_slice() {
+            [byte] => ctx.evidence(&key, *byte),
+            other => ctx.evidence(&key, format!("{} bytes", other.len())),
+        }
+        // Every variable read is a UINT8 (UEFI 2.10 section 3.3; shim's MokVars.txt).
+        if r.value.len() != 1 {
+            return Ok(Finding::Inconclusive(format!(
+                "{} in {} holds {} bytes, but the UEFI specification and shim define it as one byte",
+                r.variable.name,
+                r.path,
+                r.value.len()
+            )));
+        }
+    }
+    if of(efi::SECURE_BOOT).next().is_none() {
+        let interfaces = efi::interfaces(fs).map_err(hostread::unreadable)?;
+        if interfaces.is_empty() {
+            return Ok(Finding::Inconclusive(format!(
+                "efivarfs is not mounted at {}, and the kernel offers no other view of the UEFI variables (no \
+                 {}, no {}), so the secure boot state cannot be read (mount -t efivarfs efivarfs {})",
+                efi::EFIVARFS,
+                efi::SYSFS_VARS,
+                efi::MOKVAR,
+                efi::EFIVARFS
+            )));
+        }
+        return Ok(Finding::Fail(
+            "the firmware has no SecureBoot variable: it does not support secure boot".into(),
+        ));
+    }
+    let at = |r: &efi::Reading| format!("{} = {} in {}", r.variable.name, r.value[0], r.path);
+    let secure_boot_on = of(efi::SECURE_BOOT).all(|r| r.value[0] == 1);
+    let mut problems = Vec::new();
+    for r in of(efi::SECURE_BOOT).filter(|r| r.value[0] != 1) {
+        problems.push(format!("secure boot is disabled ({})", at(r)));
+    }
+    for r in of(efi::SETUP_MODE).filter(|r| r.value[0] != 0) {
+        problems.push(format!(
+            "the firmware is in setup mode ({}): no platform key is enrolled, so it verifies no signature and \
+             its secure boot keys can be replaced without authentication",
+            at(r)
+        ));
+    }
+    for r in of(efi::AUDIT_MODE).filter(|r| r.value[0] != 0) {
+        problems.push(format!(
+            "the firmware is in audit mode ({}): it only logs images whose signatures fail and runs them anyway",
+            at(r)
+        ));
+    }
+    for r in of(efi::MOK_SB_STATE).filter(|r| r.value[0] != 0) {
+        if r.non_volatile() {
+            ctx.evidence(
+                "MokSBStateRT_ignored",
+                format!(
+                    "{} is non-volatile, so shim did not set it at this boot (shim's copy is volatile); the kernel \
+                     ignores it too",
+                    r.path
+                ),
+            );
+            continue;
+        }
+        problems.push(format!(
+            "shim has been told not to validate images ({}): any boot loader, kernel or module is accepted{}",
+            at(r),
+            if secure_boot_on {
+                " although the firmware's SecureBoot reads 1"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(if problems.is_empty() {
+        Finding::Pass
+    } else {
+        Finding::Fail(problems.join("; "))
+    })
+}
 
 /// `platform.kernel_lockdown`.
 pub static KERNEL_LOCKDOWN: CheckDef = CheckDef {
