@@ -189,6 +189,9 @@ fn without_a_driver_devices_says_so_in_one_line() -> Result<(), Failed> {
 
 fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
     let out = tempfile::tempdir().expect("tempdir");
+    // A host without accelerators (the development VM's capture): with no CUDA device and
+    // none in the host's files, the sim is all there is to run.
+    let vm = common::host_fixture("devvm");
     let output = hilt(
         &[
             "run",
@@ -198,7 +201,7 @@ fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
             "--out",
             out.path().to_str().expect("utf-8"),
         ],
-        &[],
+        &[("HILT_SYSFS_ROOT", vm.to_str().expect("utf-8"))],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     check(output.status.success(), || {

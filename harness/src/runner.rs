@@ -68,6 +68,53 @@ pub fn plan(profile: &Profile, tier: Tier, devices: &[Arc<TrialDevice>], catalog
     trials
 }
 
+/// The trials `profile` asks for in `tier` that cannot run: device checks on matched
+/// devices that no tenant can open (a replayed capture's functions, an accelerator no
+/// backend of this build drives), in check-id then device order, each with why.
+pub fn not_runnable(
+    profile: &Profile,
+    tier: Tier,
+    devices: &[Arc<TrialDevice>],
+    catalogue: &Catalogue,
+    host: &HostFs,
+) -> Vec<hilt_results::NotRun> {
+    let mut list = Vec::new();
+    for (id, settings) in profile.checks_in(tier) {
+        let Some(check) = catalogue.get(id) else {
+            continue;
+        };
+        if check.scope != crate::check::Scope::Device {
+            continue;
+        }
+        for device in devices.iter().filter(|d| {
+            d.info.backend != HOST_BACKEND && !d.info.simulated && !d.spec.openable() && covers(profile, &d.info)
+        }) {
+            let reason = if host.is_live() {
+                format!(
+                    "{} is an accelerator no backend of this run opens (no driver or runtime for it here), so no \
+                     tenant can run on it",
+                    device.info.id
+                )
+            } else {
+                format!(
+                    "{} is a PCI function of the replayed capture {}: a capture holds the host's files, not the \
+                     accelerator, so no tenant can run on it",
+                    device.info.id,
+                    host.root().display()
+                )
+            };
+            list.push(hilt_results::NotRun {
+                trial: check.trial_name(&device.info.id),
+                check: check.id.into(),
+                device: device.info.id.clone(),
+                level: settings.level,
+                reason,
+            });
+        }
+    }
+    list
+}
+
 /// A simulated device for one run: its memory lives as long as this value and the
 /// tenants that inherited it.
 pub struct SimDevice {
@@ -138,6 +185,11 @@ pub struct RunEnd {
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
 pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
     let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
+    let not_run: Vec<hilt_results::NotRun> =
+        not_runnable(&setup.profile, setup.tier, &setup.devices, catalogue, &setup.host)
+            .into_iter()
+            .filter(|n| !args.is_filtered_out(&Trial::test(n.trial.clone(), || Ok(()))))
+            .collect();
     if args.list {
         let trials = planned.iter().map(|p| Trial::test(p.name.clone(), || Ok(()))).collect();
         let _ = libtest_mimic::run(args, trials);
@@ -185,6 +237,14 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             setup.sim_faults.join(", ")
         ));
     }
+    if !not_run.is_empty() {
+        let on: std::collections::BTreeSet<&str> = not_run.iter().map(|n| n.device.as_str()).collect();
+        partial.push(format!(
+            "{} device trial(s) of the profile could not run: no tenant can open {} (see run.not_run)",
+            not_run.len(),
+            on.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
 
     let mut header = header(
         &setup,
@@ -192,6 +252,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         filtered,
         selected.iter().filter(|s| **s).count() as u32,
     );
+    header.run.not_run = not_run;
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
         header.signing = Some(key.development_note());
@@ -280,8 +341,9 @@ fn run_trial(
     let start = Instant::now();
     let mut ctx = CheckCtx::new(&p.device, key, &p.settings.params, launcher).with_host(host.clone());
     // How tenants share the device is evidence for every residue and isolation verdict
-    // on it: the same check means something else under MPS than under MIG.
-    if p.check.scope == crate::check::Scope::Device
+    // on it: the same check means something else under MPS than under MIG, or on an
+    // AMD GPU split into partitions than on a whole one.
+    if p.check.scope != crate::check::Scope::Host
         && matches!(p.check.suite(), "residue" | "isolation")
         && let Some(mode) = p.device.info.facts.get("sharing_mode")
     {
@@ -376,6 +438,13 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             planned: planned.iter().map(|p| p.name.clone()).collect(),
             sim_faults: setup.sim_faults.clone(),
             overrides: setup.overrides.clone(),
+            replay: setup.host.replay_identity().map(|id| hilt_results::Replay {
+                captured_at: id.captured_at,
+                source_root: id.source_root,
+                manifest_sha256: id.manifest_sha256,
+                tree_sha256: id.tree_sha256,
+            }),
+            not_run: Vec::new(),
         },
         host: crate::host::host_facts(),
         profile: ProfileInfo {

@@ -21,7 +21,7 @@ pub mod signed;
 /// The major version of the result format written by this crate.
 pub const FORMAT_MAJOR: u32 = 1;
 /// The minor version of the result format written by this crate.
-pub const FORMAT_MINOR: u32 = 1;
+pub const FORMAT_MINOR: u32 = 2;
 
 /// One conformance run: what ran, where, on what, and what it found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +121,56 @@ pub struct RunInfo {
     /// partial. Absent in records that have none.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// Present when the run read the host's files from a replayed tree (`hilt run
+    /// --sysfs-root DIR`: an unpacked `hilt capture` or a fixture) instead of the live
+    /// host: which capture it was. Host and PCI checks then speak about the captured
+    /// machine, and device checks could not run on its accelerators. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+    /// Trials the profile asked for that could not run, with why: device checks on an
+    /// accelerator no backend of the run could open (a replayed capture's functions, a
+    /// GPU without its driver). They are never outcomes, and any of them makes the run
+    /// partial. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<NotRun>,
+}
+
+/// The replayed tree a run read the host's files from: the identity of its capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Replay {
+    /// When the capture was taken (RFC 3339 UTC), from its manifest; absent for trees
+    /// made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_at: Option<String>,
+    /// The root the capture was taken from on the captured machine (`/`), from its
+    /// manifest; absent for trees made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_root: Option<String>,
+    /// The sha256 (hex) of the capture manifest (`hilt-capture.json`) as stored; absent
+    /// when the tree has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// The sha256 (hex) of the whole tree: every entry's path, type, link target and
+    /// file contents, in path order (see `docs/host-checks.md`), so that two records
+    /// name the same capture only if they read the same files. Absent when the tree
+    /// could not be read in full or exceeds the bounds hilt digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_sha256: Option<String>,
+}
+
+/// A planned trial that could not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotRun {
+    /// The trial's name, `suite::check::device`.
+    pub trial: String,
+    /// The check's stable dotted id.
+    pub check: String,
+    /// The device's id.
+    pub device: String,
+    /// The check's level in the profile.
+    pub level: Level,
+    /// Why it could not run.
+    pub reason: String,
 }
 
 /// The tiers of a profile, from the quickest to the most thorough.
@@ -616,6 +666,8 @@ mod tests {
                 planned: outcomes.iter().map(|o| o.trial.clone()).collect(),
                 sim_faults: vec![],
                 overrides: vec![],
+                replay: None,
+                not_run: vec![],
             },
             host: Host {
                 hostname: "h".into(),

@@ -101,9 +101,11 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let host = host_fs(args.sysfs_root.as_deref())?;
     let Discovery { devices: real, notes } = discovery::discover();
     let any_real = !real.is_empty();
+    let (real, left_out) = discovery::live_subjects(real, &host, args.device.as_deref());
+    left_out.iter().for_each(|note| eprintln!("hilt: {note}"));
     // Planting sim faults or setting sim knobs asks for the sim.
     let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim"))
-        || real.is_empty()
+        || discovery::needs_sim(&real, &host)
         || !args.sim_faults.is_empty()
         || !args.sim_knobs.is_empty();
     let profile_spec = match &args.profile {
@@ -112,7 +114,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         None => discovery::default_profile(
             &Library::standard(),
             catalogue,
-            &real,
+            &discovery::profile_subjects(&real, &host),
             args.device.as_deref(),
             Date::today(),
         )?,
@@ -167,7 +169,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         );
     }
     let listing = test_args.list;
-    if !listing && devices.iter().all(|d| d.info.simulated || !d.spec.openable()) && args.profile.is_none() {
+    if !listing && wants_sim && args.profile.is_none() {
         let why = if notes.is_empty() || any_real {
             String::new()
         } else {

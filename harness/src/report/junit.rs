@@ -3,7 +3,8 @@
 //! Verdicts map onto JUnit's four states: `pass` is a success; `not_applicable` is
 //! skipped, with its reason; `fail` is a failure, with the reason and measurements as
 //! message and text (a waived failure too, its waiver in the text); `error` and
-//! `inconclusive` are errors, since CI must not read either as a pass. Device, driver and
+//! `inconclusive` are errors, since CI must not read either as a pass; a trial the profile
+//! asked for that no tenant could run (`run.not_run`) is skipped, with why. Device, driver and
 //! firmware facts are properties of each device's suite; the run's profile, tier,
 //! conformance and signature are properties of every suite.
 
@@ -40,6 +41,7 @@ pub fn render(report: &Report<'_>) -> String {
         .iter()
         .map(|o| o.device.as_str())
         .chain(record.run.planned.iter().filter_map(|t| t.rsplit("::").next()))
+        .chain(record.run.not_run.iter().map(|n| n.device.as_str()))
         .collect();
     devices.sort_unstable();
     devices.dedup();
@@ -126,6 +128,15 @@ pub fn render(report: &Report<'_>) -> String {
             s.set_message("the run ended before this trial finished (or a filter left it out)")
                 .set_type("not run");
             suite.add_test_case(TestCase::new(xml(trial), s));
+        }
+        // Trials the profile asked for that no tenant could run (a replayed capture's
+        // accelerators): skipped, with why, never passed.
+        for n in record.run.not_run.iter().filter(|n| n.device == device) {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(xml(&format!("not run: {}", n.reason)));
+            let mut case = TestCase::new(xml(&n.trial), s);
+            case.set_classname(xml(&format!("hilt.{}", n.check)));
+            suite.add_test_case(case);
         }
         suite.set_time(suite_time);
         total += suite_time;
