@@ -109,10 +109,12 @@ pub fn discover() -> Discovery {
     found
 }
 
-/// Adds to each backend device what the kernel driver of its PCI function says of it
-/// under `host` (joined by bus address): the `amdgpu.*` facts and the sharing mode of an
-/// AMD GPU that OpenCL (ROCm) drives. A device without a PCI address, or whose function
-/// cannot be read, keeps its facts as they are; a backend's own facts are never replaced.
+/// Adds to each backend device what sysfs says of its PCI function under `host`
+/// (joined by bus address): the PCI vendor and device ids where the backend reports
+/// none (OpenCL reports only a bus address), so that profiles match it by PCI id, and
+/// the `amdgpu.*` facts and sharing mode of an AMD GPU that OpenCL (ROCm) drives. A
+/// device without a PCI address, or whose function cannot be read, keeps what it has; a
+/// backend's own facts are never replaced.
 pub fn join_driver_facts(devices: &mut [TrialDevice], host: &HostFs) {
     for device in devices.iter_mut() {
         let Some(address) = device.info.pci_address.as_deref() else {
@@ -121,6 +123,10 @@ pub fn join_driver_facts(devices: &mut [TrialDevice], host: &HostFs) {
         let Ok(function) = pci::read_function(host, address) else {
             continue;
         };
+        if device.info.pci_vendor.is_none_or(|v| v == function.vendor) {
+            device.info.pci_vendor = Some(function.vendor);
+            device.info.pci_device.get_or_insert(function.device);
+        }
         for (key, value) in amdgpu::function_facts(host, &function) {
             device.info.facts.entry(key).or_insert(value);
         }

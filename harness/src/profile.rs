@@ -42,6 +42,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("nvidia-h200-sxm", include_str!("../../profiles/nvidia-h200-sxm.toml")),
     ("nvidia-h200-nvl", include_str!("../../profiles/nvidia-h200-nvl.toml")),
     ("nvidia-gh200", include_str!("../../profiles/nvidia-gh200.toml")),
+    ("amd-cdna2", include_str!("../../profiles/amd-cdna2.toml")),
+    ("amd-cdna3", include_str!("../../profiles/amd-cdna3.toml")),
+    ("amd-cdna4", include_str!("../../profiles/amd-cdna4.toml")),
+    ("amd-mi300x", include_str!("../../profiles/amd-mi300x.toml")),
+    ("amd-mi325x", include_str!("../../profiles/amd-mi325x.toml")),
+    ("amd-mi308x", include_str!("../../profiles/amd-mi308x.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.
