@@ -58,7 +58,12 @@ enum Command {
         markdown: bool,
     },
     /// List profiles, whether each certifies, and the devices here that each matches.
-    Profiles,
+    Profiles {
+        /// Match against the accelerator functions of the host's files under this root (a
+        /// fixture tree or an unpacked `hilt capture`) instead of this machine's devices.
+        #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
+        sysfs_root: Option<PathBuf>,
+    },
     /// List the devices hilt can drive here, and the accelerator PCI functions it sees.
     Devices {
         /// JSON instead of text.
@@ -116,7 +121,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args, &catalogue),
         Command::Checks { markdown: true, .. } => checks::print_checks_markdown(&catalogue).map(|()| 0),
         Command::Checks { json, .. } => checks::print_checks(&catalogue, json).map(|()| 0),
-        Command::Profiles => profiles::print_profiles(&catalogue).map(|()| 0),
+        Command::Profiles { sysfs_root } => profiles::print_profiles(&catalogue, sysfs_root.as_deref()).map(|()| 0),
         Command::Devices { json, sysfs_root } => devices::print_devices(json, sysfs_root.as_deref()).map(|()| 0),
         Command::Capture {
             out,

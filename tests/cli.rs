@@ -594,8 +594,11 @@ fn out_naming_a_file_is_a_clear_error() {
 fn a_run_that_fell_back_to_the_sim_is_never_green() {
     let out = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str], backends: &str| {
+        // A host without accelerators in its files (the development VM's capture): the
+        // H100 of the default fixture tree would be examined as a replay.
         let output = common::command()
             .env("HILT_BACKENDS", backends)
+            .env("HILT_SYSFS_ROOT", common::host_fixture("devvm"))
             .args(["run", "--out", out.path().to_str().expect("utf-8")])
             .args(args)
             .output()
@@ -691,8 +694,10 @@ fn messages_say_what_is_wrong_and_what_to_do() {
         (&["run", "--profile", "nvidia-hopper"][..], "none", 3),
         (&["run", "--profile", "nvidia-hopper"][..], "sim", 2),
     ] {
+        // A host without accelerators in its files: the machine's accelerators are gone.
         let output = common::command()
             .env("HILT_BACKENDS", backends)
+            .env("HILT_SYSFS_ROOT", common::host_fixture("devvm"))
             .args(args)
             .arg("--list")
             .output()

@@ -193,6 +193,9 @@ fn without_a_driver_devices_says_so_in_one_line() -> Result<(), Failed> {
 fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
     let out = tempfile::tempdir().expect("tempdir");
     let junit = out.path().join("j.xml");
+    // A host without accelerators (the development VM's capture): with no CUDA device and
+    // none in the host's files, the sim is all there is to run.
+    let vm = common::host_fixture("devvm");
     let output = hilt(
         &[
             "run",
@@ -204,7 +207,7 @@ fn without_a_driver_run_falls_back_to_the_sim() -> Result<(), Failed> {
             "--junit",
             junit.to_str().expect("utf-8"),
         ],
-        &[],
+        &[("HILT_SYSFS_ROOT", vm.to_str().expect("utf-8"))],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,6 +1,8 @@
 //! Finding what a run is about: the devices the backends built in can drive, the
 //! simulated device, the accelerator PCI functions no backend drives, and the profile
-//! that fits them best.
+//! that fits them best. Under a replayed root (`--sysfs-root`) the run is about the
+//! captured machine: its PCI functions are the subjects, and the live devices of the
+//! machine that replays are left out unless `--device` names them.
 //!
 //! The command line asks this module; tests reach it directly. Nothing here opens a
 //! device: backends only list devices and query their properties.
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use crate::accel::sim::{SimKnobs, SimSpec};
 use crate::accel::{DeviceInfo, DeviceSpec, cuda, opencl};
+use crate::amdgpu;
 use crate::check::{Catalogue, TrialDevice};
 use crate::host::Date;
 use crate::hostfs::HostFs;
@@ -102,6 +105,7 @@ pub fn discover() -> Discovery {
             before - found.devices.len()
         ));
     }
+    join_driver_facts(&mut found.devices, &HostFs::live());
     found
 }
 
@@ -180,6 +184,92 @@ pub fn describe_function(d: &DeviceInfo) -> String {
     format!("{} {} ({driver})", d.pci_address.as_deref().unwrap_or(&d.id), d.name)
 }
 
+/// Adds to each backend device what sysfs says of its PCI function under `host`
+/// (joined by bus address): the PCI vendor and device ids where the backend reports
+/// none (OpenCL reports only a bus address), so that profiles match it by PCI id, and
+/// the `amdgpu.*` facts and sharing mode of an AMD GPU that OpenCL (ROCm) drives. A
+/// device without a PCI address, or whose function cannot be read, keeps what it has; a
+/// backend's own facts are never replaced.
+pub fn join_driver_facts(devices: &mut [TrialDevice], host: &HostFs) {
+    for device in devices.iter_mut() {
+        let Some(address) = device.info.pci_address.as_deref() else {
+            continue;
+        };
+        let Ok(function) = pci::read_function(host, address) else {
+            continue;
+        };
+        if device.info.pci_vendor.is_none_or(|v| v == function.vendor) {
+            device.info.pci_vendor = Some(function.vendor);
+            device.info.pci_device.get_or_insert(function.device);
+        }
+        for (key, value) in amdgpu::function_facts(host, &function) {
+            device.info.facts.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// Whether `HILT_BACKENDS` asks for the simulated device alone (`HILT_BACKENDS=sim`):
+/// then the run examines the sim, even under a replayed root whose tree holds
+/// accelerators (`HILT_BACKENDS=none` asks for no device at all).
+pub fn sim_requested() -> bool {
+    std::env::var("HILT_BACKENDS").is_ok_and(|list| {
+        let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        names.contains(&"sim") && names.iter().all(|n| *n == "sim")
+    })
+}
+
+/// The live devices a run examines. On the live host, all of them. Under a replayed
+/// root the run is about the captured machine, not the one replaying it: its live
+/// devices are left out unless `selected` (`--device`) names them, by id or backend,
+/// and a note says how many were left out.
+pub fn live_subjects(
+    real: Vec<TrialDevice>,
+    host: &HostFs,
+    selected: Option<&str>,
+) -> (Vec<TrialDevice>, Option<String>) {
+    if host.is_live() {
+        return (real, None);
+    }
+    let total = real.len();
+    let kept: Vec<TrialDevice> = real
+        .into_iter()
+        .filter(|d| selected.is_some_and(|s| d.info.id == s || d.info.backend == s))
+        .collect();
+    let note = (kept.len() < total).then(|| {
+        format!(
+            "{} live device(s) of this machine left out: the run replays {} (`--device` names a live device to \
+             examine it too)",
+            total - kept.len(),
+            host.root().display()
+        )
+    });
+    (kept, note)
+}
+
+/// Whether a run has nothing to examine but the simulated device: no live device and,
+/// under a replayed root, no accelerator PCI function in the tree. Such a run falls back
+/// to the sim, which then stands in for nothing (status `no_accelerator`) unless the sim
+/// was asked for.
+pub fn nothing_to_examine(real: &[TrialDevice], host: &HostFs) -> bool {
+    real.is_empty()
+        && (host.is_live()
+            || pci::accelerators(host)
+                .map(|scan| scan.functions.is_empty())
+                .unwrap_or(true))
+}
+
+/// The devices the default profile is chosen for: the live devices and, under a
+/// replayed root, the accelerator functions of the tree (the captured machine's
+/// hardware).
+pub fn profile_subjects(real: &[TrialDevice], host: &HostFs) -> Vec<TrialDevice> {
+    let mut subjects = real.to_vec();
+    if !host.is_live() {
+        let live: Vec<Arc<TrialDevice>> = Vec::new();
+        subjects.extend(pci_only_devices(host, &live).devices);
+    }
+    subjects
+}
+
 /// The simulated device `sim0` with its default knobs, as listings show it.
 pub fn sim_info() -> DeviceInfo {
     SimSpec {
@@ -237,9 +327,13 @@ pub fn pci_only_devices(host: &HostFs, devices: &[Arc<TrialDevice>]) -> PciOnly 
                     .iter()
                     .any(|d| d.info.pci_address.as_deref() == Some(f.address.as_str()))
         })
-        .map(|f| TrialDevice {
-            info: f.device_info(),
-            spec: DeviceSpec::NotOpenable,
+        .map(|f| {
+            let mut info = f.device_info();
+            info.facts.extend(amdgpu::function_facts(host, f));
+            TrialDevice {
+                info,
+                spec: DeviceSpec::NotOpenable,
+            }
         })
         .collect();
     PciOnly { devices, warnings }

@@ -22,6 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// The name of the capture manifest at the top of a root.
 pub const MANIFEST: &str = "hilt-capture.json";
@@ -145,6 +146,109 @@ pub struct Manifest {
     pub pci_errors: BTreeMap<String, String>,
 }
 
+/// What identifies a replayed tree, for the record of a run that read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayIdentity {
+    /// When it was captured (RFC 3339 UTC), from its manifest; `None` for hand-made trees.
+    pub captured_at: Option<String>,
+    /// The root it was captured from, from its manifest; `None` for hand-made trees.
+    pub source_root: Option<String>,
+    /// The sha256 (hex) of its manifest as stored; `None` without one.
+    pub manifest_sha256: Option<String>,
+    /// The sha256 (hex) of the whole tree ([`tree_sha256`]); `None` when it could not be
+    /// read in full or is larger than the digest's bounds.
+    pub tree_sha256: Option<String>,
+}
+
+/// The most entries [`tree_sha256`] digests: a capture holds a few hundred.
+pub const DIGEST_MAX_ENTRIES: usize = 100_000;
+
+/// The most file bytes [`tree_sha256`] digests (option ROMs are the largest files).
+pub const DIGEST_MAX_BYTES: u64 = 1 << 30;
+
+/// The sha256 (hex) of a tree: for every entry below `root`, in byte order of its
+/// relative path, its kind and path, then for a file its length and contents, for a link
+/// its target as written (never followed). Directories are entries too, so an empty one
+/// counts; other kinds (FIFOs, sockets, devices) count by kind and path only and are
+/// never opened. `None` when an entry cannot be read, or beyond [`DIGEST_MAX_ENTRIES`]
+/// entries or [`DIGEST_MAX_BYTES`] bytes.
+pub fn tree_sha256(root: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut entries = 0usize;
+    let mut bytes = 0u64;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(&dir))
+            .ok()?
+            .map(|e| e.map(|e| dir.join(e.file_name())))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        names.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        // Depth first, in order: subdirectories go on the stack in reverse.
+        let mut subdirs = Vec::new();
+        for rel in names {
+            entries += 1;
+            if entries > DIGEST_MAX_ENTRIES {
+                return None;
+            }
+            let path = root.join(&rel);
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            let kind = meta.file_type();
+            let tag: &[u8] = if kind.is_dir() {
+                b"d"
+            } else if kind.is_file() {
+                b"f"
+            } else if kind.is_symlink() {
+                b"l"
+            } else {
+                b"o"
+            };
+            hasher.update(tag);
+            hasher.update(rel.as_os_str().as_bytes());
+            hasher.update([0]);
+            if kind.is_dir() {
+                subdirs.push(rel);
+            } else if kind.is_file() {
+                bytes += meta.len();
+                if bytes > DIGEST_MAX_BYTES {
+                    return None;
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                    .ok()?;
+                hasher.update(meta.len().to_le_bytes());
+                let mut copied = 0u64;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            copied += n as u64;
+                            if copied > meta.len() {
+                                return None;
+                            }
+                            hasher.update(&buf[..n]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return None,
+                    }
+                }
+                if copied != meta.len() {
+                    return None;
+                }
+            } else if kind.is_symlink() {
+                hasher.update(std::fs::read_link(&path).ok()?.as_os_str().as_bytes());
+                hasher.update([0]);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Some(crate::hex(&hasher.finalize()))
+}
+
 /// A file a capture could not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,6 +309,26 @@ impl HostFs {
     /// The manifest (empty for the live host and for trees without one).
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// What identifies a replayed tree (`None` for the live host): its manifest's
+    /// capture time and source, the sha256 of the manifest, and the sha256 of the whole
+    /// tree (see [`tree_sha256`]). Reads the whole tree, so it is for the run's header,
+    /// once.
+    pub fn replay_identity(&self) -> Option<ReplayIdentity> {
+        if self.live {
+            return None;
+        }
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let manifest_sha256 = read_capped(&self.canonical.join(MANIFEST), READ_LIMIT, true)
+            .ok()
+            .map(|bytes| crate::hex(&sha2::Sha256::digest(&bytes)));
+        Some(ReplayIdentity {
+            captured_at: non_empty(&self.manifest.captured_at),
+            source_root: non_empty(&self.manifest.source_root),
+            manifest_sha256,
+            tree_sha256: tree_sha256(&self.canonical),
+        })
     }
 
     /// Where host path `path` lies under the root, joined without resolving anything.
@@ -725,6 +849,36 @@ mod tests {
         assert!(e.message.contains("not a regular file"), "{e}");
         assert_eq!(fs.link_name("/etc/ssh/out.conf").expect("a link itself"), "x.conf");
         assert!(HostFs::at(Path::new("/")).expect("live").is_live());
+    }
+
+    #[test]
+    fn a_tree_digest_changes_with_any_byte_name_or_link_and_never_follows_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sys/a")).expect("mkdir");
+        std::fs::create_dir_all(root.join("empty")).expect("mkdir");
+        std::fs::write(root.join("sys/a/x"), "1\n").expect("write");
+        std::os::unix::fs::symlink("/dev/zero", root.join("sys/zero")).expect("link");
+        let first = tree_sha256(root).expect("digest");
+        assert_eq!(tree_sha256(root).as_deref(), Some(first.as_str()), "stable");
+        std::fs::write(root.join("sys/a/x"), "2\n").expect("write");
+        let second = tree_sha256(root).expect("digest");
+        assert_ne!(first, second, "a changed byte");
+        std::fs::rename(root.join("sys/a/x"), root.join("sys/a/y")).expect("rename");
+        assert_ne!(tree_sha256(root).expect("digest"), second, "a renamed file");
+        std::fs::rename(root.join("sys/a/y"), root.join("sys/a/x")).expect("rename");
+        assert_eq!(tree_sha256(root).expect("digest"), second);
+        std::fs::remove_dir(root.join("empty")).expect("rmdir");
+        assert_ne!(tree_sha256(root).expect("digest"), second, "an empty directory counts");
+        std::fs::create_dir(root.join("empty")).expect("mkdir");
+        std::fs::remove_file(root.join("sys/zero")).expect("rm");
+        std::os::unix::fs::symlink("/dev/null", root.join("sys/zero")).expect("link");
+        assert_ne!(tree_sha256(root).expect("digest"), second, "a link's target counts");
+        let fs = HostFs::at(root).expect("root");
+        let id = fs.replay_identity().expect("replayed");
+        assert_eq!(id.tree_sha256, tree_sha256(root));
+        assert_eq!((id.captured_at, id.manifest_sha256), (None, None));
+        assert_eq!(HostFs::live().replay_identity(), None);
     }
 
     #[test]

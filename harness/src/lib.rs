@@ -6,6 +6,7 @@
 //! crate may change freely between releases.
 
 pub mod accel;
+pub mod amdgpu;
 pub mod canary;
 pub mod capture;
 pub mod check;

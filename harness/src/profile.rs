@@ -45,6 +45,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("nvidia-h200-sxm", include_str!("../../profiles/nvidia-h200-sxm.toml")),
     ("nvidia-h200-nvl", include_str!("../../profiles/nvidia-h200-nvl.toml")),
     ("nvidia-gh200", include_str!("../../profiles/nvidia-gh200.toml")),
+    ("amd-cdna2", include_str!("../../profiles/amd-cdna2.toml")),
+    ("amd-cdna3", include_str!("../../profiles/amd-cdna3.toml")),
+    ("amd-cdna4", include_str!("../../profiles/amd-cdna4.toml")),
+    ("amd-mi300x", include_str!("../../profiles/amd-mi300x.toml")),
+    ("amd-mi325x", include_str!("../../profiles/amd-mi325x.toml")),
+    ("amd-mi308x", include_str!("../../profiles/amd-mi308x.toml")),
 ];
 
 /// A resolved profile: inheritance applied, every setting validated.
@@ -108,10 +114,17 @@ pub struct Waiver {
 }
 
 /// A rule deciding whether a profile applies to a device; every field given must match.
+///
+/// A rule describes hardware; its `backend` says how tenants reach that hardware. An
+/// accelerator PCI function that no backend of the run drives (a function of a replayed
+/// capture, a GPU whose driver or runtime is missing: backend `pci`) is the same
+/// hardware, so a rule that names its PCI vendor matches it whatever backend the rule
+/// names: its host and PCI checks run, and its device checks are recorded as not run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchRule {
-    /// The backend (`sim`, `opencl`, `cuda`).
+    /// The backend (`sim`, `opencl`, `cuda`). A PCI function no backend drives matches
+    /// a rule of any backend that gives `pci_vendor`.
     pub backend: Option<String>,
     /// The PCI vendor id (`0x10de`).
     pub pci_vendor: Option<u16>,
@@ -124,13 +137,33 @@ pub struct MatchRule {
 impl MatchRule {
     /// Whether `device` satisfies this rule.
     pub fn matches(&self, device: &DeviceInfo) -> bool {
-        self.backend.as_ref().is_none_or(|b| *b == device.backend)
+        self.backend_matches(device)
             && self.pci_vendor.is_none_or(|v| device.pci_vendor == Some(v))
             && self
                 .pci_device
                 .as_ref()
                 .is_none_or(|ids| device.pci_device.is_some_and(|d| ids.contains(&d)))
             && self.name.as_ref().is_none_or(|p| glob(p, &device.name))
+    }
+
+    /// Whether the rule's backend admits `device`: no backend given, the device's own
+    /// backend, or a PCI function no backend drives when the rule names a PCI vendor.
+    fn backend_matches(&self, device: &DeviceInfo) -> bool {
+        match &self.backend {
+            None => true,
+            Some(b) if *b == device.backend => true,
+            Some(_) => device.backend == crate::pci::BACKEND && self.pci_vendor.is_some(),
+        }
+    }
+
+    /// How specifically the rule names `device`: a PCI device id beats a PCI vendor,
+    /// which beats a name, which beats a backend; a backend counts only where it is the
+    /// device's own (a PCI function matched through its ids was not matched by backend).
+    fn specificity(&self, device: &DeviceInfo) -> usize {
+        usize::from(self.backend.as_ref().is_some_and(|b| *b == device.backend))
+            + usize::from(self.name.is_some())
+            + 2 * usize::from(self.pci_vendor.is_some())
+            + 4 * usize::from(self.pci_device.is_some())
     }
 }
 
@@ -168,13 +201,7 @@ pub fn best_fit<'p>(profiles: &'p [Profile], devices: &[&DeviceInfo]) -> Fit<'p>
             let score = p
                 .matches
                 .iter()
-                .filter(|rule| devices.iter().any(|d| rule.matches(d)))
-                .map(|rule| {
-                    usize::from(rule.backend.is_some())
-                        + usize::from(rule.name.is_some())
-                        + 2 * usize::from(rule.pci_vendor.is_some())
-                        + 4 * usize::from(rule.pci_device.is_some())
-                })
+                .flat_map(|rule| devices.iter().filter(|d| rule.matches(d)).map(|d| rule.specificity(d)))
                 .max()
                 .unwrap_or(0);
             (score, *p)
@@ -971,6 +998,93 @@ fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn device(backend: &str, vendor: u16, id: u16) -> DeviceInfo {
+        DeviceInfo {
+            id: format!("{backend}0"),
+            backend: backend.into(),
+            name: "GH100 [H100 SXM5 80GB]".into(),
+            vendor: None,
+            pci_vendor: Some(vendor),
+            pci_device: Some(id),
+            pci_address: Some("0000:17:00.0".into()),
+            simulated: false,
+            global_mem_bytes: 0,
+            local_mem_bytes: 0,
+            compute_units: 0,
+            facts: BTreeMap::new(),
+        }
+    }
+
+    fn rule(backend: Option<&str>, vendor: Option<u16>, ids: Option<Vec<u16>>) -> MatchRule {
+        MatchRule {
+            backend: backend.map(str::to_string),
+            pci_vendor: vendor,
+            pci_device: ids,
+            name: None,
+        }
+    }
+
+    fn profile(id: &str, parent: Option<&str>, matches: Vec<MatchRule>) -> Profile {
+        Profile {
+            id: id.into(),
+            title: id.into(),
+            version: "0".into(),
+            chain: std::iter::once(id).chain(parent).map(str::to_string).collect(),
+            certifying: true,
+            default_tier: Tier::Standard,
+            tenant_timeout_s: 60,
+            expect_devices: None,
+            leak_target: LeakTarget::default(),
+            matches,
+            sim: SimKnobs::default(),
+            checks: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_rule_of_any_backend_matches_the_same_hardware_seen_only_as_a_pci_function() {
+        let pci = device(crate::pci::BACKEND, 0x10de, 0x2330);
+        let cuda_rule = rule(Some("cuda"), Some(0x10de), Some(vec![0x2330]));
+        assert!(cuda_rule.matches(&pci), "the H100 of a capture is an H100");
+        assert!(cuda_rule.matches(&device("cuda", 0x10de, 0x2330)));
+        assert!(
+            !cuda_rule.matches(&device("opencl", 0x10de, 0x2330)),
+            "another backend is not"
+        );
+        assert!(!cuda_rule.matches(&device(crate::pci::BACKEND, 0x10de, 0x2331)));
+        // A rule that names no hardware (any OpenCL device) says nothing about a function.
+        assert!(!rule(Some("opencl"), None, None).matches(&pci));
+        assert!(!rule(Some("sim"), None, None).matches(&pci));
+    }
+
+    #[test]
+    fn on_replay_a_sku_profile_still_beats_its_class_and_backends_add_no_specificity() {
+        let pci = device(crate::pci::BACKEND, 0x10de, 0x2330);
+        let class = profile(
+            "class",
+            None,
+            vec![rule(Some("cuda"), Some(0x10de), Some(vec![0x2330, 0x2331]))],
+        );
+        let sku = profile(
+            "sku",
+            Some("class"),
+            vec![rule(Some("cuda"), Some(0x10de), Some(vec![0x2330]))],
+        );
+        let lab = profile("lab", None, vec![rule(None, Some(0x10de), Some(vec![0x2330]))]);
+        let profiles = [class.clone(), sku.clone()];
+        assert_eq!(best_fit(&profiles, &[&pci]), Fit::One(&profiles[1]));
+        // A profile of no backend ties with a CUDA one on a function: the backend did not
+        // match it, so it adds nothing.
+        let tied = [lab, class];
+        assert!(matches!(best_fit(&tied, &[&pci]), Fit::Tie(..)));
+        let cuda = device("cuda", 0x10de, 0x2330);
+        assert_eq!(
+            best_fit(&tied, &[&cuda]),
+            Fit::One(&tied[1]),
+            "on CUDA the backend counts"
+        );
+    }
 
     #[test]
     fn glob_matches_stars_anywhere() {

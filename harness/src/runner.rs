@@ -79,6 +79,53 @@ pub fn plan(profile: &Profile, tier: Tier, devices: &[Arc<TrialDevice>], catalog
     trials
 }
 
+/// The trials `profile` asks for in `tier` that cannot run: device checks on matched
+/// devices that no tenant can open (a replayed capture's functions, an accelerator no
+/// backend of this build drives), in check-id then device order, each with why.
+pub fn not_runnable(
+    profile: &Profile,
+    tier: Tier,
+    devices: &[Arc<TrialDevice>],
+    catalogue: &Catalogue,
+    host: &HostFs,
+) -> Vec<hilt_results::NotRun> {
+    let mut list = Vec::new();
+    for (id, settings) in profile.checks_in(tier) {
+        let Some(check) = catalogue.get(id) else {
+            continue;
+        };
+        if check.scope != crate::check::Scope::Device {
+            continue;
+        }
+        for device in devices.iter().filter(|d| {
+            d.info.backend != HOST_BACKEND && !d.info.simulated && !d.spec.openable() && covers(profile, &d.info)
+        }) {
+            let reason = if host.is_live() {
+                format!(
+                    "{} is an accelerator no backend of this run opens (no driver or runtime for it here), so no \
+                     tenant can run on it",
+                    device.info.id
+                )
+            } else {
+                format!(
+                    "{} is a PCI function of the replayed capture {}: a capture holds the host's files, not the \
+                     accelerator, so no tenant can run on it",
+                    device.info.id,
+                    host.root().display()
+                )
+            };
+            list.push(hilt_results::NotRun {
+                trial: check.trial_name(&device.info.id),
+                check: check.id.into(),
+                device: device.info.id.clone(),
+                level: settings.level,
+                reason,
+            });
+        }
+    }
+    list
+}
+
 /// A simulated device for one run: its memory lives as long as this value and the
 /// tenants that inherited it.
 pub struct SimDevice {
@@ -241,6 +288,11 @@ impl Drop for RunDir {
 /// has run then.
 pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> std::io::Result<RunEnd> {
     let planned = plan(&setup.profile, setup.tier, &setup.devices, catalogue);
+    let not_run: Vec<hilt_results::NotRun> =
+        not_runnable(&setup.profile, setup.tier, &setup.devices, catalogue, &setup.host)
+            .into_iter()
+            .filter(|n| !args.is_filtered_out(&Trial::test(n.trial.clone(), || Ok(()))))
+            .collect();
     if args.list {
         list(&planned, args);
         return Ok(RunEnd {
@@ -260,8 +312,10 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|(p, _)| p.name.clone())
         .collect();
     let mut header = header(&setup, &planned, filtered, selected_names.len() as u32);
-    // Filters, overridden settings that change the checks and planted faults, as the
-    // record tells them, so that readers of the record derive the same.
+    header.run.not_run = not_run;
+    // Filters, overridden settings that change the checks, planted faults and trials that
+    // could not run, as the record tells them, so that readers of the record derive the
+    // same.
     let partial = hilt_results::partial_reasons(&header.run, header.summary.selected);
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
@@ -417,8 +471,9 @@ fn run_trial(
         .with_host(run.host.clone())
         .with_run(run.tier, run.leak_target);
     // How tenants share the device is evidence for every residue and isolation verdict
-    // on it: the same check means something else under MPS than under MIG.
-    if p.check.scope == crate::check::Scope::Device
+    // on it: the same check means something else under MPS than under MIG, or on an
+    // AMD GPU split into partitions than on a whole one.
+    if p.check.scope != crate::check::Scope::Host
         && matches!(p.check.suite(), "residue" | "isolation")
         && let Some(mode) = p.device.info.facts.get("sharing_mode")
     {
@@ -530,6 +585,13 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             expected_devices: setup.expected_devices,
             no_accelerator: setup.coverage.no_accelerator.clone(),
             interrupted: None,
+            replay: setup.host.replay_identity().map(|id| hilt_results::Replay {
+                captured_at: id.captured_at,
+                source_root: id.source_root,
+                manifest_sha256: id.manifest_sha256,
+                tree_sha256: id.tree_sha256,
+            }),
+            not_run: Vec::new(),
         },
         host: crate::host::host_facts(),
         profile: ProfileInfo {

@@ -136,6 +136,18 @@ pub struct RunInfo {
     /// the record is then partial (`complete` stays false). Since format 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<Interruption>,
+    /// Present when the run read the host's files from a replayed tree (`hilt run
+    /// --sysfs-root DIR`: an unpacked `hilt capture` or a fixture) instead of the live
+    /// host: which capture it was. Host and PCI checks then speak about the captured
+    /// machine, and device checks could not run on its accelerators. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+    /// Trials the profile asked for that could not run, with why: device checks on an
+    /// accelerator no backend of the run could open (a replayed capture's functions, a
+    /// GPU without its driver). They are never outcomes, and any of them makes the run
+    /// partial. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<NotRun>,
 }
 
 /// How a run was stopped by a signal.
@@ -148,6 +160,44 @@ pub struct Interruption {
     /// The selected trials that did not finish, by name: never started, or stopped with
     /// their tenants. None of them has an outcome.
     pub not_run: Vec<String>,
+}
+
+/// The replayed tree a run read the host's files from: the identity of its capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Replay {
+    /// When the capture was taken (RFC 3339 UTC), from its manifest; absent for trees
+    /// made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captured_at: Option<String>,
+    /// The root the capture was taken from on the captured machine (`/`), from its
+    /// manifest; absent for trees made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_root: Option<String>,
+    /// The sha256 (hex) of the capture manifest (`hilt-capture.json`) as stored; absent
+    /// when the tree has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// The sha256 (hex) of the whole tree: every entry's path, type, link target and
+    /// file contents, in path order (see `docs/host-checks.md`), so that two records
+    /// name the same capture only if they read the same files. Absent when the tree
+    /// could not be read in full or exceeds the bounds hilt digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_sha256: Option<String>,
+}
+
+/// A planned trial that could not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NotRun {
+    /// The trial's name, `suite::check::device`.
+    pub trial: String,
+    /// The check's stable dotted id.
+    pub check: String,
+    /// The device's id.
+    pub device: String,
+    /// The check's level in the profile.
+    pub level: Level,
+    /// Why it could not run.
+    pub reason: String,
 }
 
 /// The tiers of a profile, from the quickest to the most thorough.
@@ -721,7 +771,8 @@ pub const CHECK_CHANGING_OVERRIDES: [&str; 3] = ["sim.", "opencl.build_options",
 
 /// Why a run cannot speak for conformance at all, as its record tells: name filters left
 /// planned trials out (`selected` of `run.planned`), settings that change the checks were
-/// overridden ([`CHECK_CHANGING_OVERRIDES`]), or sim faults were planted on purpose.
+/// overridden ([`CHECK_CHANGING_OVERRIDES`]), sim faults were planted on purpose, or
+/// trials of the profile could not run (`run.not_run`: a replayed capture's accelerators).
 pub fn partial_reasons(run: &RunInfo, selected: u32) -> Vec<String> {
     let mut partial = Vec::new();
     if run.filtered {
@@ -744,6 +795,14 @@ pub fn partial_reasons(run: &RunInfo, selected: u32) -> Vec<String> {
     }
     if !run.sim_faults.is_empty() {
         partial.push(format!("sim faults planted on purpose: {}", run.sim_faults.join(", ")));
+    }
+    if !run.not_run.is_empty() {
+        let on: std::collections::BTreeSet<&str> = run.not_run.iter().map(|n| n.device.as_str()).collect();
+        partial.push(format!(
+            "{} device trial(s) of the profile could not run: no tenant can open {} (see run.not_run)",
+            run.not_run.len(),
+            on.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     partial
 }
@@ -1025,6 +1084,8 @@ mod tests {
                 expected_devices: None,
                 no_accelerator: None,
                 interrupted: None,
+                replay: None,
+                not_run: vec![],
             },
             host: Host {
                 hostname: "h".into(),

@@ -4,16 +4,33 @@
 use std::io::Write;
 
 use hilt_harness::check::Catalogue;
+use hilt_harness::discovery;
 use hilt_harness::host::Date;
 use hilt_harness::profile::Library;
 
 use crate::cmd::devices::devices_and_notes;
+use crate::cmd::host_fs;
 
-/// `hilt profiles`.
-pub fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
+/// `hilt profiles [--sysfs-root DIR]`: under a replayed root, the devices are the
+/// accelerator functions of the tree (and the simulated device), not this machine's.
+pub fn print_profiles(catalogue: &Catalogue, root: Option<&std::path::Path>) -> anyhow::Result<()> {
     let library = Library::standard();
-    let (here, _) = devices_and_notes();
+    let host = host_fs(root)?;
+    let (mut here, _) = devices_and_notes();
     let mut out = std::io::stdout().lock();
+    if !host.is_live() {
+        here.retain(|d| d.simulated);
+        let tree = discovery::pci_only_devices(&host, &[]);
+        here.extend(tree.devices.into_iter().map(|d| d.info));
+        writeln!(
+            out,
+            "matched against the accelerator functions of {} (a replayed tree) and the simulated device",
+            host.root().display()
+        )?;
+        for warning in &tree.warnings {
+            writeln!(out, "warning: {warning}")?;
+        }
+    }
     for (id, source) in library.list() {
         match library.load(&id, catalogue, Date::today()) {
             Ok(p) => {

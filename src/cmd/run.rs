@@ -159,6 +159,12 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     }
     let host = host_fs(args.sysfs_root.as_deref())?;
     let Discovery { devices: real, notes } = discovery::discover();
+    // Under a replayed root the run is about the captured machine: its accelerator
+    // functions are the subjects, and live devices only when `--device` names them.
+    let (real, left_out) = discovery::live_subjects(real, &host, args.device.as_deref());
+    left_out.iter().for_each(|note| eprintln!("hilt: {note}"));
+    // Nothing to examine: no live device and no accelerator in a replayed tree.
+    let nothing_here = discovery::nothing_to_examine(&real, &host);
     let today = Date::today();
     let given = match &args.profile {
         Some(spec) => Some(Library::standard().load(spec, catalogue, today)?),
@@ -182,15 +188,21 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
             notes.join("; ")
         ));
     }
-    let fallback = real.is_empty() && !sim_asked;
-    let wants_sim = sim_by_device || sim_by_tuning || sim_by_profile || real.is_empty();
+    let fallback = nothing_here && !sim_asked;
+    let wants_sim = sim_by_device || sim_by_tuning || sim_by_profile || discovery::sim_requested() || nothing_here;
     let profile = match given {
         Some(p) => p,
         None => {
             let spec = if wants_sim {
                 "sim-reference".to_string()
             } else {
-                discovery::default_profile(&Library::standard(), catalogue, &real, args.device.as_deref(), today)?
+                discovery::default_profile(
+                    &Library::standard(),
+                    catalogue,
+                    &discovery::profile_subjects(&real, &host),
+                    args.device.as_deref(),
+                    today,
+                )?
             };
             Library::standard().load(&spec, catalogue, today)?
         }

@@ -103,17 +103,23 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
     id: "firmware.driver_advisories",
     title: "The accelerator's driver has every published security fix",
     description: "Reads the version of the driver bound to the function (for NVIDIA \
-        /sys/module/nvidia/version, else /proc/driver/nvidia/version) and compares it with \
-        the vendor advisories built into hilt (profiles/advisories/*.toml), branch by \
-        branch: a release older than an advisory's fix on its branch fails, naming the \
-        advisory. A branch that the latest advisory does not list is inconclusive, since \
-        vendors do not declare unlisted branches unaffected, and so is a driver hilt has \
-        no advisory data for (amdgpu today) and a version it cannot compare. Not applicable \
-        to a function with no driver, or bound to vfio-pci or pci-stub for passthrough \
-        (the driver that matters runs in the guest).",
+        /sys/module/nvidia/version, else /proc/driver/nvidia/version; for AMD the amdgpu \
+        module's /sys/module/amdgpu/version) and compares it with the vendor advisories \
+        built into hilt (profiles/advisories/*.toml). NVIDIA's are judged branch by branch: \
+        a release older than an advisory's fix on its branch fails, naming the advisory. \
+        AMD's name the first fixed ROCm release per product (found from the PCI device \
+        id): the module version is mapped to the ROCm releases that ship it, and a version \
+        no newer than one shipped before the fix fails. A branch or product that the latest \
+        advisory does not list is inconclusive, since vendors do not declare unlisted ones \
+        unaffected, and so is a driver hilt has no advisory data for, a version it cannot \
+        compare, one shipped both before and with a fix (the version cannot tell them \
+        apart), and the kernel's own amdgpu, which reports no version of its own. Not \
+        applicable to a function with no driver, or bound to vfio-pci or pci-stub for \
+        passthrough (the driver that matters runs in the guest).",
     remediation: "Update the driver to at least the fixed release of its branch named in \
         the failure (or move to a branch the latest advisory lists), then reload the module \
-        or reboot.",
+        or reboot. On AMD, install the amdgpu driver of at least the ROCm release the \
+        failure names (`amdgpu-install`, or the amdgpu-dkms package of that release).",
     requirements: &["IP-5", "SC-8"],
     faults: &[],
     concurrent: true,
@@ -123,7 +129,7 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
     run: |ctx| {
         hostread::run::<NoParams>(ctx, |ctx, _| {
             let (fs, address, function) = hostread::pci_function(ctx)?;
-            let Some(driver) = function.driver else {
+            let Some(driver) = function.driver.clone() else {
                 return Ok(Finding::NotApplicable(format!("no driver is bound to {address}")));
             };
             ctx.evidence("driver", driver.clone());
@@ -149,6 +155,9 @@ pub static DRIVER_ADVISORIES: CheckDef = CheckDef {
                 .get("nvml.driver_version")
                 .and_then(|v| v.as_str())
                 .map(str::to_string);
+            if !set.release.is_empty() {
+                return judge_stack_driver(ctx, &fs, set, &function);
+            }
             let Some(version) = driver_version(&fs, &driver)?.or(nvml) else {
                 return Ok(Finding::Inconclusive(format!(
                     "the version of driver `{driver}` cannot be read (no /sys/module/{driver}/version)"
@@ -309,8 +318,32 @@ impl RomReference {
 pub struct AdvisorySet {
     /// The kernel driver's name (`nvidia`).
     pub driver: String,
+    /// How the driver reports its version, in words.
+    #[serde(default)]
+    pub version_form: Option<String>,
+    /// For a driver whose vendor states fixes as releases of a software stack (AMD: ROCm)
+    /// rather than driver versions: the driver version each release ships.
+    #[serde(default)]
+    pub release: Vec<StackRelease>,
+    /// For advisories whose fixes differ by product: each product's PCI device ids.
+    #[serde(default)]
+    pub products: std::collections::BTreeMap<String, Vec<u16>>,
     /// Its advisories.
     pub advisory: Vec<Advisory>,
+}
+
+/// A release of a vendor's software stack and the driver version it ships.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackRelease {
+    /// The stack's release (`6.4.0` for ROCm 6.4.0).
+    pub stack: String,
+    /// The driver version it ships, as the driver reports it (`6.12.12`).
+    pub driver: String,
+    /// Where the pairing comes from.
+    pub source: String,
+    /// How it was taken.
+    pub confidence: String,
 }
 
 /// One vendor advisory.
@@ -330,14 +363,32 @@ pub struct Advisory {
     /// The CVEs it covers, in words.
     pub cves: String,
     /// The first fixed release, by branch.
+    #[serde(default)]
     pub fixed: std::collections::BTreeMap<String, String>,
+    /// The first fixed release of the vendor's stack, by product (AMD: ROCm releases),
+    /// mapped to driver versions through [`AdvisorySet::release`].
+    #[serde(default)]
+    pub fixed_release: std::collections::BTreeMap<String, String>,
+    /// Where the vendor's records for the advisory are, besides `source`.
+    #[serde(default)]
+    pub source_cves: Option<String>,
+    /// The check that judges an advisory whose mitigation is a setting, not a release
+    /// (`isolation.cleaner_shader` for LeftoverLocals on AMD).
+    #[serde(default)]
+    pub judged_by: Option<String>,
 }
 
 /// The advisory data built into hilt.
-pub const ADVISORY_FILES: &[(&str, &str)] = &[(
-    "profiles/advisories/nvidia.toml",
-    include_str!("../../profiles/advisories/nvidia.toml"),
-)];
+pub const ADVISORY_FILES: &[(&str, &str)] = &[
+    (
+        "profiles/advisories/nvidia.toml",
+        include_str!("../../profiles/advisories/nvidia.toml"),
+    ),
+    (
+        "profiles/advisories/amd.toml",
+        include_str!("../../profiles/advisories/amd.toml"),
+    ),
+];
 
 /// The built-in advisory sets, parsed.
 pub fn advisory_sets() -> Result<Vec<AdvisorySet>, String> {
@@ -450,6 +501,186 @@ fn judge_driver(ctx: &mut hilt_harness::check::CheckCtx<'_>, set: &AdvisorySet, 
     })
 }
 
+/// Where a driver version stands against one advisory's fix for one product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    /// The version is no newer than one shipped before the fix.
+    Affected,
+    /// The version is newer than everything shipped before the fix.
+    Fixed,
+    /// hilt cannot tell, and why.
+    Unknown(String),
+}
+
+/// Where driver `version` stands against a fix in stack release `fixed`, from the
+/// releases `set` knows: affected when no newer than a driver shipped before `fixed`;
+/// fixed when newer than all of those and no older than one shipped with `fixed` or
+/// after; else unknown (the same driver shipped both before and with the fix, or no
+/// release at or after the fix is known).
+fn standing(set: &AdvisorySet, version: &str, fixed: &str) -> Standing {
+    let before_fix = |r: &&StackRelease| compare_versions(&r.stack, fixed) == Some(Ordering::Less);
+    let max_before = set
+        .release
+        .iter()
+        .filter(before_fix)
+        .map(|r| r.driver.as_str())
+        .max_by(|a, b| compare_versions(a, b).unwrap_or(Ordering::Equal));
+    let min_after = set
+        .release
+        .iter()
+        .filter(|r| !before_fix(r))
+        .map(|r| r.driver.as_str())
+        .min_by(|a, b| compare_versions(a, b).unwrap_or(Ordering::Equal));
+    let cmp = |other: &str| compare_versions(version, other);
+    match (max_before, min_after) {
+        (Some(b), Some(a)) if cmp(b) == Some(Ordering::Equal) && cmp(a) == Some(Ordering::Equal) => {
+            Standing::Unknown(format!(
+                "driver {version} shipped both before ROCm {fixed} and with it or after, so its version cannot say \
+                 whether it has the fix"
+            ))
+        }
+        (Some(b), _) if matches!(cmp(b), Some(Ordering::Less | Ordering::Equal)) => Standing::Affected,
+        (_, Some(a)) if matches!(cmp(a), Some(Ordering::Greater | Ordering::Equal)) => Standing::Fixed,
+        _ => Standing::Unknown(format!(
+            "hilt knows no driver version shipped with ROCm {fixed} or later that {version} could be compared with"
+        )),
+    }
+}
+
+/// Judges an AMD GPU's amdgpu against advisories stated as ROCm releases per product.
+fn judge_stack_driver(
+    ctx: &mut hilt_harness::check::CheckCtx<'_>,
+    fs: &hilt_harness::hostfs::HostFs,
+    set: &AdvisorySet,
+    function: &pci::PciFunction,
+) -> Result<Finding, Finding> {
+    let driver = &set.driver;
+    let kernel = optional(fs.read_trimmed("/proc/sys/kernel/osrelease"))?;
+    let Some(version) = optional(fs.read_trimmed(&format!("/sys/module/{driver}/version")))? else {
+        let kernel = kernel.map_or_else(String::new, |k| format!(" {k}"));
+        return Ok(Finding::Inconclusive(format!(
+            "{driver} reports no version of its own (no /sys/module/{driver}/version): it is the kernel's own \
+             driver, of release{kernel}, and AMD's bulletins name ROCm releases, which hilt cannot map to kernel \
+             releases; install ROCm's amdgpu module to have it judged"
+        )));
+    };
+    ctx.evidence("driver_version", version.clone());
+    if let Some(form) = &set.version_form {
+        ctx.evidence("version_form", form.clone());
+    }
+    if kernel.as_deref() == Some(version.as_str())
+        || !version
+            .split('.')
+            .all(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Ok(Finding::Inconclusive(format!(
+            "{driver} reports version `{version}`, which is not the form of ROCm's amdgpu module (numbers such as \
+             6.12.12){}: hilt cannot map it to the ROCm releases AMD's bulletins name",
+            if kernel.as_deref() == Some(version.as_str()) {
+                " but the kernel's release"
+            } else {
+                ""
+            }
+        )));
+    }
+    let shipped: Vec<&str> = set
+        .release
+        .iter()
+        .filter(|r| compare_versions(&r.driver, &version) == Some(Ordering::Equal))
+        .map(|r| r.stack.as_str())
+        .collect();
+    if !shipped.is_empty() {
+        ctx.evidence("shipped_with_rocm", shipped.clone());
+    }
+    let Some(product) = set
+        .products
+        .iter()
+        .find(|(_, ids)| ids.contains(&function.device))
+        .map(|(name, _)| name.clone())
+    else {
+        return Ok(Finding::Inconclusive(format!(
+            "hilt's {driver} advisory data names no product for PCI device {:04x}:{:04x}, so which fixes it needs is \
+             unknown",
+            function.vendor, function.device
+        )));
+    };
+    ctx.evidence("product", product.clone());
+    let judged: Vec<&Advisory> = set.advisory.iter().filter(|a| !a.fixed_release.is_empty()).collect();
+    let by_setting: Vec<String> = set
+        .advisory
+        .iter()
+        .filter_map(|a| a.judged_by.as_ref().map(|c| format!("{} by {c}", a.id)))
+        .collect();
+    if !by_setting.is_empty() {
+        ctx.evidence("judged_by_other_checks", by_setting);
+    }
+    ctx.evidence("advisories_checked", judged.len());
+    let mut affected = Vec::new();
+    let mut unknown = Vec::new();
+    for a in &judged {
+        let Some(fixed) = a.fixed_release.get(&product) else {
+            continue;
+        };
+        match standing(set, &version, fixed) {
+            Standing::Affected => affected.push((*a, fixed.clone())),
+            Standing::Fixed => {}
+            Standing::Unknown(why) => unknown.push(format!("{} ({}): {why}", a.id, a.published)),
+        }
+    }
+    ctx.measure(
+        "affecting_advisories",
+        affected.len() as f64,
+        "count",
+        Some(0.0),
+        Better::Lower,
+    );
+    let rocm = if shipped.is_empty() {
+        String::new()
+    } else {
+        format!(" (the module of ROCm {})", shipped.join(", "))
+    };
+    if !affected.is_empty() {
+        let ids: Vec<String> = affected
+            .iter()
+            .map(|(a, fixed)| format!("{} ({}, fixed in ROCm {fixed} for the {product})", a.id, a.published))
+            .collect();
+        let newest = affected
+            .iter()
+            .map(|(_, f)| f.as_str())
+            .max_by(|a, b| compare_versions(a, b).unwrap_or(Ordering::Equal))
+            .unwrap_or_default();
+        ctx.evidence(
+            "affecting",
+            affected.iter().map(|(a, _)| a.source.clone()).collect::<Vec<_>>(),
+        );
+        return Ok(Finding::Fail(format!(
+            "driver {driver} {version}{rocm} on the {product} is affected by {}: update to the amdgpu driver of at \
+             least ROCm {newest}",
+            ids.join(", ")
+        )));
+    }
+    if !unknown.is_empty() {
+        return Ok(Finding::Inconclusive(format!(
+            "driver {driver} {version}{rocm} on the {product}: {}",
+            unknown.join("; ")
+        )));
+    }
+    let Some(latest) = judged.iter().max_by_key(|a| a.published.to_string()) else {
+        return Ok(Finding::NotApplicable(format!(
+            "hilt has no advisories for driver `{driver}`"
+        )));
+    };
+    ctx.evidence("latest_advisory", latest.id.clone());
+    if latest.fixed_release.contains_key(&product) {
+        return Ok(Finding::Pass);
+    }
+    Ok(Finding::Inconclusive(format!(
+        "driver {driver} {version}{rocm} has every fix published for the {product} in hilt's data, but the latest \
+         advisory, {} ({}), does not list the {product}, and unlisted products are not declared unaffected",
+        latest.id, latest.published
+    )))
+}
+
 /// The version in a driver banner such as `/proc/driver/nvidia/version`'s first line
 /// (`NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build ...`).
 fn version_in_banner(text: &str) -> Option<String> {
@@ -488,6 +719,44 @@ mod tests {
         }
         let june_2024 = nvidia.advisory.iter().find(|a| a.id == "NVIDIA-5551").expect("5551");
         assert_eq!(june_2024.fixed["535"], "535.183.01");
+    }
+
+    #[test]
+    fn amd_advisories_map_module_versions_to_rocm_releases() {
+        let sets = advisory_sets().expect("advisory data parses");
+        let amd = sets.iter().find(|s| s.driver == "amdgpu").expect("amdgpu data");
+        for a in &amd.advisory {
+            assert!(a.source.starts_with("https://"), "{}", a.id);
+            assert!(a.fixed.is_empty(), "{}: AMD states fixes as ROCm releases", a.id);
+            assert!(
+                a.judged_by.is_some() == a.fixed_release.is_empty(),
+                "{}: judged by version or by another check",
+                a.id
+            );
+            for product in a.fixed_release.keys() {
+                assert!(amd.products.contains_key(product), "{}: {product}", a.id);
+            }
+        }
+        // Module versions rise with ROCm releases, or the mapping is meaningless.
+        for pair in amd.release.windows(2) {
+            assert_eq!(compare_versions(&pair[0].stack, &pair[1].stack), Some(Ordering::Less));
+            assert_ne!(
+                compare_versions(&pair[0].driver, &pair[1].driver),
+                Some(Ordering::Greater)
+            );
+        }
+        // SB-6024, fixed in ROCm 6.4 (6.12.12; 6.3.x shipped 6.10.5).
+        assert_eq!(standing(amd, "6.10.5", "6.4"), Standing::Affected);
+        assert_eq!(standing(amd, "6.8.5", "6.4"), Standing::Affected);
+        assert_eq!(standing(amd, "6.12.12", "6.4"), Standing::Fixed);
+        assert_eq!(standing(amd, "30.10.1", "6.4"), Standing::Fixed);
+        // SB-6027 on the MI300X, fixed in ROCm 6.3.1: 6.3.0 and 6.3.2 both ship 6.10.5.
+        assert!(matches!(standing(amd, "6.10.5", "6.3.1"), Standing::Unknown(_)));
+        assert_eq!(standing(amd, "6.8.5", "6.3.1"), Standing::Affected);
+        assert_eq!(standing(amd, "6.12.12", "6.3.1"), Standing::Fixed);
+        // On the MI210, fixed in ROCm 7.0, whose module version hilt does not know.
+        assert_eq!(standing(amd, "6.12.12", "7.0"), Standing::Affected);
+        assert!(matches!(standing(amd, "30.10.1", "7.0"), Standing::Unknown(_)));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub fn catalogue() -> Catalogue {
         &isolation_host::IOMMU_GROUP,
         &isolation_host::DEVICE_NODES,
         &isolation_host::PROFILING_ADMIN_ONLY,
+        &isolation_host::CLEANER_SHADER,
         &performance::PCIE_LINK,
         &performance::HOST_TO_DEVICE_BANDWIDTH,
         &performance::DEVICE_TO_HOST_BANDWIDTH,

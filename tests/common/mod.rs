@@ -91,11 +91,25 @@ pub fn run_dirs(out: &Path) -> Vec<PathBuf> {
 
 /// Runs `hilt run --out TMP ARGS` and reads the result it recorded.
 pub fn run(args: &[&str]) -> Run {
+    run_with(&[], args)
+}
+
+/// [`run`] with environment variables set (or, with an empty value, removed) on top of
+/// [`command`]'s: `HILT_BACKENDS=none` for a replay that examines only its tree.
+pub fn run_with(env: &[(&str, &str)], args: &[&str]) -> Run {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().to_str().expect("utf-8 temp path");
     let mut full = vec!["run", "--out", dir];
     full.extend_from_slice(args);
-    let output = hilt(&full);
+    let mut cmd = command();
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    let output = cmd.args(&full).output().expect("hilt runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let bytes = std::fs::read(out.path().join("latest/result.json"))
@@ -139,6 +153,10 @@ pub fn redact(text: &str) -> String {
             r#""executable_sha256": "[sha256]""#,
         ),
         (r#""keyid": "[0-9a-f]{64}""#, r#""keyid": "[keyid]""#),
+        (
+            r#""(manifest|tree)_sha256": "[0-9a-f]{64}""#,
+            r#""${1}_sha256": "[sha256]""#,
+        ),
         (
             r#""public_key": "-----BEGIN PUBLIC KEY-----[^"]*""#,
             r#""public_key": "[public key]""#,

@@ -8,7 +8,9 @@
 //! informational check that did not pass, a waived failure, a check that does not apply)
 //! is skipped, its verdict, level and reason in the skip message and again as the skip's
 //! text (Jenkins shows the message, GitLab the text; see docs/reports.md). Trials the run
-//! did not get to (it was interrupted or killed) are errors of type `not run`.
+//! did not get to (it was interrupted or killed) are errors of type `not run`; trials the
+//! profile asked for that no tenant could run (`run.not_run`: a replayed capture's
+//! accelerators) are skipped, with why, never passed.
 //!
 //! A run that examined no accelerator, or fewer than expected, gets an error case of its
 //! own (`hilt::accelerators`), and so does a signature that did not verify.
@@ -55,6 +57,7 @@ pub fn render(report: &Report<'_>) -> String {
         .iter()
         .map(|o| o.device.as_str())
         .chain(record.run.planned.iter().filter_map(|t| t.rsplit("::").next()))
+        .chain(record.run.not_run.iter().map(|n| n.device.as_str()))
         .collect();
     devices.sort_unstable();
     devices.dedup();
@@ -161,6 +164,15 @@ pub fn render(report: &Report<'_>) -> String {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
             s.set_message(xml(&message)).set_type("not run");
             suite.add_test_case(TestCase::new(xml(&format!("{node}::{trial}")), s));
+        }
+        // Trials the profile asked for that no tenant could run (a replayed capture's
+        // accelerators): skipped, with why, never passed.
+        for n in record.run.not_run.iter().filter(|n| n.device == device) {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(xml(&format!("not run: {}", n.reason)));
+            let mut case = TestCase::new(xml(&format!("{node}::{}", n.trial)), s);
+            case.set_classname(xml(&format!("hilt.{}", n.check)));
+            suite.add_test_case(case);
         }
         suite.set_time(suite_time);
         total += suite_time;

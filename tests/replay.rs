@@ -1,0 +1,258 @@
+//! A capture replayed under the profiles hilt ships: the profile of the captured hardware
+//! runs its host and PCI checks on the capture's functions, records its device checks as
+//! not run, says which capture it replayed and that the run is partial; the live devices
+//! of the machine that replays are left out unless `--device` names them; and without
+//! `--profile` a replay picks the profile of the captured hardware.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use hilt_harness::check::Scope;
+use hilt_results::{ConformanceStatus, Level, Verdict};
+use sha2::Digest;
+
+/// `hilt capture` of fixture tree `name`, unpacked: (the temporary directory, the root).
+fn captured(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tar = tmp.path().join("capture.tar");
+    let out = common::hilt(&[
+        "capture",
+        tar.to_str().expect("utf-8"),
+        "--sysfs-root",
+        common::host_fixture(name).to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    tar::Archive::new(std::fs::File::open(&tar).expect("open"))
+        .unpack(&root)
+        .expect("unpack");
+    (tmp, root)
+}
+
+/// `hilt run` examining only the tree under `root` (no backend probed, no sim asked
+/// for), with the shipped profiles alone.
+fn replay(root: &Path, args: &[&str]) -> common::Run {
+    let mut full = vec!["--sysfs-root", root.to_str().expect("utf-8")];
+    full.extend_from_slice(args);
+    common::run_with(&[("HILT_BACKENDS", "none"), ("HILT_PROFILE_PATH", "")], &full)
+}
+
+#[test]
+fn a_capture_replays_under_the_shipped_profile_of_its_hardware() {
+    let (_tmp, root) = captured("h100-good");
+    let run = replay(&root, &["--profile", "nvidia-h100-sxm"]);
+    assert_ne!(run.exit, 2, "the profile matches the capture's H100:\n{}", run.stderr);
+    let record = &run.record;
+    assert_eq!(record.profile.id, "nvidia-h100-sxm");
+    let device = "pci-0000-17-00.0";
+    assert!(record.devices.iter().any(|d| d.id == device));
+
+    // Every host and PCI check of the tier ran; no device check did.
+    let catalogue = hilt_suites::catalogue();
+    let profile = hilt_harness::profile::Library::standard()
+        .load("nvidia-h100-sxm", &catalogue, hilt_harness::host::Date::today())
+        .expect("shipped profile");
+    let mut device_checks = Vec::new();
+    for (id, settings) in profile.checks_in(record.run.tier) {
+        let check = catalogue.get(id).expect("known check");
+        let on = match check.scope {
+            Scope::Host => "host",
+            Scope::Pci => device,
+            Scope::Device => {
+                device_checks.push((id, settings.level));
+                continue;
+            }
+        };
+        assert!(
+            record.outcomes.iter().any(|o| o.check == id && o.device == on),
+            "{id} did not run on {on}"
+        );
+    }
+    assert!(device_checks.len() >= 10, "{device_checks:?}");
+    assert!(
+        record
+            .outcomes
+            .iter()
+            .all(|o| catalogue.get(&o.check).is_some_and(|c| c.scope != Scope::Device)),
+        "no device check can run on a capture"
+    );
+
+    // The device checks are recorded as not run, with why, at the profile's levels.
+    let not_run: Vec<(&str, Level)> = record.run.not_run.iter().map(|n| (n.check.as_str(), n.level)).collect();
+    assert_eq!(not_run, device_checks);
+    for n in &record.run.not_run {
+        assert_eq!(n.device, device);
+        assert!(
+            n.reason
+                .contains("a capture holds the host's files, not the accelerator"),
+            "{}",
+            n.reason
+        );
+        assert!(!record.outcomes.iter().any(|o| o.trial == n.trial));
+    }
+
+    // Partial, and says of which capture.
+    assert_eq!(record.conformance.status, ConformanceStatus::Partial);
+    assert!(
+        record.conformance.reasons[0].starts_with(&format!(
+            "{} device trial(s) of the profile could not run: no tenant can open {device}",
+            device_checks.len()
+        )),
+        "{:?}",
+        record.conformance.reasons
+    );
+    let replay = record.run.replay.as_ref().expect("the record says it is a replay");
+    let manifest = std::fs::read(root.join(hilt_harness::hostfs::MANIFEST)).expect("manifest");
+    let captured: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    assert_eq!(replay.captured_at.as_deref(), captured["captured_at"].as_str());
+    assert!(replay.captured_at.is_some(), "a capture knows when it was taken");
+    assert_eq!(
+        replay.manifest_sha256.as_deref(),
+        Some(hilt_harness::hex(&sha2::Sha256::digest(&manifest)).as_str())
+    );
+    assert_eq!(
+        replay.tree_sha256,
+        hilt_harness::hostfs::tree_sha256(&root),
+        "the digest of the tree that was read"
+    );
+
+    // JUnit shows the device checks as skipped, never as passed.
+    let junit = common::hilt(&[
+        "report",
+        run.dir.join("result.json").to_str().expect("utf-8"),
+        "--format",
+        "junit",
+    ]);
+    let xml = String::from_utf8_lossy(&junit.stdout);
+    assert!(
+        xml.contains("residue::global::cross_process::pci-0000-17-00.0") && xml.contains("not run: pci-0000-17-00.0"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn the_live_host_and_a_replay_of_another_tree_are_told_apart() {
+    let (_tmp, root) = captured("h100-good");
+    let first = replay(&root, &["--profile", "nvidia-h100-sxm", "platform"]);
+    let other = replay(
+        &common::host_fixture("root-login-key"),
+        &["--profile", "nvidia-h100-sxm", "platform"],
+    );
+    let (a, b) = (
+        first.record.run.replay.expect("replay"),
+        other.record.run.replay.expect("replay"),
+    );
+    assert_ne!(a.tree_sha256, b.tree_sha256);
+    assert_eq!(b.captured_at, None, "a hand-made tree has no capture time");
+    // Filters apply to what could not run too: a platform-only run asked for no device check.
+    assert!(first.record.run.not_run.is_empty(), "{:?}", first.record.run.not_run);
+}
+
+#[test]
+fn without_a_profile_a_replay_picks_the_profile_of_the_captured_hardware() {
+    let (_tmp, root) = captured("h100-good");
+    let run = replay(&root, &["-q"]);
+    assert_eq!(run.record.profile.id, "nvidia-h100-sxm", "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("profile nvidia-h100-sxm chosen for the devices here"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("simulated device"), "{}", run.stderr);
+    assert!(run.record.devices.iter().all(|d| !d.simulated));
+
+    // A tree with no accelerator falls back to the sim, as a live host without one does.
+    let run = replay(&common::host_fixture("devvm"), &["-q"]);
+    assert_eq!(run.record.profile.id, "sim-reference", "{}", run.stderr);
+
+    // HILT_BACKENDS=sim asks for the sim whatever the tree holds (the test suite runs so).
+    let run = common::run(&["-q", "--sysfs-root", root.to_str().expect("utf-8")]);
+    assert_eq!(run.record.profile.id, "sim-reference");
+    assert!(
+        run.record.run.not_run.is_empty(),
+        "the sim profile does not match the H100"
+    );
+}
+
+#[test]
+fn profiles_list_what_a_replayed_tree_matches() {
+    let out = common::command()
+        .env("HILT_BACKENDS", "none")
+        .env_remove("HILT_PROFILE_PATH")
+        .args(["profiles", "--sysfs-root"])
+        .arg(common::host_fixture("h100-good"))
+        .output()
+        .expect("hilt runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{text}"))
+            .to_string()
+    };
+    for id in ["nvidia-h100-sxm", "nvidia-hopper"] {
+        assert!(line(id).ends_with("matches pci-0000-17-00.0"), "{}", line(id));
+    }
+    for id in ["nvidia-ada", "nvidia-h200-sxm", "opencl-generic"] {
+        assert!(line(id).ends_with("matches no device here"), "{}", line(id));
+    }
+    assert!(line("sim-reference").ends_with("matches sim0"));
+}
+
+#[test]
+fn live_devices_are_left_out_of_a_replay_unless_named() {
+    let devices = common::command()
+        .env("HILT_BACKENDS", "opencl")
+        .arg("devices")
+        .output()
+        .expect("hilt runs");
+    if let Err(why) = common::backend_device("opencl", "HILT_REQUIRE_OPENCL", devices) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let root = common::host_fixture("h100-good");
+    let root = root.to_str().expect("utf-8");
+    let env = [("HILT_BACKENDS", "opencl"), ("HILT_PROFILE_PATH", "")];
+    let run = common::run_with(
+        &env,
+        &["-q", "--sysfs-root", root, "--profile", "nvidia-h100-sxm", "platform"],
+    );
+    assert!(
+        run.record.devices.iter().all(|d| d.backend != "opencl"),
+        "{:?}",
+        run.record.devices
+    );
+    assert!(
+        run.stderr
+            .contains("live device(s) of this machine left out: the run replays"),
+        "{}",
+        run.stderr
+    );
+    // Named, a live device is examined too, unjoined from the tree.
+    let run = common::run_with(
+        &env,
+        &[
+            "-q",
+            "--sysfs-root",
+            root,
+            "--device",
+            "opencl0",
+            "--profile",
+            "pocl-cpu",
+            "performance::launch_latency",
+        ],
+    );
+    assert!(run.record.devices.iter().any(|d| d.id == "opencl0"), "{}", run.stderr);
+    assert!(
+        run.record
+            .outcomes
+            .iter()
+            .any(|o| o.device == "opencl0" && o.verdict == Verdict::Pass),
+        "{}",
+        run.stderr
+    );
+}
