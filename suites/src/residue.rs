@@ -235,7 +235,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
     }
     // A device may cap single allocations (OpenCL's CL_DEVICE_MAX_MEM_ALLOC_SIZE): larger
     // rounds are made of several allocations.
-    let max_alloc = ["opencl.max_alloc_bytes", "max_alloc_bytes"]
+    let max_alloc = ["opencl.max_alloc_bytes", "vulkan.max_alloc_bytes", "max_alloc_bytes"]
         .iter()
         .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
         .filter(|m| *m >= block)
