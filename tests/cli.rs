@@ -52,7 +52,7 @@ fn the_default_run_uses_the_sim_says_so_and_is_conformant() {
             .lines()
             .next()
             .unwrap_or_default()
-            .contains("no accelerator found by the backends of this build (opencl: not probed (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim)); running the simulated device sim0 with profile sim-reference"),
+            .contains("no accelerator found by the backends of this build (opencl: not probed (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim); vulkan: not probed (HILT_BACKENDS=sim)); running the simulated device sim0 with profile sim-reference"),
         "{}",
         run.stderr
     );

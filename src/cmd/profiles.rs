@@ -11,7 +11,7 @@ use crate::cmd::devices::devices_and_notes;
 /// `hilt profiles`.
 pub fn print_profiles(catalogue: &Catalogue) -> anyhow::Result<()> {
     let library = Library::standard();
-    let (here, _) = devices_and_notes();
+    let (here, _) = devices_and_notes(None)?;
     let mut out = std::io::stdout().lock();
     for (id, source) in library.list() {
         match library.load(&id, catalogue, Date::today()) {

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Only devices whose id or backend is this (`sim0`, `sim`).
     #[arg(long)]
     device: Option<String>,
+    /// Drive hardware that several backends see through this one (`vulkan`); default: the
+    /// backend the profile's match rules name, else CUDA, then OpenCL, then Vulkan.
+    #[arg(long, value_name = "BACKEND", env = "HILT_BACKEND")]
+    backend: Option<String>,
     /// Read the host's files (sysfs, /proc, /dev, /etc) under this root instead of `/`:
     /// a fixture tree or an unpacked `hilt capture`.
     #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
@@ -99,7 +103,8 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         ..libtest_mimic::Arguments::default()
     };
     let host = host_fs(args.sysfs_root.as_deref())?;
-    let Discovery { devices: real, notes } = discovery::discover();
+    let Discovery { devices: real, notes } =
+        discovery::discover_for_run(args.backend.as_deref(), args.profile.as_deref(), catalogue)?;
     let any_real = !real.is_empty();
     // Planting sim faults or setting sim knobs asks for the sim.
     let wants_sim = args.device.as_deref().is_some_and(|d| d.starts_with("sim"))
@@ -195,6 +200,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     for (var, backend, name) in [
         ("HILT_OPENCL_BUILD_OPTIONS", "opencl", "opencl.build_options"),
         ("HILT_CUDA_NVRTC_OPTIONS", "cuda", "cuda.nvrtc_options"),
+        ("HILT_VULKAN_SHARED_BYTES", "vulkan", "vulkan.shared_bytes"),
     ] {
         if let Ok(options) = std::env::var(var)
             && !options.is_empty()
