@@ -124,6 +124,12 @@ pub enum RunDiscoveryError {
     NoDevice(#[from] NoDevice),
 }
 
+/// Every device of every backend `HILT_BACKENDS` allows, as each backend lists them: a GPU
+/// that two backends see is here twice. [`one_per_hardware`] makes one of them.
+pub fn discover_all() -> Discovery {
+    probe()
+}
+
 /// Every device of every backend `HILT_BACKENDS` allows, as each backend lists them.
 fn probe() -> Discovery {
     let mut found = Discovery {
@@ -262,7 +268,11 @@ pub fn one_per_hardware(found: &mut Discovery, preferred: Option<&str>) {
 /// if the profile loads and its rules agree: `hilt run --profile lavapipe-cpu` then drives
 /// the CPU through Vulkan, and `--profile vulkan-generic` a GPU that CUDA also sees.
 pub fn profile_backend(library: &Library, catalogue: &Catalogue, spec: &str, today: Date) -> Option<String> {
-    let profile = library.load(spec, catalogue, today).ok()?;
+    preferred_backend(&library.load(spec, catalogue, today).ok()?)
+}
+
+/// The one real backend that every match rule of `profile` names, if its rules agree.
+pub fn preferred_backend(profile: &Profile) -> Option<String> {
     let first = profile.matches.first()?.backend.clone()?;
     // The sim is no view of any hardware: a profile for it prefers nothing.
     (BACKENDS.contains(&first.as_str())
