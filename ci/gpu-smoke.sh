@@ -23,6 +23,13 @@
 #   OUTDIR/throughput.txt    the device detector's and fill kernel's throughput (GiB/s),
 #                            the sweep's coverage and each residue check's time
 #   OUTDIR/cuda-any.toml     the catch-all profile, written only for a GPU with no profile
+#   OUTDIR/vulkan-devices.json  what hilt's Vulkan backend finds (the driver's Vulkan ICD)
+#   OUTDIR/run-vulkan/       the smoke tier on the same GPU through Vulkan, where the driver
+#   OUTDIR/run-vulkan-junit.xml  provides a Vulkan ICD and time allowed (vulkan-gpu.toml)
+#
+# The Vulkan run needs the Vulkan loader (libvulkan.so.1) and the NVIDIA driver's Vulkan
+# ICD (nvidia_icd.json, shipped with the driver's graphics libraries); where either is
+# missing the script says so and goes on.
 #
 # Needs: the NVIDIA driver (libcuda.so.1; libnvidia-ml.so.1 for NVML facts), NVRTC
 # (libnvrtc.so from the CUDA toolkit or the nvidia-cuda-nvrtc wheel; searched for below)
@@ -239,17 +246,68 @@ EOF
   done >"$OUT/throughput.txt" 2>&1 || true
 fi
 
+# The same GPU through Vulkan, where the driver provides a Vulkan ICD: the device checks
+# through a second API (residue, isolation and performance as Vulkan sees them), under a
+# non-certifying profile written here with residue rounds of 5 % of device memory.
+VK_DEVICE=""
+if [ "$DEVICE" = "${DEVICE#sim}" ] && [ $((BUDGET - ($(date +%s) - START))) -gt 100 ]; then
+  HILT_BACKENDS=vulkan "$HILT" devices --json >"$OUT/vulkan-devices.json" 2>"$OUT/logs/vulkan-devices.log" || true
+  HILT_BACKENDS=vulkan "$HILT" devices >>"$OUT/logs/vulkan-devices.log" 2>&1 || true
+  if command -v python3 >/dev/null 2>&1; then
+    # The Vulkan device at the PCI address of the CUDA device under test.
+    VK_DEVICE=$(python3 - "$OUT/devices.json" "$OUT/vulkan-devices.json" "$DEVICE" <<'EOF'
+import json, sys
+def load(path):
+    text = open(path).read()
+    return json.loads(text[text.index("{"):]) if "{" in text else {"devices": []}
+cuda = [d for d in load(sys.argv[1])["devices"] if d["id"] == sys.argv[3]]
+address = cuda[0].get("pci_address") if cuda else None
+for d in load(sys.argv[2])["devices"]:
+    if d["backend"] == "vulkan" and address and d.get("pci_address") == address:
+        print(d["id"])
+        break
+EOF
+    ) || VK_DEVICE=""
+  fi
+  if [ -z "$VK_DEVICE" ]; then
+    say "vulkan: no Vulkan view of $DEVICE, so no Vulkan run ($(grep -h '^vulkan' "$OUT/logs/vulkan-devices.log" | head -n 3 | tr '\n' ' ')); it needs libvulkan1 and the driver's Vulkan ICD"
+  else
+    cat >"$OUT/vulkan-gpu.toml" <<'EOF'
+# Written by ci/gpu-smoke.sh: the base checks on a GPU through Vulkan, with residue rounds
+# of 5 % of device memory (as the NVIDIA class profiles have), never certifying.
+id = "vulkan-gpu"
+title = "A GPU through Vulkan (gpu-smoke; never certifies)"
+version = "0.1.0"
+extends = "vulkan-generic"
+certifying = false
+
+[[match]]
+backend = "vulkan"
+
+[check."residue.global.cross_process"]
+params = { share = 0.05, sizes_kib = [64, 1024, 16384] }
+
+[check."residue.global.cross_context"]
+params = { share = 0.05, sizes_kib = [64, 1024, 16384] }
+EOF
+    say "vulkan: $DEVICE is $VK_DEVICE through Vulkan"
+    step run-vulkan 150 env HILT_BACKENDS=vulkan "$HILT" run --device "$VK_DEVICE" --tier smoke --tenant-timeout 120 \
+      --profile "$OUT/vulkan-gpu.toml" --sign-key "$OUT/key/smoke.key" --out "$OUT/run-vulkan" \
+      --junit "$OUT/run-vulkan-junit.xml"
+  fi
+fi
+
 # Summary: the result lines hilt printed, and the verdict of every outcome.
 {
   echo
   echo "== hilt's summary lines"
-  grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" "$OUT/logs/run-sweep.log" 2>/dev/null || true
+  grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" "$OUT/logs/run-sweep.log" "$OUT/logs/run-vulkan.log" 2>/dev/null || true
   if [ -s "$OUT/throughput.txt" ]; then
     echo
     echo "== device detector and fill throughput"
     cat "$OUT/throughput.txt"
   fi
-  for dir in run run-standard run-sweep; do
+  for dir in run run-standard run-sweep run-vulkan; do
     [ -f "$OUT/$dir/latest/result.json" ] || continue
     echo
     echo "== $dir: verdicts"
@@ -270,18 +328,25 @@ EOF
 } | tee -a "$SUMMARY"
 
 # The exit status is about the GPU: every outcome on the device passed (or does not
-# apply), and the signed result verified. The host's own checks (secure boot, sshd, ...)
-# are in the summary and the result, but a host finding does not fail a GPU smoke test.
-gpu_ok=1
-if [ -f "$OUT/run/latest/result.json" ] && command -v python3 >/dev/null 2>&1; then
-  if python3 - "$OUT/run/latest/result.json" "$DEVICE" <<'EOF'
+# apply), through CUDA and, where it ran, through Vulkan, and the signed result verified.
+# The host's own checks (secure boot, sshd, ...) are in the summary and the result, but a
+# host finding does not fail a GPU smoke test.
+device_ok() {
+  python3 - "$1" "$2" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 mine = [o for o in r.get("outcomes", []) if o["device"] == sys.argv[2]]
 bad = [o for o in mine if o["verdict"] not in ("pass", "not_applicable")]
 sys.exit(1 if (not mine or bad or not r["run"]["complete"]) else 0)
 EOF
-  then gpu_ok=0; fi
+}
+gpu_ok=1
+if [ -f "$OUT/run/latest/result.json" ] && command -v python3 >/dev/null 2>&1; then
+  if device_ok "$OUT/run/latest/result.json" "$DEVICE"; then gpu_ok=0; fi
+  if [ -n "$VK_DEVICE" ] && ! { [ -f "$OUT/run-vulkan/latest/result.json" ] && device_ok "$OUT/run-vulkan/latest/result.json" "$VK_DEVICE"; }; then
+    say "vulkan: some check on $VK_DEVICE did not pass (see summary.txt)"
+    gpu_ok=1
+  fi
 elif [ "$SMOKE_RC" -eq 0 ]; then
   gpu_ok=0
 fi

@@ -17,14 +17,18 @@ packages=(
   pocl-opencl-icd        # tests/opencl.rs: a real OpenCL runtime on the CPU
   ocl-icd-libopencl1     # ... and the OpenCL ICD loader
   chromium               # tests/reports.rs, tests/compare.rs: render the HTML pages
+  mesa-vulkan-drivers    # tests/vulkan.rs: lavapipe, a real Vulkan driver on the CPU
+  libvulkan1             # ... the Vulkan loader
+  vulkan-validationlayers # ... the Khronos validation layer the Vulkan checks run under
+  glslc                  # ... recompiles the checked-in SPIR-V to prove it matches its GLSL
 )
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 need=()
 for p in "${packages[@]}"; do installed "$p" || need+=("$p"); done
-# A package that is not installed through dpkg but is on the PATH (chromium, python3
+# A package that is not installed through dpkg but is on the PATH (chromium, python3, glslc
 # from elsewhere) is good enough.
-need=($(for p in "${need[@]}"; do case "$p" in chromium | python3) command -v "$p" >/dev/null 2>&1 || echo "$p" ;; *) echo "$p" ;; esac; done))
+need=($(for p in "${need[@]}"; do case "$p" in chromium | python3 | glslc) command -v "$p" >/dev/null 2>&1 || echo "$p" ;; *) echo "$p" ;; esac; done))
 if ((${#need[@]})); then
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "ci/test.sh: these Debian packages are missing and there is no apt-get: ${need[*]}" >&2
@@ -37,8 +41,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-# Here no OpenCL device is a failure, not an ignored test.
+# Here no OpenCL or Vulkan device, or no glslc, is a failure, not an ignored test.
 export HILT_REQUIRE_OPENCL=1
+export HILT_REQUIRE_VULKAN=1
+export HILT_REQUIRE_GLSLC=1
 
 # NVIDIA's NVRTC from its PyPI wheel (no driver or GPU needed), so that tests/cuda.rs
 # compiles the CUDA kernels for sm_80, sm_89 and sm_90 with the compiler hilt uses on a

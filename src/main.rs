@@ -72,6 +72,10 @@ enum Command {
         /// Read the host under this root instead of `/`.
         #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
         sysfs_root: Option<PathBuf>,
+        /// Show hardware that several backends see as this backend's device, as `hilt run
+        /// --backend` would drive it.
+        #[arg(long, value_name = "BACKEND", env = "HILT_BACKEND")]
+        backend: Option<String>,
     },
     /// Write the host files that host checks read (and nothing else) to a tar archive;
     /// unpacked, it replays with `hilt run --sysfs-root DIR`.
@@ -122,7 +126,11 @@ fn main() -> ExitCode {
         Command::Checks { markdown: true, .. } => checks::print_checks_markdown(&catalogue).map(|()| 0),
         Command::Checks { json, .. } => checks::print_checks(&catalogue, json).map(|()| 0),
         Command::Profiles { sysfs_root } => profiles::print_profiles(&catalogue, sysfs_root.as_deref()).map(|()| 0),
-        Command::Devices { json, sysfs_root } => devices::print_devices(json, sysfs_root.as_deref()).map(|()| 0),
+        Command::Devices {
+            json,
+            sysfs_root,
+            backend,
+        } => devices::print_devices(json, sysfs_root.as_deref(), backend.as_deref()).map(|()| 0),
         Command::Capture {
             out,
             sysfs_root,

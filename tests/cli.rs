@@ -661,7 +661,7 @@ fn fewer_devices_than_expected_is_inconclusive_and_names_what_is_missing() {
         run.record.conformance.reasons[0],
         "expected 2 accelerator(s), examined 1 (sim0); accelerator PCI functions that no backend drives: \
          0000:17:00.0 GH100 [H100 SXM5 80GB] (driver nvidia); the backends said: opencl: not probed \
-         (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim)"
+         (HILT_BACKENDS=sim); cuda: not probed (HILT_BACKENDS=sim); vulkan: not probed (HILT_BACKENDS=sim)"
     );
     assert!(run.stdout.contains("test result: FAILED."), "{}", run.stdout);
     assert!(

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accel::sim::{SimKnobs, SimSpec};
-use crate::accel::{DeviceInfo, DeviceSpec, cuda, opencl};
+use crate::accel::{DeviceInfo, DeviceSpec, cuda, opencl, vulkan};
 use crate::amdgpu;
 use crate::check::{Catalogue, TrialDevice};
 use crate::host::Date;
@@ -20,21 +20,121 @@ use crate::pci;
 use crate::profile::{self, Fit, Library, Profile};
 
 /// The real backends this build has, in the order they are probed.
-pub const BACKENDS: &[&str] = &["opencl", "cuda"];
+pub const BACKENDS: &[&str] = &["opencl", "cuda", "vulkan"];
+
+/// Which backend drives a piece of hardware that several backends see, unless the run
+/// chooses another: the vendor's own compute API first (CUDA), then OpenCL, then Vulkan,
+/// which every GPU vendor ships and which is therefore the second opinion on most GPUs.
+pub const PRECEDENCE: &[&str] = &["cuda", "opencl", "vulkan"];
 
 /// What the backends built into this binary found.
 pub struct Discovery {
     /// Real accelerators. The sim is not among them: it is added when asked for, or when
     /// nothing real is here.
     pub devices: Vec<TrialDevice>,
-    /// One line per backend that found nothing, or was not probed, saying why.
+    /// One line per backend that found nothing, or was not probed, and per device left out
+    /// as the same hardware as another, saying why.
     pub notes: Vec<String>,
 }
 
+impl Discovery {
+    /// `Err` saying why when `backend` found no device here: a run told to drive the
+    /// hardware through one backend must not quietly drive it through another.
+    pub fn require(&self, backend: &str) -> Result<(), NoDevice> {
+        if self.devices.iter().any(|d| d.info.backend == backend) {
+            return Ok(());
+        }
+        let prefix = format!("{backend}: ");
+        let why = self
+            .notes
+            .iter()
+            .find_map(|n| n.strip_prefix(&prefix))
+            .unwrap_or("it found no device")
+            .to_string();
+        Err(NoDevice {
+            backend: backend.into(),
+            why,
+        })
+    }
+}
+
+/// A backend that was asked for found no device.
+#[derive(Debug, thiserror::Error)]
+#[error("`--backend {backend}`, but {backend} drives no device here: {why}")]
+pub struct NoDevice {
+    /// The backend asked for.
+    pub backend: String,
+    /// Its note.
+    pub why: String,
+}
+
+/// A backend name that this build does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("no backend `{0}` in this build (it has: {backends})", backends = BACKENDS.join(", "))]
+pub struct UnknownBackend(pub String);
+
 /// Probes every backend `HILT_BACKENDS` allows (all of them when it is unset;
-/// `HILT_BACKENDS=sim` or `none` probes none). A GPU that CUDA and the vendor's OpenCL
-/// driver both list is kept once, as CUDA's, with a note.
+/// `HILT_BACKENDS=sim` or `none` probes none), and keeps one device per piece of hardware,
+/// driven by the backend [`PRECEDENCE`] puts first; see [`discover_for`].
 pub fn discover() -> Discovery {
+    let mut found = probe();
+    one_per_hardware(&mut found, None);
+    found
+}
+
+/// As [`discover`], with hardware that several backends see driven through `backend`
+/// where that backend sees it (`hilt run --backend vulkan`, or the one backend a
+/// profile's match rules name).
+pub fn discover_for(backend: Option<&str>) -> Result<Discovery, UnknownBackend> {
+    if let Some(b) = backend
+        && !BACKENDS.contains(&b)
+    {
+        return Err(UnknownBackend(b.to_string()));
+    }
+    let mut found = probe();
+    one_per_hardware(&mut found, backend);
+    Ok(found)
+}
+
+/// What `hilt run` is about: hardware that several backends see driven through `backend`
+/// (`--backend`), which must then drive a device here; without it, through the one backend
+/// that every match rule of `profile` (`--profile`, an id or a path) names, if any; else
+/// by [`PRECEDENCE`].
+pub fn discover_for_run(
+    backend: Option<&str>,
+    profile: Option<&str>,
+    catalogue: &Catalogue,
+) -> Result<Discovery, RunDiscoveryError> {
+    let preferred = backend.map(String::from).or_else(|| {
+        let spec = profile?;
+        profile_backend(&Library::standard(), catalogue, spec, Date::today())
+    });
+    let found = discover_for(preferred.as_deref())?;
+    if let Some(b) = backend {
+        found.require(b)?;
+    }
+    Ok(found)
+}
+
+/// Why `hilt run`'s choice of backend cannot be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDiscoveryError {
+    /// `--backend` names no backend of this build.
+    #[error(transparent)]
+    Unknown(#[from] UnknownBackend),
+    /// `--backend` names a backend that drives no device here.
+    #[error(transparent)]
+    NoDevice(#[from] NoDevice),
+}
+
+/// Every device of every backend `HILT_BACKENDS` allows, as each backend lists them: a GPU
+/// that two backends see is here twice. [`one_per_hardware`] makes one of them.
+pub fn discover_all() -> Discovery {
+    probe()
+}
+
+/// Every device of every backend `HILT_BACKENDS` allows, as each backend lists them.
+fn probe() -> Discovery {
     let mut found = Discovery {
         devices: Vec::new(),
         notes: Vec::new(),
@@ -80,30 +180,20 @@ pub fn discover() -> Discovery {
                     })
                     .collect()
             }),
+            "vulkan" => vulkan::discover().map(|list| {
+                list.into_iter()
+                    .map(|(info, spec)| TrialDevice {
+                        info,
+                        spec: DeviceSpec::Vulkan(spec),
+                    })
+                    .collect()
+            }),
             other => Err(format!("no such backend in this build: {other}")),
         };
         match listed {
             Ok(list) => found.devices.extend(list),
             Err(note) => found.notes.push(format!("{backend}: {note}")),
         }
-    }
-    // One GPU can show up twice: through CUDA and through the vendor's OpenCL driver. The
-    // OpenCL view of a device CUDA already drives is dropped, with a note.
-    let cuda_addresses: Vec<String> = found
-        .devices
-        .iter()
-        .filter(|d| d.info.backend == "cuda")
-        .filter_map(|d| d.info.pci_address.clone())
-        .collect();
-    let before = found.devices.len();
-    found.devices.retain(|d| {
-        d.info.backend != "opencl" || d.info.pci_address.as_ref().is_none_or(|a| !cuda_addresses.contains(a))
-    });
-    if found.devices.len() < before {
-        found.notes.push(format!(
-            "opencl: {} device(s) left out that CUDA already drives (same PCI address)",
-            before - found.devices.len()
-        ));
     }
     join_driver_facts(&mut found.devices, &HostFs::live());
     found
@@ -270,6 +360,94 @@ pub fn profile_subjects(real: &[TrialDevice], host: &HostFs) -> Vec<TrialDevice>
     subjects
 }
 
+/// What identifies the hardware behind a device, across backends: its PCI function, the
+/// UUID that CUDA and Vulkan share on NVIDIA GPUs (`cuda.uuid` is `GPU-` and Vulkan's
+/// `deviceUUID`), or the host's CPU for CPU devices (PoCL, lavapipe). A device with none
+/// of these is its own hardware.
+pub fn hardware_keys(info: &DeviceInfo) -> Vec<String> {
+    let fact = |k: &str| info.facts.get(k).and_then(|v| v.as_str());
+    let mut keys = Vec::new();
+    if let Some(a) = &info.pci_address {
+        keys.push(format!("PCI {a}"));
+    }
+    if let Some(uuid) = fact("cuda.uuid").or_else(|| fact("vulkan.device_uuid")) {
+        keys.push(format!("UUID {}", uuid.trim_start_matches("GPU-").to_ascii_lowercase()));
+    }
+    if fact(&format!("{}.device_type", info.backend)) == Some("cpu") {
+        keys.push("the host CPU".into());
+    }
+    keys
+}
+
+/// Keeps one device per piece of hardware ([`hardware_keys`]): the view of `preferred`
+/// where it has one, else of the backend [`PRECEDENCE`] puts first. Every view left out
+/// gets a note that names the device kept and how to choose the other backend.
+pub fn one_per_hardware(found: &mut Discovery, preferred: Option<&str>) {
+    let rank = |backend: &str| {
+        let position = PRECEDENCE
+            .iter()
+            .position(|b| *b == backend)
+            .unwrap_or(PRECEDENCE.len());
+        (Some(backend) != preferred, position)
+    };
+    let mut order: Vec<usize> = (0..found.devices.len()).collect();
+    order.sort_by_key(|&i| rank(&found.devices[i].info.backend));
+    // (key, id, backend) of every device kept so far. Views of one backend are never
+    // merged: two platforms of one backend listing a GPU are that backend's business.
+    let mut claimed: Vec<(String, String, String)> = Vec::new();
+    let mut keep = vec![true; found.devices.len()];
+    for i in order {
+        let info = &found.devices[i].info;
+        let keys = hardware_keys(info);
+        if let Some((key, owner, owner_backend)) = claimed
+            .iter()
+            .find(|(k, _, backend)| *backend != info.backend && keys.contains(k))
+            .cloned()
+        {
+            keep[i] = false;
+            found.notes.push(format!(
+                "{backend}: {id} left out: the same hardware as {owner} ({key}); `--backend {backend}` drives it \
+                 through {backend}",
+                backend = info.backend,
+                id = info.id,
+            ));
+            // What else identifies this view identifies the device kept, so that a third
+            // view that shares only those keys is joined too.
+            let extra: Vec<String> = keys
+                .into_iter()
+                .filter(|k| !claimed.iter().any(|(c, ..)| c == k))
+                .collect();
+            claimed.extend(extra.into_iter().map(|k| (k, owner.clone(), owner_backend.clone())));
+            continue;
+        }
+        claimed.extend(keys.into_iter().map(|k| (k, info.id.clone(), info.backend.clone())));
+    }
+    let mut index = 0;
+    found.devices.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
+}
+
+/// The one backend that every match rule of the profile `spec` (an id or a path) names,
+/// if the profile loads and its rules agree: `hilt run --profile lavapipe-cpu` then drives
+/// the CPU through Vulkan, and `--profile vulkan-generic` a GPU that CUDA also sees.
+pub fn profile_backend(library: &Library, catalogue: &Catalogue, spec: &str, today: Date) -> Option<String> {
+    preferred_backend(&library.load(spec, catalogue, today).ok()?)
+}
+
+/// The one real backend that every match rule of `profile` names, if its rules agree.
+pub fn preferred_backend(profile: &Profile) -> Option<String> {
+    let first = profile.matches.first()?.backend.clone()?;
+    // The sim is no view of any hardware: a profile for it prefers nothing.
+    (BACKENDS.contains(&first.as_str())
+        && profile
+            .matches
+            .iter()
+            .all(|r| r.backend.as_deref() == Some(first.as_str())))
+    .then_some(first)
+}
+
 /// The simulated device `sim0` with its default knobs, as listings show it.
 pub fn sim_info() -> DeviceInfo {
     SimSpec {
@@ -393,5 +571,143 @@ pub fn default_profile(
             b: b.id.clone(),
             here: here(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn device(id: &str, backend: &str, pci: Option<&str>, facts: &[(&str, &str)]) -> TrialDevice {
+        TrialDevice {
+            info: DeviceInfo {
+                id: id.into(),
+                backend: backend.into(),
+                name: id.into(),
+                vendor: None,
+                pci_vendor: None,
+                pci_device: None,
+                pci_address: pci.map(String::from),
+                simulated: false,
+                global_mem_bytes: 1 << 30,
+                local_mem_bytes: 1 << 15,
+                compute_units: 1,
+                facts: facts
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), serde_json::Value::from(*v)))
+                    .collect::<BTreeMap<_, _>>(),
+            },
+            spec: DeviceSpec::NotOpenable,
+        }
+    }
+
+    fn kept(devices: Vec<TrialDevice>, preferred: Option<&str>) -> (Vec<String>, Vec<String>) {
+        let mut found = Discovery {
+            devices,
+            notes: Vec::new(),
+        };
+        one_per_hardware(&mut found, preferred);
+        (found.devices.iter().map(|d| d.info.id.clone()).collect(), found.notes)
+    }
+
+    fn machine() -> Vec<TrialDevice> {
+        vec![
+            // Listed in probe order: OpenCL, CUDA, Vulkan.
+            device("opencl0", "opencl", None, &[("opencl.device_type", "cpu")]),
+            device(
+                "opencl1",
+                "opencl",
+                Some("0000:17:00.0"),
+                &[("opencl.device_type", "gpu")],
+            ),
+            device(
+                "cuda0",
+                "cuda",
+                Some("0000:17:00.0"),
+                &[("cuda.uuid", "GPU-AABB0011-2233-4455-6677-8899aabbccdd")],
+            ),
+            device(
+                "cuda1",
+                "cuda",
+                Some("0000:65:00.0"),
+                &[("cuda.uuid", "GPU-00000000-0000-0000-0000-000000000001")],
+            ),
+            // NVIDIA's Vulkan driver without VK_EXT_pci_bus_info: joined by UUID.
+            device(
+                "vulkan0",
+                "vulkan",
+                None,
+                &[
+                    ("vulkan.device_uuid", "aabb0011-2233-4455-6677-8899aabbccdd"),
+                    ("vulkan.device_type", "discrete_gpu"),
+                ],
+            ),
+            device(
+                "vulkan1",
+                "vulkan",
+                Some("0000:65:00.0"),
+                &[("vulkan.device_type", "discrete_gpu")],
+            ),
+            device("vulkan2", "vulkan", None, &[("vulkan.device_type", "cpu")]),
+            // A GPU only Vulkan sees.
+            device(
+                "vulkan3",
+                "vulkan",
+                Some("0000:b3:00.0"),
+                &[("vulkan.device_type", "integrated_gpu")],
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_gpu_seen_by_several_backends_is_one_device_driven_by_cuda_by_default() {
+        let (ids, notes) = kept(machine(), None);
+        assert_eq!(ids, ["opencl0", "cuda0", "cuda1", "vulkan3"]);
+        assert!(
+            notes.contains(
+                &"vulkan: vulkan0 left out: the same hardware as cuda0 (UUID aabb0011-2233-4455-6677-8899aabbccdd); \
+                  `--backend vulkan` drives it through vulkan"
+                    .to_string()
+            ),
+            "{notes:#?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("opencl: opencl1 left out: the same hardware as cuda0 (PCI 0000:17:00.0)"))
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("vulkan: vulkan2 left out: the same hardware as opencl0 (the host CPU)"))
+        );
+    }
+
+    #[test]
+    fn a_chosen_backend_drives_every_device_it_sees() {
+        let (ids, _) = kept(machine(), Some("vulkan"));
+        assert_eq!(ids, ["vulkan0", "vulkan1", "vulkan2", "vulkan3"]);
+        let (ids, _) = kept(machine(), Some("opencl"));
+        assert_eq!(ids, ["opencl0", "opencl1", "cuda1", "vulkan3"]);
+    }
+
+    #[test]
+    fn views_of_one_backend_are_never_merged() {
+        let two = vec![
+            device("opencl0", "opencl", Some("0000:17:00.0"), &[]),
+            device("opencl1", "opencl", Some("0000:17:00.0"), &[]),
+        ];
+        assert_eq!(kept(two, None).0, ["opencl0", "opencl1"]);
+    }
+
+    #[test]
+    fn an_unknown_backend_is_refused() {
+        let e = discover_for(Some("metal")).err().expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "no backend `metal` in this build (it has: opencl, cuda, vulkan)"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("sim-reference", include_str!("../../profiles/sim-reference.toml")),
     ("opencl-generic", include_str!("../../profiles/opencl-generic.toml")),
     ("pocl-cpu", include_str!("../../profiles/pocl-cpu.toml")),
+    ("vulkan-generic", include_str!("../../profiles/vulkan-generic.toml")),
+    ("lavapipe-cpu", include_str!("../../profiles/lavapipe-cpu.toml")),
     ("nvidia-hopper", include_str!("../../profiles/nvidia-hopper.toml")),
     ("nvidia-blackwell", include_str!("../../profiles/nvidia-blackwell.toml")),
     ("nvidia-ampere", include_str!("../../profiles/nvidia-ampere.toml")),
@@ -123,8 +125,8 @@ pub struct Waiver {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchRule {
-    /// The backend (`sim`, `opencl`, `cuda`). A PCI function no backend drives matches
-    /// a rule of any backend that gives `pci_vendor`.
+    /// The backend (`sim`, `opencl`, `cuda`, `vulkan`). A PCI function no backend drives
+    /// matches a rule of any backend that gives `pci_vendor`.
     pub backend: Option<String>,
     /// The PCI vendor id (`0x10de`).
     pub pci_vendor: Option<u16>,

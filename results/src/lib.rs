@@ -767,7 +767,12 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>, coverage: 
 
 /// The overridden settings that change what checks measure (sim knobs, kernel build
 /// options): a run with any of them is partial.
-pub const CHECK_CHANGING_OVERRIDES: [&str; 3] = ["sim.", "opencl.build_options", "cuda.nvrtc_options"];
+pub const CHECK_CHANGING_OVERRIDES: [&str; 4] = [
+    "sim.",
+    "opencl.build_options",
+    "cuda.nvrtc_options",
+    "vulkan.shared_bytes",
+];
 
 /// Why a run cannot speak for conformance at all, as its record tells: name filters left
 /// planned trials out (`selected` of `run.planned`), settings that change the checks were

@@ -12,9 +12,9 @@ use hilt_harness::runner;
 
 use crate::cmd::host_fs;
 
-/// `hilt devices [--json]`.
-pub fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let (list, notes) = devices_and_notes();
+/// `hilt devices [--json] [--backend B]`.
+pub fn print_devices(json: bool, root: Option<&std::path::Path>, backend: Option<&str>) -> anyhow::Result<()> {
+    let (list, notes) = devices_and_notes(backend)?;
     let host = host_fs(root)?;
     let scan = pci::accelerators(&host).context("failed to list the PCI functions")?;
     let functions = scan.functions;
@@ -79,7 +79,8 @@ pub fn print_devices(json: bool, root: Option<&std::path::Path>) -> anyhow::Resu
     if list.iter().all(|d| d.simulated) {
         writeln!(
             out,
-            "no accelerator found by the backends built in (opencl, cuda); only the simulated device"
+            "no accelerator found by the backends built in ({}); only the simulated device",
+            discovery::BACKENDS.join(", ")
         )?;
     }
     for note in &notes {
@@ -134,10 +135,11 @@ fn print_pci(
     Ok(())
 }
 
-/// The devices here (the sim included) and the backends' notes, from one discovery.
-pub fn devices_and_notes() -> (Vec<DeviceInfo>, Vec<String>) {
-    let found = discovery::discover();
+/// The devices here (the sim included) and the backends' notes, from one discovery, with
+/// hardware that several backends see shown as `backend`'s device where given.
+pub fn devices_and_notes(backend: Option<&str>) -> anyhow::Result<(Vec<DeviceInfo>, Vec<String>)> {
+    let found = discovery::discover_for(backend)?;
     let mut list: Vec<DeviceInfo> = found.devices.into_iter().map(|d| d.info).collect();
     list.push(discovery::sim_info());
-    (list, found.notes)
+    Ok((list, found.notes))
 }

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// `expect_devices`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     expect_devices: Option<u32>,
+    /// Drive hardware that several backends see through this one (`vulkan`); default: the
+    /// backend the profile's match rules name, else CUDA, then OpenCL, then Vulkan.
+    #[arg(long, value_name = "BACKEND", env = "HILT_BACKEND")]
+    backend: Option<String>,
     /// Read the host's files (sysfs, /proc, /dev, /etc) under this root instead of `/`:
     /// a fixture tree or an unpacked `hilt capture`.
     #[arg(long, value_name = "DIR", env = "HILT_SYSFS_ROOT")]
@@ -158,7 +162,8 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         check_outputs(&args)?;
     }
     let host = host_fs(args.sysfs_root.as_deref())?;
-    let Discovery { devices: real, notes } = discovery::discover();
+    let Discovery { devices: real, notes } =
+        discovery::discover_for_run(args.backend.as_deref(), args.profile.as_deref(), catalogue)?;
     // Under a replayed root the run is about the captured machine: its accelerator
     // functions are the subjects, and live devices only when `--device` names them.
     let (real, left_out) = discovery::live_subjects(real, &host, args.device.as_deref());
@@ -317,6 +322,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     for (var, backend, name) in [
         ("HILT_OPENCL_BUILD_OPTIONS", "opencl", "opencl.build_options"),
         ("HILT_CUDA_NVRTC_OPTIONS", "cuda", "cuda.nvrtc_options"),
+        ("HILT_VULKAN_SHARED_BYTES", "vulkan", "vulkan.shared_bytes"),
     ] {
         if let Ok(options) = std::env::var(var)
             && !options.is_empty()

@@ -9,7 +9,9 @@
 //! Whether one writer/listener attempt shows a leak can depend on scheduling or on the
 //! allocator's history, so every check repeats its attempt as often as the profile's
 //! leak target asks ([`hilt_harness::confidence`]), stops at the first leak, and records
-//! its attempts, hits and `leak_probability_bound`.
+//! its attempts, hits and `leak_probability_bound`. The global checks run that many
+//! attempts at each allocation size of their cycle (a leak may show at one size only), so
+//! their bound holds at every size.
 //!
 //! The global checks reproduce the allocator state of a tenant that has been running a
 //! while: before each round the writer allocates, fills and frees an allocation of the
@@ -238,12 +240,20 @@ pub struct LocalParams {
     /// Work-groups per compute unit in each kernel, 1 to 64.
     #[schemars(range(min = 1, max = 64))]
     pub groups_per_compute_unit: u32,
+    /// Listener kernels run after each writer, 1 to 16; an attempt leaks when any of them
+    /// reads the writer's canary. A runtime that runs work-groups on a pool of worker
+    /// threads, each with local memory of its own (PoCL, lavapipe), keeps a writer's data
+    /// on the workers that ran it until they run another work-group: the very next kernel
+    /// may land on other workers and miss it, while one of the next few finds it.
+    #[schemars(range(min = 1, max = 16))]
+    pub listeners_per_writer: u32,
 }
 
 impl Default for LocalParams {
     fn default() -> Self {
         LocalParams {
             groups_per_compute_unit: 2,
+            listeners_per_writer: 1,
         }
     }
 }
@@ -254,6 +264,12 @@ impl CheckParams for LocalParams {
             return Err(format!(
                 "`groups_per_compute_unit` must be 1 to 64, not {}",
                 self.groups_per_compute_unit
+            ));
+        }
+        if !(1..=16).contains(&self.listeners_per_writer) {
+            return Err(format!(
+                "`listeners_per_writer` must be 1 to 16, not {}",
+                self.listeners_per_writer
             ));
         }
         Ok(())
@@ -361,13 +377,15 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
     cycle.dedup();
     cycle.push(share_bytes);
     let target = ctx.leak_target;
-    let needed = target.attempts_needed();
+    // Allocators serve each size from a pool of its own, so a leak may show at one size
+    // only: the leak target holds at every size, each running as many attempts as it
+    // needs. The certification tier's sweep comes on top, once.
+    let per_size = target.attempts_needed();
     let sweep = ctx.tier == Tier::Certification;
-    // In the certification tier the sweep is one of the attempts.
-    let cycled = needed - u32::from(sweep);
-    let plan: Vec<Round> = (0..cycled as usize)
-        .map(|i| Round::Bytes(cycle[i % cycle.len()]))
-        .collect();
+    let cycled = per_size as usize * cycle.len();
+    let needed = cycled as u32 + u32::from(sweep);
+    let plan: Vec<Round> = (0..cycled).map(|i| Round::Bytes(cycle[i % cycle.len()])).collect();
+    ctx.evidence("attempts_needed_per_size", per_size);
     ctx.evidence("boundary", boundary.name());
     ctx.evidence("round_bytes", cycle.clone());
     ctx.evidence("max_single_allocation_bytes", max_alloc);
@@ -453,7 +471,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
 /// whole blocks; `otherwise` where the device states none.
 fn max_alloc(ctx: &CheckCtx<'_>, otherwise: u64) -> u64 {
     let block = BLOCK_BYTES as u64;
-    ["opencl.max_alloc_bytes", "max_alloc_bytes"]
+    ["opencl.max_alloc_bytes", "vulkan.max_alloc_bytes", "max_alloc_bytes"]
         .iter()
         .find_map(|k| ctx.device.info.facts.get(*k).and_then(serde_json::Value::as_u64))
         .filter(|m| *m >= block)
@@ -546,14 +564,34 @@ fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u3
             Better::Higher,
         );
     }
-    record_confidence(ctx, t.attempts, t.hits, needed)
+    // The bound holds for the size that ran the fewest attempts (the sweep aside).
+    let fewest = t
+        .per_size
+        .iter()
+        .filter(|(round, ..)| round != "sweep")
+        .map(|&(_, attempts, _)| attempts)
+        .min()
+        .unwrap_or(0);
+    let bound = record_confidence(ctx, t.attempts, t.hits, needed, fewest);
+    if t.hits == 0 && t.attempts >= needed {
+        let sizes = t.per_size.iter().filter(|(round, ..)| round != "sweep").count();
+        let statement = format!("{} at each of the {sizes} sizes", ctx.leak_target.describe(bound));
+        ctx.evidence("confidence_statement", statement);
+    }
+    bound
 }
 
 /// Records a probabilistic check's attempts, hits and bound against the profile's target
-/// (evidence, and the measurement `leak_probability_bound`); returns the bound.
-fn record_confidence(ctx: &mut CheckCtx<'_>, attempts: u32, hits: u32, needed: u32) -> f64 {
+/// (evidence, and the measurement `leak_probability_bound`); returns the bound, which
+/// `bound_attempts` attempts decide (all of them, or the fewest that one condition of the
+/// check ran).
+fn record_confidence(ctx: &mut CheckCtx<'_>, attempts: u32, hits: u32, needed: u32, bound_attempts: u32) -> f64 {
     let target = ctx.leak_target;
-    let bound = target.bound(attempts, hits);
+    let bound = if hits > 0 {
+        target.bound(attempts, hits)
+    } else {
+        target.bound(bound_attempts, 0)
+    };
     ctx.evidence("attempts", attempts);
     ctx.evidence("attempts_needed", needed);
     ctx.evidence("hits", hits);
@@ -854,6 +892,7 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     ctx.evidence("local_mem_bytes", info.local_mem_bytes);
     ctx.evidence("boundary", boundary.name());
     ctx.evidence("control_blocks_expected", expected_control);
+    ctx.evidence("listeners_per_writer", params.listeners_per_writer);
 
     // Across kernels one tenant and context write and listen; across contexts one tenant
     // makes a new context for each; across processes every attempt gets a fresh writer A,
@@ -880,7 +919,12 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     let mut cut_short = None;
     for attempt in 0..needed {
         let key = ctx.key.derive(u64::from(attempt));
-        match local_attempt(ctx, &mut same, boundary, groups, dump_bytes, key, expected_control) {
+        let shape = Listening {
+            groups,
+            dump_bytes,
+            listeners: params.listeners_per_writer,
+        };
+        match local_attempt(ctx, &mut same, boundary, shape, key, expected_control) {
             Ok(Ok(report)) => {
                 attempts += 1;
                 found = report;
@@ -890,7 +934,7 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
                 }
             }
             Ok(Err(unfinished)) => {
-                record_confidence(ctx, attempts, hits, needed);
+                record_confidence(ctx, attempts, hits, needed, attempts);
                 return Ok(unfinished);
             }
             Err(e) if attempts == 0 => return Err(e),
@@ -925,7 +969,7 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     let share = f64::from(groups.min(info.compute_units)) / f64::from(info.compute_units);
     ctx.measure("scanned_share", share, "ratio", None, Better::Neither);
     ctx.measure("scanned_bytes", dump_bytes as f64, "B", None, Better::Neither);
-    let bound = record_confidence(ctx, attempts, hits, needed);
+    let bound = record_confidence(ctx, attempts, hits, needed, attempts);
     if hits > 0 {
         return Ok(Finding::Fail(format!(
             "the listener kernel read {} bytes of the writer's canary ({} blocks, {} of them in place) from local \
@@ -946,14 +990,48 @@ fn local_residue(ctx: &mut CheckCtx<'_>, params: &LocalParams, boundary: Boundar
     Ok(Finding::Pass)
 }
 
-/// A listener kernel in a new context of `tenant`, and the canary of `key` in its dump.
-fn listen_local(tenant: &mut Tenant, groups: u32, dump_bytes: u64, key: CanaryKey) -> Result<ScanReport, TenantError> {
+/// How an attempt listens: work-groups per listener kernel, the bytes of its dump, and
+/// how many listener kernels follow each writer.
+#[derive(Clone, Copy)]
+struct Listening {
+    groups: u32,
+    dump_bytes: u64,
+    listeners: u32,
+}
+
+/// Listener kernels in a new context of `tenant`, and the canary of `key` in their dumps.
+fn listen_local(tenant: &mut Tenant, shape: Listening, key: CanaryKey) -> Result<ScanReport, TenantError> {
     let c = tenant.create_context()?;
-    let out = tenant.alloc(c, dump_bytes)?;
-    tenant.kernel(c, Kernel::LocalListener { groups, out })?;
-    let found = tenant.scan(c, Kernel::CountCanary { buffer: out, key })?;
+    let out = tenant.alloc(c, shape.dump_bytes)?;
+    let found = listen_into(tenant, c, out, shape, key)?;
     tenant.free(c, out)?;
     tenant.destroy_context(c)?;
+    Ok(found)
+}
+
+/// Up to `shape.listeners` listener kernels in context `c`, each dumping into `out`, until
+/// one reads the canary of `key`: what that one found, else nothing.
+fn listen_into(
+    tenant: &mut Tenant,
+    c: usize,
+    out: BufferId,
+    shape: Listening,
+    key: CanaryKey,
+) -> Result<ScanReport, TenantError> {
+    let mut found = ScanReport::default();
+    for _ in 0..shape.listeners {
+        tenant.kernel(
+            c,
+            Kernel::LocalListener {
+                groups: shape.groups,
+                out,
+            },
+        )?;
+        found = tenant.scan(c, Kernel::CountCanary { buffer: out, key })?;
+        if found.blocks > 0 {
+            break;
+        }
+    }
     Ok(found)
 }
 
@@ -968,11 +1046,11 @@ fn local_attempt(
     ctx: &mut CheckCtx<'_>,
     same: &mut Shared,
     boundary: Boundary,
-    groups: u32,
-    dump_bytes: u64,
+    shape: Listening,
     key: CanaryKey,
     expected_control: u64,
 ) -> Result<Result<ScanReport, Finding>, TenantError> {
+    let groups = shape.groups;
     let control = match (boundary, same.as_mut()) {
         (Boundary::Kernel, Some((t, Some((c, _))))) => t.scan(*c, Kernel::LocalWriter { groups, key })?,
         (Boundary::Context, Some((t, _))) => {
@@ -998,14 +1076,11 @@ fn local_attempt(
         ))));
     }
     let found = match (boundary, same.as_mut()) {
-        (Boundary::Context, Some((t, _))) => listen_local(t, groups, dump_bytes, key)?,
-        (_, Some((t, Some((c, out))))) => {
-            t.kernel(*c, Kernel::LocalListener { groups, out: *out })?;
-            t.scan(*c, Kernel::CountCanary { buffer: *out, key })?
-        }
+        (Boundary::Context, Some((t, _))) => listen_local(t, shape, key)?,
+        (_, Some((t, Some((c, out))))) => listen_into(t, *c, *out, shape, key)?,
         _ => {
             let mut listener = ctx.spawn_tenant("B")?;
-            let found = listen_local(&mut listener, groups, dump_bytes, key)?;
+            let found = listen_local(&mut listener, shape, key)?;
             listener.exit()?;
             found
         }

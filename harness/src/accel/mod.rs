@@ -1,6 +1,6 @@
 //! The accelerator abstraction: the only way checks reach a device.
 //!
-//! A backend ([`sim`], [`opencl`], [`cuda`]) implements [`Accelerator`] for a device
+//! A backend ([`sim`], [`opencl`], [`cuda`], [`vulkan`]) implements [`Accelerator`] for a device
 //! opened in one process and [`Context`] for a tenant's context on it. Device memory is
 //! handled through opaque [`BufferId`]s; work runs as one of a small, fixed set of built-in
 //! [`Kernel`]s that every backend implements its own way. Checks never call a backend
@@ -10,6 +10,7 @@
 pub mod cuda;
 pub mod opencl;
 pub mod sim;
+pub mod vulkan;
 
 use std::collections::BTreeMap;
 
@@ -106,6 +107,8 @@ pub enum DeviceSpec {
     OpenCl(opencl::OpenClSpec),
     /// A CUDA device, found again by ordinal and UUID.
     Cuda(cuda::CudaSpec),
+    /// A Vulkan device, found again by index and device UUID.
+    Vulkan(vulkan::VulkanSpec),
 }
 
 impl DeviceSpec {
@@ -118,6 +121,7 @@ impl DeviceSpec {
             )),
             DeviceSpec::OpenCl(spec) => Ok(Box::new(opencl::OpenClDevice::open(spec)?)),
             DeviceSpec::Cuda(spec) => Ok(Box::new(cuda::CudaDevice::open(spec)?)),
+            DeviceSpec::Vulkan(spec) => Ok(Box::new(vulkan::VulkanDevice::open(spec)?)),
         }
     }
 
@@ -269,6 +273,14 @@ pub trait Context: Send {
     /// nothing, and callers then take the device's total memory as the most there can be.
     fn free_memory(&mut self) -> Result<Option<u64>, AccelError> {
         Ok(None)
+    }
+
+    /// How long the last operation took on the device itself, seconds, where the backend
+    /// measures it there (Vulkan's timestamp queries around an on-device copy or a compute
+    /// kernel); `None` (the default) where the time the call took on the host is the
+    /// measure. Timed operations (`performance.*`) take this when it is there.
+    fn device_seconds(&mut self) -> Option<f64> {
+        None
     }
 }
 
