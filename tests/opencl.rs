@@ -67,6 +67,10 @@ fn main() {
             "opencl::a_check_the_backend_cannot_perform_is_not_examined",
             a_check_the_backend_cannot_perform_is_not_examined,
         ),
+        runtime(
+            "opencl::a_signal_stops_the_run_with_the_runtime_loaded",
+            a_signal_stops_the_run_with_the_runtime_loaded,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -327,4 +331,65 @@ fn a_check_the_backend_cannot_perform_is_not_examined() -> Result<(), Failed> {
         return Err(format!("no note at the start: {stderr}").into());
     }
     Ok(())
+}
+
+/// With the OpenCL runtime loaded into the harness (PoCL brings LLVM, which installs
+/// handlers for SIGINT and SIGTERM that end the process), SIGTERM still stops the run the
+/// documented way: the reports, the envelope, no lock, exit 143.
+fn a_signal_stops_the_run_with_the_runtime_loaded() -> Result<(), Failed> {
+    let out = tempfile::tempdir().expect("tempdir");
+    let junit = out.path().join("j.xml");
+    let mut child = common::command()
+        .env("HILT_BACKENDS", "opencl")
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args(["--sim-fault", "kernel-hang", "--tenant-timeout", "60"])
+        .args(["--junit", junit.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    // The hanging detector kernel holds a trial for its 60 s watchdog: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = out.path().join("latest/events.jsonl");
+        let started = |t: String| {
+            t.lines()
+                .any(|l| l.contains("\"trial_started\"") && l.contains("::sim0\""))
+        };
+        if std::fs::read_to_string(&events).is_ok_and(started) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("no trial on the simulated device started within 30 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let output = child.wait_with_output().expect("hilt ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let dir = common::run_dir(out.path());
+    let problems: Vec<&str> = [
+        (output.status.code() != Some(143), "exit status not 143"),
+        (!junit.exists(), "no JUnit"),
+        (!dir.join("result.dsse.json").exists(), "no envelope"),
+        (dir.join(".hilt.lock").exists(), "the lock was left"),
+        (
+            !stderr.contains("hilt: interrupted by SIGTERM"),
+            "no word on what was left",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(bad, what)| bad.then_some(what))
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {:?}\n{stderr}", problems.join(", "), output.status).into())
+    }
 }
