@@ -361,6 +361,7 @@ fn a_signal_stops_the_run_with_the_runtime_loaded() -> Result<(), Failed> {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("no trial on the simulated device started within 30 s".into());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
