@@ -494,6 +494,71 @@ fn a_report_that_cannot_be_written_is_not_reported_as_success() {
     );
 }
 
+/// Nobody reading what the run prints changes nothing: with its standard output closed
+/// (`hilt run | head`, a log collector that died), or its standard error, the run writes
+/// its record, reports and envelope and exits with its own status, without a panic.
+/// `--list` into a closed pipe ends quietly too.
+#[test]
+fn a_closed_output_does_not_end_the_run() {
+    use std::process::Stdio;
+    for closed in ["stdout", "stderr", "both"] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let junit = out.path().join("j.xml");
+        let mut child = common::command()
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args(["--junit", junit.to_str().expect("utf-8")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hilt starts");
+        // The reading ends close before hilt writes anything.
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let kept = match closed {
+            "stdout" => {
+                drop(stdout);
+                Some(stderr)
+            }
+            "stderr" => {
+                drop(stderr);
+                // The trial lines are read, so that a full pipe cannot hold the run.
+                std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
+                None
+            }
+            _ => {
+                drop((stdout, stderr));
+                None
+            }
+        };
+        let said = kept.map(|mut e| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+            text
+        });
+        let status = child.wait().expect("hilt ends");
+        let said = said.unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "{closed} closed: {said}");
+        assert!(!said.contains("panicked"), "{closed} closed: {said}");
+        let dir = common::run_dir(out.path());
+        let record =
+            ResultRecord::from_json(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("readable");
+        assert!(record.run.complete, "{closed} closed: the run finished");
+        assert!(junit.exists(), "{closed} closed: the JUnit report was written");
+        assert!(dir.join("result.dsse.json").exists(), "{closed} closed: signed");
+    }
+    let mut child = common::command()
+        .args(["run", "--list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("hilt ends");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "--list: {said}");
+    assert!(!said.contains("panicked"), "--list: {said}");
+}
+
 /// A report asked for whose directory does not exist is refused before anything runs.
 #[test]
 fn a_report_in_a_missing_directory_is_refused_before_the_run() {

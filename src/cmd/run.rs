@@ -16,6 +16,7 @@ use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
 use hilt_results::{ConformanceStatus, ResultRecord, Tier};
 
+use crate::cmd::terminal::{StdoutShield, say};
 use crate::cmd::{files, host_fs};
 
 /// How libtest-mimic prints the trials (`--format`). hilt's own enum, so that `hilt run
@@ -150,7 +151,13 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         format: args.format.map(TermFormat::libtest),
         test_threads: args.test_threads.map(|n| n as usize),
         quiet: args.quiet,
-        color: args.color.map(TermColor::libtest),
+        // Behind the shield (below) libtest-mimic would see a pipe: `auto` is decided on
+        // the real standard output first.
+        color: Some(match args.color {
+            None | Some(TermColor::Auto) if StdoutShield::colour_auto() => libtest_mimic::ColorSetting::Always,
+            None | Some(TermColor::Auto) => libtest_mimic::ColorSetting::Never,
+            Some(c) => c.libtest(),
+        }),
         ..libtest_mimic::Arguments::default()
     };
     let listing = test_args.list;
@@ -214,7 +221,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
     let pci_only = discovery::pci_only_devices(&host, &devices);
     for warning in &pci_only.warnings {
-        eprintln!("hilt: warning: {warning}");
+        say!("hilt: warning: {warning}");
     }
     devices.extend(pci_only.devices.into_iter().map(Arc::new));
     devices.push(Arc::new(check::host_device()));
@@ -290,13 +297,15 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     if !listing {
         say_what_runs(&args, &profile, tier, no_accelerator.as_deref(), sim_asked, &devices);
         if let Some(m) = &missing {
-            eprintln!("hilt: warning: {m}; the run will be inconclusive (exit status 3)");
+            say!("hilt: warning: {m}; the run will be inconclusive (exit status 3)");
         }
         for (check, waiver) in profile.expired_waivers() {
-            eprintln!(
+            say!(
                 "hilt: warning: the waiver of `{check}` in profile {} expired on {} ({}); it no longer waives: a \
                  failure of `{check}` counts. Renew it with a new date and reason, or remove it",
-                profile.id, waiver.expires, waiver.reason
+                profile.id,
+                waiver.expires,
+                waiver.reason
             );
         }
     }
@@ -353,8 +362,12 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         // From here on, SIGINT and SIGTERM stop the run and keep what it found.
         hilt_harness::interrupt::install().context("cannot handle SIGINT and SIGTERM")?;
     }
-    let end = runner::execute(setup, catalogue, &test_args)
-        .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
+    // A reader of the trial lines that goes away (`hilt run | head`) must not end the run
+    // before it has written what it found.
+    let shield = StdoutShield::install().context("cannot route standard output")?;
+    let end = runner::execute(setup, catalogue, &test_args);
+    drop(shield);
+    let end = end.with_context(|| format!("failed to record the run in {}", args.out.display()))?;
     let (Some(record), Some(dir)) = (&end.record, &end.run_dir) else {
         return Ok(end.exit.code());
     };
@@ -364,7 +377,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
 /// An error that is the machine's, not the command's (a named accelerator is not here):
 /// said on stderr, exit status 3.
 fn refuse(message: String) -> anyhow::Result<u8> {
-    eprintln!("error: {message}");
+    say!("error: {message}");
     Ok(hilt_results::ExitCode::Inconclusive.code())
 }
 
@@ -441,36 +454,34 @@ fn say_what_runs(
     devices: &[Arc<TrialDevice>],
 ) {
     if let Some(why) = no_accelerator {
-        eprintln!("hilt: no accelerator found: {why}");
-        eprintln!(
+        say!("hilt: no accelerator found: {why}");
+        say!(
             "hilt: running the simulated device sim0 under profile {} in its place: this tests hilt itself and \
              examines no accelerator, so the run ends `no_accelerator` with exit status 3 (`--device sim0` asks \
              for the simulated device; then a clean run exits 0)",
             profile.id
         );
     } else if sim_asked && devices.iter().any(|d| d.info.simulated) {
-        eprintln!(
+        say!(
             "hilt: running the simulated device sim0 with profile {}, as asked (this tests hilt itself and \
              certifies nothing)",
             profile.id
         );
     } else if args.profile.is_none() {
-        eprintln!(
+        say!(
             "hilt: profile {} chosen for the devices here (`--profile` to choose another)",
             profile.id
         );
     }
     if tier == Tier::Certification {
         if !profile.certifying {
-            eprintln!(
+            say!(
                 "hilt: note: profile {} does not certify: this run checks everything the certification tier holds, \
                  but its result cannot certify a platform (`hilt profiles` shows which profiles certify)",
                 profile.id
             );
         } else if devices.iter().any(|d| d.info.simulated && profile.matches(&d.info)) {
-            eprintln!(
-                "hilt: note: the simulated device never certifies: this certification-tier run tests hilt itself"
-            );
+            say!("hilt: note: the simulated device never certifies: this certification-tier run tests hilt itself");
         }
     }
 }
@@ -479,7 +490,7 @@ fn say_what_runs(
 /// reasons, where everything went, what failed to be written, and the exit status and why.
 fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path, end: &runner::RunEnd) -> u8 {
     let c = &record.conformance;
-    eprintln!(
+    say!(
         "hilt: {}: profile {} tier {}: {}",
         c.status.as_str(),
         record.profile.id,
@@ -487,12 +498,12 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         Tally::of(record).line()
     );
     for reason in &c.reasons {
-        eprintln!("hilt:   {reason}");
+        say!("hilt:   {reason}");
     }
     let latest = args.out.join(runner::LATEST);
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
     let written = |path: &std::path::Path| !end.failures.iter().any(|f| f.name == path.display().to_string());
-    eprintln!(
+    say!(
         "hilt: result in {} ({} points to it)",
         dir.join("result.json").display(),
         latest.display()
@@ -504,12 +515,12 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
             ""
         };
         if record.signing.is_some() {
-            eprintln!(
+            say!(
                 "hilt: signed {what}in {} with a one-off key: development only, not attributable (use --sign-key)",
                 envelope.display()
             );
         } else {
-            eprintln!("hilt: signed {what}in {}", envelope.display());
+            say!("hilt: signed {what}in {}", envelope.display());
         }
     }
     let mut code = end.exit;
@@ -539,7 +550,7 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
                 failure.name, failure.error
             ),
         };
-        eprintln!("error: {what}");
+        say!("error: {what}");
     }
     if !end.failures.is_empty() && matches!(code, hilt_results::ExitCode::Conformant) {
         code = hilt_results::ExitCode::Inconclusive;
@@ -557,7 +568,7 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
                 left.push(format!("{} (trials not run shown as not run)", path.display()));
             }
         }
-        eprintln!(
+        say!(
             "hilt: interrupted by {}: {} trial(s) did not run ({}); left {}",
             i.signal,
             i.not_run.len(),
@@ -584,7 +595,7 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         hilt_results::ExitCode::Interrupted { .. } => "interrupted".into(),
         _ => String::new(),
     };
-    eprintln!("hilt: exit status {}: {why}", code.code());
+    say!("hilt: exit status {}: {why}", code.code());
     code.code()
 }
 
