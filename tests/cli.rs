@@ -706,6 +706,100 @@ fn a_run_that_fell_back_to_the_sim_is_never_green() {
     }
 }
 
+/// libtest's line, hilt's summary and JUnit count the same trials the same way, whatever
+/// the filters: an accelerator shortfall is a failing entry in all three (the exit status
+/// is 3), never filtered away in one of them only.
+#[test]
+fn the_terminal_the_summary_and_junit_agree_whatever_the_filters() {
+    let number = |text: &str, after: &str, word: &str| -> u32 {
+        let from = text.find(after).unwrap_or_else(|| panic!("no `{after}` in {text}")) + after.len();
+        let rest = &text[from..];
+        let at = rest
+            .find(word)
+            .unwrap_or_else(|| panic!("no `{word}` after `{after}` in {text}"));
+        let digits: String = rest[..at].trim_end().rsplit(' ').next().unwrap_or_default().to_string();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("`{digits}` before `{word}` in {text}"))
+    };
+    let attribute = |xml: &str, name: &str| -> u32 {
+        let root = xml.lines().nth(1).expect("root line");
+        number(root, &format!("{name}=\""), "\"")
+    };
+    for (backends, args) in [
+        ("none", &["--tier", "smoke"][..]),
+        ("none", &["--tier", "smoke", "residue"][..]),
+        ("none", &["--tier", "smoke", "--skip", "hilt"][..]),
+        ("none", &["--exact", "residue::global::cross_process::sim0"][..]),
+        (
+            "sim",
+            &["--tier", "smoke", "--expect-devices", "2", "residue::global"][..],
+        ),
+        (
+            "sim",
+            &["--tier", "smoke", "--expect-devices", "2", "--skip", "accelerators"][..],
+        ),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let junit = out.path().join("j.xml");
+        let output = common::command()
+            .env("HILT_BACKENDS", backends)
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args(["--junit", junit.to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("hilt runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let case = format!("HILT_BACKENDS={backends} {args:?}");
+        assert_eq!(output.status.code(), Some(3), "{case}: {stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("test result: "))
+            .unwrap_or_else(|| panic!("{case}: no libtest line: {stdout}"));
+        assert!(line.starts_with("test result: FAILED."), "{case}: {line}");
+        let summary = stderr
+            .lines()
+            .find(|l| l.contains(" tier smoke: ") || l.contains(" tier standard: "))
+            .unwrap_or_else(|| panic!("{case}: no summary: {stderr}"));
+        let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+        let (passed, failed, ignored, filtered) = (
+            number(line, "FAILED.", "passed"),
+            number(line, "passed;", "failed"),
+            number(line, "failed;", "ignored"),
+            number(line, "measured;", "filtered out"),
+        );
+        assert!(failed >= 1, "{case}: the shortfall is a failing entry: {line}");
+        assert_eq!(number(summary, ": ", "passed"), passed, "{case}: {summary} / {line}");
+        assert_eq!(
+            number(summary, "passed;", "failed"),
+            failed,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            number(summary, "failed", "ignored"),
+            ignored,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            number(summary, "ignored", "filtered out"),
+            filtered,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            attribute(&xml, "tests"),
+            passed + failed + ignored,
+            "{case}: {line}\n{xml}"
+        );
+        assert_eq!(
+            attribute(&xml, "failures") + attribute(&xml, "errors"),
+            failed,
+            "{case}: {line}\n{xml}"
+        );
+        assert_eq!(attribute(&xml, "skipped"), ignored, "{case}: {line}\n{xml}");
+    }
+}
+
 /// Fewer accelerators than expected (`--expect-devices`, or the profile's
 /// `expect_devices`) make the run inconclusive, naming what is there and what is not.
 #[test]

@@ -316,10 +316,17 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .map(|d| (d.info.id.clone(), Arc::new(RwLock::new(()))))
         .collect();
 
+    // The filters were applied above (`selected`); libtest-mimic leaves out, and counts as
+    // filtered out, exactly the trials marked as such, so that the entry below is never
+    // filtered away with them.
     let trials: Vec<Trial> = planned
         .into_iter()
+        .zip(&selected)
         .enumerate()
-        .map(|(index, p)| {
+        .map(|(index, (p, &chosen))| {
+            if !chosen {
+                return Trial::test(p.name.clone(), || Ok(())).with_kind(FILTERED_OUT);
+            }
             let recorder = Arc::clone(&recorder);
             let launcher = Arc::clone(&launcher);
             let host = setup.host.clone();
@@ -332,15 +339,14 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         })
         .collect();
     // Accelerators that should have been examined and were not fail an entry of their own,
-    // so that the terminal's line is not `ok` when the exit status is not 0.
+    // filters or not, so that the terminal's line is not `ok` when the exit status is not 0.
     let mut trials: Vec<Trial> = trials;
-    if !filtered
-        && let Some(why) = setup
-            .coverage
-            .no_accelerator
-            .as_ref()
-            .map(|w| format!("no accelerator was examined: {w}"))
-            .or_else(|| setup.coverage.missing_devices.clone())
+    if let Some(why) = setup
+        .coverage
+        .no_accelerator
+        .as_ref()
+        .map(|w| format!("no accelerator was examined: {w}"))
+        .or_else(|| setup.coverage.missing_devices.clone())
     {
         trials.insert(
             0,
@@ -349,7 +355,13 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             }),
         );
     }
-    let _conclusion = libtest_mimic::run(args, trials);
+    let marked = Arguments {
+        filter: None,
+        exact: false,
+        skip: vec![format!("[{FILTERED_OUT}] ")],
+        ..args.clone()
+    };
+    let _conclusion = libtest_mimic::run(&marked, trials);
 
     let recorder = Arc::try_unwrap(recorder)
         .map_err(|_| std::io::Error::other("a trial outlived the run"))?
@@ -373,6 +385,10 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         failures,
     })
 }
+
+/// The kind of a trial the filters left out: libtest-mimic is told to skip this kind, and
+/// counts those trials as filtered out. No trial name holds `[`, so nothing else matches.
+const FILTERED_OUT: &str = "filtered out by hilt";
 
 /// Whether libtest-mimic `args` select the trial `name`: by its name alone, as `cargo
 /// test` filters.
