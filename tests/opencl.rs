@@ -71,6 +71,10 @@ fn main() {
             "opencl::a_signal_stops_the_run_with_the_runtime_loaded",
             a_signal_stops_the_run_with_the_runtime_loaded,
         ),
+        runtime(
+            "opencl::a_device_or_profile_not_here_says_so_beside_another_device",
+            a_device_or_profile_not_here_says_so_beside_another_device,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -393,4 +397,65 @@ fn a_signal_stops_the_run_with_the_runtime_loaded() -> Result<(), Failed> {
     } else {
         Err(format!("{}: {:?}\n{stderr}", problems.join(", "), output.status).into())
     }
+}
+
+/// With another accelerator here (PoCL's), a device or pinned profile that is not here is
+/// still said plainly: `--device cuda0` is "no device here is `cuda0`" naming what is here
+/// and why CUDA found nothing (exit 3: the node's fault; a name no backend has, exit 2),
+/// and a pinned profile that matches nothing with a device count expected is that count
+/// missing (exit 3), the backends' notes given either way.
+fn a_device_or_profile_not_here_says_so_beside_another_device() -> Result<(), Failed> {
+    let cases: [(&[&str], i32, &[&str]); 5] = [
+        (
+            &["run", "--device", "cuda0"],
+            3,
+            &["no device here is `cuda0`; the devices here: opencl0 (opencl); cuda: not probed"],
+        ),
+        (&["run", "--device", "cuda"], 3, &["no device here is `cuda`"]),
+        (
+            &["run", "--device", "gpu0"],
+            2,
+            &["no device here is `gpu0`; the devices here: opencl0"],
+        ),
+        (
+            &[
+                "run",
+                "--profile",
+                "nvidia-h100-sxm",
+                "--expect-devices",
+                "8",
+                "--tier",
+                "smoke",
+            ],
+            3,
+            &[
+                "profile `nvidia-h100-sxm` matches none of the devices here: opencl0 (opencl)",
+                "expected 8 accelerator(s), examined 0",
+                "the backends said: cuda: not probed",
+            ],
+        ),
+        (
+            &["run", "--profile", "nvidia-h100-sxm", "--tier", "smoke"],
+            2,
+            &["the backends said: cuda: not probed"],
+        ),
+    ];
+    for (args, status, said) in cases {
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut full = args.to_vec();
+        full.extend(["--out", out.path().to_str().expect("utf-8")]);
+        let output = hilt(&full, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(status) || said.iter().any(|s| !stderr.contains(s)) {
+            return Err(format!(
+                "{args:?}: exit {:?}, want {status} and {said:?}: {stderr}",
+                output.status.code()
+            )
+            .into());
+        }
+        if out.path().join("latest").exists() {
+            return Err(format!("{args:?}: something ran").into());
+        }
+    }
+    Ok(())
 }

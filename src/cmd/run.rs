@@ -197,6 +197,16 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
             let spec = if wants_sim {
                 "sim-reference".to_string()
             } else {
+                // A device that is not here chooses no profile: say so, not that no profile fits.
+                if let Some(sel) = args.device.as_deref()
+                    && !real.iter().any(|d| d.info.id == sel || d.info.backend == sel)
+                {
+                    let here: Vec<String> = real
+                        .iter()
+                        .map(|d| format!("{} ({})", d.info.id, d.info.backend))
+                        .collect();
+                    return no_such_device(sel, &here.join(", "), &notes);
+                }
                 discovery::default_profile(&Library::standard(), catalogue, &real, args.device.as_deref(), today)?
             };
             Library::standard().load(&spec, catalogue, today)?
@@ -230,19 +240,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         // The host stays: host checks run whichever device is selected.
         devices.retain(|d| d.info.id == *sel || d.info.backend == *sel || d.info.backend == check::HOST_BACKEND);
         if devices.iter().all(|d| d.info.backend == check::HOST_BACKEND) {
-            let message = format!(
-                "no device here is `{sel}`; the devices here: {here}{}. `--device` takes a device id or a backend \
-                 as `hilt devices` lists them",
-                if notes.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", notes.join("; "))
-                }
-            );
-            if discovery::names_real_device(sel) {
-                return refuse(message);
-            }
-            bail!("{message}");
+            return no_such_device(sel, &here, &notes);
         }
     }
     let matched: Vec<&str> = devices
@@ -251,20 +249,26 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         .map(|d| d.info.id.as_str())
         .collect();
     if matched.is_empty() {
+        let expected = args.expect_devices.or(profile.expect_devices);
         let message = format!(
-            "profile `{}` matches none of the devices here: {}{}; `hilt profiles` shows which profile matches which \
-             device",
+            "profile `{}` matches none of the devices here: {}{}{}; `hilt profiles` shows which profile matches \
+             which device",
             profile.id,
             describe_devices(&devices),
-            if fallback {
-                format!("; no accelerator was found: {}", notes.join("; "))
-            } else {
-                String::new()
+            match expected {
+                Some(n) => format!("; expected {n} accelerator(s), examined 0"),
+                None => String::new(),
+            },
+            match (fallback, notes.is_empty()) {
+                (true, _) => format!("; no accelerator was found: {}", notes.join("; ")),
+                (false, false) => format!("; the backends said: {}", notes.join("; ")),
+                (false, true) => String::new(),
             }
         );
         // A pinned hardware profile on a node whose accelerators are gone is the node's
-        // fault, not the command's: exit 3, as for a run that examined no accelerator.
-        if fallback {
+        // fault, not the command's: exit 3, as for a run that examined no accelerator or
+        // fewer than it was told to expect.
+        if fallback || expected.is_some() {
             return refuse(message);
         }
         bail!("{message}");
@@ -379,6 +383,25 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
 fn refuse(message: String) -> anyhow::Result<u8> {
     say!("error: {message}");
     Ok(hilt_results::ExitCode::Inconclusive.code())
+}
+
+/// `--device SEL` names no device here: exit 3 when SEL names a device of a real backend
+/// (`cuda0` on a node whose driver is gone: the machine's fault), else a usage error.
+fn no_such_device(sel: &str, here: &str, notes: &[String]) -> anyhow::Result<u8> {
+    let here = if here.is_empty() { "none" } else { here };
+    let message = format!(
+        "no device here is `{sel}`; the devices here: {here}{}. `--device` takes a device id or a backend as `hilt \
+         devices` lists them; nothing ran",
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", notes.join("; "))
+        }
+    );
+    if discovery::names_real_device(sel) {
+        return refuse(message);
+    }
+    bail!("{message}");
 }
 
 /// The devices of a run as people read them: `opencl0 (opencl), sim0 (simulated)`.
