@@ -559,6 +559,92 @@ fn a_closed_output_does_not_end_the_run() {
     assert!(!said.contains("panicked"), "--list: {said}");
 }
 
+/// An earlier run's folder is never written into, however `--out` reaches it (through
+/// `latest`, by its name, below it): refused before anything runs. A `latest` that is not
+/// a link (a folder or file someone put there) is left as it is, and the run goes on.
+/// Nothing is left behind by either: no stray lock, no temporary link.
+#[test]
+fn no_run_writes_into_an_earlier_run_or_over_a_latest_it_did_not_make() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().to_str().expect("utf-8");
+    assert_eq!(common::hilt(&["run", "-q", "--out", dir]).status.code(), Some(0));
+    let earlier = common::run_dir(out.path());
+    let listing = |path: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = walk(path).iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        names
+    };
+    let before = listing(out.path());
+    let holder = std::fs::canonicalize(out.path()).expect("canonical");
+    for inside in [
+        out.path().join("latest"),
+        earlier.clone(),
+        out.path().join("latest").join("more"),
+    ] {
+        let output = common::hilt(&["run", "-q", "--out", inside.to_str().expect("utf-8")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{}: {stderr}", inside.display());
+        assert!(
+            stderr.contains("the folder of an earlier run") && stderr.contains(&format!("--out {})", holder.display())),
+            "says why and what to give instead: {stderr}"
+        );
+        assert_eq!(
+            listing(out.path()),
+            before,
+            "nothing written for --out {}",
+            inside.display()
+        );
+    }
+
+    for (what, make) in [
+        (
+            "a folder",
+            (|p: &std::path::Path| std::fs::create_dir(p)) as fn(&std::path::Path) -> std::io::Result<()>,
+        ),
+        ("a file", |p: &std::path::Path| std::fs::write(p, "someone's notes\n")),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let latest = out.path().join("latest");
+        make(&latest).expect("latest made");
+        let output = common::hilt(&["run", "-q", "--out", out.path().to_str().expect("utf-8")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "latest {what}: {stderr}");
+        assert!(
+            stderr.contains("latest is not a link hilt made, so it was left as it is"),
+            "latest {what}: {stderr}"
+        );
+        assert!(!latest.is_symlink(), "latest {what} left as it was");
+        if latest.is_file() {
+            assert_eq!(std::fs::read_to_string(&latest).expect("kept"), "someone's notes\n");
+        }
+        let left: Vec<String> = walk(out.path())
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "latest {what}: left behind {left:?}");
+        let runs = common::run_dirs(out.path());
+        let run = runs.iter().find(|d| !d.ends_with("latest")).expect("the run's folder");
+        assert!(
+            run.join("result.dsse.json").exists(),
+            "latest {what}: the run was recorded"
+        );
+    }
+}
+
+/// Every path below `dir`, links not followed.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+        let path = entry.path();
+        found.push(path.clone());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(walk(&path));
+        }
+    }
+    found
+}
+
 /// A report asked for whose directory does not exist is refused before anything runs.
 #[test]
 fn a_report_in_a_missing_directory_is_refused_before_the_run() {

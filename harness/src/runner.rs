@@ -188,12 +188,15 @@ impl RunDir {
     }
 
     /// Creates the folder for `record`'s run in `out` (creating `out` if needed), locks
-    /// it, and points `out/latest` at it.
+    /// it, and points `out/latest` at it. A `latest` that is not a symbolic link (a file or
+    /// folder someone put there) is left as it is, and a link that cannot be made is not
+    /// made: the run goes on without it.
     ///
     /// # Errors
     ///
-    /// When `out` is not a directory, the folder exists already (nothing is ever written
-    /// into an earlier run's folder), or a file cannot be created.
+    /// When `out` is not a directory or lies in an earlier run's folder ([`RunDir::within_a_run`]:
+    /// nothing is ever written into an earlier run's folder), the folder exists already, or
+    /// a file cannot be created. Nothing is left behind then: no folder, no lock.
     pub fn create(out: &Path, record: &ResultRecord) -> std::io::Result<RunDir> {
         if out.exists() && !out.is_dir() {
             return Err(std::io::Error::other(format!(
@@ -201,6 +204,9 @@ impl RunDir {
                  own (give a directory path, or leave --out out for hilt-out)",
                 out.display()
             )));
+        }
+        if let Some(why) = RunDir::within_a_run(out) {
+            return Err(std::io::Error::other(why));
         }
         std::fs::create_dir_all(out)?;
         let name = RunDir::name(&record.run.started_at, &record.run.id);
@@ -211,16 +217,74 @@ impl RunDir {
                 format!("cannot create the run's folder {}: {e}", path.display()),
             )
         })?;
-        let lock = std::fs::File::create(path.join(LOCK_FILE))?;
-        lock.try_lock()
-            .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+        // From here on a failure removes the folder again (the guard's drop removes the lock).
+        let made = (|| {
+            let lock = std::fs::File::create(path.join(LOCK_FILE))?;
+            lock.try_lock()
+                .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+            Ok::<_, std::io::Error>(RunDir {
+                path: path.clone(),
+                lock: Some(lock),
+            })
+        })();
+        let dir = match made {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = std::fs::remove_file(path.join(LOCK_FILE));
+                let _ = std::fs::remove_dir(&path);
+                return Err(e);
+            }
+        };
+        let latest = out.join(LATEST);
+        if std::fs::symlink_metadata(&latest).is_ok_and(|m| !m.file_type().is_symlink()) {
+            return Ok(dir);
+        }
         // Replaced by rename, so a reader sees the old link or the new one, never none; the
         // temporary name is the run's own, so runs started together do not collide.
         let tmp = out.join(format!(".{LATEST}.{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&name, &tmp)?;
-        std::fs::rename(&tmp, out.join(LATEST))?;
-        Ok(RunDir { path, lock: Some(lock) })
+        // A file system without symbolic links (a FAT stick a lab exports to) costs the link,
+        // never the run: `hilt run` says at the end where `latest` stands.
+        let linked = std::os::unix::fs::symlink(&name, &tmp).and_then(|()| std::fs::rename(&tmp, &latest));
+        if linked.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(dir)
+    }
+
+    /// Why `out` cannot hold runs' folders: it is, or lies inside, the folder of an earlier
+    /// run (`--out hilt-out/latest`), into which nothing is ever written. `None` when it
+    /// can. A run's folder is one named as [`RunDir::name`] names them that holds a run's
+    /// files.
+    pub fn within_a_run(out: &Path) -> Option<String> {
+        // The nearest part of the path that exists, with links (`latest`) resolved.
+        let existing = out.ancestors().find(|a| a.exists())?;
+        let real = std::fs::canonicalize(existing).ok()?;
+        let run = real.ancestors().find(|a| {
+            a.file_name().and_then(|n| n.to_str()).is_some_and(RunDir::is_name)
+                && ["result.json", "events.jsonl", LOCK_FILE]
+                    .iter()
+                    .any(|f| a.join(f).exists())
+        })?;
+        let holder = run.parent().unwrap_or(run);
+        Some(format!(
+            "--out {} is (or lies inside) the folder of an earlier run, {}, and nothing is ever written into an \
+             earlier run's folder: give the directory that holds the runs' folders (--out {}), or another",
+            out.display(),
+            run.display(),
+            holder.display()
+        ))
+    }
+
+    /// Whether `name` is a run folder's name: `YYYYMMDDTHHMMSSZ-` and 8 hex digits.
+    fn is_name(name: &str) -> bool {
+        let b = name.as_bytes();
+        b.len() == 25
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && &b[15..17] == b"Z-"
+            && b[17..].iter().all(u8::is_ascii_hexdigit)
     }
 }
 

@@ -426,9 +426,13 @@ fn describe_devices(devices: &[Arc<TrialDevice>]) -> String {
     }
 }
 
-/// Refuses, before anything runs, outputs that cannot be written: `--out` naming a file,
-/// a report whose directory does not exist or whose path is a directory.
+/// Refuses, before anything runs, outputs that cannot be written: `--out` naming a file or
+/// an earlier run's folder (or a path inside one), a report whose directory does not exist
+/// or whose path is a directory.
 fn check_outputs(args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(why) = runner::RunDir::within_a_run(&args.out) {
+        bail!("{why}");
+    }
     if args.out.exists() && !args.out.is_dir() {
         bail!(
             "--out {} names a file; --out takes a directory, in which each run writes a folder of its own \
@@ -523,13 +527,12 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
     for reason in &c.reasons {
         say!("hilt:   {reason}");
     }
-    let latest = args.out.join(runner::LATEST);
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
     let written = |path: &std::path::Path| !end.failures.iter().any(|f| f.name == path.display().to_string());
     say!(
-        "hilt: result in {} ({} points to it)",
+        "hilt: result in {} ({})",
         dir.join("result.json").display(),
-        latest.display()
+        latest_note(&args.out, dir)
     );
     if written(&envelope) {
         let what = if record.run.interrupted.is_some() {
@@ -620,6 +623,24 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
     };
     say!("hilt: exit status {}: {why}", code.code());
     code.code()
+}
+
+/// Where `OUT/latest` stands for the run in `dir`: pointing to it, taken by a newer run, or
+/// left alone (a file or folder someone put there, or a file system without links).
+fn latest_note(out: &std::path::Path, dir: &std::path::Path) -> String {
+    let latest = out.join(runner::LATEST);
+    match std::fs::read_link(&latest) {
+        Ok(target) if Some(target.as_os_str()) == dir.file_name() => format!("{} points to it", latest.display()),
+        Ok(_) => format!("{} points to a newer run", latest.display()),
+        Err(_) if std::fs::symlink_metadata(&latest).is_ok() => format!(
+            "{} is not a link hilt made, so it was left as it is and does not point to this run",
+            latest.display()
+        ),
+        Err(_) => format!(
+            "{} could not be made here (no symbolic links on this file system?)",
+            latest.display()
+        ),
+    }
 }
 
 /// Up to five names, then how many more.
