@@ -645,6 +645,48 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// When the record itself cannot be written, hilt does not say where it is: it names the
+/// file and why, and the exit status is not 0.
+#[test]
+fn a_record_that_cannot_be_written_is_never_said_to_be_there() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let child = common::command()
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args(["--sim-fault", "kernel-hang", "--tenant-timeout", "2"])
+        .args(["--exact", "isolation::fault_containment::sim0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    // The hanging trial holds the run for its 2 s watchdog: time enough to put a directory
+    // where the record is written, so that every later write of it fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        if let Ok(target) = std::fs::read_link(out.path().join("latest")) {
+            break out.path().join(target);
+        }
+        assert!(Instant::now() < deadline, "the run never made its folder");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The record may be being written at that moment, through that very name.
+    while let Err(e) = std::fs::create_dir(dir.join("result.json.tmp")) {
+        assert!(Instant::now() < deadline, "cannot get in the way: {e}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let output = child.wait_with_output().expect("hilt ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("hilt: result in"), "{stderr}");
+    assert!(!stderr.contains("hilt: signed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {} could not be written: a directory is in the way",
+            dir.join("result.json").display()
+        )),
+        "{stderr}"
+    );
+}
+
 /// A report asked for whose directory does not exist is refused before anything runs.
 #[test]
 fn a_report_in_a_missing_directory_is_refused_before_the_run() {

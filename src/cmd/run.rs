@@ -528,12 +528,12 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         say!("hilt:   {reason}");
     }
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
+    let (result, events) = (dir.join("result.json"), dir.join("events.jsonl"));
     let written = |path: &std::path::Path| !end.failures.iter().any(|f| f.name == path.display().to_string());
-    say!(
-        "hilt: result in {} ({})",
-        dir.join("result.json").display(),
-        latest_note(&args.out, dir)
-    );
+    // Only what is there is said to be there; the errors below say what is not.
+    if written(&result) {
+        say!("hilt: result in {} ({})", result.display(), latest_note(&args.out, dir));
+    }
     if written(&envelope) {
         let what = if record.run.interrupted.is_some() {
             "the partial record, marked incomplete, "
@@ -582,10 +582,13 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         code = hilt_results::ExitCode::Inconclusive;
     }
     if let Some(i) = &record.run.interrupted {
-        let mut left = vec![
-            format!("{} (partial, marked incomplete)", dir.join("result.json").display()),
-            format!("{} (every event up to the stop)", dir.join("events.jsonl").display()),
-        ];
+        let mut left = Vec::new();
+        if written(&result) {
+            left.push(format!("{} (partial, marked incomplete)", result.display()));
+        }
+        if written(&events) {
+            left.push(format!("{} (every event up to the stop)", events.display()));
+        }
         if written(&envelope) {
             left.push(format!("{} (signs the partial record)", envelope.display()));
         }
@@ -599,7 +602,11 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
             i.signal,
             i.not_run.len(),
             one_line_list(&i.not_run),
-            left.join(", ")
+            if left.is_empty() {
+                "nothing it could write (see the errors above)".to_string()
+            } else {
+                left.join(", ")
+            }
         );
     }
     let why = match code {
