@@ -262,6 +262,49 @@ fn a_killed_run_leaves_a_readable_partial_record() {
     }
 }
 
+/// A narrowed run killed outright: the record names the trials the filters selected, so
+/// its JUnit shows those, and only those, as not run; the ones filtered out were never to
+/// run.
+#[test]
+fn a_killed_narrowed_run_shows_only_its_selected_trials_as_not_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = common::command()
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args([
+            "--sim-fault",
+            "kernel-hang",
+            "--tenant-timeout",
+            "60",
+            "residue::global",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hilt starts");
+    wait_for_a_tenant(&child, out.path());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let result = common::run_dir(out.path()).join("result.json");
+    let record = ResultRecord::from_json(&std::fs::read(&result).expect("result.json")).expect("readable");
+    assert!(record.run.filtered && !record.run.complete);
+    assert_eq!(
+        record.run.selected,
+        [
+            "residue::global::cross_context::sim0",
+            "residue::global::cross_process::sim0"
+        ]
+    );
+    let junit = common::hilt(&["report", result.to_str().expect("utf-8"), "--format", "junit"]);
+    let xml = String::from_utf8_lossy(&junit.stdout);
+    let not_run = record.run.selected.len() - record.outcomes.len();
+    assert_eq!(xml.matches("type=\"not run\"").count(), not_run, "{xml}");
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(
+        root.contains(&format!("tests=\"{}\"", record.run.selected.len())),
+        "{root}"
+    );
+}
+
 /// Waits until the run writing into `out` has started a trial and its tenant; the
 /// tenants' pids.
 fn wait_for_a_tenant(child: &std::process::Child, out: &std::path::Path) -> Vec<u32> {

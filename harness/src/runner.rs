@@ -353,7 +353,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .filter(|(_, s)| **s)
         .map(|(p, _)| p.name.clone())
         .collect();
-    let mut header = header(&setup, &planned, filtered, selected_names.len() as u32);
+    let mut header = header(&setup, &planned, filtered.then_some(&selected_names));
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
         header.signing = Some(key.development_note());
@@ -604,7 +604,10 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: u32) -> ResultRecord {
+/// The record before any trial ran; `selected` names the trials filters selected, when
+/// they left any out.
+fn header(setup: &RunSetup, planned: &[PlannedTrial], selected: Option<&Vec<String>>) -> ResultRecord {
+    let filtered = selected.is_some();
     let profile = &setup.profile;
     ResultRecord {
         format: FormatVersion::CURRENT,
@@ -621,6 +624,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             tier: setup.tier,
             filtered,
             planned: planned.iter().map(|p| p.name.clone()).collect(),
+            selected: selected.cloned().unwrap_or_default(),
             sim_faults: setup.sim_faults.clone(),
             overrides: setup.overrides.clone(),
             expected_devices: setup.expected_devices,
@@ -657,7 +661,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             .collect(),
         outcomes: Vec::new(),
         summary: Summary {
-            selected,
+            selected: selected.map_or(planned.len(), Vec::len) as u32,
             ..Summary::default()
         },
         conformance: hilt_results::Conformance {
