@@ -35,6 +35,10 @@ fn main() {
             "opencl::a_missing_loader_is_a_note_not_a_crash",
             a_missing_loader_is_a_note_not_a_crash,
         ),
+        Trial::test(
+            "opencl::sim_beside_a_backend_that_found_nothing_is_never_green",
+            sim_beside_a_backend_that_found_nothing_is_never_green,
+        ),
         runtime(
             "opencl::devices_are_listed_with_their_facts",
             devices_are_listed_with_their_facts,
@@ -121,6 +125,30 @@ fn expect(record: &ResultRecord, check: &str, want: &str) -> Result<(), Failed> 
         .and_then(|o| o.reason.clone())
         .unwrap_or_default();
     Err(format!("{check}: expected {want}, got {got} ({reason})").into())
+}
+
+/// `HILT_BACKENDS=opencl,sim` on a machine whose OpenCL runtime is gone: the sim stands in
+/// for the missing device, so the run is `no_accelerator`, exit 3, as without `sim` in
+/// the list; `sim` asks for the simulated device only alone.
+fn sim_beside_a_backend_that_found_nothing_is_never_green() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("libOpenCL.so.1"), b"").expect("write");
+    let lib = dir.path().to_str().expect("utf-8 path");
+    for backends in ["opencl,sim", "sim, opencl"] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let output = hilt(
+            &["run", "--tier", "smoke", "--out", out.path().to_str().expect("utf-8")],
+            &[("LD_LIBRARY_PATH", lib), ("HILT_BACKENDS", backends)],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let record = ResultRecord::from_json(&std::fs::read(out.path().join("latest/result.json"))?)?;
+        if output.status.code() != Some(3)
+            || record.conformance.status != hilt_results::ConformanceStatus::NoAccelerator
+        {
+            return Err(format!("HILT_BACKENDS={backends}: exit {:?}: {stderr}", output.status.code()).into());
+        }
+    }
+    Ok(())
 }
 
 fn a_missing_loader_is_a_note_not_a_crash() -> Result<(), Failed> {
