@@ -730,6 +730,36 @@ fn a_record_that_cannot_be_written_is_never_said_to_be_there() {
     );
 }
 
+/// Two reports asked into one file, however the path is written, are refused before
+/// anything runs: one would overwrite the other (a JUnit file holding HTML).
+#[test]
+fn two_reports_into_one_file_are_refused_before_the_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("report.xml");
+    let same = out.path().join(".").join("report.xml");
+    std::fs::write(&file, "kept\n").expect("an earlier file");
+    for (a, b) in [
+        ("--junit", "--html"),
+        ("--junit", "--markdown"),
+        ("--html", "--markdown"),
+    ] {
+        let output = common::hilt(&[
+            "run",
+            "--out",
+            out.path().join("runs").to_str().expect("utf-8"),
+            a,
+            file.to_str().expect("utf-8"),
+            b,
+            same.to_str().expect("utf-8"),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{a} {b}: {stderr}");
+        assert!(stderr.contains("name the same file"), "{a} {b}: {stderr}");
+        assert!(!out.path().join("runs").exists(), "{a} {b}: nothing ran");
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), "kept\n");
+    }
+}
+
 /// A report asked for whose directory does not exist is refused before anything runs.
 #[test]
 fn a_report_in_a_missing_directory_is_refused_before_the_run() {

@@ -468,7 +468,42 @@ fn check_outputs(args: &RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Two reports into one file would leave only the last (or a mix): one would be lost.
+    let mut seen: Vec<(&str, &std::path::Path, PathBuf)> = Vec::new();
+    for (flag, path) in [
+        ("--junit", &args.junit),
+        ("--html", &args.html),
+        ("--markdown", &args.markdown),
+    ] {
+        let Some(path) = path else {
+            continue;
+        };
+        let key = same_file_key(path);
+        if let Some((other, other_path, _)) = seen.iter().find(|(_, _, k)| *k == key) {
+            bail!(
+                "{other} {} and {flag} {} name the same file: one report would overwrite the other; give each \
+                 report its own path (nothing ran)",
+                other_path.display(),
+                path.display()
+            );
+        }
+        seen.push((flag, path, key));
+    }
     Ok(())
+}
+
+/// What names one file whatever way the path is written: the directory resolved, then the
+/// file name, and the target when the path is a link (`/dev/stdout`).
+fn same_file_key(path: &std::path::Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    dir.join(path.file_name().unwrap_or_default())
 }
 
 /// What runs, and why, said before the first trial.
