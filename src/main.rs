@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            cmd::terminal::say!("error: {e:#}");
             ExitCode::from(hilt_results::ExitCode::Usage.code())
         }
     }

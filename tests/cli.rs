@@ -267,6 +267,49 @@ fn a_killed_run_leaves_a_readable_partial_record() {
     }
 }
 
+/// A narrowed run killed outright: the record names the trials the filters selected, so
+/// its JUnit shows those, and only those, as not run; the ones filtered out were never to
+/// run.
+#[test]
+fn a_killed_narrowed_run_shows_only_its_selected_trials_as_not_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = common::command()
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args([
+            "--sim-fault",
+            "kernel-hang",
+            "--tenant-timeout",
+            "60",
+            "residue::global",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hilt starts");
+    wait_for_a_tenant(&child, out.path());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let result = common::run_dir(out.path()).join("result.json");
+    let record = ResultRecord::from_json(&std::fs::read(&result).expect("result.json")).expect("readable");
+    assert!(record.run.filtered && !record.run.complete);
+    assert_eq!(
+        record.run.selected,
+        [
+            "residue::global::cross_context::sim0",
+            "residue::global::cross_process::sim0"
+        ]
+    );
+    let junit = common::hilt(&["report", result.to_str().expect("utf-8"), "--format", "junit"]);
+    let xml = String::from_utf8_lossy(&junit.stdout);
+    let not_run = record.run.selected.len() - record.outcomes.len();
+    assert_eq!(xml.matches("type=\"not run\"").count(), not_run, "{xml}");
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(
+        root.contains(&format!("tests=\"{}\"", record.run.selected.len())),
+        "{root}"
+    );
+}
+
 /// Waits until the run writing into `out` has started a trial and its tenant; the
 /// tenants' pids.
 fn wait_for_a_tenant(child: &std::process::Child, out: &std::path::Path) -> Vec<u32> {
@@ -499,6 +542,229 @@ fn a_report_that_cannot_be_written_is_not_reported_as_success() {
     );
 }
 
+/// Nobody reading what the run prints changes nothing: with its standard output closed
+/// (`hilt run | head`, a log collector that died), or its standard error, the run writes
+/// its record, reports and envelope and exits with its own status, without a panic.
+/// `--list` into a closed pipe ends quietly too.
+#[test]
+fn a_closed_output_does_not_end_the_run() {
+    use std::process::Stdio;
+    for closed in ["stdout", "stderr", "both"] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let junit = out.path().join("j.xml");
+        let mut child = common::command()
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args(["--junit", junit.to_str().expect("utf-8")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hilt starts");
+        // The reading ends close before hilt writes anything.
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let kept = match closed {
+            "stdout" => {
+                drop(stdout);
+                Some(stderr)
+            }
+            "stderr" => {
+                drop(stderr);
+                // The trial lines are read, so that a full pipe cannot hold the run.
+                std::thread::spawn(move || std::io::copy(&mut { stdout }, &mut std::io::sink()));
+                None
+            }
+            _ => {
+                drop((stdout, stderr));
+                None
+            }
+        };
+        let said = kept.map(|mut e| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+            text
+        });
+        let status = child.wait().expect("hilt ends");
+        let said = said.unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "{closed} closed: {said}");
+        assert!(!said.contains("panicked"), "{closed} closed: {said}");
+        let dir = common::run_dir(out.path());
+        let record =
+            ResultRecord::from_json(&std::fs::read(dir.join("result.json")).expect("result.json")).expect("readable");
+        assert!(record.run.complete, "{closed} closed: the run finished");
+        assert!(junit.exists(), "{closed} closed: the JUnit report was written");
+        assert!(dir.join("result.dsse.json").exists(), "{closed} closed: signed");
+    }
+    let mut child = common::command()
+        .args(["run", "--list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("hilt ends");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "--list: {said}");
+    assert!(!said.contains("panicked"), "--list: {said}");
+}
+
+/// An earlier run's folder is never written into, however `--out` reaches it (through
+/// `latest`, by its name, below it): refused before anything runs. A `latest` that is not
+/// a link (a folder or file someone put there) is left as it is, and the run goes on.
+/// Nothing is left behind by either: no stray lock, no temporary link.
+#[test]
+fn no_run_writes_into_an_earlier_run_or_over_a_latest_it_did_not_make() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().to_str().expect("utf-8");
+    assert_eq!(common::hilt(&["run", "-q", "--out", dir]).status.code(), Some(0));
+    let earlier = common::run_dir(out.path());
+    let listing = |path: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = walk(path).iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        names
+    };
+    let before = listing(out.path());
+    let holder = std::fs::canonicalize(out.path()).expect("canonical");
+    for inside in [
+        out.path().join("latest"),
+        earlier.clone(),
+        out.path().join("latest").join("more"),
+    ] {
+        let output = common::hilt(&["run", "-q", "--out", inside.to_str().expect("utf-8")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{}: {stderr}", inside.display());
+        assert!(
+            stderr.contains("the folder of an earlier run") && stderr.contains(&format!("--out {})", holder.display())),
+            "says why and what to give instead: {stderr}"
+        );
+        assert_eq!(
+            listing(out.path()),
+            before,
+            "nothing written for --out {}",
+            inside.display()
+        );
+    }
+
+    for (what, make) in [
+        (
+            "a folder",
+            (|p: &std::path::Path| std::fs::create_dir(p)) as fn(&std::path::Path) -> std::io::Result<()>,
+        ),
+        ("a file", |p: &std::path::Path| std::fs::write(p, "someone's notes\n")),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let latest = out.path().join("latest");
+        make(&latest).expect("latest made");
+        let output = common::hilt(&["run", "-q", "--out", out.path().to_str().expect("utf-8")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "latest {what}: {stderr}");
+        assert!(
+            stderr.contains("latest is not a link hilt made, so it was left as it is"),
+            "latest {what}: {stderr}"
+        );
+        assert!(!latest.is_symlink(), "latest {what} left as it was");
+        if latest.is_file() {
+            assert_eq!(std::fs::read_to_string(&latest).expect("kept"), "someone's notes\n");
+        }
+        let left: Vec<String> = walk(out.path())
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "latest {what}: left behind {left:?}");
+        let runs = common::run_dirs(out.path());
+        let run = runs.iter().find(|d| !d.ends_with("latest")).expect("the run's folder");
+        assert!(
+            run.join("result.dsse.json").exists(),
+            "latest {what}: the run was recorded"
+        );
+    }
+}
+
+/// Every path below `dir`, links not followed.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+        let path = entry.path();
+        found.push(path.clone());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(walk(&path));
+        }
+    }
+    found
+}
+
+/// When the record itself cannot be written, hilt does not say where it is: it names the
+/// file and why, and the exit status is not 0.
+#[test]
+fn a_record_that_cannot_be_written_is_never_said_to_be_there() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let child = common::command()
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args(["--sim-fault", "kernel-hang", "--tenant-timeout", "2"])
+        .args(["--exact", "isolation::fault_containment::sim0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    // The hanging trial holds the run for its 2 s watchdog: time enough to put a directory
+    // where the record is written, so that every later write of it fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        if let Ok(target) = std::fs::read_link(out.path().join("latest")) {
+            break out.path().join(target);
+        }
+        assert!(Instant::now() < deadline, "the run never made its folder");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The record may be being written at that moment, through that very name.
+    while let Err(e) = std::fs::create_dir(dir.join("result.json.tmp")) {
+        assert!(Instant::now() < deadline, "cannot get in the way: {e}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let output = child.wait_with_output().expect("hilt ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("hilt: result in"), "{stderr}");
+    assert!(!stderr.contains("hilt: signed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {} could not be written: a directory is in the way",
+            dir.join("result.json").display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Two reports asked into one file, however the path is written, are refused before
+/// anything runs: one would overwrite the other (a JUnit file holding HTML).
+#[test]
+fn two_reports_into_one_file_are_refused_before_the_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("report.xml");
+    let same = out.path().join(".").join("report.xml");
+    std::fs::write(&file, "kept\n").expect("an earlier file");
+    for (a, b) in [
+        ("--junit", "--html"),
+        ("--junit", "--markdown"),
+        ("--html", "--markdown"),
+    ] {
+        let output = common::hilt(&[
+            "run",
+            "--out",
+            out.path().join("runs").to_str().expect("utf-8"),
+            a,
+            file.to_str().expect("utf-8"),
+            b,
+            same.to_str().expect("utf-8"),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{a} {b}: {stderr}");
+        assert!(stderr.contains("name the same file"), "{a} {b}: {stderr}");
+        assert!(!out.path().join("runs").exists(), "{a} {b}: nothing ran");
+        assert_eq!(std::fs::read_to_string(&file).expect("kept"), "kept\n");
+    }
+}
+
 /// A report asked for whose directory does not exist is refused before anything runs.
 #[test]
 fn a_report_in_a_missing_directory_is_refused_before_the_run() {
@@ -646,6 +912,102 @@ fn a_run_that_fell_back_to_the_sim_is_never_green() {
         );
         assert_eq!(record.conformance.status, ConformanceStatus::Conformant);
         assert!(record.run.no_accelerator.is_none());
+    }
+}
+
+/// libtest's line, hilt's summary and JUnit count the same trials the same way, whatever
+/// the filters: an accelerator shortfall is a failing entry in all three (the exit status
+/// is 3), never filtered away in one of them only.
+#[test]
+fn the_terminal_the_summary_and_junit_agree_whatever_the_filters() {
+    let number = |text: &str, after: &str, word: &str| -> u32 {
+        let from = text.find(after).unwrap_or_else(|| panic!("no `{after}` in {text}")) + after.len();
+        let rest = &text[from..];
+        let at = rest
+            .find(word)
+            .unwrap_or_else(|| panic!("no `{word}` after `{after}` in {text}"));
+        let digits: String = rest[..at].trim_end().rsplit(' ').next().unwrap_or_default().to_string();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("`{digits}` before `{word}` in {text}"))
+    };
+    let attribute = |xml: &str, name: &str| -> u32 {
+        let root = xml.lines().nth(1).expect("root line");
+        number(root, &format!("{name}=\""), "\"")
+    };
+    for (backends, args) in [
+        ("none", &["--tier", "smoke"][..]),
+        ("none", &["--tier", "smoke", "residue"][..]),
+        ("none", &["--tier", "smoke", "--skip", "hilt"][..]),
+        ("none", &["--exact", "residue::global::cross_process::sim0"][..]),
+        (
+            "sim",
+            &["--tier", "smoke", "--expect-devices", "2", "residue::global"][..],
+        ),
+        (
+            "sim",
+            &["--tier", "smoke", "--expect-devices", "2", "--skip", "accelerators"][..],
+        ),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let junit = out.path().join("j.xml");
+        // A host without accelerator functions: with no backend, the run falls back.
+        let output = common::command()
+            .env("HILT_BACKENDS", backends)
+            .env("HILT_SYSFS_ROOT", common::host_fixture("devvm"))
+            .args(["run", "--out", out.path().to_str().expect("utf-8")])
+            .args(["--junit", junit.to_str().expect("utf-8")])
+            .args(args)
+            .output()
+            .expect("hilt runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let case = format!("HILT_BACKENDS={backends} {args:?}");
+        assert_eq!(output.status.code(), Some(3), "{case}: {stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("test result: "))
+            .unwrap_or_else(|| panic!("{case}: no libtest line: {stdout}"));
+        assert!(line.starts_with("test result: FAILED."), "{case}: {line}");
+        let summary = stderr
+            .lines()
+            .find(|l| l.contains(" tier smoke: ") || l.contains(" tier standard: "))
+            .unwrap_or_else(|| panic!("{case}: no summary: {stderr}"));
+        let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+        let (passed, failed, ignored, filtered) = (
+            number(line, "FAILED.", "passed"),
+            number(line, "passed;", "failed"),
+            number(line, "failed;", "ignored"),
+            number(line, "measured;", "filtered out"),
+        );
+        assert!(failed >= 1, "{case}: the shortfall is a failing entry: {line}");
+        assert_eq!(number(summary, ": ", "passed"), passed, "{case}: {summary} / {line}");
+        assert_eq!(
+            number(summary, "passed;", "failed"),
+            failed,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            number(summary, "failed", "ignored"),
+            ignored,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            number(summary, "ignored", "filtered out"),
+            filtered,
+            "{case}: {summary} / {line}"
+        );
+        assert_eq!(
+            attribute(&xml, "tests"),
+            passed + failed + ignored,
+            "{case}: {line}\n{xml}"
+        );
+        assert_eq!(
+            attribute(&xml, "failures") + attribute(&xml, "errors"),
+            failed,
+            "{case}: {line}\n{xml}"
+        );
+        assert_eq!(attribute(&xml, "skipped"), ignored, "{case}: {line}\n{xml}");
     }
 }
 

@@ -45,6 +45,10 @@ fn main() {
             "opencl::a_missing_loader_is_a_note_not_a_crash",
             a_missing_loader_is_a_note_not_a_crash,
         ),
+        Trial::test(
+            "opencl::sim_beside_a_backend_that_found_nothing_is_never_green",
+            sim_beside_a_backend_that_found_nothing_is_never_green,
+        ),
         runtime(
             "opencl::devices_are_listed_with_their_facts",
             devices_are_listed_with_their_facts,
@@ -93,6 +97,14 @@ fn main() {
             "opencl::a_check_the_backend_cannot_perform_is_not_examined",
             a_check_the_backend_cannot_perform_is_not_examined,
         ),
+        runtime(
+            "opencl::a_signal_stops_the_run_with_the_runtime_loaded",
+            a_signal_stops_the_run_with_the_runtime_loaded,
+        ),
+        runtime(
+            "opencl::a_device_or_profile_not_here_says_so_beside_another_device",
+            a_device_or_profile_not_here_says_so_beside_another_device,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -111,6 +123,20 @@ fn hilt(args: &[&str], env: &[(&str, &str)]) -> Output {
     // missing-loader test's back.
     cmd.env("HILT_BACKENDS", "opencl")
         .env_remove("OPENCL_DYLIB_PATH")
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("hilt runs")
+}
+
+/// [`hilt`] on this machine's own sysfs: under the common replayed tree, the live OpenCL
+/// device would be left out of any run that does not name it.
+fn hilt_live(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = common::command();
+    cmd.env("HILT_BACKENDS", "opencl")
+        .env_remove("OPENCL_DYLIB_PATH")
+        .env_remove("HILT_SYSFS_ROOT")
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -139,6 +165,36 @@ fn expect(record: &ResultRecord, check: &str, want: &str) -> Result<(), Failed> 
         .and_then(|o| o.reason.clone())
         .unwrap_or_default();
     Err(format!("{check}: expected {want}, got {got} ({reason})").into())
+}
+
+/// `HILT_BACKENDS=opencl,sim` on a machine whose OpenCL runtime is gone: the sim stands in
+/// for the missing device, so the run is `no_accelerator`, exit 3, as without `sim` in
+/// the list; `sim` asks for the simulated device only alone.
+fn sim_beside_a_backend_that_found_nothing_is_never_green() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("libOpenCL.so.1"), b"").expect("write");
+    let lib = dir.path().to_str().expect("utf-8 path");
+    let vm = common::host_fixture("devvm");
+    for backends in ["opencl,sim", "sim, opencl"] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let output = hilt(
+            &["run", "--tier", "smoke", "--out", out.path().to_str().expect("utf-8")],
+            &[
+                ("LD_LIBRARY_PATH", lib),
+                ("HILT_BACKENDS", backends),
+                // A host without accelerator functions: nothing at all to examine.
+                ("HILT_SYSFS_ROOT", vm.to_str().expect("utf-8")),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let record = ResultRecord::from_json(&std::fs::read(out.path().join("latest/result.json"))?)?;
+        if output.status.code() != Some(3)
+            || record.conformance.status != hilt_results::ConformanceStatus::NoAccelerator
+        {
+            return Err(format!("HILT_BACKENDS={backends}: exit {:?}: {stderr}", output.status.code()).into());
+        }
+    }
+    Ok(())
 }
 
 fn a_missing_loader_is_a_note_not_a_crash() -> Result<(), Failed> {
@@ -644,4 +700,126 @@ mod writer_listener {
         }
         (in_place, anywhere)
     }
+}
+/// With the OpenCL runtime loaded into the harness (PoCL brings LLVM, which installs
+/// handlers for SIGINT and SIGTERM that end the process), SIGTERM still stops the run the
+/// documented way: the reports, the envelope, no lock, exit 143.
+fn a_signal_stops_the_run_with_the_runtime_loaded() -> Result<(), Failed> {
+    let out = tempfile::tempdir().expect("tempdir");
+    let junit = out.path().join("j.xml");
+    let mut child = common::command()
+        .env("HILT_BACKENDS", "opencl")
+        .args(["run", "--out", out.path().to_str().expect("utf-8")])
+        .args(["--sim-fault", "kernel-hang", "--tenant-timeout", "60"])
+        .args(["--junit", junit.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hilt starts");
+    // The hanging detector kernel holds a trial for its 60 s watchdog: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = out.path().join("latest/events.jsonl");
+        let started = |t: String| {
+            t.lines()
+                .any(|l| l.contains("\"trial_started\"") && l.contains("::sim0\""))
+        };
+        if std::fs::read_to_string(&events).is_ok_and(started) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no trial on the simulated device started within 30 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let output = child.wait_with_output().expect("hilt ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let dir = common::run_dir(out.path());
+    let problems: Vec<&str> = [
+        (output.status.code() != Some(143), "exit status not 143"),
+        (!junit.exists(), "no JUnit"),
+        (!dir.join("result.dsse.json").exists(), "no envelope"),
+        (dir.join(".hilt.lock").exists(), "the lock was left"),
+        (
+            !stderr.contains("hilt: interrupted by SIGTERM"),
+            "no word on what was left",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(bad, what)| bad.then_some(what))
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {:?}\n{stderr}", problems.join(", "), output.status).into())
+    }
+}
+
+/// With another accelerator here (PoCL's), a device or pinned profile that is not here is
+/// still said plainly: `--device cuda0` is "no device here is `cuda0`" naming what is here
+/// and why CUDA found nothing (exit 3: the node's fault; a name no backend has, exit 2),
+/// and a pinned profile that matches nothing with a device count expected is that count
+/// missing (exit 3), the backends' notes given either way.
+fn a_device_or_profile_not_here_says_so_beside_another_device() -> Result<(), Failed> {
+    let cases: [(&[&str], i32, &[&str]); 5] = [
+        (
+            &["run", "--device", "cuda0"],
+            3,
+            &["no device here is `cuda0`; the devices here: opencl0 (opencl); cuda: not probed"],
+        ),
+        (&["run", "--device", "cuda"], 3, &["no device here is `cuda`"]),
+        (
+            &["run", "--device", "gpu0"],
+            2,
+            &["no device here is `gpu0`; the devices here: opencl0"],
+        ),
+        (
+            &[
+                "run",
+                "--profile",
+                "nvidia-h100-sxm",
+                "--expect-devices",
+                "8",
+                "--tier",
+                "smoke",
+            ],
+            3,
+            &[
+                "profile `nvidia-h100-sxm` matches none of the devices here: opencl0 (opencl)",
+                "expected 8 accelerator(s), examined 0",
+                "the backends said: cuda: not probed",
+            ],
+        ),
+        (
+            &["run", "--profile", "nvidia-h100-sxm", "--tier", "smoke"],
+            2,
+            &["the backends said: cuda: not probed"],
+        ),
+    ];
+    for (args, status, said) in cases {
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut full = args.to_vec();
+        full.extend(["--out", out.path().to_str().expect("utf-8")]);
+        let output = hilt_live(&full, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.code() != Some(status) || said.iter().any(|s| !stderr.contains(s)) {
+            return Err(format!(
+                "{args:?}: exit {:?}, want {status} and {said:?}: {stderr}",
+                output.status.code()
+            )
+            .into());
+        }
+        if out.path().join("latest").exists() {
+            return Err(format!("{args:?}: something ran").into());
+        }
+    }
+    Ok(())
 }

@@ -165,6 +165,28 @@ fn an_unknown_profile_gets_a_suggestion() {
     let out = common::hilt(&["run", "--list", "--profile", "zzzzzzzzzzzz"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("did you mean"), "nothing close: {stderr}");
+    // Part of an id means the ids that hold it, before any id that is merely close.
+    for (given, meant) in [
+        ("nvidia-h100", "did you mean `nvidia-h100-nvl` or `nvidia-h100-sxm`?"),
+        ("H100", "`nvidia-h100-nvl` or `nvidia-h100-sxm`?"),
+        ("pocl", "did you mean `pocl-cpu`?"),
+        ("h200-sxm", "did you mean `nvidia-h200-sxm`?"),
+    ] {
+        let out = common::hilt(&["run", "--list", "--profile", given]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(meant) && !stderr.contains("gh200"), "{given}: {stderr}");
+    }
+    // So does a parent named by `extends`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = dir.path().join("child.toml");
+    std::fs::write(
+        &child,
+        "id = \"child\"\ntitle = \"t\"\nversion = \"1\"\nextends = \"pocl\"\n",
+    )
+    .expect("written");
+    let out = common::hilt(&["run", "--list", "--profile", child.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("; did you mean `pocl-cpu`?"), "{stderr}");
 }
 
 #[test]

@@ -199,10 +199,15 @@ fn probe() -> Discovery {
     found
 }
 
-/// Whether `HILT_BACKENDS` names the simulated device (`HILT_BACKENDS=sim`): one of the
-/// ways to ask for it explicitly.
+/// Whether `HILT_BACKENDS` asks for the simulated device: it names `sim` and no real
+/// backend (`HILT_BACKENDS=sim`). Beside a real backend (`cuda,sim`) it asks for nothing:
+/// the sim would only ever run where that backend found nothing, and must not make such a
+/// node green.
 pub fn sim_named_by_env() -> bool {
-    std::env::var("HILT_BACKENDS").is_ok_and(|list| list.split(',').any(|b| b.trim() == "sim"))
+    std::env::var("HILT_BACKENDS").is_ok_and(|list| {
+        let names: Vec<&str> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        names.contains(&"sim") && !names.iter().any(|n| BACKENDS.contains(n))
+    })
 }
 
 /// Whether `selector` (`hilt run --device`) could name a device of a real backend of this

@@ -12,6 +12,14 @@
 //!
 //! The handlers only store numbers in atomics (what `signal_hook::flag` does); no code of
 //! ours runs in signal context.
+//!
+//! The run owns these two signals. A library loaded before [`install`] may have put a
+//! handler of its own there: LLVM, which PoCL's OpenCL driver loads into the harness
+//! during discovery, installs one that removes its temporary files and then re-raises the
+//! signal with the default action. signal-hook calls the handler it found after its own,
+//! so that one would end the process on the first signal, before the run could keep what
+//! it found. [`install`] therefore puts the default action back first, so that nothing but
+//! hilt's handlers runs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -46,19 +54,51 @@ impl Signal {
 }
 
 /// Makes SIGINT and SIGTERM request a stop instead of ending the process; a second one
-/// ends it at once with status 128 + its number. Call once, before the run starts.
+/// ends it at once with status 128 + its number. Call once, before the run starts and
+/// after every library the harness process loads (the backends' discovery): a handler a
+/// library installed earlier is dropped, never called. Calling it again does nothing.
 ///
 /// # Errors
 ///
 /// When a handler cannot be registered (the operating system refused it).
 pub fn install() -> std::io::Result<()> {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if *installed {
+        return Ok(());
+    }
     for signal in [Signal::INT, Signal::TERM] {
         let n = signal.number();
+        // signal-hook keeps the handler it finds and calls it after its own: it must find
+        // the default action, never a library's handler that ends the process.
+        drop_foreign_handler(n)?;
         // The exit must be registered first: it runs before the flag is set, so it ends
         // the process only when an earlier signal had already armed it.
         signal_hook::flag::register_conditional_shutdown(n, 128 + n, &ARMED)?;
         signal_hook::flag::register_usize(n, &SIGNAL, n as usize)?;
         signal_hook::flag::register(n, &ARMED)?;
+    }
+    *installed = true;
+    Ok(())
+}
+
+/// Puts the default action back for `signal` when a handler function is installed for it
+/// (one a library put there); an ignored signal stays as it is.
+fn drop_foreign_handler(signal: i32) -> std::io::Result<()> {
+    // SAFETY: sigaction with a null new action only reads the current one into `current`,
+    // a zeroed sigaction the call fills in.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if current.sa_sigaction == libc::SIG_DFL || current.sa_sigaction == libc::SIG_IGN {
+        return Ok(());
+    }
+    // SAFETY: installs the default action, a zeroed sigaction with SIG_DFL (0) as its
+    // handler, an empty mask and no flags.
+    let default: libc::sigaction = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sigaction(signal, &default, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

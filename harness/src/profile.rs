@@ -285,7 +285,7 @@ pub enum ProfileError {
     /// No profile by that id or path.
     #[error(
         "no profile `{name}`{} (looked in: {}). `hilt profiles` lists the profiles hilt can find",
-        nearest.as_ref().map(|n| format!(": did you mean `{n}`?")).unwrap_or_default(),
+        did_you_mean(nearest).map(|d| format!(": {d}")).unwrap_or_default(),
         searched.join(", ")
     )]
     NotFound {
@@ -293,8 +293,9 @@ pub enum ProfileError {
         name: String,
         /// Where hilt looked.
         searched: Vec<String>,
-        /// The id of a profile hilt can find whose id is close to `name`.
-        nearest: Option<String>,
+        /// Ids of profiles hilt can find that `name` may have meant: those holding it
+        /// (`h100` → `nvidia-h100-nvl`, `nvidia-h100-sxm`), else the one closest to it.
+        nearest: Vec<String>,
     },
     /// Several problems in one profile file, each located.
     #[error("{}\n\n{} problems in {file}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n\n"), errors.len())]
@@ -391,7 +392,7 @@ impl Library {
                                     "`extends` names unknown profile `{}` (looked in: {}){}",
                                     parent.get_ref(),
                                     searched.join(", "),
-                                    nearest.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default()
+                                    did_you_mean(&nearest).map(|d| format!("; {d}")).unwrap_or_default()
                                 ),
                             ),
                             other => other,
@@ -450,19 +451,44 @@ impl Library {
             }
             searched.push("<builtin>".into());
         }
-        let nearest = self
-            .list()
-            .into_iter()
-            .map(|(known, _)| (crate::check::edit_distance(&known, id), known))
-            .filter(|(d, _)| *d <= id.len().max(4) / 3 + 2)
-            .min()
-            .map(|(_, known)| known);
+        let known: Vec<String> = self.list().into_iter().map(|(known, _)| known).collect();
+        // A part of an id (`h100`, `pocl`, `nvidia-h100`) means the ids that hold it; a
+        // misspelt one, the closest id. Closeness alone would answer `nvidia-h100` with
+        // `nvidia-gh200`, two edits away, over the H100 profiles.
+        let lower = id.to_ascii_lowercase();
+        let mut nearest: Vec<String> = known
+            .iter()
+            .filter(|k| lower.len() >= 2 && k.to_ascii_lowercase().contains(&lower))
+            .cloned()
+            .collect();
+        if nearest.is_empty() {
+            nearest.extend(
+                known
+                    .into_iter()
+                    .map(|k| (crate::check::edit_distance(&k, id), k))
+                    .filter(|(d, _)| *d <= id.len().max(4) / 3 + 2)
+                    .min()
+                    .map(|(_, k)| k),
+            );
+        }
         Err(ProfileError::NotFound {
             name: id.into(),
             searched,
             nearest,
         })
     }
+}
+
+/// "did you mean `a`?", "did you mean `a` or `b`?", "did you mean `a`, `b` or `c`?", for
+/// up to five ids; `None` for none.
+fn did_you_mean(ids: &[String]) -> Option<String> {
+    let quoted: Vec<String> = ids.iter().take(5).map(|i| format!("`{i}`")).collect();
+    let (last, rest) = quoted.split_last()?;
+    Some(if rest.is_empty() {
+        format!("did you mean {last}?")
+    } else {
+        format!("did you mean {} or {last}?", rest.join(", "))
+    })
 }
 
 fn read_file(path: &Path) -> Result<Source, ProfileError> {

@@ -282,7 +282,7 @@ pub struct Tally {
     /// Of `failed`, the trials an interrupted run did not run.
     pub not_run: u32,
     /// Of `failed`, 1 when accelerators the run should have examined were not there
-    /// ([`accelerator_shortfall`]; shown when no filter narrowed the run).
+    /// ([`accelerator_shortfall`]; shown whatever the filters selected).
     pub shortfall: u32,
     /// Do not decide conformance ([`Standing::Aside`]).
     pub ignored: u32,
@@ -324,7 +324,7 @@ impl Tally {
             t.not_run = i.not_run.len() as u32;
             t.failed += t.not_run;
         }
-        if !record.run.filtered && accelerator_shortfall(record).is_some() {
+        if accelerator_shortfall(record).is_some() {
             t.shortfall = 1;
             t.failed += 1;
         }

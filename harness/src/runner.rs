@@ -235,12 +235,15 @@ impl RunDir {
     }
 
     /// Creates the folder for `record`'s run in `out` (creating `out` if needed), locks
-    /// it, and points `out/latest` at it.
+    /// it, and points `out/latest` at it. A `latest` that is not a symbolic link (a file or
+    /// folder someone put there) is left as it is, and a link that cannot be made is not
+    /// made: the run goes on without it.
     ///
     /// # Errors
     ///
-    /// When `out` is not a directory, the folder exists already (nothing is ever written
-    /// into an earlier run's folder), or a file cannot be created.
+    /// When `out` is not a directory or lies in an earlier run's folder ([`RunDir::within_a_run`]:
+    /// nothing is ever written into an earlier run's folder), the folder exists already, or
+    /// a file cannot be created. Nothing is left behind then: no folder, no lock.
     pub fn create(out: &Path, record: &ResultRecord) -> std::io::Result<RunDir> {
         if out.exists() && !out.is_dir() {
             return Err(std::io::Error::other(format!(
@@ -248,6 +251,9 @@ impl RunDir {
                  own (give a directory path, or leave --out out for hilt-out)",
                 out.display()
             )));
+        }
+        if let Some(why) = RunDir::within_a_run(out) {
+            return Err(std::io::Error::other(why));
         }
         std::fs::create_dir_all(out)?;
         let name = RunDir::name(&record.run.started_at, &record.run.id);
@@ -258,16 +264,74 @@ impl RunDir {
                 format!("cannot create the run's folder {}: {e}", path.display()),
             )
         })?;
-        let lock = std::fs::File::create(path.join(LOCK_FILE))?;
-        lock.try_lock()
-            .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+        // From here on a failure removes the folder again (the guard's drop removes the lock).
+        let made = (|| {
+            let lock = std::fs::File::create(path.join(LOCK_FILE))?;
+            lock.try_lock()
+                .map_err(|e| std::io::Error::other(format!("cannot lock {}: {e}", path.display())))?;
+            Ok::<_, std::io::Error>(RunDir {
+                path: path.clone(),
+                lock: Some(lock),
+            })
+        })();
+        let dir = match made {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = std::fs::remove_file(path.join(LOCK_FILE));
+                let _ = std::fs::remove_dir(&path);
+                return Err(e);
+            }
+        };
+        let latest = out.join(LATEST);
+        if std::fs::symlink_metadata(&latest).is_ok_and(|m| !m.file_type().is_symlink()) {
+            return Ok(dir);
+        }
         // Replaced by rename, so a reader sees the old link or the new one, never none; the
         // temporary name is the run's own, so runs started together do not collide.
         let tmp = out.join(format!(".{LATEST}.{name}.tmp"));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&name, &tmp)?;
-        std::fs::rename(&tmp, out.join(LATEST))?;
-        Ok(RunDir { path, lock: Some(lock) })
+        // A file system without symbolic links (a FAT stick a lab exports to) costs the link,
+        // never the run: `hilt run` says at the end where `latest` stands.
+        let linked = std::os::unix::fs::symlink(&name, &tmp).and_then(|()| std::fs::rename(&tmp, &latest));
+        if linked.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(dir)
+    }
+
+    /// Why `out` cannot hold runs' folders: it is, or lies inside, the folder of an earlier
+    /// run (`--out hilt-out/latest`), into which nothing is ever written. `None` when it
+    /// can. A run's folder is one named as [`RunDir::name`] names them that holds a run's
+    /// files.
+    pub fn within_a_run(out: &Path) -> Option<String> {
+        // The nearest part of the path that exists, with links (`latest`) resolved.
+        let existing = out.ancestors().find(|a| a.exists())?;
+        let real = std::fs::canonicalize(existing).ok()?;
+        let run = real.ancestors().find(|a| {
+            a.file_name().and_then(|n| n.to_str()).is_some_and(RunDir::is_name)
+                && ["result.json", "events.jsonl", LOCK_FILE]
+                    .iter()
+                    .any(|f| a.join(f).exists())
+        })?;
+        let holder = run.parent().unwrap_or(run);
+        Some(format!(
+            "--out {} is (or lies inside) the folder of an earlier run, {}, and nothing is ever written into an \
+             earlier run's folder: give the directory that holds the runs' folders (--out {}), or another",
+            out.display(),
+            run.display(),
+            holder.display()
+        ))
+    }
+
+    /// Whether `name` is a run folder's name: `YYYYMMDDTHHMMSSZ-` and 8 hex digits.
+    fn is_name(name: &str) -> bool {
+        let b = name.as_bytes();
+        b.len() == 25
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && &b[15..17] == b"Z-"
+            && b[17..].iter().all(u8::is_ascii_hexdigit)
     }
 }
 
@@ -311,7 +375,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .filter(|(_, s)| **s)
         .map(|(p, _)| p.name.clone())
         .collect();
-    let mut header = header(&setup, &planned, filtered, selected_names.len() as u32);
+    let mut header = header(&setup, &planned, filtered.then_some(&selected_names));
     header.run.not_run = not_run;
     // Filters, overridden settings that change the checks, planted faults and trials that
     // could not run, as the record tells them, so that readers of the record derive the
@@ -347,10 +411,17 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         leak_target: setup.profile.leak_target,
         host: setup.host.clone(),
     };
+    // The filters were applied above (`selected`); libtest-mimic leaves out, and counts as
+    // filtered out, exactly the trials marked as such, so that the entry below is never
+    // filtered away with them.
     let trials: Vec<Trial> = planned
         .into_iter()
+        .zip(&selected)
         .enumerate()
-        .map(|(index, p)| {
+        .map(|(index, (p, &chosen))| {
+            if !chosen {
+                return Trial::test(p.name.clone(), || Ok(())).with_kind(FILTERED_OUT);
+            }
             let recorder = Arc::clone(&recorder);
             let launcher = Arc::clone(&launcher);
             let run = run.clone();
@@ -361,15 +432,14 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         })
         .collect();
     // Accelerators that should have been examined and were not fail an entry of their own,
-    // so that the terminal's line is not `ok` when the exit status is not 0.
+    // filters or not, so that the terminal's line is not `ok` when the exit status is not 0.
     let mut trials: Vec<Trial> = trials;
-    if !filtered
-        && let Some(why) = setup
-            .coverage
-            .no_accelerator
-            .as_ref()
-            .map(|w| format!("no accelerator was examined: {w}"))
-            .or_else(|| setup.coverage.missing_devices.clone())
+    if let Some(why) = setup
+        .coverage
+        .no_accelerator
+        .as_ref()
+        .map(|w| format!("no accelerator was examined: {w}"))
+        .or_else(|| setup.coverage.missing_devices.clone())
     {
         trials.insert(
             0,
@@ -378,7 +448,13 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             }),
         );
     }
-    let _conclusion = libtest_mimic::run(args, trials);
+    let marked = Arguments {
+        filter: None,
+        exact: false,
+        skip: vec![format!("[{FILTERED_OUT}] ")],
+        ..args.clone()
+    };
+    let _conclusion = libtest_mimic::run(&marked, trials);
 
     let recorder = Arc::try_unwrap(recorder)
         .map_err(|_| std::io::Error::other("a trial outlived the run"))?
@@ -402,6 +478,10 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         failures,
     })
 }
+
+/// The kind of a trial the filters left out: libtest-mimic is told to skip this kind, and
+/// counts those trials as filtered out. No trial name holds `[`, so nothing else matches.
+const FILTERED_OUT: &str = "filtered out by hilt";
 
 /// Whether libtest-mimic `args` select the trial `name`: by its name alone, as `cargo
 /// test` filters.
@@ -563,7 +643,10 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: u32) -> ResultRecord {
+/// The record before any trial ran; `selected` names the trials filters selected, when
+/// they left any out.
+fn header(setup: &RunSetup, planned: &[PlannedTrial], selected: Option<&Vec<String>>) -> ResultRecord {
+    let filtered = selected.is_some();
     let profile = &setup.profile;
     ResultRecord {
         format: FormatVersion::CURRENT,
@@ -580,6 +663,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             tier: setup.tier,
             filtered,
             planned: planned.iter().map(|p| p.name.clone()).collect(),
+            selected: selected.cloned().unwrap_or_default(),
             sim_faults: setup.sim_faults.clone(),
             overrides: setup.overrides.clone(),
             expected_devices: setup.expected_devices,
@@ -623,7 +707,7 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             .collect(),
         outcomes: Vec::new(),
         summary: Summary {
-            selected,
+            selected: selected.map_or(planned.len(), Vec::len) as u32,
             ..Summary::default()
         },
         conformance: hilt_results::Conformance {

@@ -113,6 +113,12 @@ pub struct RunInfo {
     pub filtered: bool,
     /// Every trial the plan held before filters, by name (`suite::check::device`).
     pub planned: Vec<String>,
+    /// When filters left planned trials out (`filtered`): the trials they selected, by
+    /// name, so that a reader of a run that never finished can tell a trial that did not
+    /// get to run from one that was never meant to. Absent otherwise: then every planned
+    /// trial was selected. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected: Vec<String>,
     /// Simulator faults planted on purpose for this run (`--sim-fault`). A run with any
     /// planted fault is a test of hilt itself, never evidence about a platform.
     pub sim_faults: Vec<String>,
@@ -1084,6 +1090,7 @@ mod tests {
                 tier: Tier::Smoke,
                 filtered: false,
                 planned: outcomes.iter().map(|o| o.trial.clone()).collect(),
+                selected: vec![],
                 sim_faults: vec![],
                 overrides: vec![],
                 expected_devices: None,

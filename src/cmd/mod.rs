@@ -14,6 +14,7 @@ pub mod report;
 pub mod requirements;
 pub mod run;
 pub mod sign;
+pub mod terminal;
 pub mod verify;
 
 /// The host's files under `root`, or the live host.

@@ -16,6 +16,7 @@ use hilt_harness::runner::{self, RunSetup};
 use hilt_harness::tenant::TenantLauncher;
 use hilt_results::{ConformanceStatus, ResultRecord, Tier};
 
+use crate::cmd::terminal::{StdoutShield, say};
 use crate::cmd::{files, host_fs};
 
 /// How libtest-mimic prints the trials (`--format`). hilt's own enum, so that `hilt run
@@ -154,7 +155,13 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         format: args.format.map(TermFormat::libtest),
         test_threads: args.test_threads.map(|n| n as usize),
         quiet: args.quiet,
-        color: args.color.map(TermColor::libtest),
+        // Behind the shield (below) libtest-mimic would see a pipe: `auto` is decided on
+        // the real standard output first.
+        color: Some(match args.color {
+            None | Some(TermColor::Auto) if StdoutShield::colour_auto() => libtest_mimic::ColorSetting::Always,
+            None | Some(TermColor::Auto) => libtest_mimic::ColorSetting::Never,
+            Some(c) => c.libtest(),
+        }),
         ..libtest_mimic::Arguments::default()
     };
     let listing = test_args.list;
@@ -167,7 +174,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     // Under a replayed root the run is about the captured machine: its accelerator
     // functions are the subjects, and live devices only when `--device` names them.
     let (real, left_out) = discovery::live_subjects(real, &host, args.device.as_deref());
-    left_out.iter().for_each(|note| eprintln!("hilt: {note}"));
+    left_out.iter().for_each(|note| say!("hilt: {note}"));
     // Nothing to examine: no live device and no accelerator in a replayed tree.
     let nothing_here = discovery::nothing_to_examine(&real, &host);
     let today = Date::today();
@@ -201,10 +208,21 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
             let spec = if wants_sim {
                 "sim-reference".to_string()
             } else {
+                let subjects = discovery::profile_subjects(&real, &host);
+                // A device that is not here chooses no profile: say so, not that no profile fits.
+                if let Some(sel) = args.device.as_deref()
+                    && !subjects.iter().any(|d| d.info.id == sel || d.info.backend == sel)
+                {
+                    let here: Vec<String> = subjects
+                        .iter()
+                        .map(|d| format!("{} ({})", d.info.id, d.info.backend))
+                        .collect();
+                    return no_such_device(sel, &here.join(", "), &notes);
+                }
                 discovery::default_profile(
                     &Library::standard(),
                     catalogue,
-                    &discovery::profile_subjects(&real, &host),
+                    &subjects,
                     args.device.as_deref(),
                     today,
                 )?
@@ -231,7 +249,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     devices.extend(sim_device.as_ref().map(|s| Arc::new(s.device.clone())));
     let pci_only = discovery::pci_only_devices(&host, &devices);
     for warning in &pci_only.warnings {
-        eprintln!("hilt: warning: {warning}");
+        say!("hilt: warning: {warning}");
     }
     devices.extend(pci_only.devices.into_iter().map(Arc::new));
     devices.push(Arc::new(check::host_device()));
@@ -240,19 +258,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         // The host stays: host checks run whichever device is selected.
         devices.retain(|d| d.info.id == *sel || d.info.backend == *sel || d.info.backend == check::HOST_BACKEND);
         if devices.iter().all(|d| d.info.backend == check::HOST_BACKEND) {
-            let message = format!(
-                "no device here is `{sel}`; the devices here: {here}{}. `--device` takes a device id or a backend \
-                 as `hilt devices` lists them",
-                if notes.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", notes.join("; "))
-                }
-            );
-            if discovery::names_real_device(sel) {
-                return refuse(message);
-            }
-            bail!("{message}");
+            return no_such_device(sel, &here, &notes);
         }
     }
     let matched: Vec<&str> = devices
@@ -261,20 +267,26 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         .map(|d| d.info.id.as_str())
         .collect();
     if matched.is_empty() {
+        let expected = args.expect_devices.or(profile.expect_devices);
         let message = format!(
-            "profile `{}` matches none of the devices here: {}{}; `hilt profiles` shows which profile matches which \
-             device",
+            "profile `{}` matches none of the devices here: {}{}{}; `hilt profiles` shows which profile matches \
+             which device",
             profile.id,
             describe_devices(&devices),
-            if fallback {
-                format!("; no accelerator was found: {}", notes.join("; "))
-            } else {
-                String::new()
+            match expected {
+                Some(n) => format!("; expected {n} accelerator(s), examined 0"),
+                None => String::new(),
+            },
+            match (fallback, notes.is_empty()) {
+                (true, _) => format!("; no accelerator was found: {}", notes.join("; ")),
+                (false, false) => format!("; the backends said: {}", notes.join("; ")),
+                (false, true) => String::new(),
             }
         );
         // A pinned hardware profile on a node whose accelerators are gone is the node's
-        // fault, not the command's: exit 3, as for a run that examined no accelerator.
-        if fallback {
+        // fault, not the command's: exit 3, as for a run that examined no accelerator or
+        // fewer than it was told to expect.
+        if fallback || expected.is_some() {
             return refuse(message);
         }
         bail!("{message}");
@@ -307,13 +319,15 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     if !listing {
         say_what_runs(&args, &profile, tier, no_accelerator.as_deref(), sim_asked, &devices);
         if let Some(m) = &missing {
-            eprintln!("hilt: warning: {m}; the run will be inconclusive (exit status 3)");
+            say!("hilt: warning: {m}; the run will be inconclusive (exit status 3)");
         }
         for (check, waiver) in profile.expired_waivers() {
-            eprintln!(
+            say!(
                 "hilt: warning: the waiver of `{check}` in profile {} expired on {} ({}); it no longer waives: a \
                  failure of `{check}` counts. Renew it with a new date and reason, or remove it",
-                profile.id, waiver.expires, waiver.reason
+                profile.id,
+                waiver.expires,
+                waiver.reason
             );
         }
     }
@@ -371,8 +385,12 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         // From here on, SIGINT and SIGTERM stop the run and keep what it found.
         hilt_harness::interrupt::install().context("cannot handle SIGINT and SIGTERM")?;
     }
-    let end = runner::execute(setup, catalogue, &test_args)
-        .with_context(|| format!("failed to record the run in {}", args.out.display()))?;
+    // A reader of the trial lines that goes away (`hilt run | head`) must not end the run
+    // before it has written what it found.
+    let shield = StdoutShield::install().context("cannot route standard output")?;
+    let end = runner::execute(setup, catalogue, &test_args);
+    drop(shield);
+    let end = end.with_context(|| format!("failed to record the run in {}", args.out.display()))?;
     let (Some(record), Some(dir)) = (&end.record, &end.run_dir) else {
         return Ok(end.exit.code());
     };
@@ -382,8 +400,27 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
 /// An error that is the machine's, not the command's (a named accelerator is not here):
 /// said on stderr, exit status 3.
 fn refuse(message: String) -> anyhow::Result<u8> {
-    eprintln!("error: {message}");
+    say!("error: {message}");
     Ok(hilt_results::ExitCode::Inconclusive.code())
+}
+
+/// `--device SEL` names no device here: exit 3 when SEL names a device of a real backend
+/// (`cuda0` on a node whose driver is gone: the machine's fault), else a usage error.
+fn no_such_device(sel: &str, here: &str, notes: &[String]) -> anyhow::Result<u8> {
+    let here = if here.is_empty() { "none" } else { here };
+    let message = format!(
+        "no device here is `{sel}`; the devices here: {here}{}. `--device` takes a device id or a backend as `hilt \
+         devices` lists them; nothing ran",
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", notes.join("; "))
+        }
+    );
+    if discovery::names_real_device(sel) {
+        return refuse(message);
+    }
+    bail!("{message}");
 }
 
 /// The devices of a run as people read them: `opencl0 (opencl), sim0 (simulated)`.
@@ -408,9 +445,13 @@ fn describe_devices(devices: &[Arc<TrialDevice>]) -> String {
     }
 }
 
-/// Refuses, before anything runs, outputs that cannot be written: `--out` naming a file,
-/// a report whose directory does not exist or whose path is a directory.
+/// Refuses, before anything runs, outputs that cannot be written: `--out` naming a file or
+/// an earlier run's folder (or a path inside one), a report whose directory does not exist
+/// or whose path is a directory.
 fn check_outputs(args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(why) = runner::RunDir::within_a_run(&args.out) {
+        bail!("{why}");
+    }
     if args.out.exists() && !args.out.is_dir() {
         bail!(
             "--out {} names a file; --out takes a directory, in which each run writes a folder of its own \
@@ -446,7 +487,42 @@ fn check_outputs(args: &RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Two reports into one file would leave only the last (or a mix): one would be lost.
+    let mut seen: Vec<(&str, &std::path::Path, PathBuf)> = Vec::new();
+    for (flag, path) in [
+        ("--junit", &args.junit),
+        ("--html", &args.html),
+        ("--markdown", &args.markdown),
+    ] {
+        let Some(path) = path else {
+            continue;
+        };
+        let key = same_file_key(path);
+        if let Some((other, other_path, _)) = seen.iter().find(|(_, _, k)| *k == key) {
+            bail!(
+                "{other} {} and {flag} {} name the same file: one report would overwrite the other; give each \
+                 report its own path (nothing ran)",
+                other_path.display(),
+                path.display()
+            );
+        }
+        seen.push((flag, path, key));
+    }
     Ok(())
+}
+
+/// What names one file whatever way the path is written: the directory resolved, then the
+/// file name, and the target when the path is a link (`/dev/stdout`).
+fn same_file_key(path: &std::path::Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    dir.join(path.file_name().unwrap_or_default())
 }
 
 /// What runs, and why, said before the first trial.
@@ -459,36 +535,34 @@ fn say_what_runs(
     devices: &[Arc<TrialDevice>],
 ) {
     if let Some(why) = no_accelerator {
-        eprintln!("hilt: no accelerator found: {why}");
-        eprintln!(
+        say!("hilt: no accelerator found: {why}");
+        say!(
             "hilt: running the simulated device sim0 under profile {} in its place: this tests hilt itself and \
              examines no accelerator, so the run ends `no_accelerator` with exit status 3 (`--device sim0` asks \
              for the simulated device; then a clean run exits 0)",
             profile.id
         );
     } else if sim_asked && devices.iter().any(|d| d.info.simulated) {
-        eprintln!(
+        say!(
             "hilt: running the simulated device sim0 with profile {}, as asked (this tests hilt itself and \
              certifies nothing)",
             profile.id
         );
     } else if args.profile.is_none() {
-        eprintln!(
+        say!(
             "hilt: profile {} chosen for the devices here (`--profile` to choose another)",
             profile.id
         );
     }
     if tier == Tier::Certification {
         if !profile.certifying {
-            eprintln!(
+            say!(
                 "hilt: note: profile {} does not certify: this run checks everything the certification tier holds, \
                  but its result cannot certify a platform (`hilt profiles` shows which profiles certify)",
                 profile.id
             );
         } else if devices.iter().any(|d| d.info.simulated && profile.matches(&d.info)) {
-            eprintln!(
-                "hilt: note: the simulated device never certifies: this certification-tier run tests hilt itself"
-            );
+            say!("hilt: note: the simulated device never certifies: this certification-tier run tests hilt itself");
         }
     }
 }
@@ -497,7 +571,7 @@ fn say_what_runs(
 /// reasons, where everything went, what failed to be written, and the exit status and why.
 fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path, end: &runner::RunEnd) -> u8 {
     let c = &record.conformance;
-    eprintln!(
+    say!(
         "hilt: {}: profile {} tier {}: {}",
         c.status.as_str(),
         record.profile.id,
@@ -505,16 +579,15 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         Tally::of(record).line()
     );
     for reason in &c.reasons {
-        eprintln!("hilt:   {reason}");
+        say!("hilt:   {reason}");
     }
-    let latest = args.out.join(runner::LATEST);
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
+    let (result, events) = (dir.join("result.json"), dir.join("events.jsonl"));
     let written = |path: &std::path::Path| !end.failures.iter().any(|f| f.name == path.display().to_string());
-    eprintln!(
-        "hilt: result in {} ({} points to it)",
-        dir.join("result.json").display(),
-        latest.display()
-    );
+    // Only what is there is said to be there; the errors below say what is not.
+    if written(&result) {
+        say!("hilt: result in {} ({})", result.display(), latest_note(&args.out, dir));
+    }
     if written(&envelope) {
         let what = if record.run.interrupted.is_some() {
             "the partial record, marked incomplete, "
@@ -522,12 +595,12 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
             ""
         };
         if record.signing.is_some() {
-            eprintln!(
+            say!(
                 "hilt: signed {what}in {} with a one-off key: development only, not attributable (use --sign-key)",
                 envelope.display()
             );
         } else {
-            eprintln!("hilt: signed {what}in {}", envelope.display());
+            say!("hilt: signed {what}in {}", envelope.display());
         }
     }
     let mut code = end.exit;
@@ -557,16 +630,19 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
                 failure.name, failure.error
             ),
         };
-        eprintln!("error: {what}");
+        say!("error: {what}");
     }
     if !end.failures.is_empty() && matches!(code, hilt_results::ExitCode::Conformant) {
         code = hilt_results::ExitCode::Inconclusive;
     }
     if let Some(i) = &record.run.interrupted {
-        let mut left = vec![
-            format!("{} (partial, marked incomplete)", dir.join("result.json").display()),
-            format!("{} (every event up to the stop)", dir.join("events.jsonl").display()),
-        ];
+        let mut left = Vec::new();
+        if written(&result) {
+            left.push(format!("{} (partial, marked incomplete)", result.display()));
+        }
+        if written(&events) {
+            left.push(format!("{} (every event up to the stop)", events.display()));
+        }
         if written(&envelope) {
             left.push(format!("{} (signs the partial record)", envelope.display()));
         }
@@ -575,12 +651,16 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
                 left.push(format!("{} (trials not run shown as not run)", path.display()));
             }
         }
-        eprintln!(
+        say!(
             "hilt: interrupted by {}: {} trial(s) did not run ({}); left {}",
             i.signal,
             i.not_run.len(),
             one_line_list(&i.not_run),
-            left.join(", ")
+            if left.is_empty() {
+                "nothing it could write (see the errors above)".to_string()
+            } else {
+                left.join(", ")
+            }
         );
     }
     let why = match code {
@@ -602,8 +682,26 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
         hilt_results::ExitCode::Interrupted { .. } => "interrupted".into(),
         _ => String::new(),
     };
-    eprintln!("hilt: exit status {}: {why}", code.code());
+    say!("hilt: exit status {}: {why}", code.code());
     code.code()
+}
+
+/// Where `OUT/latest` stands for the run in `dir`: pointing to it, taken by a newer run, or
+/// left alone (a file or folder someone put there, or a file system without links).
+fn latest_note(out: &std::path::Path, dir: &std::path::Path) -> String {
+    let latest = out.join(runner::LATEST);
+    match std::fs::read_link(&latest) {
+        Ok(target) if Some(target.as_os_str()) == dir.file_name() => format!("{} points to it", latest.display()),
+        Ok(_) => format!("{} points to a newer run", latest.display()),
+        Err(_) if std::fs::symlink_metadata(&latest).is_ok() => format!(
+            "{} is not a link hilt made, so it was left as it is and does not point to this run",
+            latest.display()
+        ),
+        Err(_) => format!(
+            "{} could not be made here (no symbolic links on this file system?)",
+            latest.display()
+        ),
+    }
 }
 
 /// Up to five names, then how many more.

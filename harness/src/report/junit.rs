@@ -70,8 +70,11 @@ pub fn render(report: &Report<'_>) -> String {
                 )
             });
         }
-        // In a finished run, a planned trial without an outcome is one a filter left out.
-        (!record.run.complete && !record.outcomes.iter().any(|o| o.trial == trial))
+        // In a finished run, a planned trial without an outcome is one a filter left out;
+        // in one that did not finish, only a trial the filters selected was to run.
+        let selected =
+            !record.run.filtered || record.run.selected.is_empty() || record.run.selected.iter().any(|t| t == trial);
+        (!record.run.complete && selected && !record.outcomes.iter().any(|o| o.trial == trial))
             .then(|| "not run: the run ended before this trial finished (it was killed, or is still going)".to_string())
     };
     for device in devices {
