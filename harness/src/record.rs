@@ -13,7 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hilt_results::signed::SigningKey;
-use hilt_results::{Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, Summary, Tier, Verdict};
+use hilt_results::{
+    Conformance, ConformanceStatus, ExitCode, Level, Outcome, ResultRecord, RunInfo, Summary, Tier, Verdict,
+};
 use serde::Serialize;
 
 /// Something that happened during a run.
@@ -182,6 +184,56 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>) -> (Confor
         },
         exit,
     )
+}
+
+/// The overridden settings that change what checks measure (sim knobs, kernel build
+/// options): a run with any of them is partial.
+pub const CHECK_CHANGING_OVERRIDES: [&str; 3] = ["sim.", "opencl.build_options", "cuda.nvrtc_options"];
+
+/// Why a run cannot speak for conformance at all, as its record tells: name filters left
+/// planned trials out (`selected` of `run.planned`), settings that change the checks were
+/// overridden ([`CHECK_CHANGING_OVERRIDES`]), or sim faults were planted on purpose. The
+/// runner decides with this list, and readers of a record derive the same one from it.
+pub fn partial_reasons(run: &RunInfo, selected: u32) -> Vec<String> {
+    let mut partial = Vec::new();
+    if run.filtered {
+        partial.push(format!(
+            "partial run: filters selected {selected} of {} planned trials",
+            run.planned.len()
+        ));
+    }
+    let knob_overrides: Vec<&str> = run
+        .overrides
+        .iter()
+        .filter(|o| CHECK_CHANGING_OVERRIDES.iter().any(|p| o.starts_with(p)))
+        .map(String::as_str)
+        .collect();
+    if !knob_overrides.is_empty() {
+        partial.push(format!(
+            "settings that change the checks overridden: {}",
+            knob_overrides.join(", ")
+        ));
+    }
+    if !run.sim_faults.is_empty() {
+        partial.push(format!("sim faults planted on purpose: {}", run.sim_faults.join(", ")));
+    }
+    partial
+}
+
+/// The conformance decision that a record's outcomes (their verdicts, levels and
+/// waivers), its tier and what it says of the run give: [`decide`] over
+/// [`partial_reasons`], and `incomplete` for a run that did not finish. Readers decide
+/// with this, never with the stored `conformance`, which an edit can change alone.
+pub fn derived_conformance(record: &ResultRecord) -> Conformance {
+    if !record.run.complete {
+        return Conformance {
+            conformant: false,
+            status: ConformanceStatus::Incomplete,
+            reasons: vec!["the run has not finished".into()],
+        };
+    }
+    let partial = partial_reasons(&record.run, record.summary.selected);
+    decide(&record.outcomes, record.run.tier, partial).0
 }
 
 /// Writes every event as one JSON line to `events.jsonl`, flushed as it happens.

@@ -156,42 +156,15 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         })
         .collect();
     let filtered = selected.iter().any(|s| !s);
-    let mut partial = Vec::new();
-    if filtered {
-        partial.push(format!(
-            "partial run: filters selected {} of {} planned trials",
-            selected.iter().filter(|s| **s).count(),
-            planned.len()
-        ));
-    }
-    // Overridden sim knobs and kernel build options change what the checks measure.
-    let knob_overrides: Vec<&str> = setup
-        .overrides
-        .iter()
-        .filter(|o| {
-            o.starts_with("sim.") || o.starts_with("opencl.build_options") || o.starts_with("cuda.nvrtc_options")
-        })
-        .map(String::as_str)
-        .collect();
-    if !knob_overrides.is_empty() {
-        partial.push(format!(
-            "settings that change the checks overridden: {}",
-            knob_overrides.join(", ")
-        ));
-    }
-    if !setup.sim_faults.is_empty() {
-        partial.push(format!(
-            "sim faults planted on purpose: {}",
-            setup.sim_faults.join(", ")
-        ));
-    }
-
     let mut header = header(
         &setup,
         &planned,
         filtered,
         selected.iter().filter(|s| **s).count() as u32,
     );
+    // Filters, overridden sim knobs and kernel build options, and planted sim faults make
+    // the run partial; readers of the record derive the same list from it.
+    let partial = crate::record::partial_reasons(&header.run, header.summary.selected);
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
         header.signing = Some(key.development_note());
