@@ -33,10 +33,15 @@ pub struct CompareArgs {
     #[arg(required = true, num_args = 2..)]
     results: Vec<PathBuf>,
     /// Exit 4 when the second of exactly two results regressed against the first: a check
-    /// that passed there now fails, is inconclusive, errs or did not run, or a performance
-    /// figure is worse beyond both runs' spread (see docs/reports.md).
+    /// whose outcomes got worse (a pass that no longer passes, a new failure, a check or
+    /// device no longer examined), or a performance figure worse beyond both runs' spread
+    /// and the noise threshold (see docs/reports.md).
     #[arg(long)]
     fail_on_regression: bool,
+    /// A performance figure measured in repetitions is called better or worse only when it
+    /// differs from the baseline's by at least this share of it, percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = compare::NOISE_THRESHOLD * 100.0, value_parser = percent)]
+    noise_threshold: f64,
     /// The output format.
     #[arg(long, value_enum, default_value = "text")]
     format: CompareFormat,
@@ -61,7 +66,18 @@ pub fn compare(args: &CompareArgs, catalogue: &Catalogue) -> anyhow::Result<u8> 
     let loaded: Vec<(ResultRecord, Signature)> = args
         .results
         .iter()
-        .map(|p| load(p, &keys))
+        .map(|p| {
+            let (record, signature) = load(p, &keys)?;
+            // With trusted keys given, an unsigned record did not verify either: what it
+            // says is a claim, shown as one.
+            let signature = match signature {
+                Signature::Unsigned if !keys.is_empty() => Signature::NotVerified {
+                    reasons: vec!["unsigned, and trusted keys were given: nothing vouches for it".into()],
+                },
+                other => other,
+            };
+            Ok((record, signature))
+        })
         .collect::<anyhow::Result<_>>()?;
     let entries: Vec<compare::Entry<'_>> = args
         .results
@@ -77,7 +93,12 @@ pub fn compare(args: &CompareArgs, catalogue: &Catalogue) -> anyhow::Result<u8> 
             },
         })
         .collect();
-    let c = compare::compare(&entries);
+    let c = compare::compare_with(
+        &entries,
+        compare::Options {
+            noise_threshold: args.noise_threshold / 100.0,
+        },
+    );
     let text = match args.format {
         CompareFormat::Text => compare::text(&c),
         CompareFormat::Markdown => compare::markdown(&c),
@@ -104,6 +125,14 @@ pub fn compare(args: &CompareArgs, catalogue: &Catalogue) -> anyhow::Result<u8> 
         eprintln!("hilt:   {}", hilt_harness::report::one_line(&r.describe()));
     }
     Ok(REGRESSION)
+}
+
+/// A percentage from 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches('%').trim().parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
 }
 
 /// The exit status of `hilt compare --fail-on-regression` when the candidate regressed.

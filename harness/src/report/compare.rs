@@ -37,6 +37,9 @@ pub struct Entry<'a> {
 /// The comparison, ready to render (or to serialize: `hilt compare --format json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The least relative difference from the baseline (0.05: 5 %) that a performance
+    /// figure with a range needs to be called better or worse (see [`Call`]).
+    pub noise_threshold: f64,
     /// One column per result, in the order given; the first is the baseline.
     pub platforms: Vec<Platform>,
     /// What makes the results hard to compare: every difference between any two of them,
@@ -92,8 +95,15 @@ pub struct PlatformDevice {
 /// The numbers that answer "is it safe" for one result, before any detail.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlatformSummary {
-    /// The record's conformance status.
+    /// The conformance status that the record's outcomes give (its verdicts, levels,
+    /// waivers, tier, and whether the run was partial or unfinished), decided here as the
+    /// run decides it, never read from the record's stored field; a record that claims
+    /// another is flagged.
     pub conformance: String,
+    /// The conformance status the record states, when it differs from `conformance`
+    /// (the record was edited, or written by a hilt that decides otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_conformance: Option<String>,
     /// Outcomes of mandatory checks that failed without a waiver.
     pub mandatory_failures: usize,
     /// Outcomes that failed under a waiver.
@@ -155,6 +165,8 @@ pub enum FlagKind {
     Run,
     /// A signature that did not verify.
     Signature,
+    /// A record that claims what its outcomes do not give (its conformance status).
+    Record,
     /// Several devices, or a simulated one.
     Devices,
 }
@@ -179,6 +191,9 @@ pub struct CheckCell {
     pub verdicts: Vec<String>,
     /// The worst of them, which colours the cell.
     pub worst: Standing,
+    /// Each device's standing, in trial order (what the regression gate compares).
+    #[serde(skip)]
+    pub standings: Vec<Standing>,
 }
 
 /// A verdict as it colours a cell, from the best to the worst.
@@ -209,6 +224,19 @@ impl Standing {
             (Verdict::NotApplicable, _) => Standing::NotApplicable,
             (Verdict::Inconclusive, _) => Standing::Inconclusive,
             _ => Standing::Error,
+        }
+    }
+
+    /// How bad the standing is for the regression gate, from 0 (pass): not applicable,
+    /// a waived failure, inconclusive or in error (one rank: neither says more about the
+    /// platform than the other), an unwaived failure.
+    pub fn severity(self) -> u8 {
+        match self {
+            Standing::Pass => 0,
+            Standing::NotApplicable => 1,
+            Standing::Waived => 2,
+            Standing::Inconclusive | Standing::Error => 3,
+            Standing::Fail => 4,
         }
     }
 
@@ -289,19 +317,33 @@ pub struct DeviceSpread {
 /// come apart by chance with probability 2 / C(n + m, n) for n and m repetitions (every
 /// order of the n + m values being equally likely, two of them put one run's values all
 /// below the other's): 10 % for 3 and 3, 0.8 % for 5 and 5, 1e-5 for 10 and 10. hilt
-/// calls a difference only where that chance is below 1 % ([`CHANCE_LIMIT`]). A figure
-/// recorded without a range (the PCIe link width) is exact: any difference is called.
+/// calls a difference only where that chance is below 1 % ([`CHANCE_LIMIT`]), and only
+/// when both runs recorded their repetitions.
+///
+/// Repetitions measured back to back share the run's placement, clocks and load, so two
+/// runs of one unchanged platform come apart beyond both ranges more often than that
+/// chance says (two default runs of the simulated device here: launch latencies of
+/// 1.97 us (1.96..2.28) and 2.60 us (2.36..6.94)). So a difference is called only beyond
+/// a noise threshold too, a share of the baseline's value (`hilt compare
+/// --noise-threshold`, [`NOISE_THRESHOLD`] by default), and never on a simulated device,
+/// whose timings are those of hilt's own processes on the host. A figure recorded
+/// without a range (the PCIe link width) is exact: any difference is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Call {
-    /// Better beyond both runs' spread.
+    /// Better beyond both runs' spread and the noise threshold.
     Better,
-    /// Worse beyond both runs' spread.
+    /// Worse beyond both runs' spread and the noise threshold.
     Worse,
     /// The ranges overlap: the difference is noise as far as these runs can tell.
     WithinSpread,
-    /// The ranges do not overlap, but too few repetitions stand behind them to say so.
+    /// The ranges do not overlap, but too few repetitions (or repetitions not recorded)
+    /// stand behind them to say so.
     TooFewRepetitions,
+    /// Beyond both ranges, but smaller than the noise threshold.
+    WithinNoiseThreshold,
+    /// A simulated device's figure, in either result: not called.
+    Simulated,
     /// The very same value.
     Same,
 }
@@ -314,6 +356,8 @@ impl Call {
             Call::Worse => "worse",
             Call::WithinSpread => "within spread",
             Call::TooFewRepetitions => "too few repetitions to call",
+            Call::WithinNoiseThreshold => "within noise threshold",
+            Call::Simulated => "simulated, not called",
             Call::Same => "same",
         }
     }
@@ -322,22 +366,45 @@ impl Call {
 /// The chance below which disjoint ranges are taken as a real difference (see [`Call`]).
 pub const CHANCE_LIMIT: f64 = 0.01;
 
+/// The default noise threshold (see [`Call`]): 5 % of the baseline's value. A default
+/// chosen, not measured: what moves between two runs of one unchanged node depends on
+/// the node; compare two such runs of yours and set `--noise-threshold` above what they
+/// differ by.
+pub const NOISE_THRESHOLD: f64 = 0.05;
+
+/// How a comparison is made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// The noise threshold, a share of the baseline's value (0.05: 5 %).
+    pub noise_threshold: f64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            noise_threshold: NOISE_THRESHOLD,
+        }
+    }
+}
+
 /// What got worse in a result against the baseline. `hilt compare --fail-on-regression`
 /// exits 4 when the second of two results has any.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Regression {
-    /// A check whose every outcome passed in the baseline has an outcome that failed
-    /// (waived or not), ended inconclusive or in error; or no longer ran or applied.
+    /// A check whose outcomes are worse than the baseline's (see [`check_regressed`]).
     Check {
         /// The check id.
         check: String,
         /// Its level in this result (in the baseline when it no longer ran).
         level: Level,
+        /// Its verdicts in the baseline (empty when it did not run there).
+        was: Vec<String>,
         /// Its verdicts here (empty when it did not run).
         now: Vec<String>,
     },
-    /// A performance figure worse than the baseline's beyond both runs' spread.
+    /// A performance figure worse than the baseline's beyond both runs' spread and the
+    /// noise threshold.
     Performance {
         /// The check id.
         check: String,
@@ -356,11 +423,20 @@ impl Regression {
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
-            Regression::Check { check, level, now } if now.is_empty() => {
-                format!("{check} ({}): passed, now did not run", level.as_str())
-            }
-            Regression::Check { check, level, now } => {
-                format!("{check} ({}): passed, now {}", level.as_str(), verdict_list(now))
+            Regression::Check { check, level, was, now } => {
+                let shown = |v: &[String], none: &str| {
+                    if v.is_empty() {
+                        none.to_string()
+                    } else {
+                        verdict_list(v)
+                    }
+                };
+                format!(
+                    "{check} ({}): was {}; now {}",
+                    level.as_str(),
+                    shown(was, "not run"),
+                    shown(now, "did not run")
+                )
             }
             Regression::Performance {
                 check,
@@ -369,7 +445,7 @@ impl Regression {
                 was,
                 now,
             } => format!(
-                "{check} {measurement}: {} {unit}, was {} {unit}, worse beyond both runs' spread",
+                "{check} {measurement}: {} {unit}, was {} {unit}, worse beyond both runs' spread and the noise threshold",
                 number(*now),
                 number(*was)
             ),
@@ -377,16 +453,40 @@ impl Regression {
     }
 }
 
+/// Whether a check's outcomes `now` (each device's standing) are worse than `was`, the
+/// baseline's: fewer passes (a pass that now fails, is inconclusive or in error, does
+/// not apply, or did not run); more outcomes that failed (waived or not), more that are
+/// inconclusive, in error or failed, or more unwaived failures (a new failure, a waiver
+/// that no longer holds, a check that could not decide before and fails now); or fewer
+/// outcomes than the baseline had, unless none of those applied (a device or the whole
+/// check no longer examined). Devices are not matched by id, so that results of
+/// different nodes compare too: the counts are.
+pub fn check_regressed(was: &[Standing], now: &[Standing]) -> bool {
+    let at_least = |v: &[Standing], s: Standing| v.iter().filter(|x| x.severity() >= s.severity()).count();
+    let passes = |v: &[Standing]| v.iter().filter(|x| **x == Standing::Pass).count();
+    (now.len() < was.len() && was.iter().any(|s| *s != Standing::NotApplicable))
+        || passes(now) < passes(was)
+        || [Standing::Waived, Standing::Inconclusive, Standing::Fail]
+            .into_iter()
+            .any(|s| at_least(now, s) > at_least(was, s))
+}
+
 /// Measurements that say how much a check examined (a share of device memory), not how
 /// well the platform did: a difference is a coverage flag, and a result stands by its
 /// least.
 pub const COVERAGE_MEASUREMENTS: &[&str] = &["scanned_share"];
 
-/// Builds the comparison of `entries` (at least one); the first is the baseline.
+/// Builds the comparison of `entries` (at least one) with the default [`Options`]; the
+/// first is the baseline.
 pub fn compare(entries: &[Entry<'_>]) -> Comparison {
+    compare_with(entries, Options::default())
+}
+
+/// Builds the comparison of `entries` (at least one); the first is the baseline.
+pub fn compare_with(entries: &[Entry<'_>], options: Options) -> Comparison {
     let platforms: Vec<Platform> = entries.iter().map(platform).collect();
     let checks = check_rows(entries);
-    let measurements = measurement_rows(entries, &checks);
+    let measurements = measurement_rows(entries, &checks, options);
     let mut flags = flags::across(entries, &measurements);
     for e in entries {
         flags.extend(flags::of(e));
@@ -401,6 +501,7 @@ pub fn compare(entries: &[Entry<'_>]) -> Comparison {
         })
         .collect();
     Comparison {
+        noise_threshold: options.noise_threshold,
         platforms,
         flags,
         regressions,
@@ -462,8 +563,10 @@ fn summary(report: &Report<'_>) -> PlatformSummary {
     let unsettled = |o: &Outcome| matches!(o.verdict, Verdict::Inconclusive | Verdict::Error);
     let trace = report.traceability();
     let state = |s: TraceState| trace.iter().filter(|t| t.state == s).count();
+    let conformance = r.derived_conformance().status;
     PlatformSummary {
-        conformance: r.conformance.status.as_str().to_string(),
+        conformance: conformance.as_str().to_string(),
+        recorded_conformance: (r.conformance.status != conformance).then(|| r.conformance.status.as_str().to_string()),
         mandatory_failures: count(&|o| o.level == Level::Mandatory && Standing::of(o) == Standing::Fail),
         waived_failures: count(&|o| Standing::of(o) == Standing::Waived),
         mandatory_inconclusive: count(&|o| o.level == Level::Mandatory && unsettled(o)),
@@ -497,7 +600,9 @@ fn check_rows(entries: &[Entry<'_>]) -> Vec<CheckRow> {
                 level: o.level,
                 verdicts: Vec::new(),
                 worst: Standing::Pass,
+                standings: Vec::new(),
             });
+            cell.standings.push(Standing::of(o));
             cell.verdicts.push(match Standing::of(o) {
                 Standing::Waived => "fail (waived)".to_string(),
                 _ => o.verdict.as_str().to_string(),
@@ -523,11 +628,25 @@ struct Reading {
     repetitions: Option<u32>,
 }
 
-fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow]) -> Vec<MeasurementRow> {
+fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow], options: Options) -> Vec<MeasurementRow> {
     let n = entries.len();
+    // Per result: the ids of its simulated devices, whose timings are not called.
+    let simulated: Vec<Vec<&str>> = entries
+        .iter()
+        .map(|e| {
+            let r = e.report.record;
+            r.devices
+                .iter()
+                .filter(|d| d.simulated)
+                .map(|d| d.id.as_str())
+                .collect()
+        })
+        .collect();
     type Key = (String, String, String);
     // Per row and result: every device's reading, in trial order.
     let mut readings: BTreeMap<Key, (Better, Vec<Vec<Reading>>)> = BTreeMap::new();
+    // Per row and result: whether it was measured on a simulated device.
+    let mut on_sim: BTreeMap<Key, Vec<bool>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
         for o in e.report.outcomes_sorted() {
             let folded = folded_ranges(o);
@@ -541,9 +660,10 @@ fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow]) -> Vec<Measureme
                     continue;
                 }
                 let spread = folded.get(&m.name).map(|(lo, hi)| (value_of(o, lo), value_of(o, hi)));
-                let entry = readings
-                    .entry((o.check.clone(), m.name.clone(), m.unit.clone()))
-                    .or_insert_with(|| (m.better, vec![Vec::new(); n]));
+                let key = (o.check.clone(), m.name.clone(), m.unit.clone());
+                on_sim.entry(key.clone()).or_insert_with(|| vec![false; n])[i] |=
+                    simulated[i].contains(&o.device.as_str());
+                let entry = readings.entry(key).or_insert_with(|| (m.better, vec![Vec::new(); n]));
                 entry.1[i].push(Reading {
                     value: m.value,
                     spread,
@@ -554,7 +674,9 @@ fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow]) -> Vec<Measureme
     }
     readings
         .into_iter()
-        .map(|((check, name, unit), (better, per_result))| {
+        .map(|(key, (better, per_result))| {
+            let simulated = on_sim.remove(&key).unwrap_or_default();
+            let (check, name, unit) = key;
             let performance = is_performance(&check);
             let coverage = COVERAGE_MEASUREMENTS.contains(&name.as_str());
             let row = checks.iter().find(|r| r.check == check);
@@ -570,10 +692,15 @@ fn measurement_rows(entries: &[Entry<'_>], checks: &[CheckRow]) -> Vec<Measureme
                 .collect();
             if performance && matches!(better, Better::Higher | Better::Lower) {
                 let base = cells.first().cloned().flatten();
-                for cell in cells.iter_mut().skip(1).flatten() {
-                    if let Some(base) = &base {
+                let on_sim = |i: usize| simulated.get(i).copied().unwrap_or(false);
+                for (i, cell) in cells.iter_mut().enumerate().skip(1) {
+                    if let (Some(base), Some(cell)) = (&base, cell) {
                         cell.ratio = (base.value != 0.0).then(|| cell.value / base.value);
-                        cell.call = Some(call(base, cell, better));
+                        cell.call = Some(if cell.value != base.value && (on_sim(0) || on_sim(i)) {
+                            Call::Simulated
+                        } else {
+                            call(base, cell, better, options.noise_threshold)
+                        });
                     }
                 }
             }
@@ -653,8 +780,8 @@ fn stand_for(readings: &[Reading], better: Better, coverage: bool, of: usize, st
 }
 
 /// The call on `cell` against `base` for a measurement whose better direction is
-/// `better` (see [`Call`]).
-fn call(base: &Value, cell: &Value, better: Better) -> Call {
+/// `better`, with the noise threshold `noise` (see [`Call`]).
+fn call(base: &Value, cell: &Value, better: Better, noise: f64) -> Call {
     if cell.value == base.value {
         return Call::Same;
     }
@@ -663,10 +790,16 @@ fn call(base: &Value, cell: &Value, better: Better) -> Call {
     if c_lo <= b_hi && b_lo <= c_hi {
         return Call::WithinSpread;
     }
-    if let (Some(n), Some(m)) = (base.repetitions, cell.repetitions)
-        && disjoint_by_chance(n, m) >= CHANCE_LIMIT
-    {
-        return Call::TooFewRepetitions;
+    // A figure with a range on either side is a median of repetitions: calling it needs
+    // both sides' repetitions, and a difference beyond the noise threshold.
+    if base.spread.is_some() || cell.spread.is_some() {
+        match (base.spread, cell.spread, base.repetitions, cell.repetitions) {
+            (Some(_), Some(_), Some(n), Some(m)) if disjoint_by_chance(n, m) < CHANCE_LIMIT => {}
+            _ => return Call::TooFewRepetitions,
+        }
+        if (cell.value - base.value).abs() < noise * base.value.abs() {
+            return Call::WithinNoiseThreshold;
+        }
     }
     let higher = cell.value > base.value;
     match (better, higher) {
@@ -689,26 +822,25 @@ pub fn disjoint_by_chance(n: u32, m: u32) -> f64 {
     (2.0 / c).min(1.0)
 }
 
+/// A cell's standings, none for a check that did not run.
+fn standings(cell: Option<&CheckCell>) -> &[Standing] {
+    cell.map_or(&[], |c| c.standings.as_slice())
+}
+
 fn regressions(i: usize, checks: &[CheckRow], measurements: &[MeasurementRow]) -> Vec<Regression> {
     let mut out = Vec::new();
     for row in checks {
-        let Some(base) = &row.cells[0] else { continue };
-        if base.worst != Standing::Pass {
+        let (base, cell) = (row.cells[0].as_ref(), row.cells[i].as_ref());
+        if !check_regressed(standings(base), standings(cell)) {
             continue;
         }
-        match &row.cells[i] {
-            None => out.push(Regression::Check {
-                check: row.check.clone(),
-                level: base.level,
-                now: Vec::new(),
-            }),
-            Some(cell) if cell.worst != Standing::Pass => out.push(Regression::Check {
-                check: row.check.clone(),
-                level: cell.level,
-                now: cell.verdicts.clone(),
-            }),
-            Some(_) => {}
-        }
+        let verdicts = |c: Option<&CheckCell>| c.map_or(Vec::new(), |c| c.verdicts.clone());
+        out.push(Regression::Check {
+            check: row.check.clone(),
+            level: cell.or(base).map_or(Level::Mandatory, |c| c.level),
+            was: verdicts(base),
+            now: verdicts(cell),
+        });
     }
     for row in measurements.iter().filter(|r| r.performance) {
         if let (Some(base), Some(cell)) = (&row.cells[0], &row.cells[i])
@@ -792,7 +924,7 @@ mod tests {
     #[test]
     fn a_call_needs_disjoint_ranges_and_enough_repetitions() {
         let base = value(10.0, Some((9.0, 11.0)), Some(10));
-        let call = |v: Value, better| call(&base, &v, better);
+        let call = |v: Value, better| call(&base, &v, better, 0.0);
         assert_eq!(
             call(value(10.0, Some((8.0, 12.0)), Some(10)), Better::Higher),
             Call::Same
@@ -819,13 +951,99 @@ mod tests {
         );
         let few = value(10.0, Some((9.0, 11.0)), Some(3));
         assert_eq!(
-            super::call(&few, &value(20.0, Some((19.0, 21.0)), Some(3)), Better::Higher),
+            super::call(&few, &value(20.0, Some((19.0, 21.0)), Some(3)), Better::Higher, 0.0),
             Call::TooFewRepetitions
         );
         // Exact figures (no range): any difference is called.
         assert_eq!(
-            super::call(&value(16.0, None, None), &value(8.0, None, None), Better::Higher),
+            super::call(&value(16.0, None, None), &value(8.0, None, None), Better::Higher, 0.5),
             Call::Worse
         );
+    }
+
+    #[test]
+    fn a_call_needs_a_difference_beyond_the_noise_threshold_and_known_repetitions() {
+        let base = value(10.0, Some((9.9, 10.1)), Some(100));
+        // Apart beyond both ranges by 3 %: within a 5 % threshold, called under 1 %.
+        let slower = value(9.7, Some((9.6, 9.8)), Some(100));
+        assert_eq!(call(&base, &slower, Better::Higher, 0.05), Call::WithinNoiseThreshold);
+        assert_eq!(call(&base, &slower, Better::Higher, 0.01), Call::Worse);
+        let faster = value(10.3, Some((10.2, 10.4)), Some(100));
+        assert_eq!(call(&base, &faster, Better::Higher, 0.05), Call::WithinNoiseThreshold);
+        assert_eq!(
+            call(&base, &value(12.0, Some((11.9, 12.1)), Some(100)), Better::Higher, 0.05),
+            Call::Better
+        );
+        // Repetitions not recorded, or a range on one side only: nothing to judge the
+        // chance by.
+        assert_eq!(
+            call(&base, &value(5.0, Some((4.9, 5.1)), None), Better::Higher, 0.05),
+            Call::TooFewRepetitions
+        );
+        assert_eq!(
+            call(&base, &value(5.0, None, None), Better::Higher, 0.05),
+            Call::TooFewRepetitions
+        );
+        assert_eq!(
+            call(&value(5.0, None, None), &base, Better::Higher, 0.05),
+            Call::TooFewRepetitions
+        );
+        // Exact figures are not held to the threshold: any difference is real.
+        assert_eq!(
+            call(&value(16.0, None, None), &value(15.9, None, None), Better::Higher, 0.05),
+            Call::Worse
+        );
+    }
+
+    #[test]
+    fn a_check_regressed_when_any_outcome_got_worse_from_any_start() {
+        use Standing::{Error, Fail, Inconclusive, NotApplicable as Na, Pass, Waived};
+        let regressed = |was: &[Standing], now: &[Standing]| check_regressed(was, now);
+        // From a pass, anything else, or nothing.
+        for now in [&[Na][..], &[Waived], &[Inconclusive], &[Error], &[Fail], &[]] {
+            assert!(regressed(&[Pass], now), "pass -> {now:?}");
+        }
+        // From a standing that was not a pass: worse is worse.
+        assert!(regressed(&[Inconclusive], &[Fail]), "could not decide, now fails");
+        assert!(regressed(&[Error], &[Fail]));
+        assert!(regressed(&[Waived], &[Fail]), "the waiver no longer holds");
+        assert!(regressed(&[Waived], &[Inconclusive]));
+        assert!(regressed(&[Na], &[Fail]));
+        assert!(regressed(&[Na], &[Inconclusive]));
+        assert!(
+            regressed(&[Fail], &[]),
+            "a failure is not hidden by not running the check"
+        );
+        assert!(regressed(&[Inconclusive], &[]));
+        // A check the baseline did not run at all: only a problem is a regression.
+        assert!(regressed(&[], &[Fail]));
+        assert!(regressed(&[], &[Waived]));
+        assert!(!regressed(&[], &[Pass]));
+        assert!(!regressed(&[], &[Na]));
+        // Several devices: counted, not matched by id.
+        assert!(
+            regressed(&[Pass, Na], &[Inconclusive, Na]),
+            "the passing device no longer passes"
+        );
+        assert!(regressed(&[Pass, Pass], &[Pass]), "a device no longer examined");
+        assert!(regressed(&[Fail, Fail], &[Fail, Fail, Fail]), "a new device fails");
+        assert!(!regressed(&[Pass], &[Pass, Na]), "a new device it does not apply to");
+        assert!(!regressed(&[Pass, Na], &[Na, Pass]));
+        // Not worse: the same, better, or one unsettled standing for another.
+        for (was, now) in [
+            (&[Pass][..], &[Pass][..]),
+            (&[Fail], &[Fail]),
+            (&[Fail], &[Waived]),
+            (&[Fail], &[Inconclusive]),
+            (&[Fail], &[Pass]),
+            (&[Inconclusive], &[Error]),
+            (&[Error], &[Inconclusive]),
+            (&[Inconclusive], &[Waived]),
+            (&[Na], &[Pass]),
+            (&[Na], &[]),
+            (&[Na, Na], &[Na]),
+        ] {
+            assert!(!regressed(was, now), "{was:?} -> {now:?}");
+        }
     }
 }

@@ -3,13 +3,15 @@
 //! version or tier, or coverage (memory scanned, checks run), a flag names the values and
 //! which results had each, so that no difference between any two columns goes unsaid;
 //! and, for each result on its own, planted sim faults, a filtered or unfinished run, an
-//! unverified signature, several devices or a simulated one.
+//! unverified signature (with the verifier's reasons), a stored conformance status that
+//! its outcomes do not give, several devices or a simulated one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hilt_results::ResultRecord;
 
 use super::{COVERAGE_MEASUREMENTS, Entry, Flag, FlagKind, MeasurementRow, share};
+use crate::report::Signature;
 
 /// Device facts that are hilt's settings rather than the device's properties: how hilt
 /// drove the device, chosen by whoever ran it. `opencl.alloc_host_ptr`
@@ -141,10 +143,25 @@ pub(super) fn of(e: &Entry<'_>) -> Vec<Flag> {
     let l = &e.label;
     let mut flags = Vec::new();
     let mut flag = |kind: FlagKind, text: String| flags.push(Flag { kind, text });
-    if e.report.signature.unverified() {
+    if let Signature::NotVerified { reasons } = &e.report.signature {
         flag(
             FlagKind::Signature,
-            format!("{l} did NOT verify: its content is a claim, not evidence"),
+            format!(
+                "{l} did NOT verify ({}): its content is a claim, not evidence",
+                reasons.join("; ")
+            ),
+        );
+    }
+    let derived = r.derived_conformance().status;
+    if r.conformance.status != derived {
+        flag(
+            FlagKind::Record,
+            format!(
+                "{l} records its conformance as {}, but its outcomes give {}: the record was edited, or written by a \
+                 hilt that decides otherwise; shown as its outcomes give it",
+                r.conformance.status.as_str(),
+                derived.as_str()
+            ),
         );
     }
     let mut devices: Vec<&str> = r.outcomes.iter().map(|o| o.device.as_str()).collect();

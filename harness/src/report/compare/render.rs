@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::{Comparison, MeasurementRow, Platform, Standing, Value, share, verdict_list};
 use crate::report::html::esc;
 use crate::report::markdown::{cell as md, code as md_code};
-use crate::report::{number, one_line};
+use crate::report::{Signature, number, one_line};
 
 /// One line of a block: a label, the check's level (checks only), one cell per result.
 struct Line {
@@ -76,10 +76,16 @@ fn grid(c: &Comparison) -> Grid {
         row("tier", &|p| p.tier.clone()),
         row("hilt", &|p| p.hilt_version.clone()),
         row("file", &|p| p.label.clone()),
-        row("signature", &|p| p.signature.describe()),
+        row("signature", &|p| signature(&p.signature)),
     ];
     let mut summary = vec![
-        row("conformance", &|p| p.summary.conformance.clone()),
+        row("conformance", &|p| {
+            if p.signature.unverified() {
+                format!("claims: {}", p.summary.conformance)
+            } else {
+                p.summary.conformance.clone()
+            }
+        }),
         row("mandatory failures", &|p| p.summary.mandatory_failures.to_string()),
         row("waived failures", &|p| p.summary.waived_failures.to_string()),
         row("mandatory inconclusive or error", &|p| {
@@ -107,13 +113,17 @@ fn grid(c: &Comparison) -> Grid {
     // The headline numbers are coloured by what they say.
     let tone = |n: usize, bad: Standing| if n == 0 { Standing::Pass } else { bad };
     for (k, p) in c.platforms.iter().enumerate() {
+        // What a record that did not verify says is a claim, never a green badge.
         summary[0].cells[k].standing = Some(match p.summary.conformance.as_str() {
+            _ if p.signature.unverified() => Standing::Inconclusive,
             "conformant" => Standing::Pass,
             "not_conformant" => Standing::Fail,
             _ => Standing::Inconclusive,
         });
-        summary[1].cells[k].standing = Some(tone(p.summary.mandatory_failures, Standing::Fail));
-        summary[3].cells[k].standing = Some(tone(p.summary.mandatory_inconclusive, Standing::Inconclusive));
+        if !p.signature.unverified() {
+            summary[1].cells[k].standing = Some(tone(p.summary.mandatory_failures, Standing::Fail));
+            summary[3].cells[k].standing = Some(tone(p.summary.mandatory_inconclusive, Standing::Inconclusive));
+        }
     }
     let checks = c
         .checks
@@ -164,6 +174,29 @@ fn grid(c: &Comparison) -> Grid {
     }
 }
 
+/// A signature in one short cell, so that a key id or a verifier's reasons do not widen
+/// a column: the reasons of one that did not verify are in the notes.
+fn signature(s: &Signature) -> String {
+    match s {
+        Signature::Verified { signer, keyid } => {
+            let short: String = keyid.chars().take(16).collect();
+            format!("verified: {signer} (keyid {short})")
+        }
+        Signature::NotVerified { .. } => "NOT VERIFIED (see the notes)".into(),
+        Signature::Unsigned | Signature::Pending => s.describe(),
+    }
+}
+
+/// A ratio as people read it: two decimals where they say something, else the number's
+/// own form (`x1.200e5`, `x1.000e-4`), never hundreds of digits.
+fn ratio(r: f64) -> String {
+    if r == 0.0 || (0.005..1000.0).contains(&r.abs()) {
+        format!("x{r:.2}")
+    } else {
+        format!("x{}", number(r))
+    }
+}
+
 /// `2025-06-01T12:34:56.789Z` as `2025-06-01 12:34 UTC`; anything else as it is.
 fn date(rfc3339: &str) -> String {
     let b = rfc3339.as_bytes();
@@ -185,7 +218,7 @@ fn value_cell(row: &MeasurementRow, v: Option<&Value>, baseline: bool) -> Cell {
         let _ = write!(text, " ({}..{})", number(lo), number(hi));
     }
     if !baseline && let Some(r) = v.ratio {
-        let _ = write!(text, " x{r:.2}");
+        let _ = write!(text, " {}", ratio(r));
     }
     let tail = match v.devices {
         None => String::new(),
@@ -222,7 +255,11 @@ const TITLE: &str = "hilt: results side by side";
 fn intro(c: &Comparison) -> String {
     match c.platforms.len() {
         1 => "1 result.".to_string(),
-        n => format!("{n} results; the first is the baseline that ratios, calls and regressions are taken against."),
+        n => format!(
+            "{n} results; the first is the baseline that ratios, calls and regressions are taken against. A \
+             performance figure is called better or worse only beyond both runs' ranges and by {} or more.",
+            share(c.noise_threshold, "ratio")
+        ),
     }
 }
 
