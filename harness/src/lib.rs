@@ -9,6 +9,8 @@ pub mod accel;
 pub mod canary;
 pub mod capture;
 pub mod check;
+pub mod device_users;
+pub mod devlock;
 pub mod discovery;
 pub mod host;
 pub mod hostfs;

@@ -113,6 +113,11 @@ pub struct RunSetup {
     /// More reporters: reports written when the run finishes (`--junit`, `--html`),
     /// progress on a terminal.
     pub reporters: Vec<Box<dyn Reporter>>,
+    /// The node the run stands for (`--node`); `None`: the host name.
+    pub node: Option<String>,
+    /// Where the node-wide device locks live and how long to wait for them; `None` takes
+    /// no locks.
+    pub locks: Option<crate::devlock::LockSettings>,
 }
 
 /// The key a run signs its record with.
@@ -133,6 +138,9 @@ pub struct RunEnd {
     /// Reporters that failed (a result file that could not be written): the run's verdicts
     /// stand, but its record is not where it should be.
     pub recording_errors: Vec<String>,
+    /// Why nothing ran, when a device stayed locked by another run (exit 3) or the locks
+    /// could not be taken at all (exit 2).
+    pub not_run: Option<String>,
 }
 
 /// Plans and runs the trials with libtest-mimic `args`, recording as it goes.
@@ -145,6 +153,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             record: None,
             exit: ExitCode::Conformant,
             recording_errors: Vec::new(),
+            not_run: None,
         });
     }
 
@@ -156,6 +165,35 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         })
         .collect();
     let filtered = selected.iter().any(|s| !s);
+    // One run per device on the node: the devices tenants will open are locked before
+    // anything is written, and held until this function returns.
+    let node = setup.node.clone().unwrap_or_else(|| crate::host::host_facts().hostname);
+    let _device_locks = match &setup.locks {
+        None => None,
+        Some(settings) => {
+            let opened: Vec<&DeviceInfo> = planned
+                .iter()
+                .zip(&selected)
+                .filter(|(p, s)| **s && p.device.spec.openable())
+                .map(|(p, _)| &p.device.info)
+                .collect();
+            match crate::devlock::acquire(&opened, settings, &node, |m| eprintln!("hilt: {m}")) {
+                Ok(locks) => Some(locks),
+                Err(e) => {
+                    let exit = match e {
+                        crate::devlock::LockError::Busy { .. } => ExitCode::Inconclusive,
+                        _ => ExitCode::Usage,
+                    };
+                    return Ok(RunEnd {
+                        record: None,
+                        exit,
+                        recording_errors: Vec::new(),
+                        not_run: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+    };
     let mut partial = Vec::new();
     if filtered {
         partial.push(format!(
@@ -188,6 +226,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
 
     let mut header = header(
         &setup,
+        node,
         &planned,
         filtered,
         selected.iter().filter(|s| **s).count() as u32,
@@ -254,6 +293,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         record: Some(record),
         exit,
         recording_errors,
+        not_run: None,
     })
 }
 
@@ -287,9 +327,12 @@ fn run_trial(
     {
         ctx.evidence("sharing_mode", mode.clone());
     }
+    // Other processes on the device are evidence, and spoil a performance figure.
+    let watch = (p.check.scope == crate::check::Scope::Device)
+        .then(|| crate::device_users::Watch::start(host, &p.device.info));
     let run = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
-    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
+    let mut finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
@@ -297,6 +340,9 @@ fn run_trial(
             .unwrap_or_default();
         Finding::Error(format!("the check panicked: {msg}"))
     });
+    if let Some(watch) = watch {
+        finding = watch.finish(host, &p.device.info, p.check.suite() == "performance", &mut ctx, finding);
+    }
     let (verdict, reason) = match finding {
         Finding::Pass => (Verdict::Pass, None),
         Finding::Fail(r) => (Verdict::Fail, Some(r)),
@@ -357,7 +403,7 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
     recorder.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: u32) -> ResultRecord {
+fn header(setup: &RunSetup, node: String, planned: &[PlannedTrial], filtered: bool, selected: u32) -> ResultRecord {
     let profile = &setup.profile;
     ResultRecord {
         format: FormatVersion::CURRENT,
@@ -377,7 +423,10 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], filtered: bool, selected: 
             sim_faults: setup.sim_faults.clone(),
             overrides: setup.overrides.clone(),
         },
-        host: crate::host::host_facts(),
+        host: hilt_results::Host {
+            node: Some(node),
+            ..crate::host::host_facts()
+        },
         profile: ProfileInfo {
             id: profile.id.clone(),
             title: profile.title.clone(),

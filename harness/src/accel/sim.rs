@@ -81,6 +81,12 @@ pub struct SimKnobs {
     /// Fault: every tenant's kernels can reach every device address, other tenants'
     /// buffers included (one address space for all, as without per-process page tables).
     pub shared_address_space: bool,
+    /// A file the simulated device stands for as its device node: processes other than
+    /// the run's own that hold it open are other users of the device, as holders of
+    /// `/dev/nvidia0` are of a GPU (see [`crate::device_users`]). It changes nothing in
+    /// how the device behaves; it lets a test make the device look busy. None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_file: Option<String>,
 }
 
 impl Default for SimKnobs {
@@ -99,6 +105,7 @@ impl Default for SimKnobs {
             slow_ms: 0,
             fault_silent: false,
             shared_address_space: false,
+            device_file: None,
         }
     }
 }
