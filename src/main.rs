@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
-use cmd::{capture, checks, compare, devices, keygen, profiles, report, requirements, run, sign, verify};
+use cmd::{capture, checks, compare, devices, fleet, keygen, profiles, report, requirements, run, sign, verify};
 
 /// Hardware-in-the-loop conformance checks for AI computing platforms (ETSI TS 104 033).
 #[derive(Parser)]
@@ -78,6 +78,11 @@ enum Command {
     Report(report::ReportArgs),
     /// Show two or more results side by side, each verified first.
     Compare(compare::CompareArgs),
+    /// Report the results of many nodes: who is conformant, who is not and why, which
+    /// results do not verify, which nodes are missing, outliers, and what regressed since
+    /// a baseline. Exit 0 only when every expected node has a verified, conformant result
+    /// and nothing regressed; 1 otherwise; 2 for unreadable input.
+    Fleet(fleet::FleetArgs),
     /// The requirement catalogue and the checks that cover each requirement.
     Requirements {
         /// Markdown, as in docs/requirements.md.
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::verify(&args),
         Command::Report(args) => report::report(&args, &catalogue),
         Command::Compare(args) => compare::compare(&args, &catalogue),
+        Command::Fleet(args) => fleet::fleet(&args, &catalogue),
         Command::Requirements { markdown } => requirements::requirements_matrix(&catalogue, markdown),
         Command::Tenant => {
             let stdin = std::io::stdin();

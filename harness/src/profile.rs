@@ -61,6 +61,11 @@ pub struct Profile {
     pub default_tier: Tier,
     /// The watchdog deadline of each tenant call, seconds.
     pub tenant_timeout_s: u64,
+    /// How far from the fleet's median, in median absolute deviations, a node's
+    /// measurement lies before `hilt fleet` flags it as an outlier, for results run under
+    /// this profile; `None`: the fleet report's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_outlier_mad: Option<f64>,
     /// Which devices the profile applies to; empty for abstract profiles such as `base`.
     pub matches: Vec<MatchRule>,
     /// Knobs for simulated devices.
@@ -404,6 +409,11 @@ pub struct RawProfile {
     /// The watchdog deadline of each tenant call, seconds, 1 to 86400 (default 60).
     #[schemars(with = "Option<u64>", range(min = 1, max = 86400))]
     tenant_timeout_s: Option<Spanned<u64>>,
+    /// `hilt fleet` flags a node's measurement as an outlier when it lies more than this
+    /// many median absolute deviations from the fleet's median, for results run under
+    /// this profile (above 0, at most 1000; default: `hilt fleet`'s, 5).
+    #[schemars(with = "Option<f64>", range(min = 0, max = 1000))]
+    fleet_outlier_mad: Option<Spanned<f64>>,
     /// Which devices the profile applies to; a profile without rules is abstract.
     #[serde(rename = "match")]
     matches: Option<Vec<MatchRule>>,
@@ -490,6 +500,15 @@ fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawP
             format!("`tenant_timeout_s` must be 1 to 86400, not {}", t.get_ref()),
         ));
     }
+    if let Some(k) = &raw.fleet_outlier_mad
+        && !(k.get_ref().is_finite() && *k.get_ref() > 0.0 && *k.get_ref() <= 1000.0)
+    {
+        return Err(at(
+            source,
+            k.span(),
+            format!("`fleet_outlier_mad` must be above 0 and at most 1000, not {}", k.get_ref()),
+        ));
+    }
     for (id, check) in &raw.check {
         let Some(def) = catalogue.get(id.get_ref()) else {
             let hint = match catalogue.nearest(id.get_ref()) {
@@ -543,6 +562,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
     let mut certifying = false;
     let mut default_tier = Tier::Standard;
     let mut tenant_timeout_s = 60;
+    let mut fleet_outlier_mad = None;
     let mut matches = Vec::new();
     let mut sim = toml::Table::new();
     struct Merged {
@@ -562,6 +582,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         certifying = raw.certifying.unwrap_or(certifying);
         default_tier = raw.default_tier.unwrap_or(default_tier);
         tenant_timeout_s = raw.tenant_timeout_s.map_or(tenant_timeout_s, Spanned::into_inner);
+        fleet_outlier_mad = raw.fleet_outlier_mad.map(Spanned::into_inner).or(fleet_outlier_mad);
         if let Some(m) = raw.matches {
             matches = m;
         }
@@ -633,6 +654,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue) -> Result<Pr
         certifying,
         default_tier,
         tenant_timeout_s,
+        fleet_outlier_mad,
         matches,
         sim,
         checks: resolved,

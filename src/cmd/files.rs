@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use hilt_harness::report::{self, Signature};
 use hilt_harness::runner::RunSigner;
 use hilt_results::ResultRecord;
-use hilt_results::signed::{self, Policy, PublicKey, SigningKey, TrustedKey};
+use hilt_results::signed::{PublicKey, SigningKey, TrustedKey};
 
 /// The signer of a run: the key at `path` when given, else a one-off development key.
 pub fn run_signer(path: Option<&Path>) -> anyhow::Result<RunSigner> {
@@ -50,38 +50,7 @@ pub fn trusted(paths: &[PathBuf]) -> anyhow::Result<Vec<TrustedKey>> {
 
 /// A result file: a plain record, or an envelope verified against `keys`.
 pub fn load(path: &Path, keys: &[TrustedKey]) -> anyhow::Result<(ResultRecord, Signature)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if serde_json::from_slice::<signed::Envelope>(&bytes).is_err() {
-        let record = ResultRecord::from_json(&bytes).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok((record, Signature::Unsigned));
-    }
-    let policy = Policy {
-        trusted: keys.to_vec(),
-        ..Policy::default()
-    };
-    let verification = signed::verify(&bytes, &policy).with_context(|| format!("cannot read {}", path.display()))?;
-    if let (true, Some(record), Some(signer)) = (
-        verification.verified(),
-        verification.record.clone(),
-        verification.signer.clone(),
-    ) {
-        let keyid = keys
-            .iter()
-            .find(|k| k.label == signer)
-            .map(|k| k.key.keyid().to_string())
-            .unwrap_or_default();
-        return Ok((record, Signature::Verified { signer, keyid }));
-    }
-    let reasons = verification
-        .findings
-        .iter()
-        .filter(|f| !f.ok)
-        .map(|f| f.text.clone())
-        .collect();
-    let record = signed::read_unverified(&bytes)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("{} does not verify and its payload cannot be read", path.display()))?;
-    Ok((record, Signature::NotVerified { reasons }))
+    report::read_result(path, keys).map_err(anyhow::Error::msg)
 }
 
 /// Writes `text` to `out`, or to standard output.

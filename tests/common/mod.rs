@@ -187,3 +187,77 @@ pub fn run_device(hilt: impl Fn(&[&str]) -> Output, device: &str, args: &[&str])
     let record = ResultRecord::from_json(&bytes).expect("a valid record");
     (output.status.code().unwrap_or(-1), record, stderr)
 }
+
+/// Chromium, or `None` when it is missing and `HILT_SKIP_CHROMIUM=1` asks to skip the
+/// browser tests; missing without that, the test fails, saying so.
+pub fn chromium() -> Option<PathBuf> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(PathBuf::from);
+    if found.is_none() && std::env::var("HILT_SKIP_CHROMIUM").as_deref() != Ok("1") {
+        panic!("this test needs Chromium (Debian: apt-get install chromium); set HILT_SKIP_CHROMIUM=1 to skip it");
+    }
+    found
+}
+
+/// What headless Chromium made of a page.
+pub struct Rendered {
+    /// The DOM after parsing, as `--dump-dom` prints it.
+    pub dom: String,
+    /// The console messages the page caused (under the pages' content security policy,
+    /// any attempt to load something is one).
+    pub console: Vec<String>,
+}
+
+/// Renders `page` in headless Chromium (`browser`): a screenshot `shot` in the test
+/// target's `report-artefacts/` (asserted to be more than blank), the DOM and the console.
+pub fn render_in_chromium(browser: &Path, page: &Path, shot: &str) -> Rendered {
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-artefacts");
+    std::fs::create_dir_all(&artefacts).expect("artefact dir");
+    let shot = artefacts.join(shot);
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("file://{}", page.display());
+    let profile_dir = tempfile::tempdir().expect("tempdir");
+    // A profile of its own: the test needs no writable home directory.
+    let profile = format!("--user-data-dir={}", profile_dir.path().join("chromium").display());
+    let base = [
+        "60",
+        browser.to_str().expect("utf-8"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,2400",
+        profile.as_str(),
+    ];
+    // `timeout`: a browser that hangs fails the test instead of the whole test run.
+    let out = Command::new("timeout")
+        .args(base)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot:\n{log}");
+    let console = log.lines().filter(|l| l.contains("CONSOLE")).map(str::to_owned).collect();
+    let dom = Command::new("timeout")
+        .args(base)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    eprintln!("screenshot: {}", shot.display());
+    Rendered {
+        dom: String::from_utf8_lossy(&dom.stdout).into_owned(),
+        console,
+    }
+}
