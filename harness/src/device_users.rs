@@ -265,7 +265,7 @@ impl Processes {
     fn command(&self, pid: u32) -> Option<String> {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .ok()
-            .map(|c| crate::report::one_line(c.trim()))
+            .map(|c| c.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
     }
 
     /// The processes, this run's excepted, holding any of `targets` open; and how many

@@ -217,7 +217,8 @@ fn holder(file: &mut File) -> String {
     if read.is_err() || line.is_empty() {
         "its lock file does not say which".into()
     } else {
-        crate::report::one_line(line)
+        // Whatever the file holds, one line of plain text.
+        line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
     }
 }
 
