@@ -71,7 +71,10 @@ fn on_path(program: &str) -> bool {
     path.split(':')
         .chain(["/usr/sbin", "/sbin"])
         .map(|d| Path::new(d).join(program))
-        .any(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .any(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 fn slurm_here() -> Result<(), String> {
@@ -176,7 +179,10 @@ impl Cluster {
     /// A Slurm client command for this cluster, with hilt's test environment.
     fn command(&self, program: &str) -> Command {
         let mut cmd = common::command_for("timeout");
-        cmd.arg("300").arg(program).env("SLURM_CONF", &self.conf).current_dir(repo());
+        cmd.arg("300")
+            .arg(program)
+            .env("SLURM_CONF", &self.conf)
+            .current_dir(repo());
         cmd
     }
 
@@ -289,13 +295,19 @@ fn two_nodes_run_hilt_and_the_fleet_report_names_both() -> Result<(), Failed> {
         assert!(run.join(node).join("junit.xml").exists(), "{node} wrote its JUnit");
     }
     let summary = std::fs::read_to_string(run.join("fleet.md")).map_err(|e| format!("fleet.md: {e}\n{logs}"))?;
-    assert!(summary.starts_with("## hilt fleet: CONFORMANT: 2 of 2 nodes conformant"), "{summary}");
+    assert!(
+        summary.starts_with("## hilt fleet: CONFORMANT: 2 of 2 nodes conformant"),
+        "{summary}"
+    );
     // The fleet report on what came back: both nodes, by Slurm's names, verified.
     let (code, nodes) = fleet(&run, &key)?;
     assert_eq!(code, 0, "{nodes:?}");
     assert_eq!(
         nodes,
-        [("n1".to_string(), "conformant".to_string()), ("n2".to_string(), "conformant".to_string())]
+        [
+            ("n1".to_string(), "conformant".to_string()),
+            ("n2".to_string(), "conformant".to_string())
+        ]
     );
 
     // The same as a job array over two node lists, reported by a job that waits for it.
@@ -309,12 +321,18 @@ fn two_nodes_run_hilt_and_the_fleet_report_names_both() -> Result<(), Failed> {
         .output()
         .map_err(|e| e.to_string())?;
     assert!(out.status.success(), "{}", text(&out));
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(ids.len(), 2, "the array and its report: {ids:?}");
     cluster.wait(&ids.iter().map(String::as_str).collect::<Vec<_>>())?;
     let run = results.join(format!("slurm-{}", ids[0]));
     let summary = std::fs::read_to_string(run.join("fleet.md")).map_err(|e| format!("fleet.md: {e}"))?;
-    assert!(summary.starts_with("## hilt fleet: CONFORMANT: 2 of 2 nodes conformant"), "{summary}");
+    assert!(
+        summary.starts_with("## hilt fleet: CONFORMANT: 2 of 2 nodes conformant"),
+        "{summary}"
+    );
     let (code, nodes) = fleet(&run, &key)?;
     assert_eq!(code, 0, "{nodes:?}");
     assert_eq!(nodes.len(), 2, "{nodes:?}");
@@ -352,8 +370,11 @@ fn every_manifest_validates_strictly_for_every_claimed_version() -> Result<(), F
     // The validator does catch a field Kubernetes does not know.
     let bad = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bad-manifest-{}.yaml", std::process::id()));
     let text_of = std::fs::read_to_string(dir.join("cronjob-nvidia.yaml")).map_err(|e| e.to_string())?;
-    std::fs::write(&bad, text_of.replace("hostPID: true", "hostPID: true\n          hostPIDs: true"))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &bad,
+        text_of.replace("hostPID: true", "hostPID: true\n          hostPIDs: true"),
+    )
+    .map_err(|e| e.to_string())?;
     let out = Command::new(&validate)
         .args(["--strict", "--quiet", "-k", KUBERNETES_VERSIONS[0]])
         .arg(&bad)
@@ -391,11 +412,25 @@ for path in sys.argv[1:]:
     for (file, needles) in [
         (
             files[0],
-            &["hilt run", "--junit", "--markdown \"$GITHUB_STEP_SUMMARY\"", "result.dsse.json", "actions/upload-artifact", "junit"][..],
+            &[
+                "hilt run",
+                "--junit",
+                "--markdown \"$GITHUB_STEP_SUMMARY\"",
+                "result.dsse.json",
+                "actions/upload-artifact",
+                "junit",
+            ][..],
         ),
         (
             files[1],
-            &["hilt run", "--junit", "--markdown", "result.dsse.json", "reports:", "junit:"][..],
+            &[
+                "hilt run",
+                "--junit",
+                "--markdown",
+                "result.dsse.json",
+                "reports:",
+                "junit:",
+            ][..],
         ),
     ] {
         let text = std::fs::read_to_string(repo().join(file)).map_err(|e| e.to_string())?;

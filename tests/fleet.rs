@@ -98,7 +98,11 @@ fn night(site: &Site) {
     let lab = site.path("lab.key");
     let stranger = site.path("stranger.key");
     // Last night: n1 and n2 conformant, n2 on PoCL's older driver.
-    put(&site.path("base/n1"), &record("sim-smoke.json", "n1", |_| {}), Some(&lab));
+    put(
+        &site.path("base/n1"),
+        &record("sim-smoke.json", "n1", |_| {}),
+        Some(&lab),
+    );
     put(
         &site.path("base/n2"),
         &record("pocl.json", "n2", |v| {
@@ -110,12 +114,16 @@ fn night(site: &Site) {
     // Tonight. n1 in the per-run layout, with an older run and a `latest` link.
     put(
         &site.path("now/n1/20261129T020000Z-0badc0de"),
-        &record("sim-smoke.json", "n1", |v| v["run"]["started_at"] = "2026-11-29T02:00:00.000Z".into()),
+        &record("sim-smoke.json", "n1", |v| {
+            v["run"]["started_at"] = "2026-11-29T02:00:00.000Z".into()
+        }),
         Some(&lab),
     );
     put(
         &site.path("now/n1/20261130T020000Z-600dc0de"),
-        &record("sim-smoke.json", "n1", |v| v["run"]["started_at"] = "2026-11-30T02:00:00.000Z".into()),
+        &record("sim-smoke.json", "n1", |v| {
+            v["run"]["started_at"] = "2026-11-30T02:00:00.000Z".into()
+        }),
         Some(&lab),
     );
     std::os::unix::fs::symlink("20261130T020000Z-600dc0de", site.path("now/n1/latest")).expect("link");
@@ -127,8 +135,16 @@ fn night(site: &Site) {
     // n4: a result nobody signed.
     put(&site.path("now/n4"), &record("sim-smoke.json", "n4", |_| {}), None);
     // n6: signed by a key the site does not trust.
-    put(&site.path("now/n6"), &record("sim-smoke.json", "n6", |_| {}), Some(&stranger));
-    std::fs::write(site.path("expected.txt"), "# the nodes of the nightly run\nn1\nn2\nn3\nn4\nn5\nn6\n").expect("write");
+    put(
+        &site.path("now/n6"),
+        &record("sim-smoke.json", "n6", |_| {}),
+        Some(&stranger),
+    );
+    std::fs::write(
+        site.path("expected.txt"),
+        "# the nodes of the nightly run\nn1\nn2\nn3\nn4\nn5\nn6\n",
+    )
+    .expect("write");
 }
 
 /// Changes the conformance the envelope's payload claims, keeping it valid JSON.
@@ -136,7 +152,9 @@ fn tamper(path: &Path) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut env: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
     let payload = b64.decode(env["payload"].as_str().expect("payload")).expect("base64");
-    let text = String::from_utf8(payload).expect("utf-8").replace("\"not_conformant\"", "\"conformant\"");
+    let text = String::from_utf8(payload)
+        .expect("utf-8")
+        .replace("\"not_conformant\"", "\"conformant\"");
     env["payload"] = b64.encode(text).into();
     std::fs::write(path, serde_json::to_vec(&env).expect("json")).expect("write");
 }
@@ -206,7 +224,12 @@ fn a_night_with_a_regression_a_tampered_an_unsigned_a_stranger_and_a_missing_nod
     // The older n1 run is superseded; the `latest` link counted nothing twice.
     let superseded = json["superseded"].as_array().expect("superseded");
     assert_eq!(superseded.len(), 1, "{superseded:?}");
-    assert!(superseded[0]["path"].as_str().expect("path").contains("20261129T020000Z"));
+    assert!(
+        superseded[0]["path"]
+            .as_str()
+            .expect("path")
+            .contains("20261129T020000Z")
+    );
     assert!(node("n3")["why"].to_string().contains("signature NOT VERIFIED"));
     assert!(node("n7")["why"].to_string().contains("one-off development key"));
 }
@@ -255,7 +278,10 @@ fn junit_shape(xml: &str) {
     ] {
         assert!(bad.iter().any(|b| b == expected), "{expected} should fail: {bad:?}");
     }
-    assert!(!bad.iter().any(|b| b.starts_with("hilt::node::n1 ")), "n1 is green: {bad:?}");
+    assert!(
+        !bad.iter().any(|b| b.starts_with("hilt::node::n1 ")),
+        "n1 is green: {bad:?}"
+    );
 }
 
 #[test]
@@ -265,15 +291,27 @@ fn a_fleet_is_green_only_when_every_node_verifies_and_nothing_regressed() {
     let good = ["now/n1", "base/n2", "--trusted-key", "lab.pub"];
     let out = site.fleet(&good);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).starts_with("hilt fleet: CONFORMANT: 2 of 2 nodes conformant"), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("hilt fleet: CONFORMANT: 2 of 2 nodes conformant"),
+        "{}",
+        text(&out)
+    );
     // Without keys, nothing verifies.
     let out = site.fleet(&["now/n1", "base/n2"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("note: no --trusted-key was given"), "{}", text(&out));
+    assert!(
+        text(&out).contains("note: no --trusted-key was given"),
+        "{}",
+        text(&out)
+    );
     // A baseline node that sent nothing tonight is missing.
     let out = site.fleet(&["now/n1", "--baseline", "base", "--trusted-key", "lab.pub"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("n2 missing: no result came back from this node (expected from the baseline)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("n2 missing: no result came back from this node (expected from the baseline)"),
+        "{}",
+        text(&out)
+    );
     // A node that passed and now does not, its own result conformant (a recommended check),
     // still fails the fleet.
     put(
@@ -293,7 +331,11 @@ fn a_fleet_is_green_only_when_every_node_verifies_and_nothing_regressed() {
     );
     let out = site.fleet(&["later/n1", "--baseline", "now/n1", "--trusted-key", "lab.pub"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("performance.launch_latency on sim0: pass → inconclusive"), "{}", text(&out));
+    assert!(
+        text(&out).contains("performance.launch_latency on sim0: pass → inconclusive"),
+        "{}",
+        text(&out)
+    );
     assert!(text(&out).contains(" regressed "), "{}", text(&out));
     // No result at all is never green.
     std::fs::create_dir_all(site.path("empty")).expect("mkdir");
@@ -319,7 +361,10 @@ fn unreadable_input_is_exit_2_and_named() {
     for (args, says) in [
         (vec!["nowhere"], "cannot read nowhere"),
         (vec!["now", "--trusted-key", "nokey.pub"], "nokey.pub"),
-        (vec!["now", "--expect-nodes", "bad-nodes.txt"], "bad-nodes.txt:2: `n 2` is not a node name"),
+        (
+            vec!["now", "--expect-nodes", "bad-nodes.txt"],
+            "bad-nodes.txt:2: `n 2` is not a node name",
+        ),
         (vec!["now", "--outlier-mad", "0"], "not a factor above 0"),
     ] {
         std::fs::write(site.path("bad-nodes.txt"), "n1\nn 2\n").expect("write");
@@ -353,7 +398,9 @@ fn outliers_are_flagged_by_their_distance_in_mads() {
     let out = site.fleet(&["now", "--trusted-key", "lab.pub"]);
     let report = text(&out);
     assert!(
-        report.contains("n07 sim0: performance.launch_latency latency_median = 3 us (31.8 MADs above the median 2.045 us, worse)"),
+        report.contains(
+            "n07 sim0: performance.launch_latency latency_median = 3 us (31.8 MADs above the median 2.045 us, worse)"
+        ),
         "{report}"
     );
     assert_eq!(report.matches("latency_median =").count(), 1, "one outlier: {report}");
@@ -390,21 +437,36 @@ fn the_fleet_page_renders_in_a_browser_with_regressions_first() {
         assert!(!html.contains(outside), "the page refers outside itself: {outside}");
     }
     let rendered = common::render_in_chromium(&browser, &page, "fleet.png");
-    assert!(rendered.console.is_empty(), "console messages:\n{}", rendered.console.join("\n"));
+    assert!(
+        rendered.console.is_empty(),
+        "console messages:\n{}",
+        rendered.console.join("\n")
+    );
     let dom = rendered.dom;
     let sections: Vec<&str> = dom
         .split("<h2>")
         .skip(1)
         .map(|s| s.split(" (").next().unwrap_or(s).split('<').next().unwrap_or(s))
         .collect();
-    assert_eq!(sections.first(), Some(&"Regressions since the baseline"), "{sections:?}");
+    assert_eq!(
+        sections.first(),
+        Some(&"Regressions since the baseline"),
+        "{sections:?}"
+    );
     assert!(sections.contains(&"Nodes × checks"), "{sections:?}");
     // The grid: a row per node, the regressed node first, its moved cell outlined.
     let grid = dom.split("<h2>Nodes × checks</h2>").nth(1).expect("grid");
     let rows: Vec<&str> = grid
         .split("<tr>")
         .skip(2)
-        .map(|r| r.split("<td class=\"name\">").nth(1).unwrap_or_default().split('<').next().unwrap_or_default())
+        .map(|r| {
+            r.split("<td class=\"name\">")
+                .nth(1)
+                .unwrap_or_default()
+                .split('<')
+                .next()
+                .unwrap_or_default()
+        })
         .take_while(|n| !n.is_empty())
         .collect();
     assert_eq!(rows.len(), 6, "{rows:?}");

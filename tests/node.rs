@@ -25,7 +25,11 @@ fn the_node_is_the_host_name_unless_named() {
 
     let run = common::run(&["--tier", "smoke", "--node", "gpu-017"]);
     assert_eq!(run.record.host.node_name(), "gpu-017");
-    assert_eq!(run.record.host.hostname, host.trim(), "the host name stays what the kernel says");
+    assert_eq!(
+        run.record.host.hostname,
+        host.trim(),
+        "the host name stays what the kernel says"
+    );
 
     let out = tempfile::tempdir().expect("tempdir");
     let status = common::command()
@@ -76,7 +80,10 @@ fn two_runs_on_one_device_take_turns_or_the_second_gives_up_with_exit_3() {
     // It has the device once its lock file names it.
     let start = Instant::now();
     while !std::fs::read_to_string(&lock_file).is_ok_and(|t| t.contains(&format!("pid {}", first.id()))) {
-        assert!(start.elapsed() < Duration::from_secs(60), "the first run never took the lock");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -91,8 +98,14 @@ fn two_runs_on_one_device_take_turns_or_the_second_gives_up_with_exit_3() {
         )),
         "{err}"
     );
-    assert!(err.contains("was still locked after 1 s") && err.contains("nothing ran"), "{err}");
-    assert!(common::results_below(&second_out, false).is_empty(), "a run that waited in vain writes no result");
+    assert!(
+        err.contains("was still locked after 1 s") && err.contains("nothing ran"),
+        "{err}"
+    );
+    assert!(
+        common::results_below(&second_out, false).is_empty(),
+        "a run that waited in vain writes no result"
+    );
 
     // The third waits its turn, then runs on the device the first has let go.
     let third = run_on_sim(locks.path(), &outs.path().join("third"), &["--lock-timeout", "300"]);
@@ -100,12 +113,23 @@ fn two_runs_on_one_device_take_turns_or_the_second_gives_up_with_exit_3() {
     assert_eq!(code, 0, "{err}");
     let (code, err) = finish(third);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("device sim0 is in use by another hilt run"), "it said whom it waited for: {err}");
+    assert!(
+        err.contains("device sim0 is in use by another hilt run"),
+        "it said whom it waited for: {err}"
+    );
     let first = record_below(&outs.path().join("first"));
     let third = record_below(&outs.path().join("third"));
     let first_end = first.run.finished_at.clone().expect("finished");
-    let third_start = third.outcomes.iter().map(|o| o.started_at.clone()).min().expect("trials");
-    assert!(third_start >= first_end, "the third run's trials began ({third_start}) after the first ended ({first_end})");
+    let third_start = third
+        .outcomes
+        .iter()
+        .map(|o| o.started_at.clone())
+        .min()
+        .expect("trials");
+    assert!(
+        third_start >= first_end,
+        "the third run's trials began ({third_start}) after the first ended ({first_end})"
+    );
 }
 
 /// A process that is not hilt's holding `path` open, until killed.
@@ -114,13 +138,7 @@ struct Holder(Child);
 impl Holder {
     fn new(path: &Path) -> Holder {
         let file = std::fs::File::open(path).expect("open");
-        Holder(
-            Command::new("sleep")
-                .arg("300")
-                .stdin(file)
-                .spawn()
-                .expect("sleep"),
-        )
+        Holder(Command::new("sleep").arg("300").stdin(file).spawn().expect("sleep"))
     }
 }
 
@@ -150,8 +168,16 @@ fn another_process_on_the_device_makes_performance_inconclusive() {
     let perf = performance(&quiet.record);
     assert_eq!(perf.len(), 5, "{perf:?}");
     assert!(perf.iter().all(|(_, v)| v == "pass"), "{perf:?}");
-    let o = quiet.record.outcomes.iter().find(|o| o.device == "sim0").expect("a device trial");
-    assert_eq!(o.evidence["device_users_looked_at"], serde_json::json!([node.display().to_string()]));
+    let o = quiet
+        .record
+        .outcomes
+        .iter()
+        .find(|o| o.device == "sim0")
+        .expect("a device trial");
+    assert_eq!(
+        o.evidence["device_users_looked_at"],
+        serde_json::json!([node.display().to_string()])
+    );
     assert!(!o.evidence.contains_key("device_users"));
 
     // A process holding the device's file: every device trial names it, and no
@@ -166,9 +192,17 @@ fn another_process_on_the_device_makes_performance_inconclusive() {
         assert_eq!(o.evidence["device_users"], serde_json::json!([expected]), "{}", o.trial);
         if o.check.starts_with("performance.") {
             let reason = o.reason.as_deref().unwrap_or_default();
-            assert!(reason.contains("other processes used the device") && reason.contains(&expected), "{reason}");
+            assert!(
+                reason.contains("other processes used the device") && reason.contains(&expected),
+                "{reason}"
+            );
         } else {
-            assert_eq!(o.verdict.as_str(), "pass", "{}: only performance figures are spoiled", o.trial);
+            assert_eq!(
+                o.verdict.as_str(),
+                "pass",
+                "{}: only performance figures are spoiled",
+                o.trial
+            );
         }
     }
 }

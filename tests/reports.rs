@@ -352,7 +352,11 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
     let rendered = common::render_in_chromium(&browser, &page, "report.png");
     // The page's content security policy makes any attempt to load something a console
     // message, so "no console message" also means "nothing tried to load".
-    assert!(rendered.console.is_empty(), "console messages:\n{}", rendered.console.join("\n"));
+    assert!(
+        rendered.console.is_empty(),
+        "console messages:\n{}",
+        rendered.console.join("\n")
+    );
     // The browser's own parse of the page holds every section.
     let dom = rendered.dom;
     for section in [

@@ -97,7 +97,9 @@ fn main() {
     let baseline = dir.join("baseline");
     let plain = measure("plain read", || plain_read(&tonight));
     let alone = measure("fleet", || report(&tonight, None, &trusted, threads));
-    let both = measure("fleet + baseline", || report(&tonight, Some(&baseline), &trusted, threads));
+    let both = measure("fleet + baseline", || {
+        report(&tonight, Some(&baseline), &trusted, threads)
+    });
     println!(
         "CPU time, fleet / plain read: {:.2}; fleet + baseline / plain read: {:.2}",
         alone.as_secs_f64() / plain.as_secs_f64(),

@@ -132,18 +132,20 @@ pub fn survey(host: &HostFs, device: &DeviceInfo) -> Survey {
     if nvidia && let Some(address) = &device.pci_address {
         survey.looked_at.push("NVML".into());
         match crate::nvml::running_processes(address) {
-            Ok(list) => survey.users.extend(
-                list.into_iter()
-                    .filter(|p| !processes.own.contains(&p.pid))
-                    .map(|p| DeviceUser {
-                        pid: p.pid,
-                        command: processes.command(p.pid),
-                        how: match p.used_memory_bytes {
-                            Some(b) => format!("NVML lists a {} context ({} MiB)", p.kind, b >> 20),
-                            None => format!("NVML lists a {} context", p.kind),
-                        },
-                    }),
-            ),
+            Ok(list) => {
+                survey.users.extend(
+                    list.into_iter()
+                        .filter(|p| !processes.own.contains(&p.pid))
+                        .map(|p| DeviceUser {
+                            pid: p.pid,
+                            command: processes.command(p.pid),
+                            how: match p.used_memory_bytes {
+                                Some(b) => format!("NVML lists a {} context ({} MiB)", p.kind, b >> 20),
+                                None => format!("NVML lists a {} context", p.kind),
+                            },
+                        }),
+                )
+            }
             Err(why) => survey.unseen.push(why),
         }
     }
@@ -166,7 +168,14 @@ impl Watch {
     /// Looks again as the check ends; records both looks as evidence on `ctx` and, for a
     /// `performance` check that saw another user, turns a pass or a failure into
     /// `inconclusive` with who it was.
-    pub fn finish(self, host: &HostFs, device: &DeviceInfo, performance: bool, ctx: &mut CheckCtx<'_>, finding: Finding) -> Finding {
+    pub fn finish(
+        self,
+        host: &HostFs,
+        device: &DeviceInfo,
+        performance: bool,
+        ctx: &mut CheckCtx<'_>,
+        finding: Finding,
+    ) -> Finding {
         if self.start.looked_at.is_empty() {
             return finding;
         }

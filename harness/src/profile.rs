@@ -506,7 +506,10 @@ fn parse_raw(source: &Source, catalogue: &Catalogue, today: Date) -> Result<RawP
         return Err(at(
             source,
             k.span(),
-            format!("`fleet_outlier_mad` must be above 0 and at most 1000, not {}", k.get_ref()),
+            format!(
+                "`fleet_outlier_mad` must be above 0 and at most 1000, not {}",
+                k.get_ref()
+            ),
         ));
     }
     for (id, check) in &raw.check {

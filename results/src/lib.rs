@@ -707,7 +707,10 @@ mod tests {
         assert_eq!(back.host.node_name(), "gpu-017");
         // A 1.1 record (no node) reads as before.
         let old = text.replace("\"minor\":2", "\"minor\":1");
-        assert_eq!(ResultRecord::from_json(old.as_bytes()).expect("1.1 reads").host.node, None);
+        assert_eq!(
+            ResultRecord::from_json(old.as_bytes()).expect("1.1 reads").host.node,
+            None
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub struct RunArgs {
 /// names of Slurm and Kubernetes are written; it names a directory in fleet layouts.
 fn node_name(text: &str) -> Result<String, String> {
     let ok = (1..=253).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         && !text.starts_with('.');
     if ok {
         Ok(text.to_string())

@@ -41,9 +41,11 @@ pub fn command_for(program: impl AsRef<std::ffi::OsStr>) -> Command {
 pub fn lock_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("locks")
-        .join(format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("locks").join(format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Every result file below `dir` (`result.json`, or `result.dsse.json` with `signed`),
@@ -248,7 +250,11 @@ pub fn render_in_chromium(browser: &Path, page: &Path, shot: &str) -> Rendered {
         .expect("chromium runs");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot:\n{log}");
-    let console = log.lines().filter(|l| l.contains("CONSOLE")).map(str::to_owned).collect();
+    let console = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE"))
+        .map(str::to_owned)
+        .collect();
     let dom = Command::new("timeout")
         .args(base)
         .arg("--dump-dom")

@@ -264,12 +264,19 @@ impl NodeResult {
             ("profile".to_string(), String::new()),
             format!("{} {}", record.profile.id, short_digest(&record.profile.digest)),
         );
-        for (item, list) in [("sim faults", &record.run.sim_faults), ("overrides", &record.run.overrides)] {
+        for (item, list) in [
+            ("sim faults", &record.run.sim_faults),
+            ("overrides", &record.run.overrides),
+        ] {
             if !list.is_empty() {
                 fingerprint.insert((item.to_string(), String::new()), list.join(" "));
             }
         }
-        for d in record.devices.iter().filter(|d| d.backend != crate::check::HOST_BACKEND) {
+        for d in record
+            .devices
+            .iter()
+            .filter(|d| d.backend != crate::check::HOST_BACKEND)
+        {
             for (key, value) in &d.facts {
                 if versioned(key) {
                     fingerprint.insert((key.clone(), d.id.clone()), text_of(value));
@@ -810,72 +817,92 @@ fn measurement_stats(
     factor: Option<f64>,
     by_profile: &BTreeMap<String, f64>,
 ) -> Vec<MeasurementStats> {
-    type Key = (String, String, String);
-    type Point<'a> = (&'a str, &'a str, f64, bool);
-    let mut values: BTreeMap<Key, (Better, Vec<Point<'_>>, BTreeMap<&str, usize>)> = BTreeMap::new();
+    /// One measurement's values: node, device, value, whether the result is unverified.
+    struct Series<'a> {
+        better: Better,
+        points: Vec<(&'a str, &'a str, f64, bool)>,
+        /// How many values each profile gave.
+        profiles: BTreeMap<&'a str, usize>,
+    }
+    let mut values: BTreeMap<(String, String, String), Series<'_>> = BTreeMap::new();
     for r in current.values() {
         for s in &r.samples {
             let entry = values
                 .entry((s.check.clone(), s.name.clone(), s.unit.clone()))
-                .or_insert_with(|| (s.better, Vec::new(), BTreeMap::new()));
+                .or_insert_with(|| Series {
+                    better: s.better,
+                    points: Vec::new(),
+                    profiles: BTreeMap::new(),
+                });
             let unverified = !matches!(r.signature, Signature::Verified { .. });
-            entry.1.push((r.node.as_str(), s.device.as_str(), s.value, unverified));
-            *entry.2.entry(r.profile.as_str()).or_default() += 1;
+            entry
+                .points
+                .push((r.node.as_str(), s.device.as_str(), s.value, unverified));
+            *entry.profiles.entry(r.profile.as_str()).or_default() += 1;
         }
     }
     values
         .into_iter()
-        .map(|((check, name, unit), (better, points, profiles))| {
-            let mut sorted: Vec<f64> = points.iter().map(|p| p.2).collect();
-            sorted.sort_by(f64::total_cmp);
-            let median = median_of_sorted(&sorted);
-            let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - median).abs()).collect();
-            deviations.sort_by(f64::total_cmp);
-            let mad = median_of_sorted(&deviations);
-            // The profile most of these values ran under decides, unless the command line did.
-            let common = profiles.iter().max_by_key(|(_, n)| **n).map(|(p, _)| *p);
-            let factor = factor
-                .or_else(|| common.and_then(|p| by_profile.get(p).copied()))
-                .unwrap_or(DEFAULT_OUTLIER_MAD);
-            let outliers = points
-                .iter()
-                .filter_map(|&(node, device, value, unverified)| {
-                    let off = (value - median).abs();
-                    let distance = (mad > 0.0).then(|| off / mad);
-                    let flagged = match distance {
-                        Some(d) => d > factor,
-                        None => off > 0.0,
-                    };
-                    flagged.then(|| Outlier {
-                        node: node.to_string(),
-                        device: device.to_string(),
-                        value,
-                        distance,
-                        worse: match better {
-                            Better::Higher => Some(value < median),
-                            Better::Lower => Some(value > median),
-                            _ => None,
-                        },
-                        unverified,
+        .map(
+            |(
+                (check, name, unit),
+                Series {
+                    better,
+                    points,
+                    profiles,
+                },
+            )| {
+                let mut sorted: Vec<f64> = points.iter().map(|p| p.2).collect();
+                sorted.sort_by(f64::total_cmp);
+                let median = median_of_sorted(&sorted);
+                let mut deviations: Vec<f64> = sorted.iter().map(|v| (v - median).abs()).collect();
+                deviations.sort_by(f64::total_cmp);
+                let mad = median_of_sorted(&deviations);
+                // The profile most of these values ran under decides, unless the command line did.
+                let common = profiles.iter().max_by_key(|(_, n)| **n).map(|(p, _)| *p);
+                let factor = factor
+                    .or_else(|| common.and_then(|p| by_profile.get(p).copied()))
+                    .unwrap_or(DEFAULT_OUTLIER_MAD);
+                let outliers = points
+                    .iter()
+                    .filter_map(|&(node, device, value, unverified)| {
+                        let off = (value - median).abs();
+                        let distance = (mad > 0.0).then(|| off / mad);
+                        let flagged = match distance {
+                            Some(d) => d > factor,
+                            None => off > 0.0,
+                        };
+                        flagged.then(|| Outlier {
+                            node: node.to_string(),
+                            device: device.to_string(),
+                            value,
+                            distance,
+                            worse: match better {
+                                Better::Higher => Some(value < median),
+                                Better::Lower => Some(value > median),
+                                _ => None,
+                            },
+                            unverified,
+                        })
                     })
-                })
-                .collect();
-            let nodes = points.iter().map(|p| p.0).collect::<BTreeSet<_>>().len();
-            MeasurementStats {
-                check,
-                name,
-                unit,
-                better,
-                count: sorted.len(),
-                nodes,
-                median,
-                min: sorted.first().copied().unwrap_or_default(),
-                max: sorted.last().copied().unwrap_or_default(),
-                mad,
-                factor,
-                outliers,
-            }
-        })
+                    .collect();
+                let nodes = points.iter().map(|p| p.0).collect::<BTreeSet<_>>().len();
+                MeasurementStats {
+                    check,
+                    name,
+                    unit,
+                    better,
+                    count: sorted.len(),
+                    nodes,
+                    median,
+                    min: sorted.first().copied().unwrap_or_default(),
+                    max: sorted.last().copied().unwrap_or_default(),
+                    mad,
+                    factor,
+                    outliers,
+                }
+            },
+        )
         .collect()
 }
 
@@ -918,7 +945,11 @@ impl Fleet {
         } else {
             format!(
                 "{}: {conformant} of {} nodes conformant",
-                if self.exit_code() == 0 { "CONFORMANT" } else { "NOT CONFORMANT" },
+                if self.exit_code() == 0 {
+                    "CONFORMANT"
+                } else {
+                    "NOT CONFORMANT"
+                },
                 self.nodes.len()
             )
         };
@@ -1254,7 +1285,10 @@ pub fn markdown(fleet: &Fleet) -> String {
     );
     if !fleet.measurements.is_empty() {
         let _ = writeln!(out, "### Measurements across the fleet\n");
-        let _ = writeln!(out, "| check | measurement | unit | values | median | range | outliers |");
+        let _ = writeln!(
+            out,
+            "| check | measurement | unit | values | median | range | outliers |"
+        );
         let _ = writeln!(out, "| --- | --- | --- | ---: | ---: | --- | ---: |");
         for m in &fleet.measurements {
             let _ = writeln!(
@@ -1318,10 +1352,7 @@ pub fn junit(fleet: &Fleet) -> String {
         };
         suite.add_test_case(TestCase::new("hilt::conformance", conformance));
         for ((check, device), c) in &r.cells {
-            let regressed = n
-                .regressions
-                .iter()
-                .any(|t| &t.check == check && &t.device == device);
+            let regressed = n.regressions.iter().any(|t| &t.check == check && &t.device == device);
             let reason = c.reason.clone().unwrap_or_default();
             let reason = if regressed {
                 format!("regressed (passed in the baseline): {reason}")
@@ -1355,10 +1386,7 @@ pub fn junit(fleet: &Fleet) -> String {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
             s.set_message("regressed: passed in the baseline, did not run tonight")
                 .set_type("regressed");
-            let mut case = TestCase::new(
-                xml(&format!("{}::{}", t.check.replace('.', "::"), t.device)),
-                s,
-            );
+            let mut case = TestCase::new(xml(&format!("{}::{}", t.check.replace('.', "::"), t.device)), s);
             case.set_classname(xml(&format!("hilt.{}", t.check)));
             suite.add_test_case(case);
         }
@@ -1406,10 +1434,10 @@ pub fn json(fleet: &Fleet) -> String {
             let r = n.result.as_ref();
             let mut verdicts: BTreeMap<&str, BTreeMap<&str, &'static str>> = BTreeMap::new();
             for ((check, device), c) in r.map(|r| &r.cells).into_iter().flatten() {
-                verdicts.entry(check).or_default().insert(
-                    device,
-                    if c.waived { "fail (waived)" } else { c.verdict.as_str() },
-                );
+                verdicts
+                    .entry(check)
+                    .or_default()
+                    .insert(device, if c.waived { "fail (waived)" } else { c.verdict.as_str() });
             }
             NodeJson {
                 node: &n.node,
@@ -1555,7 +1583,10 @@ pub fn html(fleet: &Fleet) -> String {
     );
 
     // The grid.
-    let _ = writeln!(out, "<h2>Nodes &times; checks</h2>\n<div class=\"grid\"><table>\n<tr><th>node</th><th>status</th>");
+    let _ = writeln!(
+        out,
+        "<h2>Nodes &times; checks</h2>\n<div class=\"grid\"><table>\n<tr><th>node</th><th>status</th>"
+    );
     for c in &fleet.checks {
         let _ = write!(out, "<th class=\"check\" title=\"{0}\">{0}</th>", esc(c));
     }
