@@ -473,3 +473,84 @@ fn the_fleet_page_renders_in_a_browser_with_regressions_first() {
     assert_eq!(rows[0], "n2", "{rows:?}");
     assert!(grid.contains("class=\"fail moved\""), "the regressed cell is outlined");
 }
+
+#[test]
+fn hostile_texts_in_results_cannot_break_any_format() {
+    let site = Site::new();
+    let hostile = "x\n<script>alert(1)</script> | *b* \u{1b}[31m&amp;";
+    // An unsigned result may claim anything: a node name nobody could give `--node`,
+    // check and measurement names full of markup and escape sequences.
+    put(
+        &site.path("now/evil"),
+        &record("sim-smoke.json", hostile, |v| {
+            for o in v["outcomes"].as_array_mut().expect("outcomes") {
+                o["check"] = format!("{hostile}.check").into();
+                o["reason"] = hostile.into();
+                o["verdict"] = "fail".into();
+                for m in o["measurements"].as_array_mut().expect("measurements") {
+                    m["name"] = hostile.into();
+                    m["unit"] = hostile.into();
+                }
+            }
+        }),
+        None,
+    );
+    put(
+        &site.path("now/n1"),
+        &record("sim-smoke.json", "n1", |_| {}),
+        Some(&site.path("lab.key")),
+    );
+    for format in ["text", "markdown", "html", "junit", "json"] {
+        let out = site.fleet(&["now", "--trusted-key", "lab.pub", "--format", format]);
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let report = text(&out);
+        if format != "html" {
+            // (A page is no terminal: an escape character there is inert text.)
+            assert!(!report.contains('\u{1b}'), "{format}: an escape sequence got through");
+        }
+        if format == "html" {
+            assert!(!report.contains("<script>"), "{format}: markup got through");
+        }
+        if format == "markdown" {
+            // Outside code spans, markup is escaped; a table row keeps its cells.
+            for line in report.lines() {
+                let outside: String = line.split('`').step_by(2).collect();
+                assert!(!outside.contains("<script>"), "markup got through: {line}");
+                if line.starts_with("| `") {
+                    assert_eq!(line.replace("\\|", "").matches('|').count(), 8, "{line}");
+                }
+            }
+        }
+        if format == "text" || format == "markdown" {
+            assert!(
+                !report
+                    .lines()
+                    .any(|l| l.starts_with("<script") || l.starts_with("alert")),
+                "{format}: a line break got through:\n{report}"
+            );
+        }
+        if format == "json" {
+            let v: Value = serde_json::from_str(&report).expect("valid JSON");
+            assert!(
+                v["nodes"]
+                    .as_array()
+                    .expect("nodes")
+                    .iter()
+                    .any(|n| n["node"] == hostile)
+            );
+        }
+        if format == "junit" {
+            junit_parses(&report);
+        }
+    }
+}
+
+fn junit_parses(xml: &str) {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use hilt_results::{Better, Verdict};
 
 use super::html::esc;
-use super::markdown::{cell as md, code};
+use super::markdown::{cell as md, code, table_code};
 use super::{Report, TraceState, number, one_line};
 
 /// One result in a comparison, with the name it was given by (its file).
@@ -391,7 +391,7 @@ pub fn markdown(c: &Comparison) -> String {
         let _ = writeln!(
             out,
             "| {} | {} |",
-            code(check),
+            table_code(check),
             cells.iter().map(|v| verdicts(v)).collect::<Vec<_>>().join(" | ")
         );
     }
@@ -402,7 +402,7 @@ pub fn markdown(c: &Comparison) -> String {
             let _ = writeln!(
                 out,
                 "| {} {} ({}) | {} |",
-                code(check),
+                table_code(check),
                 cell(name),
                 cell(unit),
                 cells

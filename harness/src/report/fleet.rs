@@ -38,7 +38,7 @@ use quick_junit::{NonSuccessKind, Property, Report as JReport, TestCase, TestCas
 use serde::Serialize;
 
 use super::html::{CSP, esc};
-use super::markdown::{cell as md, code};
+use super::markdown::{cell as md, code, table_code};
 use super::{Signature, number, one_line};
 
 /// The outlier factor, in median absolute deviations, when neither `--outlier-mad` nor the
@@ -1142,7 +1142,7 @@ pub fn text(fleet: &Fleet) -> String {
             .iter()
             .map(|m| {
                 [
-                    format!("{} {} ({})", m.check, m.name, m.unit),
+                    one_line(&format!("{} {} ({})", m.check, m.name, m.unit)),
                     m.count.to_string(),
                     number(m.median),
                     format!("{} .. {}", number(m.min), number(m.max)),
@@ -1294,7 +1294,7 @@ pub fn markdown(fleet: &Fleet) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} .. {} | {} |",
-                code(&m.check),
+                table_code(&m.check),
                 md(&m.name),
                 md(&m.unit),
                 m.count,
