@@ -96,15 +96,10 @@ pub struct RunArgs {
     lock_timeout: u64,
 }
 
-/// A node name: 1 to 253 letters, digits, `.`, `-` and `_`, as host names and the node
-/// names of Slurm and Kubernetes are written; it names a directory in fleet layouts.
+/// A node name, as `hilt fleet` reads them back (`report::fleet::valid_node_name`): it
+/// names a directory in fleet layouts.
 fn node_name(text: &str) -> Result<String, String> {
-    let ok = (1..=253).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !text.starts_with('.');
-    if ok {
+    if hilt_harness::report::fleet::valid_node_name(text) {
         Ok(text.to_string())
     } else {
         Err(format!(
