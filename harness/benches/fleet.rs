@@ -87,11 +87,14 @@ fn main() {
         }
     }
     drop(template);
-    println!(
-        "{nodes} nodes x {GPUS} accelerators, two nights: {:.0} MiB of signed results made in {:.1} s; {threads} threads",
-        bytes as f64 / f64::from(1 << 20),
-        started.elapsed().as_secs_f64()
-    );
+    if !made {
+        println!(
+            "{nodes} nodes x {GPUS} accelerators, two nights: {:.0} MiB of signed results made in {:.1} s",
+            bytes as f64 / f64::from(1 << 20),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("{threads} threads");
 
     let tonight = dir.join("tonight");
     let baseline = dir.join("baseline");
