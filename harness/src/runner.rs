@@ -332,24 +332,19 @@ fn run_trial(
         (p.check.scope == crate::check::Scope::Device).then(|| crate::device_users::Watch::start(host, &p.device.info));
     let run = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
-    let mut finding =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                .unwrap_or_default();
-            Finding::Error(format!("the check panicked: {msg}"))
-        });
-    if let Some(watch) = watch {
-        finding = watch.finish(
-            host,
-            &p.device.info,
-            p.check.suite() == "performance",
-            &mut ctx,
-            finding,
-        );
-    }
+    let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut ctx))).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_default();
+        Finding::Error(format!("the check panicked: {msg}"))
+    });
+    let performance = p.check.suite() == "performance";
+    let finding = match watch {
+        Some(watch) => watch.finish(host, &p.device.info, performance, &mut ctx, finding),
+        None => finding,
+    };
     let (verdict, reason) = match finding {
         Finding::Pass => (Verdict::Pass, None),
         Finding::Fail(r) => (Verdict::Fail, Some(r)),
