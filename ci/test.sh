@@ -16,14 +16,20 @@ packages=(
   openssl                # tests/signing.rs: OpenSSL verifies hilt's signatures
   pocl-opencl-icd        # tests/opencl.rs: a real OpenCL runtime on the CPU
   ocl-icd-libopencl1     # ... and the OpenCL ICD loader
-  chromium               # tests/reports.rs, tests/compare.rs: render the HTML pages
+  chromium               # tests/reports.rs, tests/compare.rs, tests/fleet.rs: render the HTML pages
   mesa-vulkan-drivers    # tests/vulkan.rs: lavapipe, a real Vulkan driver on the CPU
   libvulkan1             # ... the Vulkan loader
   vulkan-validationlayers # ... the Khronos validation layer the Vulkan checks run under
   glslc                  # ... recompiles the checked-in SPIR-V to prove it matches its GLSL
+  munge                  # tests/deploy.rs: a two-node Slurm cluster (ci/slurm-cluster.sh) ...
+  slurmctld              # ... its controller
+  slurmd                 # ... its two node daemons
+  slurm-client           # ... and sbatch, squeue, scontrol, sinfo
 )
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+# A virtual environment for kubernetes-validate (Debian's python3 needs python3-venv).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 need=()
 for p in "${packages[@]}"; do installed "$p" || need+=("$p"); done
 # A package that is not installed through dpkg but is on the PATH (chromium, python3, glslc
@@ -41,10 +47,28 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-# Here no OpenCL or Vulkan device, or no glslc, is a failure, not an ignored test.
+# Here no OpenCL or Vulkan device, or no glslc, is a failure, not an ignored test; so is a
+# Slurm cluster that cannot be started, or manifests that cannot be validated
+# (`HILT_REQUIRE_SLURM=0 ci/test.sh` where the machine cannot run slurmd, as without root).
 export HILT_REQUIRE_OPENCL=1
 export HILT_REQUIRE_VULKAN=1
 export HILT_REQUIRE_GLSLC=1
+export HILT_REQUIRE_SLURM=${HILT_REQUIRE_SLURM:-1}
+export HILT_REQUIRE_KUBERNETES_VALIDATE=${HILT_REQUIRE_KUBERNETES_VALIDATE:-1}
+
+# kubernetes-validate (PyPI), pinned with everything it needs in
+# ci/kubernetes-validate.txt, in a virtual environment kept under target/ between runs:
+# tests/deploy.rs validates every Kubernetes manifest with it.
+kv_dir=$PWD/target/kubernetes-validate-$(sha256sum ci/kubernetes-validate.txt | cut -c1-12)
+if [ ! -x "$kv_dir/bin/kubernetes-validate" ]; then
+  rm -rf "$kv_dir"
+  if ! { python3 -m venv "$kv_dir" && "$kv_dir/bin/python3" -m pip install --quiet --disable-pip-version-check \
+    -r ci/kubernetes-validate.txt; }; then
+    echo "note: kubernetes-validate could not be installed; the manifest test will say so" >&2
+    rm -rf "$kv_dir"
+  fi
+fi
+[ ! -x "$kv_dir/bin/kubernetes-validate" ] || export HILT_KUBERNETES_VALIDATE=$kv_dir/bin/kubernetes-validate
 
 # NVIDIA's NVRTC from its PyPI wheel (no driver or GPU needed), so that tests/cuda.rs
 # compiles the CUDA kernels for sm_80, sm_89 and sm_90 with the compiler hilt uses on a

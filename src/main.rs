@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
-use cmd::{capture, checks, compare, devices, keygen, profiles, report, requirements, run, sign, verify};
+use cmd::{capture, checks, compare, devices, fleet, keygen, profiles, report, requirements, run, sign, verify};
 
 /// The exit codes of `hilt run`, as `hilt run --help` shows them.
 const RUN_EXIT_CODES: &str = "\
@@ -107,6 +107,11 @@ enum Command {
     /// Show two or more results side by side, each verified first; with
     /// --fail-on-regression, exit 4 when the second of two regressed against the first.
     Compare(compare::CompareArgs),
+    /// Report the results of many nodes: who is conformant, who is not and why, which
+    /// results do not verify, which nodes are missing, outliers, and what regressed since
+    /// a baseline. Exit 0 only when every expected node has a verified, conformant result
+    /// and nothing regressed; 1 otherwise; 2 for unreadable input.
+    Fleet(fleet::FleetArgs),
     /// The requirement catalogue and the checks that cover each requirement.
     Requirements {
         /// Markdown, as in docs/requirements.md.
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::verify(&args),
         Command::Report(args) => report::report(&args, &catalogue),
         Command::Compare(args) => compare::compare(&args, &catalogue),
+        Command::Fleet(args) => fleet::fleet(&args, &catalogue),
         Command::Requirements { markdown } => requirements::requirements_matrix(&catalogue, markdown),
         Command::Tenant => {
             let stdin = std::io::stdin();

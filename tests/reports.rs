@@ -295,52 +295,21 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let page = dir.path().join("report.html");
     std::fs::write(&page, report(&[&fixture("sim-faults.json"), "--format", "html"])).expect("write");
-    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-artefacts");
-    std::fs::create_dir_all(&artefacts).expect("artefact dir");
-    let shot = artefacts.join("report.png");
-    let _ = std::fs::remove_file(&shot);
-    let url = format!("file://{}", page.display());
     // Nothing to fetch: no reference to anything outside the page.
     let html = std::fs::read_to_string(&page).expect("page");
     for outside in ["src=", "href=", "url(", "@import", "<script", "<link", "<iframe"] {
         assert!(!html.contains(outside), "the page refers outside itself: {outside}");
     }
-    // A profile of its own: the test needs no writable home directory.
-    let profile = format!("--user-data-dir={}", dir.path().join("chromium").display());
-    let base = [
-        "60",
-        browser.to_str().expect("utf-8"),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--window-size=1280,2400",
-        profile.as_str(),
-    ];
-    // `timeout`: a browser that hangs fails the test instead of the whole test run.
-    let out = Command::new("timeout")
-        .args(base)
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .expect("chromium runs");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot:\n{log}");
+    let rendered = common::render_in_chromium(&browser, &page, "report.png");
     // The page's content security policy makes any attempt to load something a console
     // message, so "no console message" also means "nothing tried to load".
-    let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages:\n{}", console.join("\n"));
+    assert!(
+        rendered.console.is_empty(),
+        "console messages:\n{}",
+        rendered.console.join("\n")
+    );
     // The browser's own parse of the page holds every section.
-    let dom = Command::new("timeout")
-        .args(base)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = rendered.dom;
     for section in [
         "Summary",
         "Needs attention",
@@ -359,7 +328,6 @@ fn the_html_report_renders_in_a_browser_without_console_errors() {
         !dom.contains("http://") || !dom.contains("src=\"http"),
         "nothing is fetched"
     );
-    eprintln!("screenshot: {}", shot.display());
 }
 
 /// A record whose texts try to break every format: line breaks, escape sequences,

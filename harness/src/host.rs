@@ -58,7 +58,7 @@ fn civil(time: SystemTime) -> (Date, u64, u32) {
     (Date { year, month, day }, secs % 86_400, since.subsec_millis())
 }
 
-/// Facts about this machine.
+/// Facts about this machine; `node` is left to the run (`hilt run --node`).
 pub fn host_facts() -> Host {
     let read = |path: &str| {
         std::fs::read_to_string(path)
@@ -71,6 +71,7 @@ pub fn host_facts() -> Host {
         kernel: read("/proc/sys/kernel/osrelease"),
         arch: std::env::consts::ARCH.into(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        node: None,
     }
 }
 

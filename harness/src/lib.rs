@@ -11,6 +11,8 @@ pub mod canary;
 pub mod capture;
 pub mod check;
 pub mod confidence;
+pub mod device_users;
+pub mod devlock;
 pub mod discovery;
 pub mod efi;
 pub mod host;

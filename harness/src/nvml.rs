@@ -163,6 +163,49 @@ pub fn query() -> Result<NvmlSystem, String> {
     })
 }
 
+/// A process NVML lists on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmlProcess {
+    /// Its process id, as the host's kernel numbers it (in a container without the host's
+    /// process namespace it names nothing there).
+    pub pid: u32,
+    /// Device memory it holds, bytes, where NVML says.
+    pub used_memory_bytes: Option<u64>,
+    /// `compute` or `graphics`.
+    pub kind: &'static str,
+}
+
+/// The processes NVML lists as running on the GPU at `pci_address`: compute and graphics
+/// contexts. An error in words where NVML cannot be loaded or does not know the device.
+/// NVML is initialised once per process and kept.
+pub fn running_processes(pci_address: &str) -> Result<Vec<NvmlProcess>, String> {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    static NVML: std::sync::OnceLock<Result<nvml_wrapper::Nvml, String>> = std::sync::OnceLock::new();
+    let nvml = NVML
+        .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| format!("NVML unavailable: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let device = nvml
+        .device_by_pci_bus_id(pci_address)
+        .map_err(|e| format!("NVML does not know {pci_address}: {e}"))?;
+    let mut list = Vec::new();
+    for (kind, found) in [
+        ("compute", device.running_compute_processes()),
+        ("graphics", device.running_graphics_processes()),
+    ] {
+        let found = found.map_err(|e| format!("NVML cannot list the {kind} processes on {pci_address}: {e}"))?;
+        list.extend(found.into_iter().map(|p| NvmlProcess {
+            pid: p.pid,
+            used_memory_bytes: match p.used_gpu_memory {
+                UsedGpuMemory::Used(b) => Some(b),
+                UsedGpuMemory::Unavailable => None,
+            },
+            kind,
+        }));
+    }
+    Ok(list)
+}
+
 /// The NVML device at `pci_address` (any spelling of the bus id), or else the one with
 /// `uuid`.
 pub fn find<'a>(system: &'a NvmlSystem, pci_address: Option<&str>, uuid: Option<&str>) -> Option<&'a NvmlDevice> {

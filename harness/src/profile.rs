@@ -80,6 +80,11 @@ pub struct Profile {
     /// What a pass of a check whose detection is probabilistic must establish; the checks
     /// derive their number of attempts from it.
     pub leak_target: LeakTarget,
+    /// How far from the fleet's median, in median absolute deviations, a node's
+    /// measurement lies before `hilt fleet` flags it as an outlier, for results run under
+    /// this profile; `None`: the fleet report's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_outlier_mad: Option<f64>,
     /// Which devices the profile applies to; empty for abstract profiles such as `base`.
     pub matches: Vec<MatchRule>,
     /// Knobs for simulated devices.
@@ -537,6 +542,11 @@ pub struct RawProfile {
     /// The confidence of that statement, above 0 and below 1 (default 0.95).
     #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0.0, "exclusiveMaximum" = 1.0))]
     confidence: Option<Spanned<f64>>,
+    /// `hilt fleet` flags a node's measurement as an outlier when it lies more than this
+    /// many median absolute deviations from the fleet's median, for results run under
+    /// this profile (above 0, at most 1000; default: `hilt fleet`'s, 5).
+    #[schemars(with = "Option<f64>", range(min = 0, max = 1000))]
+    fleet_outlier_mad: Option<Spanned<f64>>,
     /// Which devices the profile applies to; a profile without rules is abstract.
     #[serde(rename = "match")]
     matches: Option<Vec<MatchRule>>,
@@ -664,6 +674,18 @@ fn parse_raw(source: &Source, catalogue: &Catalogue) -> Result<RawProfile, Profi
             format!("`expect_devices` must be 1 to 4096, not {}", n.get_ref()),
         ));
     }
+    if let Some(k) = &raw.fleet_outlier_mad
+        && !(k.get_ref().is_finite() && *k.get_ref() > 0.0 && *k.get_ref() <= 1000.0)
+    {
+        errors.push(at(
+            source,
+            k.span(),
+            format!(
+                "`fleet_outlier_mad` must be above 0 and at most 1000, not {}",
+                k.get_ref()
+            ),
+        ));
+    }
     for (name, value) in [
         ("max_leak_probability", &raw.max_leak_probability),
         ("confidence", &raw.confidence),
@@ -783,6 +805,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
     let mut leak_target = LeakTarget::default();
     // Where the leak target was last set, for an error about the two values together.
     let mut leak_decl: Option<(Source, std::ops::Range<usize>)> = None;
+    let mut fleet_outlier_mad = None;
     let mut matches = Vec::new();
     let mut sim = toml::Table::new();
     struct Merged {
@@ -811,6 +834,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
             leak_decl = Some((source.clone(), c.span()));
             leak_target.confidence = c.into_inner();
         }
+        fleet_outlier_mad = raw.fleet_outlier_mad.map(Spanned::into_inner).or(fleet_outlier_mad);
         if let Some(m) = raw.matches {
             matches = m;
         }
@@ -910,6 +934,7 @@ fn resolve(chain: Vec<(Source, RawProfile)>, catalogue: &Catalogue, today: Date)
         tenant_timeout_s,
         expect_devices,
         leak_target,
+        fleet_outlier_mad,
         matches,
         sim,
         checks: resolved,
@@ -1063,6 +1088,7 @@ mod tests {
             default_tier: Tier::Standard,
             tenant_timeout_s: 60,
             expect_devices: None,
+            fleet_outlier_mad: None,
             leak_target: LeakTarget::default(),
             matches,
             sim: SimKnobs::default(),

@@ -179,6 +179,11 @@ pub struct RunSetup {
     /// What the run cannot examine, known before it starts: no accelerator (a fallback to
     /// the simulated device), fewer accelerators than expected.
     pub coverage: Coverage,
+    /// The node the run stands for (`--node`); `None`: the host name.
+    pub node: Option<String>,
+    /// Where the node-wide device locks live and how long to wait for them; `None` takes
+    /// no locks.
+    pub locks: Option<crate::devlock::LockSettings>,
 }
 
 /// The key a run signs its record with.
@@ -201,6 +206,9 @@ pub struct RunEnd {
     /// Reporters that failed (a file that could not be written): the run's verdicts stand,
     /// but a file it was asked for is missing.
     pub failures: Vec<ReporterFailure>,
+    /// Why nothing ran, when a device stayed locked by another run (exit 3) or the locks
+    /// could not be taken at all (exit 2).
+    pub not_run: Option<String>,
 }
 
 /// The folder one run writes: `OUT/<UTC start as YYYYMMDDTHHMMSSZ>-<first 8 hex of the run
@@ -364,18 +372,49 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             run_dir: None,
             exit: ExitCode::Conformant,
             failures: Vec::new(),
+            not_run: None,
         });
     }
 
     let selected: Vec<bool> = planned.iter().map(|p| selects(args, &p.name)).collect();
     let filtered = selected.iter().any(|s| !s);
+    // One run per device on the node: the devices tenants will open are locked before
+    // anything is written, and held until this function returns.
+    let node = setup.node.clone().unwrap_or_else(|| crate::host::host_facts().hostname);
+    let _device_locks = match &setup.locks {
+        None => None,
+        Some(settings) => {
+            let opened: Vec<&DeviceInfo> = planned
+                .iter()
+                .zip(&selected)
+                .filter(|(p, s)| **s && p.device.spec.openable())
+                .map(|(p, _)| &p.device.info)
+                .collect();
+            match crate::devlock::acquire(&opened, settings, &node, |m| eprintln!("hilt: {m}")) {
+                Ok(locks) => Some(locks),
+                Err(e) => {
+                    let exit = match e {
+                        crate::devlock::LockError::Busy { .. } => ExitCode::Inconclusive,
+                        _ => ExitCode::Usage,
+                    };
+                    return Ok(RunEnd {
+                        record: None,
+                        run_dir: None,
+                        exit,
+                        failures: Vec::new(),
+                        not_run: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+    };
     let selected_names: Vec<String> = planned
         .iter()
         .zip(&selected)
         .filter(|(_, s)| **s)
         .map(|(p, _)| p.name.clone())
         .collect();
-    let mut header = header(&setup, &planned, filtered.then_some(&selected_names));
+    let mut header = header(&setup, node, &planned, filtered.then_some(&selected_names));
     header.run.not_run = not_run;
     // Filters, overridden settings that change the checks, planted faults and trials that
     // could not run, as the record tells them, so that readers of the record derive the
@@ -476,6 +515,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         run_dir: path,
         exit,
         failures,
+        not_run: None,
     })
 }
 
@@ -559,6 +599,9 @@ fn run_trial(
     {
         ctx.evidence("sharing_mode", mode.clone());
     }
+    // Other processes on the device are evidence, and spoil a performance figure.
+    let watch = (p.check.scope == crate::check::Scope::Device)
+        .then(|| crate::device_users::Watch::start(&run.host, &p.device.info));
     let check = p.check.run;
     // A panicking check is a harness bug: record it as an error, never lose the trial.
     let finding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&mut ctx))).unwrap_or_else(|panic| {
@@ -569,6 +612,11 @@ fn run_trial(
             .unwrap_or_default();
         Finding::Error(format!("the check panicked: {msg}"))
     });
+    let performance = p.check.suite() == "performance";
+    let finding = match watch {
+        Some(watch) => watch.finish(&run.host, &p.device.info, performance, &mut ctx, finding),
+        None => finding,
+    };
     // A trial during which the run was asked to stop had its tenants stopped: whatever
     // it found is not evidence, so it is not recorded and counts as not run.
     if let Some(signal) = crate::interrupt::requested() {
@@ -645,7 +693,7 @@ fn lock(recorder: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
 
 /// The record before any trial ran; `selected` names the trials filters selected, when
 /// they left any out.
-fn header(setup: &RunSetup, planned: &[PlannedTrial], selected: Option<&Vec<String>>) -> ResultRecord {
+fn header(setup: &RunSetup, node: String, planned: &[PlannedTrial], selected: Option<&Vec<String>>) -> ResultRecord {
     let filtered = selected.is_some();
     let profile = &setup.profile;
     ResultRecord {
@@ -677,7 +725,10 @@ fn header(setup: &RunSetup, planned: &[PlannedTrial], selected: Option<&Vec<Stri
             }),
             not_run: Vec::new(),
         },
-        host: crate::host::host_facts(),
+        host: hilt_results::Host {
+            node: Some(node),
+            ..crate::host::host_facts()
+        },
         profile: ProfileInfo {
             id: profile.id.clone(),
             title: profile.title.clone(),

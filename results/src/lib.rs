@@ -264,6 +264,20 @@ pub struct Host {
     pub arch: String,
     /// Logical CPUs available to the run.
     pub cpus: u32,
+    /// The node the run stands for in a fleet: `hilt run --node NAME` (`HILT_NODE`), by
+    /// default the host name. It differs from `hostname` where the host name is not the
+    /// node's: a Kubernetes pod (the manifests pass the node name from the downward API),
+    /// a container, a Slurm node name that is not the host name. Absent in records before
+    /// format 1.2; readers then take `hostname` ([`Host::node_name`]). Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl Host {
+    /// The node a record stands for: `node` where the record has one, else `hostname`.
+    pub fn node_name(&self) -> &str {
+        self.node.as_deref().unwrap_or(&self.hostname)
+    }
 }
 
 /// The profile a run applied.
@@ -1105,6 +1119,7 @@ mod tests {
                 kernel: "6".into(),
                 arch: "x86_64".into(),
                 cpus: 2,
+                node: None,
             },
             profile: ProfileInfo {
                 id: "p".into(),
@@ -1339,6 +1354,23 @@ mod tests {
         );
         assert_eq!(r.derived_conformance().status, ConformanceStatus::Partial);
         assert!(r.inconsistencies()[0].starts_with("conformance: the record says conformant"));
+    }
+
+    #[test]
+    fn a_record_without_a_node_stands_for_its_host_name() {
+        let mut r = record(vec![]);
+        assert_eq!(r.host.node_name(), "h");
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("\"node\""), "an absent node is not written: {text}");
+        r.host.node = Some("gpu-017".into());
+        let back = ResultRecord::from_json(&serde_json::to_vec(&r).expect("json")).expect("reads");
+        assert_eq!(back.host.node_name(), "gpu-017");
+        // A 1.1 record (no node) reads as before.
+        let old = text.replace("\"minor\":2", "\"minor\":1");
+        assert_eq!(
+            ResultRecord::from_json(old.as_bytes()).expect("1.1 reads").host.node,
+            None
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod compare;
 pub mod devices;
 pub mod files;
+pub mod fleet;
 pub mod keygen;
 pub mod profiles;
 pub mod report;

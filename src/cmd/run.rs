@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use hilt_harness::accel::sim::{self, SimKnobs};
 use hilt_harness::check::{self, Catalogue, TrialDevice};
+use hilt_harness::devlock;
 use hilt_harness::discovery::{self, Discovery};
 use hilt_harness::host::Date;
 use hilt_harness::profile::{Library, Profile};
@@ -143,6 +144,29 @@ pub struct RunArgs {
     /// Colour: auto, always or never.
     #[arg(long, value_enum)]
     color: Option<TermColor>,
+    /// The node this run stands for in a fleet report; default: the host name. Under
+    /// Slurm pass `$SLURMD_NODENAME`, in a Kubernetes pod the node name from the downward
+    /// API (the pod's host name is the pod's).
+    #[arg(long, value_name = "NAME", env = "HILT_NODE", value_parser = node_name)]
+    node: Option<String>,
+    /// How long to wait for a device that another hilt run on this node holds, seconds;
+    /// then nothing runs and hilt exits 3. Locks live in /run/lock, or in HILT_LOCK_DIR.
+    #[arg(long, value_name = "SECS", env = "HILT_LOCK_TIMEOUT", default_value_t = devlock::DEFAULT_TIMEOUT_S,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    lock_timeout: u64,
+}
+
+/// A node name, as `hilt fleet` reads them back (`report::fleet::valid_node_name`): it
+/// names a directory in fleet layouts.
+fn node_name(text: &str) -> Result<String, String> {
+    if hilt_harness::report::fleet::valid_node_name(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{}` is not a node name: 1 to 253 letters, digits, `.`, `-` and `_`, not starting with `.`",
+            text.escape_debug()
+        ))
+    }
 }
 
 /// `hilt run`.
@@ -380,6 +404,8 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
             no_accelerator,
             missing_devices: missing,
         },
+        node: args.node.clone(),
+        locks: Some(devlock::LockSettings::from_env(Duration::from_secs(args.lock_timeout))),
     };
     if !listing {
         // From here on, SIGINT and SIGTERM stop the run and keep what it found.
@@ -391,6 +417,10 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     let end = runner::execute(setup, catalogue, &test_args);
     drop(shield);
     let end = end.with_context(|| format!("failed to record the run in {}", args.out.display()))?;
+    if let Some(why) = &end.not_run {
+        say!("error: {why}");
+        return Ok(end.exit.code());
+    }
     let (Some(record), Some(dir)) = (&end.record, &end.run_dir) else {
         return Ok(end.exit.code());
     };

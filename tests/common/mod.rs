@@ -17,7 +17,9 @@ pub fn hilt_bin() -> PathBuf {
 /// test fixtures too (`HILT_PROFILE_PATH`), the host's files from the compliant fixture
 /// host (`HILT_SYSFS_ROOT`; `--sysfs-root` overrides it), and no real backend probed
 /// (`HILT_BACKENDS=sim`), so the simulated device runs even where PoCL is installed.
-/// The OpenCL tests (`tests/opencl.rs`) choose their backends themselves.
+/// The OpenCL tests (`tests/opencl.rs`) choose their backends themselves. Each command
+/// gets a device lock directory of its own (`HILT_LOCK_DIR`), so that tests running at
+/// once never wait for each other's `sim0`; tests of the locks set a shared one.
 pub fn command() -> Command {
     command_for(hilt_bin())
 }
@@ -28,8 +30,42 @@ pub fn command_for(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd.env("HILT_PROFILE_PATH", fixtures().join("profiles"))
         .env("HILT_SYSFS_ROOT", host_fixture("h100-good"))
         .env("HILT_BACKENDS", "sim")
-        .env_remove("HILT_SIGN_KEY");
+        .env("HILT_LOCK_DIR", lock_dir())
+        .env_remove("HILT_SIGN_KEY")
+        .env_remove("HILT_NODE")
+        .env_remove("HILT_LOCK_TIMEOUT");
     cmd
+}
+
+/// A fresh directory for device locks, under the test target's temporary directory.
+pub fn lock_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("locks").join(format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Every result file below `dir` (`result.json`, or `result.dsse.json` with `signed`),
+/// wherever the run put it, `latest` links not followed.
+pub fn results_below(dir: &Path, signed: bool) -> Vec<PathBuf> {
+    let name = if signed { "result.dsse.json" } else { "result.json" };
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.file_name() == name {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Runs `hilt ARGS` (see [`command`]).
@@ -168,7 +204,9 @@ pub fn redact(text: &str) -> String {
             .replace_all(&out, replacement)
             .into_owned();
     }
-    out
+    // A run's node defaults to the host name; node names a test chose stay.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    out.replace(&format!("\"node\": \"{}\"", host.trim()), "\"node\": \"[hostname]\"")
 }
 
 /// Whether `hilt devices` (run by `devices`) lists `BACKEND0`; `Err` with the backend's own
@@ -221,4 +259,64 @@ pub fn chromium() -> Option<PathBuf> {
         panic!("this test needs Chromium (Debian: apt-get install chromium); set HILT_SKIP_CHROMIUM=1 to skip it");
     }
     found
+}
+
+/// What headless Chromium made of a page.
+pub struct Rendered {
+    /// The DOM after parsing, as `--dump-dom` prints it.
+    pub dom: String,
+    /// The console messages the page caused (under the pages' content security policy,
+    /// any attempt to load something is one).
+    pub console: Vec<String>,
+}
+
+/// Renders `page` in headless Chromium (`browser`): a screenshot `shot` in the test
+/// target's `report-artefacts/` (asserted to be more than blank), the DOM and the console.
+pub fn render_in_chromium(browser: &Path, page: &Path, shot: &str) -> Rendered {
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-artefacts");
+    std::fs::create_dir_all(&artefacts).expect("artefact dir");
+    let shot = artefacts.join(shot);
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("file://{}", page.display());
+    let profile_dir = tempfile::tempdir().expect("tempdir");
+    // A profile of its own: the test needs no writable home directory.
+    let profile = format!("--user-data-dir={}", profile_dir.path().join("chromium").display());
+    let base = [
+        "60",
+        browser.to_str().expect("utf-8"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,2400",
+        profile.as_str(),
+    ];
+    // `timeout`: a browser that hangs fails the test instead of the whole test run.
+    let out = Command::new("timeout")
+        .args(base)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(shot.metadata().is_ok_and(|m| m.len() > 10_000), "no screenshot:\n{log}");
+    let console = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    let dom = Command::new("timeout")
+        .args(base)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    eprintln!("screenshot: {}", shot.display());
+    Rendered {
+        dom: String::from_utf8_lossy(&dom.stdout).into_owned(),
+        console,
+    }
 }

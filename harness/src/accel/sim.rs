@@ -87,6 +87,12 @@ pub struct SimKnobs {
     /// covers everything; the fault `global-residue-high-memory` sets 0.9, where only a
     /// check that fills and reads (nearly) the whole device can see it.
     pub scrubbed_share: f64,
+    /// A file the simulated device stands for as its device node: processes other than
+    /// the run's own that hold it open are other users of the device, as holders of
+    /// `/dev/nvidia0` are of a GPU (see [`crate::device_users`]). It changes nothing in
+    /// how the device behaves; it lets a test make the device look busy. None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_file: Option<String>,
 }
 
 impl Default for SimKnobs {
@@ -106,6 +112,7 @@ impl Default for SimKnobs {
             fault_silent: false,
             shared_address_space: false,
             scrubbed_share: 1.0,
+            device_file: None,
         }
     }
 }

@@ -114,6 +114,9 @@ pub fn render(report: &Report<'_>) -> String {
             r.host.cpus
         ),
     );
+    if r.host.node_name() != r.host.hostname {
+        row(&mut out, "node", esc(r.host.node_name()));
+    }
     row(
         &mut out,
         "tool",

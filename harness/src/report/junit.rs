@@ -29,7 +29,7 @@ use crate::record::{Standing, standing};
 
 /// Text from the record made valid in XML 1.0: characters XML cannot hold (most control
 /// characters, U+FFFE, U+FFFF) become U+FFFD, so a reader never rejects the whole file.
-fn xml(text: &str) -> String {
+pub(crate) fn xml(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '\t' | '\n' | '\r' => c,

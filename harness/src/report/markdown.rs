@@ -104,8 +104,14 @@ pub fn render(report: &Report<'_>) -> String {
     out
 }
 
+/// [`code`] for a table cell: a `|` ends a cell even inside a code span (GitHub Flavored
+/// Markdown splits the row first), so it is escaped, which such a table shows as `|`.
+pub fn table_code(text: &str) -> String {
+    code(text).replace('|', "\\|")
+}
+
 /// Text from the record as a Markdown code span: on one line, fenced with more backticks
-/// than any run inside it.
+/// than any run inside it. In a table cell use [`table_code`].
 pub fn code(text: &str) -> String {
     let text = super::one_line(text);
     let mut longest = 0;
@@ -141,4 +147,18 @@ pub fn cell(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_in_a_table_code_span_stays_in_its_cell() {
+        let row = format!("| {} | x |", table_code("a|b`c"));
+        assert_eq!(row, "| ``a\\|b`c`` | x |");
+        // Unescaped pipes: the row's own three.
+        let bare = row.replace("\\|", "");
+        assert_eq!(bare.matches('|').count(), 3);
+    }
 }

@@ -8,12 +8,14 @@
 //! result and the reporters of a running `hilt run`.
 
 pub mod compare;
+pub mod fleet;
 pub mod html;
 pub mod junit;
 pub mod markdown;
 
 use std::collections::BTreeMap;
 
+use hilt_results::signed::{self, TrustedKey};
 use hilt_results::{Better, Level, Measurement, Outcome, ResultRecord, Verdict};
 use serde::Serialize;
 
@@ -22,10 +24,10 @@ use crate::record::{Event, Reporter, ReporterKind};
 use crate::requirements::Requirement;
 
 /// The node a record was made on, as reports name it (JUnit suites and test cases, so that
-/// files merged from many nodes never collide; comparison columns): the host name recorded
-/// by the run. The one place to change when records carry a node name of their own.
+/// files merged from many nodes never collide; comparison columns; the fleet report): the
+/// record's `host.node` (`hilt run --node`), else the host name it recorded.
 pub fn node(record: &ResultRecord) -> &str {
-    &record.host.hostname
+    record.host.node_name()
 }
 
 /// The formats a report can take.
@@ -214,6 +216,61 @@ impl Signature {
             Signature::Pending => "written by the run itself; see result.dsse.json for its signature".into(),
         }
     }
+}
+
+/// Reads a result file: a plain record (`Unsigned`), or a DSSE envelope verified against
+/// `keys` (`Verified`, or `NotVerified` with the verifier's failed findings and the record
+/// the envelope claims). An error in words when the file cannot be read, or holds
+/// neither a record nor an envelope whose payload can be read.
+pub fn read_result(path: &std::path::Path, keys: &[TrustedKey]) -> Result<(ResultRecord, Signature), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    read_result_bytes(&bytes, keys).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// [`read_result`] of bytes already read. A record whose summary or conformance do not
+/// follow from its own outcomes is `NotVerified` too, whatever its signature, with those
+/// findings among the reasons: no report shows such a record's claims as facts.
+pub fn read_result_bytes(bytes: &[u8], keys: &[TrustedKey]) -> Result<(ResultRecord, Signature), String> {
+    let (record, signature) = read_result_unchecked(bytes, keys)?;
+    let problems = record.inconsistencies();
+    if problems.is_empty() {
+        return Ok((record, signature));
+    }
+    let mut reasons = match signature {
+        Signature::NotVerified { reasons } => reasons,
+        _ => Vec::new(),
+    };
+    reasons.extend(problems.into_iter().map(|p| format!("record: {p}")));
+    Ok((record, Signature::NotVerified { reasons }))
+}
+
+fn read_result_unchecked(bytes: &[u8], keys: &[TrustedKey]) -> Result<(ResultRecord, Signature), String> {
+    if serde_json::from_slice::<signed::Envelope>(bytes).is_err() {
+        let record = ResultRecord::from_json(bytes).map_err(|e| e.to_string())?;
+        return Ok((record, Signature::Unsigned));
+    }
+    let policy = signed::Policy {
+        trusted: keys.to_vec(),
+        ..signed::Policy::default()
+    };
+    let verification = signed::verify(bytes, &policy).map_err(|e| e.to_string())?;
+    if let (true, Some(record), Some(signer)) = (verification.verified(), verification.record, verification.signer) {
+        let keyid = keys
+            .iter()
+            .find(|k| k.label == signer)
+            .map(|k| k.key.keyid().to_string())
+            .unwrap_or_default();
+        return Ok((record, Signature::Verified { signer, keyid }));
+    }
+    let reasons = verification
+        .findings
+        .into_iter()
+        .filter(|f| !f.ok)
+        .map(|f| f.text)
+        .collect();
+    let record = signed::read_unverified(bytes)
+        .map_err(|e| format!("it does not verify and its payload cannot be read: {e}"))?;
+    Ok((record, Signature::NotVerified { reasons }))
 }
 
 /// Everything a report is made from.

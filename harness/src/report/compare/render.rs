@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::{Comparison, MeasurementRow, Platform, Standing, Value, share, verdict_list};
 use crate::report::html::esc;
-use crate::report::markdown::{cell as md, code as md_code};
+use crate::report::markdown::{cell as md, table_code as md_code};
 use crate::report::{Signature, number, one_line};
 
 /// One line of a block: a label, the check's level (checks only), one cell per result.

@@ -1,0 +1,32 @@
+#!/bin/bash
+# A Slurm Epilog: after every job, a smoke run of hilt on the node's accelerators, so
+# that a device that starts leaking (a driver update, a bad reset) is taken out of
+# service before the next tenant gets it. Slurm drains a node whose epilog fails; this
+# script fails only when the node is not conformant (hilt's exit 1), never because hilt
+# could not decide (exit 3, such as a device lock another run holds) or could not run.
+#
+# slurm.conf:
+#   Epilog=/etc/slurm/epilog.d/hilt.sh
+# with this file there, and HILT (the executable), HILT_EPILOG_RESULTS, HILT_SIGN_KEY
+# set below or in /etc/default/hilt. The smoke tier takes seconds per device; the epilog
+# holds the node (state COMPLETING) until it ends, so keep it to the smoke tier.
+set -u
+[ -r /etc/default/hilt ] && . /etc/default/hilt
+hilt=${HILT:-/usr/local/bin/hilt}
+out=${HILT_EPILOG_RESULTS:-/var/lib/hilt/epilog}
+node=${SLURMD_NODENAME:-$(hostname -s)}
+mkdir -p "$out"
+timeout "${HILT_EPILOG_TIMEOUT:-600}" "$hilt" run -q --tier smoke --node "$node" --out "$out" \
+  --lock-timeout 60 >>"$out/epilog.log" 2>&1
+rc=$?
+case $rc in
+  0) exit 0 ;;
+  1)
+    logger -t hilt "node $node is not conformant after job ${SLURM_JOB_ID:-?}: draining it (results in $out)"
+    exit 1
+    ;;
+  *)
+    logger -t hilt "hilt could not decide on node $node after job ${SLURM_JOB_ID:-?} (exit $rc); see $out/epilog.log"
+    exit 0
+    ;;
+esac
