@@ -747,6 +747,134 @@ fn secure_boot_is_judged_by_whether_signatures_are_enforced() {
     assert!(why.contains("holds 2 bytes"), "{why}");
 }
 
+/// Writes `bytes` at host path `path` under `root`, making its directories.
+fn put(root: &Path, path: &str, bytes: &[u8]) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, bytes).expect("write");
+}
+
+#[test]
+fn secure_boot_verdicts_rest_only_on_values_the_specification_defines() {
+    use hilt_harness::efi;
+    let efivar = |v: efi::Variable, bytes: &[u8]| (v.efivarfs_path(), bytes.to_vec());
+    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str, &str)> = vec![
+        // The firmware's mode variables are 0 or 1 (UEFI 2.10 section 3.3); the kernel's
+        // EFI stub would call SecureBoot = 2 enabled and SetupMode = 2 user mode, so
+        // neither a pass nor a fail can be read from them.
+        (
+            "SecureBoot = 2",
+            vec![efivar(efi::SECURE_BOOT, b"\x06\x00\x00\x00\x02")],
+            "inconclusive",
+            "SecureBoot = 2 in /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c, a value \
+             the UEFI specification does not define",
+        ),
+        (
+            "SetupMode = 2",
+            vec![efivar(efi::SETUP_MODE, b"\x06\x00\x00\x00\x02")],
+            "inconclusive",
+            "SetupMode = 2 in",
+        ),
+        (
+            "DeployedMode = 255 through sysfs",
+            vec![(format!("{}/data", efi::DEPLOYED_MODE.sysfs_dir()), b"\xff".to_vec())],
+            "inconclusive",
+            "DeployedMode = 255 in /sys/firmware/efi/vars/DeployedMode-",
+        ),
+        // An efivarfs file shorter than its attribute word is malformed input, judged like
+        // a value of the wrong size: inconclusive, naming the file, not a broken check.
+        (
+            "SecureBoot of 3 bytes",
+            vec![efivar(efi::SECURE_BOOT, b"\x06\x00\x00")],
+            "inconclusive",
+            "SecureBoot in /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c holds 3 bytes, \
+             fewer than the four attribute bytes",
+        ),
+        (
+            "an empty SetupMode",
+            vec![efivar(efi::SETUP_MODE, b"")],
+            "inconclusive",
+            "SetupMode in",
+        ),
+        // A well-formed variable that turns enforcement off fails the check whatever else
+        // could not be read.
+        (
+            "SecureBoot = 0 beside a malformed AuditMode",
+            vec![
+                efivar(efi::SECURE_BOOT, b"\x06\x00\x00\x00\x00"),
+                efivar(efi::AUDIT_MODE, b"\x06\x00\x00\x00\x00\x00"),
+            ],
+            "fail",
+            "secure boot is disabled (SecureBoot = 0 in",
+        ),
+        (
+            "shim insecure beside SetupMode = 7",
+            vec![
+                efivar(efi::SETUP_MODE, b"\x06\x00\x00\x00\x07"),
+                efivar(efi::MOK_SB_STATE, b"\x06\x00\x00\x00\x01"),
+            ],
+            "fail",
+            "shim has been told not to validate images",
+        ),
+        // Both layouts present and disagreeing: the one that says enforcement is off wins.
+        (
+            "efivarfs SecureBoot = 1, sysfs SecureBoot = 0",
+            vec![(format!("{}/data", efi::SECURE_BOOT.sysfs_dir()), b"\x00".to_vec())],
+            "fail",
+            "secure boot is disabled (SecureBoot = 0 in /sys/firmware/efi/vars/SecureBoot-",
+        ),
+    ];
+    for (what, files, verdict, says) in cases {
+        let dir = copy_of("h100-good");
+        for (path, bytes) in &files {
+            put(dir.path(), path, bytes);
+        }
+        let (got, why) = secure_boot_on(dir.path());
+        assert_eq!(got, verdict, "{what}: {why}");
+        assert!(why.contains(says), "{what}: {why}");
+    }
+}
+
+#[test]
+fn shims_mok_table_alone_cannot_say_the_firmware_lacks_secure_boot() {
+    // efivarfs not mounted, no pre-6.0 sysfs interface, and the MOK table of a shim older
+    // than 16.0, which copies its own state there but not the firmware's SecureBoot: the
+    // table's silence is no evidence that the firmware lacks secure boot.
+    let dir = copy_of("h100-good");
+    let vars = dir.path().join("sys/firmware/efi/efivars");
+    std::fs::remove_dir_all(&vars).expect("rm");
+    std::fs::create_dir(&vars).expect("mkdir");
+    put(dir.path(), &hilt_harness::efi::MOK_SB_STATE.mokvar_path(), b"\x00");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "inconclusive", "{why}");
+    assert!(
+        why.contains("holds only the variables shim copied there, and SecureBoot is not among them"),
+        "{why}"
+    );
+    // shim 16's table carries the firmware's SecureBoot: that copy is read.
+    put(dir.path(), &hilt_harness::efi::SECURE_BOOT.mokvar_path(), b"\x00");
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "fail", "{why}");
+    assert!(
+        why.contains("SecureBoot = 0 in /sys/firmware/efi/mok-variables/SecureBoot"),
+        "{why}"
+    );
+    // The pre-6.0 interface lists every variable: without SecureBoot there, the firmware
+    // has none.
+    let dir = copy_of("h100-good");
+    let vars = dir.path().join("sys/firmware/efi/efivars");
+    std::fs::remove_dir_all(&vars).expect("rm");
+    std::fs::create_dir(&vars).expect("mkdir");
+    put(
+        dir.path(),
+        "/sys/firmware/efi/vars/Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c/data",
+        b"\x01\x00",
+    );
+    let (verdict, why) = secure_boot_on(dir.path());
+    assert_eq!(verdict, "fail", "{why}");
+    assert!(why.contains("no SecureBoot variable"), "{why}");
+}
+
 #[test]
 fn secure_boot_without_a_readable_interface_or_capture_coverage_is_inconclusive() {
     // efivarfs not mounted (an empty directory) and no other interface.

@@ -107,6 +107,14 @@ pub enum Interface {
 }
 
 impl Interface {
+    /// Whether the interface shows every variable the firmware holds, so that a variable
+    /// absent from it is absent from the firmware. efivarfs and the sysfs efivars
+    /// directory do; shim's MOK table holds only what shim chose to copy (the firmware's
+    /// `SecureBoot` only since shim 16.0), so its silence says nothing about the firmware.
+    pub fn shows_every_variable(self) -> bool {
+        !matches!(self, Interface::MokVarTable)
+    }
+
     /// A short name for evidence and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,9 +138,41 @@ pub struct Reading {
     pub attributes: Option<u32>,
     /// The value, without attributes.
     pub value: Vec<u8>,
+    /// Why the file cannot be taken as the variable's value, when it cannot: an efivarfs
+    /// file shorter than its attribute word, or a value that is not the one byte the UEFI
+    /// specification and shim define for every variable hilt reads (UEFI 2.10 section 3.3;
+    /// shim's `MokVars.txt`). A malformed reading is evidence, never a verdict.
+    pub malformed: Option<String>,
 }
 
 impl Reading {
+    /// A reading of `value`, marked malformed unless it is one byte.
+    fn new(variable: Variable, interface: Interface, path: String, attributes: Option<u32>, value: Vec<u8>) -> Self {
+        let malformed = (value.len() != 1).then(|| {
+            format!(
+                "{} in {path} holds {} bytes, but the UEFI specification and shim define it as one byte",
+                variable.name,
+                value.len()
+            )
+        });
+        Reading {
+            variable,
+            interface,
+            path,
+            attributes,
+            value,
+            malformed,
+        }
+    }
+
+    /// The one-byte value, unless the reading is malformed.
+    pub fn byte(&self) -> Option<u8> {
+        match (self.malformed.is_none(), self.value.as_slice()) {
+            (true, [byte]) => Some(*byte),
+            _ => None,
+        }
+    }
+
     /// Whether the variable is non-volatile (kept across boots). shim makes its runtime
     /// copies volatile, so a non-volatile `MokSBStateRT` was not set by shim at this boot;
     /// the kernel's EFI stub ignores it for the same reason.
@@ -165,46 +205,38 @@ impl Variable {
         let mut readings = Vec::new();
         let path = self.efivarfs_path();
         if let Some(bytes) = optional(fs.read(&path))? {
-            if bytes.len() < 4 {
-                return Err(HostError::new(
-                    path,
-                    HostErrorKind::Other,
-                    format!(
-                        "holds {} bytes, fewer than the four attribute bytes efivarfs puts before a value",
+            let reading = match bytes.get(..4) {
+                None => Reading {
+                    variable: *self,
+                    interface: Interface::Efivarfs,
+                    malformed: Some(format!(
+                        "{} in {path} holds {} bytes, fewer than the four attribute bytes efivarfs puts before a value",
+                        self.name,
                         bytes.len()
-                    ),
-                ));
-            }
-            let attributes = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            readings.push(Reading {
-                variable: *self,
-                interface: Interface::Efivarfs,
-                path,
-                attributes: Some(attributes),
-                value: bytes[4..].to_vec(),
-            });
+                    )),
+                    path,
+                    attributes: None,
+                    value: Vec::new(),
+                },
+                Some(word) => Reading::new(
+                    *self,
+                    Interface::Efivarfs,
+                    path,
+                    Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]])),
+                    bytes[4..].to_vec(),
+                ),
+            };
+            readings.push(reading);
         }
         let dir = self.sysfs_dir();
         let data = format!("{dir}/data");
         if let Some(value) = optional(fs.read(&data))? {
             let attributes = optional(fs.read_text(&format!("{dir}/attributes")))?.map(|text| parse_attributes(&text));
-            readings.push(Reading {
-                variable: *self,
-                interface: Interface::SysfsVars,
-                path: data,
-                attributes,
-                value,
-            });
+            readings.push(Reading::new(*self, Interface::SysfsVars, data, attributes, value));
         }
         let path = self.mokvar_path();
         if let Some(value) = optional(fs.read(&path))? {
-            readings.push(Reading {
-                variable: *self,
-                interface: Interface::MokVarTable,
-                path,
-                attributes: None,
-                value,
-            });
+            readings.push(Reading::new(*self, Interface::MokVarTable, path, None, value));
         }
         Ok(readings)
     }
@@ -303,8 +335,23 @@ mod tests {
         assert!(SECURE_BOOT.read(&fs).expect("read").is_empty());
 
         put(&SECURE_BOOT.efivarfs_path(), b"\x06\x00");
-        let e = SECURE_BOOT.read(&fs).expect_err("short");
-        assert!(e.message.contains("fewer than the four attribute bytes"), "{e}");
+        let short = SECURE_BOOT
+            .read(&fs)
+            .expect("a short file is a malformed reading, not an error");
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0].byte(), None);
+        let why = short[0].malformed.as_deref().unwrap_or_default();
+        assert!(why.contains("fewer than the four attribute bytes"), "{why}");
+        put(&SECURE_BOOT.efivarfs_path(), b"\x06\x00\x00\x00\x01\x00");
+        let long = SECURE_BOOT.read(&fs).expect("read");
+        assert_eq!(long[0].byte(), None);
+        assert!(
+            long[0]
+                .malformed
+                .as_deref()
+                .unwrap_or_default()
+                .contains("holds 2 bytes")
+        );
     }
 
     #[test]

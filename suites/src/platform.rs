@@ -69,8 +69,13 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
 };
 
 /// The verdict of `platform.secure_boot` from the variables as read.
+///
+/// A well-formed reading that turns enforcement off fails the check whatever else was
+/// read; a reading hilt cannot judge (malformed, or a firmware variable holding a value
+/// the UEFI specification does not define) makes it inconclusive only when nothing
+/// else fails it, and never passes it.
 fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Reading]) -> Result<Finding, Finding> {
-    let of = |v: efi::Variable| readings.iter().filter(move |r| r.variable == v);
+    let mut unclear = Vec::new();
     for r in readings {
         let key = format!(
             "{}{}",
@@ -81,38 +86,32 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
                 efi::Interface::MokVarTable => " (MOK table)",
             }
         );
-        match r.value.as_slice() {
-            [byte] => ctx.evidence(&key, *byte),
-            other => ctx.evidence(&key, format!("{} bytes", other.len())),
+        match (&r.malformed, r.byte()) {
+            (None, Some(byte)) => ctx.evidence(&key, byte),
+            (why, _) => {
+                ctx.evidence(&key, format!("{} bytes", r.value.len()));
+                unclear.push(why.clone().unwrap_or_default());
+            }
         }
-        // Every variable read is a UINT8 (UEFI 2.10 section 3.3; shim's MokVars.txt).
-        if r.value.len() != 1 {
-            return Ok(Finding::Inconclusive(format!(
-                "{} in {} holds {} bytes, but the UEFI specification and shim define it as one byte",
-                r.variable.name,
-                r.path,
-                r.value.len()
-            )));
+        // The firmware's mode variables are booleans: 0 or 1 (UEFI 2.10 section 3.3). shim
+        // takes any non-zero MokSBStateRT as insecure mode, so that one has no such range.
+        let boolean = [efi::SECURE_BOOT, efi::SETUP_MODE, efi::AUDIT_MODE, efi::DEPLOYED_MODE].contains(&r.variable);
+        if let Some(byte) = r.byte().filter(|b| boolean && *b > 1) {
+            unclear.push(format!(
+                "{} = {byte} in {}, a value the UEFI specification does not define (it defines 0 and 1)",
+                r.variable.name, r.path
+            ));
         }
     }
-    if of(efi::SECURE_BOOT).next().is_none() {
-        let interfaces = efi::interfaces(fs).map_err(hostread::unreadable)?;
-        if interfaces.is_empty() {
-            return Ok(Finding::Inconclusive(format!(
-                "efivarfs is not mounted at {}, and the kernel offers no other view of the UEFI variables (no \
-                 {}, no {}), so the secure boot state cannot be read (mount -t efivarfs efivarfs {})",
-                efi::EFIVARFS,
-                efi::SYSFS_VARS,
-                efi::MOKVAR,
-                efi::EFIVARFS
-            )));
-        }
-        return Ok(Finding::Fail(
-            "the firmware has no SecureBoot variable: it does not support secure boot".into(),
-        ));
-    }
+    // Only the readings whose value means something by the rules above decide.
+    let of = |v: efi::Variable| {
+        let boolean = v != efi::MOK_SB_STATE && v != efi::MOK_IGNORE_DB;
+        readings
+            .iter()
+            .filter(move |r| r.variable == v && r.byte().is_some_and(|b| !boolean || b <= 1))
+    };
     let at = |r: &efi::Reading| format!("{} = {} in {}", r.variable.name, r.value[0], r.path);
-    let secure_boot_on = of(efi::SECURE_BOOT).all(|r| r.value[0] == 1);
+    let secure_boot_on = of(efi::SECURE_BOOT).next().is_some() && of(efi::SECURE_BOOT).all(|r| r.value[0] == 1);
     let mut problems = Vec::new();
     for r in of(efi::SECURE_BOOT).filter(|r| r.value[0] != 1) {
         problems.push(format!("secure boot is disabled ({})", at(r)));
@@ -152,11 +151,43 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
             }
         ));
     }
-    Ok(if problems.is_empty() {
-        Finding::Pass
-    } else {
-        Finding::Fail(problems.join("; "))
-    })
+    if !problems.is_empty() {
+        if !unclear.is_empty() {
+            ctx.evidence("unclear", unclear.join("; "));
+        }
+        return Ok(Finding::Fail(problems.join("; ")));
+    }
+    if !unclear.is_empty() {
+        return Ok(Finding::Inconclusive(unclear.join("; ")));
+    }
+    if readings.iter().all(|r| r.variable != efi::SECURE_BOOT) {
+        let interfaces = efi::interfaces(fs).map_err(hostread::unreadable)?;
+        if interfaces.is_empty() {
+            return Ok(Finding::Inconclusive(format!(
+                "efivarfs is not mounted at {}, and the kernel offers no other view of the UEFI variables (no \
+                 {}, no {}), so the secure boot state cannot be read (mount -t efivarfs efivarfs {})",
+                efi::EFIVARFS,
+                efi::SYSFS_VARS,
+                efi::MOKVAR,
+                efi::EFIVARFS
+            )));
+        }
+        if !interfaces.iter().any(|i| i.shows_every_variable()) {
+            return Ok(Finding::Inconclusive(format!(
+                "efivarfs is not mounted at {} and {} lists no variables; {} holds only the variables shim copied \
+                 there, and SecureBoot is not among them, so whether the firmware enforces signatures cannot be \
+                 read (mount -t efivarfs efivarfs {})",
+                efi::EFIVARFS,
+                efi::SYSFS_VARS,
+                efi::MOKVAR,
+                efi::EFIVARFS
+            )));
+        }
+        return Ok(Finding::Fail(
+            "the firmware has no SecureBoot variable: it does not support secure boot".into(),
+        ));
+    }
+    Ok(Finding::Pass)
 }
 
 /// `platform.kernel_lockdown`.
