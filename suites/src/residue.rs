@@ -407,7 +407,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
             Ok(SessionEnd::Clean) => {}
             Ok(SessionEnd::Leak) => break,
             Ok(SessionEnd::Unfinished(finding)) if tally.hits == 0 => {
-                record_global(ctx, &tally, total, needed);
+                record_global(ctx, &tally, total, needed, cycle.len());
                 return Ok(finding);
             }
             Ok(SessionEnd::Unfinished(_)) => break,
@@ -423,7 +423,7 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
             }
         }
     }
-    let bound = record_global(ctx, &tally, total, needed);
+    let bound = record_global(ctx, &tally, total, needed, cycle.len());
     if tally.found.blocks > 0 {
         let round = tally.leaked_round.clone().unwrap_or_default();
         return Ok(match tally.host_confirmed {
@@ -445,9 +445,10 @@ fn global_residue(ctx: &mut CheckCtx<'_>, params: &GlobalParams, boundary: Bound
     if let Some(why) = cut_short {
         ctx.evidence("attempts_not_finished", why.clone());
         return Ok(Finding::Inconclusive(format!(
-            "only {} of the {needed} attempts the leak target needs finished ({}): {why}",
+            "only {} of the {needed} attempts the leak target needs finished ({} at each of the {} sizes): {why}",
             tally.attempts,
-            target.describe(bound)
+            target.describe(bound),
+            cycle.len()
         )));
     }
     if let Some(s) = &tally.sweep {
@@ -480,7 +481,7 @@ fn max_alloc(ctx: &CheckCtx<'_>, otherwise: u64) -> u64 {
 
 /// Records what the rounds saw (measurements on every outcome, evidence) and returns the
 /// leak probability bound.
-fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u32) -> f64 {
+fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u32, sizes: usize) -> f64 {
     const GIB: f64 = (1u64 << 30) as f64;
     let per_size: Vec<serde_json::Value> = t
         .per_size
@@ -564,21 +565,27 @@ fn record_global(ctx: &mut CheckCtx<'_>, t: &GlobalTally, total: u64, needed: u3
             Better::Higher,
         );
     }
-    // The bound holds for the size that ran the fewest attempts (the sweep aside).
-    let fewest = t
-        .per_size
-        .iter()
-        .filter(|(round, ..)| round != "sweep")
-        .map(|&(_, attempts, _)| attempts)
-        .min()
-        .unwrap_or(0);
-    let bound = record_confidence(ctx, t.attempts, t.hits, needed, fewest);
+    let bound = record_confidence(ctx, t.attempts, t.hits, needed, fewest_per_size(&t.per_size, sizes));
     if t.hits == 0 && t.attempts >= needed {
-        let sizes = t.per_size.iter().filter(|(round, ..)| round != "sweep").count();
         let statement = format!("{} at each of the {sizes} sizes", ctx.leak_target.describe(bound));
         ctx.evidence("confidence_statement", statement);
     }
     bound
+}
+
+/// The attempts of the size of a cycle of `sizes` sizes that ran the fewest (the sweep
+/// aside), for the bound, which holds at every size only as far as the weakest: 0 while a
+/// size of the cycle has not run at all, since nothing is then known about its pool.
+fn fewest_per_size(per_size: &[(String, u32, u64)], sizes: usize) -> u32 {
+    let ran: Vec<u32> = per_size
+        .iter()
+        .filter(|(round, ..)| round != "sweep")
+        .map(|&(_, attempts, _)| attempts)
+        .collect();
+    if ran.len() < sizes {
+        return 0;
+    }
+    ran.into_iter().min().unwrap_or(0)
 }
 
 /// Records a probabilistic check's attempts, hits and bound against the profile's target
@@ -1086,4 +1093,27 @@ fn local_attempt(
         }
     };
     Ok(Ok(found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_size_bound_counts_a_size_that_never_ran_as_no_attempt() {
+        let ran = |rounds: &[(&str, u32)]| -> Vec<(String, u32, u64)> {
+            rounds.iter().map(|(n, a)| (n.to_string(), *a, 0)).collect()
+        };
+        // A check cut short in its first session: four of five sizes ran once; the fifth
+        // holds no evidence, so the bound at every size is the bound of no attempt.
+        let cut = ran(&[("64 KiB", 1), ("1024 KiB", 1), ("16384 KiB", 1), ("28672 KiB", 1)]);
+        assert_eq!(fewest_per_size(&cut, 5), 0);
+        assert_eq!(fewest_per_size(&cut, 4), 1);
+        // The sweep is no size of the cycle.
+        let mut full = ran(&[("64 KiB", 14), ("1024 KiB", 13), ("16384 KiB", 14)]);
+        full.push(("sweep".into(), 1, 0));
+        assert_eq!(fewest_per_size(&full, 3), 13);
+        assert_eq!(fewest_per_size(&full, 4), 0);
+        assert_eq!(fewest_per_size(&[], 3), 0);
+    }
 }
