@@ -662,6 +662,64 @@ fn a_capture_replays_with_the_same_verdicts() {
     }
 }
 
+#[test]
+fn secure_boot_on_the_pre_6_0_interface_replays_with_the_same_verdict() {
+    // A host whose kernel offers only the sysfs efivars interface. The capture keeps the
+    // variables hilt reads, not the interface's whole listing, so whether the interface is
+    // there must not be told from the listing, or the replay would say "no interface"
+    // where the host said "no SecureBoot variable".
+    let trees: [(&str, &[(&str, &[u8])]); 3] = [
+        (
+            "fail",
+            &[(
+                "/sys/firmware/efi/vars/Boot0000-8be4df61-93ca-11d2-aa0d-00e098032b8c/data",
+                b"\x01\x00",
+            )],
+        ),
+        (
+            "pass",
+            &[(
+                "/sys/firmware/efi/vars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c/data",
+                b"\x01",
+            )],
+        ),
+        // The interface's own files, as a live kernel with CONFIG_EFI_VARS shows them.
+        (
+            "fail",
+            &[
+                ("/sys/firmware/efi/vars/new_var", b""),
+                ("/sys/firmware/efi/vars/del_var", b""),
+            ],
+        ),
+    ];
+    for (expected, files) in trees {
+        let source = copy_of("h100-good");
+        let vars = source.path().join("sys/firmware/efi/efivars");
+        std::fs::remove_dir_all(&vars).expect("rm");
+        std::fs::create_dir(&vars).expect("mkdir");
+        for (path, bytes) in files {
+            put(source.path(), path, bytes);
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tar = tmp.path().join("capture.tar");
+        let out = common::hilt(&[
+            "capture",
+            tar.to_str().expect("utf-8"),
+            "--sysfs-root",
+            source.path().to_str().expect("utf-8"),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let unpacked = tmp.path().join("root");
+        std::fs::create_dir(&unpacked).expect("mkdir");
+        tar::Archive::new(std::fs::File::open(&tar).expect("open"))
+            .unpack(&unpacked)
+            .expect("unpack");
+        let live = secure_boot_on(source.path());
+        assert_eq!(live.0, expected, "{files:?}: {}", live.1);
+        assert_eq!(secure_boot_on(&unpacked), live, "{files:?}");
+    }
+}
+
 /// Records in a tree's capture manifest that `path` could not be read (permission denied),
 /// as a capture made without root would.
 fn mark_unreadable(root: &std::path::Path, path: &str) {

@@ -251,14 +251,16 @@ fn optional<T>(read: Result<T, HostError>) -> Result<Option<T>, HostError> {
     }
 }
 
-/// Which interfaces `fs` offers: efivarfs mounted, the sysfs efivars directory with
-/// entries, the MOK table directory present.
+/// Which interfaces `fs` offers: efivarfs mounted, the sysfs efivars directory present
+/// (the kernel makes it only with `CONFIG_EFI_VARS`, and fills it), the MOK table
+/// directory present. Presence, not a listing, decides the sysfs interface: a capture
+/// keeps the directory and the variables hilt reads, not the rest of the listing.
 pub fn interfaces(fs: &HostFs) -> Result<Vec<Interface>, HostError> {
     let mut found = Vec::new();
     if fs.mounted(EFIVARFS)? {
         found.push(Interface::Efivarfs);
     }
-    if !fs.list_or_empty(SYSFS_VARS)?.is_empty() {
+    if fs.exists(SYSFS_VARS) {
         found.push(Interface::SysfsVars);
     }
     if fs.exists(MOKVAR) {
