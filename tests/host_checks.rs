@@ -817,15 +817,17 @@ fn secure_boot_verdicts_rest_only_on_values_the_specification_defines() {
     use hilt_harness::efi;
     let efivar = |v: efi::Variable, bytes: &[u8]| (v.efivarfs_path(), bytes.to_vec());
     let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str, &str)> = vec![
-        // The firmware's mode variables are 0 or 1 (UEFI 2.10 section 3.3); the kernel's
-        // EFI stub would call SecureBoot = 2 enabled and SetupMode = 2 user mode, so
-        // neither a pass nor a fail can be read from them.
+        // The firmware's mode variables are 0 or 1 (UEFI 2.10 section 3.3). shim validates
+        // images only while SecureBoot reads exactly 1, so any other value fails; the
+        // other modes' undefined values are read differently by shim and the kernel's EFI
+        // stub (both take SetupMode = 2 as user mode), so nothing can be read from them.
         (
             "SecureBoot = 2",
             vec![efivar(efi::SECURE_BOOT, b"\x06\x00\x00\x00\x02")],
-            "inconclusive",
-            "SecureBoot = 2 in /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c, a value \
-             the UEFI specification does not define",
+            "fail",
+            "secure boot is not on (SecureBoot = 2 in \
+             /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c, a value the UEFI \
+             specification does not define; shim validates images only while SecureBoot reads 1)",
         ),
         (
             "SetupMode = 2",

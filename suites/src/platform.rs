@@ -94,8 +94,10 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
             }
         }
         // The firmware's mode variables are booleans: 0 or 1 (UEFI 2.10 section 3.3). shim
-        // takes any non-zero MokSBStateRT as insecure mode, so that one has no such range.
-        let boolean = [efi::SECURE_BOOT, efi::SETUP_MODE, efi::AUDIT_MODE, efi::DEPLOYED_MODE].contains(&r.variable);
+        // takes any non-zero MokSBStateRT as insecure mode, and validates images only while
+        // SecureBoot reads exactly 1 (shim.c, `secure_mode`), so those two have no such
+        // range: any other value of theirs decides.
+        let boolean = [efi::SETUP_MODE, efi::AUDIT_MODE, efi::DEPLOYED_MODE].contains(&r.variable);
         if let Some(byte) = r.byte().filter(|b| boolean && *b > 1) {
             unclear.push(format!(
                 "{} = {byte} in {}, a value the UEFI specification does not define (it defines 0 and 1)",
@@ -105,7 +107,7 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
     }
     // Only the readings whose value means something by the rules above decide.
     let of = |v: efi::Variable| {
-        let boolean = v != efi::MOK_SB_STATE && v != efi::MOK_IGNORE_DB;
+        let boolean = [efi::SETUP_MODE, efi::AUDIT_MODE, efi::DEPLOYED_MODE].contains(&v);
         readings
             .iter()
             .filter(move |r| r.variable == v && r.byte().is_some_and(|b| !boolean || b <= 1))
@@ -114,7 +116,14 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
     let secure_boot_on = of(efi::SECURE_BOOT).next().is_some() && of(efi::SECURE_BOOT).all(|r| r.value[0] == 1);
     let mut problems = Vec::new();
     for r in of(efi::SECURE_BOOT).filter(|r| r.value[0] != 1) {
-        problems.push(format!("secure boot is disabled ({})", at(r)));
+        problems.push(match r.value[0] {
+            0 => format!("secure boot is disabled ({})", at(r)),
+            _ => format!(
+                "secure boot is not on ({}, a value the UEFI specification does not define; shim validates images \
+                 only while SecureBoot reads 1)",
+                at(r)
+            ),
+        });
     }
     for r in of(efi::SETUP_MODE).filter(|r| r.value[0] != 0) {
         problems.push(format!(
