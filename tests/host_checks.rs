@@ -668,7 +668,7 @@ fn secure_boot_on_the_pre_6_0_interface_replays_with_the_same_verdict() {
     // variables hilt reads, not the interface's whole listing, so whether the interface is
     // there must not be told from the listing, or the replay would say "no interface"
     // where the host said "no SecureBoot variable".
-    let trees: [(&str, &[(&str, &[u8])]); 3] = [
+    let trees: [(&str, &[HostFile]); 3] = [
         (
             "fail",
             &[(
@@ -805,6 +805,13 @@ fn secure_boot_is_judged_by_whether_signatures_are_enforced() {
     assert!(why.contains("holds 2 bytes"), "{why}");
 }
 
+/// A host file to plant: its host path and contents.
+type HostFile<'a> = (&'a str, &'a [u8]);
+
+/// A planted state: what it is, the files planted (host path, contents), the verdict and
+/// words its reason must hold.
+type Case = (&'static str, Vec<(String, Vec<u8>)>, &'static str, &'static str);
+
 /// Writes `bytes` at host path `path` under `root`, making its directories.
 fn put(root: &Path, path: &str, bytes: &[u8]) {
     let p = root.join(path.trim_start_matches('/'));
@@ -816,7 +823,7 @@ fn put(root: &Path, path: &str, bytes: &[u8]) {
 fn secure_boot_verdicts_rest_only_on_values_the_specification_defines() {
     use hilt_harness::efi;
     let efivar = |v: efi::Variable, bytes: &[u8]| (v.efivarfs_path(), bytes.to_vec());
-    let cases: Vec<(&str, Vec<(String, Vec<u8>)>, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // The firmware's mode variables are 0 or 1 (UEFI 2.10 section 3.3). shim validates
         // images only while SecureBoot reads exactly 1, so any other value fails; the
         // other modes' undefined values are read differently by shim and the kernel's EFI
@@ -836,10 +843,24 @@ fn secure_boot_verdicts_rest_only_on_values_the_specification_defines() {
             "SetupMode = 2 in",
         ),
         (
+            "AuditMode = 255 through sysfs",
+            vec![(format!("{}/data", efi::AUDIT_MODE.sysfs_dir()), b"\xff".to_vec())],
+            "inconclusive",
+            "AuditMode = 255 in /sys/firmware/efi/vars/AuditMode-",
+        ),
+        // DeployedMode and MokIgnoreDB are evidence: both of DeployedMode's states enforce
+        // and MokIgnoreDB only makes shim stricter, so an unreadable one decides nothing.
+        (
             "DeployedMode = 255 through sysfs",
             vec![(format!("{}/data", efi::DEPLOYED_MODE.sysfs_dir()), b"\xff".to_vec())],
-            "inconclusive",
-            "DeployedMode = 255 in /sys/firmware/efi/vars/DeployedMode-",
+            "pass",
+            "",
+        ),
+        (
+            "a 2-byte MokIgnoreDB",
+            vec![efivar(efi::MOK_IGNORE_DB, b"\x06\x00\x00\x00\x01\x00")],
+            "pass",
+            "",
         ),
         // An efivarfs file shorter than its attribute word is malformed input, judged like
         // a value of the wrong size: inconclusive, naming the file, not a broken check.

@@ -76,6 +76,7 @@ pub static SECURE_BOOT: CheckDef = CheckDef {
 /// else fails it, and never passes it.
 fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Reading]) -> Result<Finding, Finding> {
     let mut unclear = Vec::new();
+    let mut noted = Vec::new();
     for r in readings {
         let key = format!(
             "{}{}",
@@ -86,6 +87,10 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
                 efi::Interface::MokVarTable => " (MOK table)",
             }
         );
+        // DeployedMode and MokIgnoreDB are evidence: no value of theirs turns enforcement
+        // off, so one that cannot be read is noted and decides nothing.
+        let deciding = ![efi::DEPLOYED_MODE, efi::MOK_IGNORE_DB].contains(&r.variable);
+        let unclear = if deciding { &mut unclear } else { &mut noted };
         match (&r.malformed, r.byte()) {
             (None, Some(byte)) => ctx.evidence(&key, byte),
             (why, _) => {
@@ -159,6 +164,9 @@ fn secure_boot_verdict(ctx: &mut CheckCtx<'_>, fs: &HostFs, readings: &[efi::Rea
                 ""
             }
         ));
+    }
+    if !noted.is_empty() {
+        ctx.evidence("unclear_evidence", noted.join("; "));
     }
     if !problems.is_empty() {
         if !unclear.is_empty() {
