@@ -266,6 +266,27 @@ fn the_leak_bound_stands_beside_the_verdict() {
 }
 
 #[test]
+fn a_global_checks_bound_is_stated_per_size_with_its_basis() {
+    // The global residue checks hold the leak target at each allocation size: the bound
+    // comes from the size with the fewest attempts, never from all attempts together.
+    let run = common::run(&["residue::global::cross_process"]);
+    let o = &run.record.outcomes[0];
+    let sizes = o.evidence["round_bytes"].as_array().expect("round_bytes").len();
+    let per_size = o.evidence["attempts_needed_per_size"].as_u64().expect("per size");
+    let attempts = o.evidence["attempts"].as_u64().expect("attempts");
+    assert_eq!(o.verdict.as_str(), "pass", "{:?}", o.reason);
+    assert!(sizes > 1 && attempts > per_size, "{:?}", o.evidence);
+    let result = run.dir.join("result.json");
+    let md = report(&[result.to_str().expect("utf-8"), "--format", "markdown"]);
+    let expected = format!(
+        "at 90 % confidence at each of {sizes} sizes ({per_size} attempts at the size with the fewest, {attempts} \
+         in all, 0 hits)"
+    );
+    assert!(md.contains(&expected), "{expected}\n{md}");
+    assert!(!md.contains(&format!("({attempts} attempts, 0 hits)")), "{md}");
+}
+
+#[test]
 fn progress_shows_on_a_terminal() {
     // `script` gives the run a pseudo-terminal.
     if Command::new("script").arg("--version").output().is_err() {

@@ -486,6 +486,19 @@ pub fn leak_bound(o: &Outcome) -> Option<String> {
     let count = |key: &str| o.evidence.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
     let (attempts, hits) = (count("attempts"), count("hits"));
     let plural = |n: u64, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    // Without a hit, a global check's bound holds at each allocation size of its cycle
+    // and comes from the size that ran the fewest attempts, not from all of them.
+    if let (0, Some((sizes, fewest))) = (hits, per_size_basis(o)) {
+        return Some(format!(
+            "leak probability per attempt at most {} at {} % confidence at each of {} sizes ({} at the size \
+             with the fewest, {} in all, 0 hits)",
+            number(bound),
+            number(confidence * 100.0),
+            sizes,
+            plural(fewest, "attempt"),
+            attempts
+        ));
+    }
     Some(format!(
         "leak probability per attempt at most {} at {} % confidence ({}, {})",
         number(bound),
@@ -493,6 +506,30 @@ pub fn leak_bound(o: &Outcome) -> Option<String> {
         plural(attempts, "attempt"),
         plural(hits, "hit")
     ))
+}
+
+/// For an outcome of a global residue check (evidence `round_bytes`, the sizes of its
+/// cycle, and `rounds`, the attempts each ran): how many sizes, and the attempts of the
+/// size that ran the fewest (0 while one has not run). `None` for other outcomes.
+fn per_size_basis(o: &Outcome) -> Option<(usize, u64)> {
+    let sizes = o.evidence.get("round_bytes")?.as_array()?.len();
+    let ran: Vec<u64> = o
+        .evidence
+        .get("rounds")?
+        .as_array()?
+        .iter()
+        .filter(|r| r.get("round").and_then(serde_json::Value::as_str) != Some("sweep"))
+        .filter_map(|r| r.get("attempts").and_then(serde_json::Value::as_u64))
+        .collect();
+    if sizes == 0 {
+        return None;
+    }
+    let fewest = if ran.len() < sizes {
+        0
+    } else {
+        ran.into_iter().min().unwrap_or(0)
+    };
+    Some((sizes, fewest))
 }
 
 /// Text from a record made safe for one line of a terminal or Markdown: control
