@@ -1096,6 +1096,51 @@ fn the_whole_path_from_the_root_port_is_judged_hop_by_hop() {
 }
 
 #[test]
+fn a_virtual_function_is_judged_by_its_physical_functions_path() {
+    // An SR-IOV VF of the H100 on the host: the PCIe specification reserves a VF's link
+    // fields (the kernel reads `Unknown` and 0), and its traffic runs over the PF's link.
+    let profiles = tempfile::tempdir().expect("tempdir");
+    let p = gpu_profile(profiles.path(), "gpus", "");
+    let dir = copy_of("h100-good");
+    let port = dir.path().join("sys/devices/pci0000:16/0000:16:01.0");
+    let (pf, vf) = (port.join("0000:17:00.0"), port.join("0000:17:00.1"));
+    std::fs::create_dir_all(vf.join("power")).expect("mkdir");
+    for f in ["class", "vendor", "device", "subsystem_vendor", "subsystem_device"] {
+        std::fs::copy(pf.join(f), vf.join(f)).expect("copy");
+    }
+    for (f, v) in [
+        ("max_link_speed", "Unknown\n"),
+        ("current_link_speed", "Unknown\n"),
+        ("max_link_width", "0\n"),
+        ("current_link_width", "0\n"),
+        ("power/runtime_status", "active\n"),
+        ("power_state", "D0\n"),
+    ] {
+        std::fs::write(vf.join(f), v).expect("write");
+    }
+    std::os::unix::fs::symlink("../0000:17:00.0", vf.join("physfn")).expect("physfn");
+    std::os::unix::fs::symlink(
+        "../../../devices/pci0000:16/0000:16:01.0/0000:17:00.1",
+        dir.path().join("sys/bus/pci/devices/0000:17:00.1"),
+    )
+    .expect("bus link");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.1");
+    assert_eq!(o.verdict.as_str(), "pass", "{:?}", o.reason);
+    assert_eq!(o.evidence["physical_function"], "0000:17:00.0");
+    assert_eq!(
+        o.evidence["path"],
+        serde_json::json!(["0000:16:01.0–0000:17:00.0: 32 GT/s x16 of 32 GT/s x16"])
+    );
+    // The PF's link trained narrow: the VF's traffic runs over it.
+    std::fs::write(pf.join("current_link_width"), "8\n").expect("write");
+    let o = link_outcome(dir.path(), &p, "0000:17:00.1");
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("the link 0000:16:01.0–0000:17:00.0 runs at x8 of x16 lanes")
+    );
+}
+
+#[test]
 fn unknown_encodings_and_powered_down_functions_are_never_numbers() {
     let profiles = tempfile::tempdir().expect("tempdir");
     let p = gpu_profile(profiles.path(), "gpus", "");

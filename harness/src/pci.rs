@@ -375,8 +375,9 @@ fn is_root_bus(component: &str) -> bool {
     })
 }
 
-/// `0000:17:00.0`: a PCI function address (domain:bus:device.function).
-fn is_address(component: &str) -> bool {
+/// Whether `component` is a PCI function address, `0000:17:00.0`
+/// (domain:bus:device.function, hex digits).
+pub fn is_address(component: &str) -> bool {
     let mut parts = component.split(':');
     let (Some(domain), Some(bus), Some(devfn), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return false;

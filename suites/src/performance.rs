@@ -51,7 +51,17 @@ pub static PCIE_LINK: CheckDef = CheckDef {
     run: |ctx| {
         hostread::run::<LinkParams>(ctx, |ctx, params| {
             let fs = ctx.host().clone();
-            let address = hostread::pci_address(ctx)?;
+            let function = hostread::pci_address(ctx)?;
+            // An SR-IOV virtual function has no link of its own (the PCIe specification
+            // reserves a VF's link fields, so the kernel reads them as unknown): its traffic
+            // runs over its physical function's link, and that path is the one judged.
+            let address = match physical_function(&fs, &function)? {
+                Some(pf) => {
+                    ctx.evidence("physical_function", pf.clone());
+                    pf
+                }
+                None => function.clone(),
+            };
             let path = pci::path_from_root(&fs, &address).map_err(hostread::unreadable)?;
             let functions = path.clone().unwrap_or_else(|| vec![address.clone()]);
             let mut ends = Vec::new();
@@ -104,6 +114,24 @@ pub static PCIE_LINK: CheckDef = CheckDef {
         })
     },
 };
+
+/// The physical function of SR-IOV virtual function `address`, from its sysfs `physfn`
+/// link; `None` for a function that has none (a physical function, or a VF inside a
+/// guest, where the PF is not visible).
+fn physical_function(fs: &hilt_harness::hostfs::HostFs, address: &str) -> Result<Option<String>, Finding> {
+    let link = format!("{}/{address}/physfn", pci::DEVICES);
+    if !fs.exists(&link) {
+        return Ok(None);
+    }
+    let target = fs.canonical_host_path(&link).map_err(hostread::unreadable)?;
+    match target.rsplit('/').next() {
+        Some(pf) if pf != address && pci::is_address(pf) => Ok(Some(pf.to_string())),
+        _ => Err(Finding::Inconclusive(format!(
+            "{address} is a virtual function whose {link} leads to {target}, which is no other PCI function, so the \
+             link its traffic runs over cannot be found"
+        ))),
+    }
+}
 
 /// One end of a PCIe link: a function's link attributes and power state, as sysfs text.
 struct LinkEnd {
