@@ -560,3 +560,26 @@ fn junit_parses(xml: &str) {
         quick_xml::events::Event::Eof
     ) {}
 }
+
+#[test]
+fn an_input_that_cannot_be_read_is_said_once() {
+    let site = Site::new();
+    put(
+        &site.path("now/n1"),
+        &record("sim-smoke.json", "n1", |_| {}),
+        Some(&site.path("lab.key")),
+    );
+    // The directory, the baseline and the expected-nodes file: each a path the operating
+    // system cannot find, each named with the system's reason, that reason said once.
+    for args in [
+        &["gone", "--trusted-key", "lab.pub"][..],
+        &["now", "--baseline", "gone", "--trusted-key", "lab.pub"],
+        &["now", "--expect-nodes", "gone", "--trusted-key", "lab.pub"],
+    ] {
+        let out = site.fleet(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot read gone: "), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+    }
+}
