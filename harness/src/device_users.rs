@@ -124,8 +124,8 @@ pub fn survey(host: &HostFs, device: &DeviceInfo) -> Survey {
         survey.users.extend(found);
         if unreadable > 0 {
             survey.unseen.push(format!(
-                "the open files of {unreadable} process(es) could not be read (root or CAP_SYS_PTRACE, and the \
-                 host's process namespace in a container, let hilt see them)"
+                "the open files of {unreadable} process(es) could not be read (root with CAP_DAC_READ_SEARCH and \
+                 CAP_SYS_PTRACE, and the host's process namespace in a container, let hilt see them)"
             ));
         }
     }
