@@ -51,6 +51,10 @@ fn main() {
             setpriv_here,
             the_pods_capabilities_see_another_users_process_on_a_device,
         ),
+        Trial::test(
+            "slurm::the_epilog_signs_with_the_lab_key_its_defaults_file_names",
+            the_epilog_signs_with_the_lab_key_its_defaults_file_names,
+        ),
         needs(
             "ci::the_pipeline_examples_are_well_formed",
             kubernetes_validate_here,
@@ -415,6 +419,74 @@ fn every_manifest_validates_strictly_for_every_claimed_version() -> Result<(), F
     let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success(), "a misspelt field must fail strict validation");
     assert!(text(&out).contains("hostPIDs"), "{}", text(&out));
+    Ok(())
+}
+
+/// `deploy/slurm/epilog.sh` takes its settings from a defaults file of plain `VAR=value`
+/// lines, as /etc/default files are written: hilt must get them (the lab key above all),
+/// not only the script.
+fn the_epilog_signs_with_the_lab_key_its_defaults_file_names() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let lab = dir.path().join("lab");
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(&lab)
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(out.status.success(), "{}", text(&out));
+    let results = dir.path().join("epilog");
+    let locks = dir.path().join("locks");
+    std::fs::create_dir(&locks).map_err(|e| e.to_string())?;
+    let defaults = dir.path().join("hilt.defaults");
+    std::fs::write(
+        &defaults,
+        format!(
+            "HILT={}\nHILT_EPILOG_RESULTS={}\nHILT_SIGN_KEY={}\nHILT_LOCK_DIR={}\n",
+            common::hilt_bin().display(),
+            results.display(),
+            lab.with_extension("key").display(),
+            locks.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = common::command_for("bash")
+        .arg(repo().join("deploy/slurm/epilog.sh"))
+        .env("HILT_DEFAULTS", &defaults)
+        .env("SLURMD_NODENAME", "n9")
+        .env("SLURM_JOB_ID", "7")
+        .env_remove("HILT_LOCK_DIR")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let log = std::fs::read_to_string(results.join("epilog.log")).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let signed = common::results_below(&results, true);
+    assert_eq!(signed.len(), 1, "one signed result: {signed:?}\n{log}");
+    let verify = common::command()
+        .arg("verify")
+        .arg(&signed[0])
+        .arg("--trusted-key")
+        .arg(lab.with_extension("pub"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(
+        verify.status.success(),
+        "the epilog's result is signed with the lab key of its defaults file:\n{}\n{log}",
+        text(&verify)
+    );
+    let record = hilt_results::ResultRecord::from_json(
+        &std::fs::read(common::results_below(&results, false)[0].clone()).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(record.host.node.as_deref(), Some("n9"));
+    // The lock directory the file names is the one the run locked in.
+    let locked: Vec<_> = std::fs::read_dir(&locks)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .collect();
+    assert!(
+        !locked.is_empty(),
+        "the run locked its device in HILT_LOCK_DIR of the defaults file"
+    );
     Ok(())
 }
 
