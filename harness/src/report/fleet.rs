@@ -233,6 +233,10 @@ pub struct Cell {
     pub level: Level,
     /// Why, for every verdict but `pass`.
     pub reason: Option<String>,
+    /// Where the outcome stands in its run's decision ([`hilt_results::standing`]): what
+    /// the run's JUnit, terminal and exit code said of it, and what the fleet's JUnit says.
+    #[serde(skip)]
+    pub decision: hilt_results::Standing,
 }
 
 /// One measured value of one device.
@@ -285,6 +289,7 @@ impl NodeResult {
             }
         }
         for o in record.outcomes {
+            let decision = hilt_results::standing(&o, record.run.tier);
             if o.check.starts_with("firmware.") {
                 for (key, value) in &o.evidence {
                     if matches!(key.as_str(), "driver_version" | "rom_sha256") {
@@ -305,6 +310,7 @@ impl NodeResult {
             cells.insert(
                 (o.check, o.device),
                 Cell {
+                    decision,
                     verdict: o.verdict,
                     waived: o.waiver.is_some(),
                     level: o.level,
@@ -1380,22 +1386,33 @@ pub fn junit(fleet: &Fleet) -> String {
                 Some(t) => format!("regressed (was {} in the baseline): {reason}", t.before.as_str()),
                 None => reason,
             };
-            let status = match (c.verdict, c.waived) {
-                (Verdict::Pass, _) => TestCaseStatus::success(),
-                (Verdict::NotApplicable, _) => {
-                    let mut s = TestCaseStatus::skipped();
-                    s.set_message(xml(&format!("not applicable: {reason}")));
+            // As the run's own JUnit says it (a CI page, the run's exit code and this
+            // report agree): what keeps the run from being conformant is a failure or an
+            // error, what does not decide conformance is skipped; and a regression fails,
+            // since it fails the fleet.
+            let status = match (&c.decision, regressed) {
+                (hilt_results::Standing::Passed, _) => TestCaseStatus::success(),
+                (hilt_results::Standing::Blocks { failure, kind, .. }, _) => {
+                    let mut s = TestCaseStatus::non_success(if *failure {
+                        NonSuccessKind::Failure
+                    } else {
+                        NonSuccessKind::Error
+                    });
+                    s.set_message(xml(&reason)).set_type(*kind);
                     s
                 }
-                (Verdict::Fail, waived) => {
+                (hilt_results::Standing::Aside(text), Some(t)) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(xml(&reason))
-                        .set_type(if waived { "waived failure" } else { "fail" });
+                    s.set_message(xml(&format!(
+                        "regressed (was {} in the baseline): {text}",
+                        t.before.as_str()
+                    )))
+                    .set_type("regressed");
                     s
                 }
-                (other, _) => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    s.set_message(xml(&reason)).set_type(other.as_str());
+                (hilt_results::Standing::Aside(text), None) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(xml(text));
                     s
                 }
             };
