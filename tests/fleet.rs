@@ -708,3 +708,64 @@ fn the_fleet_junit_says_of_each_check_what_the_runs_junit_says() {
         );
     }
 }
+
+#[test]
+fn a_run_read_from_two_files_is_counted_once_and_not_called_older() {
+    let site = Site::new();
+    let lab = site.path("lab.key");
+    // What an artifact upload (or `cp -rL`) makes of a run folder and its `latest` link:
+    // two folders holding the same files.
+    let run = site.path("now/n1/20261130T020000Z-600dc0de");
+    put(&run, &record("sim-smoke.json", "n1", |_| {}), Some(&lab));
+    let copy = site.path("now/n1/latest");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for file in ["result.json", "result.dsse.json"] {
+        std::fs::copy(run.join(file), copy.join(file)).expect("copy");
+    }
+    put(
+        &site.path("now/n2"),
+        &record("sim-smoke.json", "n2", |_| {}),
+        Some(&lab),
+    );
+    // ... and a file named on the command line as well as found below a directory.
+    let out = site.fleet(&[
+        "now",
+        "now/n2/result.dsse.json",
+        "--trusted-key",
+        "lab.pub",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_str(&text(&out)).expect("json");
+    assert_eq!(json["superseded"], serde_json::json!([]), "a copy is no older result");
+    let copies: Vec<&str> = json["copies"]
+        .as_array()
+        .expect("copies")
+        .iter()
+        .map(|c| c["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(copies, ["now/n1/latest/result.dsse.json"], "{json}");
+    assert!(json["notes"].to_string().contains("counted once"), "{}", json["notes"]);
+    assert!(!json["notes"].to_string().contains("older result"), "{}", json["notes"]);
+    assert_eq!(json["nodes"].as_array().expect("nodes").len(), 2);
+
+    // A second file of the run that says something else (it was altered) is no copy: it
+    // stays a result of its own.
+    alter_kernel(&copy.join("result.dsse.json"));
+    let out = site.fleet(&["now", "--trusted-key", "lab.pub", "--format", "json"]);
+    let json: Value = serde_json::from_str(&text(&out)).expect("json");
+    assert_eq!(json["copies"], serde_json::json!([]), "{json}");
+    assert_eq!(json["superseded"].as_array().expect("superseded").len(), 1, "{json}");
+}
+
+/// Changes the kernel the envelope's payload names, keeping it valid JSON.
+fn alter_kernel(path: &Path) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut env: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
+    let payload = b64.decode(env["payload"].as_str().expect("payload")).expect("base64");
+    let mut statement: Value = serde_json::from_slice(&payload).expect("statement");
+    statement["predicate"]["host"]["kernel"] = "6.6.6-altered".into();
+    env["payload"] = b64.encode(serde_json::to_vec(&statement).expect("json")).into();
+    std::fs::write(path, serde_json::to_vec(&env).expect("json")).expect("write");
+}

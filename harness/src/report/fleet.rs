@@ -12,7 +12,10 @@
 //! counts a run twice), a flat `DIR/result.json` included; the files are verified and
 //! reduced to what the report needs ([`NodeResult`]) on every core, and the full records
 //! are dropped, so a thousand 8-GPU nodes fit in a few hundred MiB. A node's newest
-//! result (by start time) stands for it; older ones are listed as superseded.
+//! result (by start time) stands for it; older ones are listed as superseded. A file
+//! that holds the very result another file holds (one run id, the same content: a
+//! `latest` link that an artifact upload or `cp -L` turned into a folder, a file named
+//! twice) is that run read again: counted once, and listed as a copy.
 //!
 //! Deciding: a node counts as conformant only with a result signed by a trusted key whose
 //! conformance status is `conformant` and in which nothing regressed since the baseline.
@@ -585,6 +588,9 @@ pub struct Fleet {
     pub unreadable: Vec<Unreadable>,
     /// Older results of nodes that have a newer one.
     pub superseded: Vec<Superseded>,
+    /// Files holding the same result as another file read before them (one run, the same
+    /// content): counted once.
+    pub copies: Vec<Superseded>,
     /// Whether a baseline was given.
     pub baseline: bool,
     /// Whether trusted keys were given.
@@ -595,32 +601,59 @@ pub struct Fleet {
     pub measurements: Vec<MeasurementStats>,
 }
 
-/// The newest result of each node, and the older ones.
+/// Whether `a` and `b` say the same, wherever they were read from.
+fn same_but_path(a: &NodeResult, b: &NodeResult) -> bool {
+    let b_here = NodeResult {
+        path: a.path.clone(),
+        ..b.clone()
+    };
+    *a == b_here
+}
+
+/// The newest result of each node, the older ones, and the files that held a result
+/// already read.
 fn newest_by_node(
     read: Vec<Result<NodeResult, Unreadable>>,
     unreadable: &mut Vec<Unreadable>,
     superseded: &mut Vec<Superseded>,
+    copies: &mut Vec<Superseded>,
 ) -> BTreeMap<String, NodeResult> {
     let mut by_node: BTreeMap<String, NodeResult> = BTreeMap::new();
+    // Each run read so far, by node and run id: a second file of one run with the same
+    // content is a copy, not an older result.
+    let mut runs: BTreeMap<(String, String), NodeResult> = BTreeMap::new();
     for r in read {
-        match r {
-            Err(u) => unreadable.push(u),
-            Ok(result) => match by_node.get(&result.node) {
-                Some(have) if (&have.started_at, &have.path) >= (&result.started_at, &result.path) => {
+        let result = match r {
+            Err(u) => {
+                unreadable.push(u);
+                continue;
+            }
+            Ok(result) => result,
+        };
+        let key = (result.node.clone(), result.run_id.clone());
+        if runs.get(&key).is_some_and(|first| same_but_path(first, &result)) {
+            copies.push(Superseded {
+                node: result.node,
+                path: result.path,
+            });
+            continue;
+        }
+        runs.entry(key).or_insert_with(|| result.clone());
+        match by_node.get(&result.node) {
+            Some(have) if (&have.started_at, &have.path) >= (&result.started_at, &result.path) => {
+                superseded.push(Superseded {
+                    node: result.node.clone(),
+                    path: result.path,
+                });
+            }
+            _ => {
+                if let Some(old) = by_node.insert(result.node.clone(), result) {
                     superseded.push(Superseded {
-                        node: result.node.clone(),
-                        path: result.path,
+                        node: old.node,
+                        path: old.path,
                     });
                 }
-                _ => {
-                    if let Some(old) = by_node.insert(result.node.clone(), result) {
-                        superseded.push(Superseded {
-                            node: old.node,
-                            path: old.path,
-                        });
-                    }
-                }
-            },
+            }
         }
     }
     by_node
@@ -630,12 +663,14 @@ fn newest_by_node(
 pub fn build(input: FleetInput) -> Fleet {
     let mut unreadable = input.unlisted;
     let mut superseded = Vec::new();
-    let current = newest_by_node(input.current, &mut unreadable, &mut superseded);
+    let mut copies = Vec::new();
+    let current = newest_by_node(input.current, &mut unreadable, &mut superseded, &mut copies);
     let mut ignored = Vec::new();
+    let mut ignored_copies = Vec::new();
     let baseline = input.baseline.as_ref().is_some();
     let before = input
         .baseline
-        .map(|b| newest_by_node(b, &mut unreadable, &mut ignored))
+        .map(|b| newest_by_node(b, &mut unreadable, &mut ignored, &mut ignored_copies))
         .unwrap_or_default();
     let expected: BTreeSet<String> = input.expected.iter().cloned().chain(before.keys().cloned()).collect();
     let names: BTreeSet<String> = expected.iter().cloned().chain(current.keys().cloned()).collect();
@@ -687,6 +722,7 @@ pub fn build(input: FleetInput) -> Fleet {
         nodes,
         unreadable,
         superseded,
+        copies,
         baseline,
         keys_given: input.keys_given,
         checks,
@@ -1011,6 +1047,13 @@ impl Fleet {
             notes.push(format!(
                 "{} older result(s) of nodes with a newer one were left out",
                 self.superseded.len()
+            ));
+        }
+        if !self.copies.is_empty() {
+            notes.push(format!(
+                "{} file(s) held a result already read from another file (a `latest` link copied as a folder, a \
+                 file named twice) and were counted once",
+                self.copies.len()
             ));
         }
         notes
@@ -1509,6 +1552,7 @@ pub fn json(fleet: &Fleet) -> String {
         "measurements": fleet.measurements,
         "unreadable": fleet.unreadable,
         "superseded": fleet.superseded,
+        "copies": fleet.copies,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }
