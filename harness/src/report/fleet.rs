@@ -13,7 +13,7 @@
 //! reduced to what the report needs ([`NodeResult`]) on every core, and the full records
 //! are dropped, so a thousand 8-GPU nodes fit in a few hundred MiB. A node's newest
 //! result (by start time) stands for it; older ones are listed as superseded. A file
-//! that holds the very result another file holds (one run id, the same content: a
+//! that holds the very result standing for its node (one run id, the same content: a
 //! `latest` link that an artifact upload or `cp -L` turned into a folder, a file named
 //! twice) is that run read again: counted once, and listed as a copy.
 //!
@@ -588,8 +588,8 @@ pub struct Fleet {
     pub unreadable: Vec<Unreadable>,
     /// Older results of nodes that have a newer one.
     pub superseded: Vec<Superseded>,
-    /// Files holding the same result as another file read before them (one run, the same
-    /// content): counted once.
+    /// Files holding the same result as the one standing for their node (one run, the
+    /// same content), read again: counted once.
     pub copies: Vec<Superseded>,
     /// Whether a baseline was given.
     pub baseline: bool,
@@ -603,11 +603,44 @@ pub struct Fleet {
 
 /// Whether `a` and `b` say the same, wherever they were read from.
 fn same_but_path(a: &NodeResult, b: &NodeResult) -> bool {
-    let b_here = NodeResult {
-        path: a.path.clone(),
-        ..b.clone()
-    };
-    *a == b_here
+    let NodeResult {
+        node,
+        path: _,
+        signature,
+        development_key,
+        run_id,
+        started_at,
+        complete,
+        status,
+        reasons,
+        profile,
+        profile_digest,
+        tier,
+        hilt_version,
+        simulated,
+        devices,
+        cells,
+        samples,
+        fingerprint,
+    } = a;
+    // Every field but the path, named so that a field added later is compared too.
+    *node == b.node
+        && *signature == b.signature
+        && *development_key == b.development_key
+        && *run_id == b.run_id
+        && *started_at == b.started_at
+        && *complete == b.complete
+        && *status == b.status
+        && *reasons == b.reasons
+        && *profile == b.profile
+        && *profile_digest == b.profile_digest
+        && *tier == b.tier
+        && *hilt_version == b.hilt_version
+        && *simulated == b.simulated
+        && *devices == b.devices
+        && *cells == b.cells
+        && *samples == b.samples
+        && *fingerprint == b.fingerprint
 }
 
 /// The newest result of each node, the older ones, and the files that held a result
@@ -619,9 +652,6 @@ fn newest_by_node(
     copies: &mut Vec<Superseded>,
 ) -> BTreeMap<String, NodeResult> {
     let mut by_node: BTreeMap<String, NodeResult> = BTreeMap::new();
-    // Each run read so far, by node and run id: a second file of one run with the same
-    // content is a copy, not an older result.
-    let mut runs: BTreeMap<(String, String), NodeResult> = BTreeMap::new();
     for r in read {
         let result = match r {
             Err(u) => {
@@ -630,15 +660,18 @@ fn newest_by_node(
             }
             Ok(result) => result,
         };
-        let key = (result.node.clone(), result.run_id.clone());
-        if runs.get(&key).is_some_and(|first| same_but_path(first, &result)) {
+        // A second file of the run standing for the node, saying the same: a copy, not an
+        // older result. (A copy of a run that a newer one superseded is an older result.)
+        if by_node
+            .get(&result.node)
+            .is_some_and(|have| have.run_id == result.run_id && same_but_path(have, &result))
+        {
             copies.push(Superseded {
                 node: result.node,
                 path: result.path,
             });
             continue;
         }
-        runs.entry(key).or_insert_with(|| result.clone());
         match by_node.get(&result.node) {
             Some(have) if (&have.started_at, &have.path) >= (&result.started_at, &result.path) => {
                 superseded.push(Superseded {
