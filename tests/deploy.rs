@@ -520,6 +520,16 @@ fn the_pods_capabilities_see_another_users_process_on_a_device() -> Result<(), F
         .stdin(std::fs::File::open(&file).map_err(|e| e.to_string())?)
         .spawn()
         .map_err(|e| e.to_string())?;
+    // Until setpriv has become `sleep`, the name the results will give it.
+    let comm = format!("/proc/{}/comm", tenant.id());
+    let start = Instant::now();
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the tenant never became sleep"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let knob = format!("device_file=\"{}\"", file.display());
     let manifests = ["cronjob-nvidia.yaml", "cronjob-amd.yaml", "daemonset-nvidia.yaml"];
     let mut failures = Vec::new();

@@ -389,10 +389,12 @@ mod tests {
             .spawn()
             .expect("sh");
         holder.wait().expect("sh ends");
+        // Until `sleep` runs: between its fork and its exec the holder is still called
+        // `setsid`, with the file already open.
         let mut found = Survey::default();
         for _ in 0..50 {
             found = survey(&host, &device);
-            if !found.users.is_empty() {
+            if found.users.iter().any(|u| u.command.as_deref() == Some("sleep")) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
