@@ -168,8 +168,26 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            cmd::terminal::say!("error: {e:#}");
+            cmd::terminal::say!("error: {}", error_text(&e));
             ExitCode::from(hilt_results::ExitCode::Usage.code())
         }
     }
+}
+
+/// An error and its causes in one line, `what: why: why`, each cause said once: an error
+/// whose own text already names its cause (`cannot read DIR: {source}`) is not followed
+/// by that cause again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }

@@ -2,12 +2,15 @@
 //! (`ci/slurm-cluster.sh`) runs `deploy/slurm/hilt.sbatch` and the job array of
 //! `deploy/slurm/submit-array.sh` with the sim backend, and `hilt fleet` reports what
 //! came back; every Kubernetes manifest in `deploy/kubernetes/` validates strictly for
-//! every Kubernetes version docs/fleet.md claims; the CI examples are well-formed YAML.
+//! every Kubernetes version docs/fleet.md claims, and hilt with exactly a pod's
+//! capabilities sees another user's process on a device; the CI examples are well-formed
+//! YAML.
 //!
 //! The cluster needs root and Debian's slurmctld, slurmd, slurm-client and munge; the
 //! manifests need `kubernetes-validate` (PyPI, pinned in `ci/kubernetes-validate.txt`;
 //! `ci/test.sh` installs it and sets `HILT_KUBERNETES_VALIDATE`). Where either is missing
-//! its test is reported as ignored, with the reason; `HILT_REQUIRE_SLURM=1` and
+//! its test is reported as ignored, with the reason (the capability test needs root and
+//! util-linux's `setpriv`, as the cluster does); `HILT_REQUIRE_SLURM=1` and
 //! `HILT_REQUIRE_KUBERNETES_VALIDATE=1` (set by `ci/test.sh`) make that a failure.
 
 mod common;
@@ -42,6 +45,15 @@ fn main() {
             "kubernetes::every_manifest_validates_strictly_for_every_claimed_version",
             kubernetes_validate_here,
             every_manifest_validates_strictly_for_every_claimed_version,
+        ),
+        needs(
+            "kubernetes::the_pods_capabilities_see_another_users_process_on_a_device",
+            setpriv_here,
+            the_pods_capabilities_see_another_users_process_on_a_device,
+        ),
+        Trial::test(
+            "slurm::the_epilog_signs_with_the_lab_key_its_defaults_file_names",
+            the_epilog_signs_with_the_lab_key_its_defaults_file_names,
         ),
         needs(
             "ci::the_pipeline_examples_are_well_formed",
@@ -103,6 +115,30 @@ fn slurm_here() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Root and `setpriv` (util-linux), to run hilt with exactly a pod's capabilities.
+fn setpriv_here() -> Result<(), String> {
+    if !root() {
+        return missing(
+            "HILT_REQUIRE_SLURM",
+            "running hilt with a pod's capabilities needs root (a pod's user is root with a few capabilities)".into(),
+        );
+    }
+    if !on_path("setpriv") {
+        return missing(
+            "HILT_REQUIRE_SLURM",
+            "setpriv is missing (Debian: apt-get install util-linux)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// The `kubernetes-validate` executable `ci/test.sh` installed.
@@ -383,6 +419,168 @@ fn every_manifest_validates_strictly_for_every_claimed_version() -> Result<(), F
     let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success(), "a misspelt field must fail strict validation");
     assert!(text(&out).contains("hostPIDs"), "{}", text(&out));
+    Ok(())
+}
+
+/// `deploy/slurm/epilog.sh` takes its settings from a defaults file of plain `VAR=value`
+/// lines, as /etc/default files are written: hilt must get them (the lab key above all),
+/// not only the script.
+fn the_epilog_signs_with_the_lab_key_its_defaults_file_names() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let lab = dir.path().join("lab");
+    let out = common::command()
+        .args(["keygen", "--out"])
+        .arg(&lab)
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(out.status.success(), "{}", text(&out));
+    let results = dir.path().join("epilog");
+    let locks = dir.path().join("locks");
+    std::fs::create_dir(&locks).map_err(|e| e.to_string())?;
+    let defaults = dir.path().join("hilt.defaults");
+    std::fs::write(
+        &defaults,
+        format!(
+            "HILT={}\nHILT_EPILOG_RESULTS={}\nHILT_SIGN_KEY={}\nHILT_LOCK_DIR={}\n",
+            common::hilt_bin().display(),
+            results.display(),
+            lab.with_extension("key").display(),
+            locks.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = common::command_for("bash")
+        .arg(repo().join("deploy/slurm/epilog.sh"))
+        .env("HILT_DEFAULTS", &defaults)
+        .env("SLURMD_NODENAME", "n9")
+        .env("SLURM_JOB_ID", "7")
+        .env_remove("HILT_LOCK_DIR")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let log = std::fs::read_to_string(results.join("epilog.log")).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{log}", text(&out));
+    let signed = common::results_below(&results, true);
+    assert_eq!(signed.len(), 1, "one signed result: {signed:?}\n{log}");
+    let verify = common::command()
+        .arg("verify")
+        .arg(&signed[0])
+        .arg("--trusted-key")
+        .arg(lab.with_extension("pub"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    assert!(
+        verify.status.success(),
+        "the epilog's result is signed with the lab key of its defaults file:\n{}\n{log}",
+        text(&verify)
+    );
+    let record = hilt_results::ResultRecord::from_json(
+        &std::fs::read(common::results_below(&results, false)[0].clone()).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    assert_eq!(record.host.node.as_deref(), Some("n9"));
+    // The lock directory the file names is the one the run locked in.
+    let locked: Vec<_> = std::fs::read_dir(&locks)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .collect();
+    assert!(
+        !locked.is_empty(),
+        "the run locked its device in HILT_LOCK_DIR of the defaults file"
+    );
+    Ok(())
+}
+
+/// The capabilities a manifest's containers add (`add: [A, B]`), each manifest's list.
+fn added_capabilities(manifest: &str) -> Vec<Vec<String>> {
+    manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("add: ["))
+        .map(|l| {
+            l.trim_end_matches(']')
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect()
+}
+
+/// Each manifest's pod runs as root with every capability dropped but those it adds, in
+/// the host's process namespace, to see other processes holding a GPU's device files.
+/// The processes of a node's tenants are other users'; hilt, given exactly the pod's
+/// capabilities, must see one of them holding the (sim) device's file and call the
+/// performance figures inconclusive, as it does with every capability.
+fn the_pods_capabilities_see_another_users_process_on_a_device() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("accel0");
+    std::fs::write(&file, "").map_err(|e| e.to_string())?;
+    // A tenant: another user's process with the device file open.
+    let mut tenant = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "300"])
+        .stdin(std::fs::File::open(&file).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // Until setpriv has become `sleep`, the name the results will give it.
+    let comm = format!("/proc/{}/comm", tenant.id());
+    let start = Instant::now();
+    while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the tenant never became sleep"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let knob = format!("device_file=\"{}\"", file.display());
+    let manifests = ["cronjob-nvidia.yaml", "cronjob-amd.yaml", "daemonset-nvidia.yaml"];
+    let mut failures = Vec::new();
+    for name in manifests {
+        let manifest =
+            std::fs::read_to_string(repo().join("deploy/kubernetes").join(name)).map_err(|e| e.to_string())?;
+        assert!(
+            manifest.contains("hostPID: true"),
+            "{name} shares the host's process namespace"
+        );
+        assert!(manifest.contains("drop: [ALL]"), "{name} drops every other capability");
+        let lists = added_capabilities(&manifest);
+        assert_eq!(lists.len(), 1, "{name}: one container adds capabilities: {lists:?}");
+        let caps: Vec<String> = lists[0].iter().map(|c| format!("+{}", c.to_lowercase())).collect();
+        let caps = format!("-all,{}", caps.join(","));
+        let out = dir.path().join(name);
+        let run = common::command_for("setpriv")
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(format!("--bounding-set={caps}"))
+            .arg("--")
+            .arg(common::hilt_bin())
+            .args(["run", "-q", "--device", "sim0", "--sim-knob", &knob, "--out"])
+            .arg(&out)
+            .arg("performance::launch_latency")
+            .output()
+            .map_err(|e| e.to_string())?;
+        let result = out.join("latest/result.json");
+        let Ok(bytes) = std::fs::read(&result) else {
+            failures.push(format!("{name}: no result ({})", text(&run)));
+            continue;
+        };
+        let record = hilt_results::ResultRecord::from_json(&bytes).map_err(|e| e.to_string())?;
+        let o = record
+            .outcomes
+            .iter()
+            .find(|o| o.check == "performance.launch_latency" && o.device == "sim0")
+            .ok_or("no launch latency outcome")?;
+        let seen = format!("pid {} (sleep) holds {}", tenant.id(), file.display());
+        if o.evidence.get("device_users") != Some(&serde_json::json!([seen])) || o.verdict.as_str() != "inconclusive" {
+            failures.push(format!(
+                "{name} (capabilities {caps}): the tenant's process was not seen: {} {:?}; evidence {:?}",
+                o.verdict.as_str(),
+                o.reason,
+                o.evidence
+            ));
+        }
+    }
+    let _ = tenant.kill();
+    let _ = tenant.wait();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }
 

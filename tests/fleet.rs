@@ -560,3 +560,212 @@ fn junit_parses(xml: &str) {
         quick_xml::events::Event::Eof
     ) {}
 }
+
+#[test]
+fn an_input_that_cannot_be_read_is_said_once() {
+    let site = Site::new();
+    put(
+        &site.path("now/n1"),
+        &record("sim-smoke.json", "n1", |_| {}),
+        Some(&site.path("lab.key")),
+    );
+    // The directory, the baseline and the expected-nodes file: each a path the operating
+    // system cannot find, each named with the system's reason, that reason said once.
+    for args in [
+        &["gone", "--trusted-key", "lab.pub"][..],
+        &["now", "--baseline", "gone", "--trusted-key", "lab.pub"],
+        &["now", "--expect-nodes", "gone", "--trusted-key", "lab.pub"],
+    ] {
+        let out = site.fleet(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot read gone: "), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// Every test case of a JUnit file: (suite, case, state), the state `success`, `failure`,
+/// `error` or `skipped`.
+fn junit_states(xml: &str) -> Vec<(String, String, String)> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut suite = String::new();
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) | Event::Empty(e) => {
+                let attr = |key: &str| {
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.as_ref() == key.as_bytes())
+                        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                        .unwrap_or_default()
+                };
+                match e.name().as_ref() {
+                    b"testsuite" => suite = attr("name"),
+                    b"testcase" => cases.push((suite.clone(), attr("name"), "success".into())),
+                    state @ (b"failure" | b"error" | b"skipped") => {
+                        if let Some(last) = cases.last_mut() {
+                            last.2 = String::from_utf8_lossy(state).into_owned();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    cases
+}
+
+#[test]
+fn the_fleet_junit_says_of_each_check_what_the_runs_junit_says() {
+    let site = Site::new();
+    let lab = site.path("lab.key");
+    // A conformant night with what does not decide conformance: an informational check
+    // that failed, a recommended one that was inconclusive, one that does not apply, and
+    // a mandatory failure under a waiver.
+    let tonight = |v: &mut Value| {
+        for o in v["outcomes"].as_array_mut().expect("outcomes") {
+            let (verdict, reason) = match o["trial"].as_str().expect("trial") {
+                "platform::tpm::host" => ("fail", "no TPM"),
+                "performance::launch_latency::sim0" => ("inconclusive", "another process used the device"),
+                "isolation::iommu::enabled::host" => ("not_applicable", "no IOMMU on this machine"),
+                "residue::local::cross_kernel::sim0" => {
+                    o["waiver"] = serde_json::json!({"reason": "a known erratum", "expires": "2099-01-01"});
+                    ("fail", "the listener read 64 bytes")
+                }
+                _ => continue,
+            };
+            o["verdict"] = verdict.into();
+            o["reason"] = reason.into();
+        }
+    };
+    put(
+        &site.path("now/n1"),
+        &record("sim-smoke.json", "n1", tonight),
+        Some(&lab),
+    );
+    let out = site.fleet(&["now", "--trusted-key", "lab.pub", "--format", "junit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let fleet = junit_states(&text(&out));
+    let run = common::command()
+        .current_dir(site.path(""))
+        .args([
+            "report",
+            "now/n1/result.dsse.json",
+            "--trusted-key",
+            "lab.pub",
+            "--format",
+            "junit",
+        ])
+        .output()
+        .expect("hilt report");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = junit_states(&text(&run));
+    assert_eq!(run.len(), 13, "{run:?}");
+    for (_, case, state) in &run {
+        let trial = case.strip_prefix("n1::").expect("a node's case");
+        let found = fleet
+            .iter()
+            .find(|(suite, c, _)| suite == "hilt::node::n1" && c == trial)
+            .unwrap_or_else(|| panic!("{trial} is not in the fleet's JUnit: {fleet:?}"));
+        assert_eq!(&found.2, state, "{trial}: the run's JUnit says {state}");
+    }
+    assert!(
+        fleet.iter().all(|(_, _, s)| s == "success" || s == "skipped"),
+        "a conformant node is green: {fleet:?}"
+    );
+
+    // Against a night when all of them passed, each is a regression, and fails.
+    put(
+        &site.path("base/n1"),
+        &record("sim-smoke.json", "n1", |_| {}),
+        Some(&lab),
+    );
+    let out = site.fleet(&[
+        "now",
+        "--baseline",
+        "base",
+        "--trusted-key",
+        "lab.pub",
+        "--format",
+        "junit",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let fleet = junit_states(&text(&out));
+    for trial in [
+        "platform::tpm::host",
+        "performance::launch_latency::sim0",
+        "isolation::iommu::enabled::host",
+        "residue::local::cross_kernel::sim0",
+        "hilt::conformance",
+    ] {
+        assert!(
+            fleet.iter().any(|(_, c, s)| c == trial && s == "failure"),
+            "{trial} regressed: {fleet:?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_read_from_two_files_is_counted_once_and_not_called_older() {
+    let site = Site::new();
+    let lab = site.path("lab.key");
+    // What an artifact upload (or `cp -rL`) makes of a run folder and its `latest` link:
+    // two folders holding the same files.
+    let run = site.path("now/n1/20261130T020000Z-600dc0de");
+    put(&run, &record("sim-smoke.json", "n1", |_| {}), Some(&lab));
+    let copy = site.path("now/n1/latest");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for file in ["result.json", "result.dsse.json"] {
+        std::fs::copy(run.join(file), copy.join(file)).expect("copy");
+    }
+    put(
+        &site.path("now/n2"),
+        &record("sim-smoke.json", "n2", |_| {}),
+        Some(&lab),
+    );
+    // ... and a file named on the command line as well as found below a directory.
+    let out = site.fleet(&[
+        "now",
+        "now/n2/result.dsse.json",
+        "--trusted-key",
+        "lab.pub",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_str(&text(&out)).expect("json");
+    assert_eq!(json["superseded"], serde_json::json!([]), "a copy is no older result");
+    let copies: Vec<&str> = json["copies"]
+        .as_array()
+        .expect("copies")
+        .iter()
+        .map(|c| c["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(copies, ["now/n1/latest/result.dsse.json"], "{json}");
+    assert!(json["notes"].to_string().contains("counted once"), "{}", json["notes"]);
+    assert!(!json["notes"].to_string().contains("older result"), "{}", json["notes"]);
+    assert_eq!(json["nodes"].as_array().expect("nodes").len(), 2);
+
+    // A second file of the run that says something else (it was altered) is no copy: it
+    // stays a result of its own.
+    alter_kernel(&copy.join("result.dsse.json"));
+    let out = site.fleet(&["now", "--trusted-key", "lab.pub", "--format", "json"]);
+    let json: Value = serde_json::from_str(&text(&out)).expect("json");
+    assert_eq!(json["copies"], serde_json::json!([]), "{json}");
+    assert_eq!(json["superseded"].as_array().expect("superseded").len(), 1, "{json}");
+}
+
+/// Changes the kernel the envelope's payload names, keeping it valid JSON.
+fn alter_kernel(path: &Path) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut env: Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
+    let payload = b64.decode(env["payload"].as_str().expect("payload")).expect("base64");
+    let mut statement: Value = serde_json::from_slice(&payload).expect("statement");
+    statement["predicate"]["host"]["kernel"] = "6.6.6-altered".into();
+    env["payload"] = b64.encode(serde_json::to_vec(&statement).expect("json")).into();
+    std::fs::write(path, serde_json::to_vec(&env).expect("json")).expect("write");
+}

@@ -8,10 +8,19 @@
 # slurm.conf:
 #   Epilog=/etc/slurm/epilog.d/hilt.sh
 # with this file there, and HILT (the executable), HILT_EPILOG_RESULTS, HILT_SIGN_KEY
-# set below or in /etc/default/hilt. The smoke tier takes seconds per device; the epilog
-# holds the node (state COMPLETING) until it ends, so keep it to the smoke tier.
+# (and any other HILT_* setting, such as HILT_LOCK_DIR) set below or in /etc/default/hilt
+# (or the file HILT_DEFAULTS names), as VAR=value lines: every variable the file sets is
+# exported to hilt. The smoke tier takes seconds per device; the epilog holds the node
+# (state COMPLETING) until it ends, so keep it to the smoke tier.
 set -u
-[ -r /etc/default/hilt ] && . /etc/default/hilt
+defaults=${HILT_DEFAULTS:-/etc/default/hilt}
+if [ -r "$defaults" ]; then
+  # A defaults file holds plain VAR=value lines: export what it sets, or hilt would
+  # never see HILT_SIGN_KEY and sign with a one-off key.
+  set -a
+  . "$defaults"
+  set +a
+fi
 hilt=${HILT:-/usr/local/bin/hilt}
 out=${HILT_EPILOG_RESULTS:-/var/lib/hilt/epilog}
 node=${SLURMD_NODENAME:-$(hostname -s)}

@@ -124,8 +124,8 @@ pub fn survey(host: &HostFs, device: &DeviceInfo) -> Survey {
         survey.users.extend(found);
         if unreadable > 0 {
             survey.unseen.push(format!(
-                "the open files of {unreadable} process(es) could not be read (root or CAP_SYS_PTRACE, and the \
-                 host's process namespace in a container, let hilt see them)"
+                "the open files of {unreadable} process(es) could not be read (root with CAP_DAC_READ_SEARCH and \
+                 CAP_SYS_PTRACE, and the host's process namespace in a container, let hilt see them)"
             ));
         }
     }
@@ -389,10 +389,12 @@ mod tests {
             .spawn()
             .expect("sh");
         holder.wait().expect("sh ends");
+        // Until `sleep` runs: between its fork and its exec the holder is still called
+        // `setsid`, with the file already open.
         let mut found = Survey::default();
         for _ in 0..50 {
             found = survey(&host, &device);
-            if !found.users.is_empty() {
+            if found.users.iter().any(|u| u.command.as_deref() == Some("sleep")) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

@@ -12,7 +12,10 @@
 //! counts a run twice), a flat `DIR/result.json` included; the files are verified and
 //! reduced to what the report needs ([`NodeResult`]) on every core, and the full records
 //! are dropped, so a thousand 8-GPU nodes fit in a few hundred MiB. A node's newest
-//! result (by start time) stands for it; older ones are listed as superseded.
+//! result (by start time) stands for it; older ones are listed as superseded. A file
+//! that holds the very result standing for its node (one run id, the same content: a
+//! `latest` link that an artifact upload or `cp -L` turned into a folder, a file named
+//! twice) is that run read again: counted once, and listed as a copy.
 //!
 //! Deciding: a node counts as conformant only with a result signed by a trusted key whose
 //! conformance status is `conformant` and in which nothing regressed since the baseline.
@@ -233,6 +236,10 @@ pub struct Cell {
     pub level: Level,
     /// Why, for every verdict but `pass`.
     pub reason: Option<String>,
+    /// Where the outcome stands in its run's decision ([`hilt_results::standing`]): what
+    /// the run's JUnit, terminal and exit code said of it, and what the fleet's JUnit says.
+    #[serde(skip)]
+    pub decision: hilt_results::Standing,
 }
 
 /// One measured value of one device.
@@ -285,6 +292,7 @@ impl NodeResult {
             }
         }
         for o in record.outcomes {
+            let decision = hilt_results::standing(&o, record.run.tier);
             if o.check.starts_with("firmware.") {
                 for (key, value) in &o.evidence {
                     if matches!(key.as_str(), "driver_version" | "rom_sha256") {
@@ -305,6 +313,7 @@ impl NodeResult {
             cells.insert(
                 (o.check, o.device),
                 Cell {
+                    decision,
                     verdict: o.verdict,
                     waived: o.waiver.is_some(),
                     level: o.level,
@@ -579,6 +588,9 @@ pub struct Fleet {
     pub unreadable: Vec<Unreadable>,
     /// Older results of nodes that have a newer one.
     pub superseded: Vec<Superseded>,
+    /// Files holding the same result as the one standing for their node (one run, the
+    /// same content), read again: counted once.
+    pub copies: Vec<Superseded>,
     /// Whether a baseline was given.
     pub baseline: bool,
     /// Whether trusted keys were given.
@@ -589,32 +601,92 @@ pub struct Fleet {
     pub measurements: Vec<MeasurementStats>,
 }
 
-/// The newest result of each node, and the older ones.
+/// Whether `a` and `b` say the same, wherever they were read from.
+fn same_but_path(a: &NodeResult, b: &NodeResult) -> bool {
+    let NodeResult {
+        node,
+        path: _,
+        signature,
+        development_key,
+        run_id,
+        started_at,
+        complete,
+        status,
+        reasons,
+        profile,
+        profile_digest,
+        tier,
+        hilt_version,
+        simulated,
+        devices,
+        cells,
+        samples,
+        fingerprint,
+    } = a;
+    // Every field but the path, named so that a field added later is compared too.
+    *node == b.node
+        && *signature == b.signature
+        && *development_key == b.development_key
+        && *run_id == b.run_id
+        && *started_at == b.started_at
+        && *complete == b.complete
+        && *status == b.status
+        && *reasons == b.reasons
+        && *profile == b.profile
+        && *profile_digest == b.profile_digest
+        && *tier == b.tier
+        && *hilt_version == b.hilt_version
+        && *simulated == b.simulated
+        && *devices == b.devices
+        && *cells == b.cells
+        && *samples == b.samples
+        && *fingerprint == b.fingerprint
+}
+
+/// The newest result of each node, the older ones, and the files that held a result
+/// already read.
 fn newest_by_node(
     read: Vec<Result<NodeResult, Unreadable>>,
     unreadable: &mut Vec<Unreadable>,
     superseded: &mut Vec<Superseded>,
+    copies: &mut Vec<Superseded>,
 ) -> BTreeMap<String, NodeResult> {
     let mut by_node: BTreeMap<String, NodeResult> = BTreeMap::new();
     for r in read {
-        match r {
-            Err(u) => unreadable.push(u),
-            Ok(result) => match by_node.get(&result.node) {
-                Some(have) if (&have.started_at, &have.path) >= (&result.started_at, &result.path) => {
+        let result = match r {
+            Err(u) => {
+                unreadable.push(u);
+                continue;
+            }
+            Ok(result) => result,
+        };
+        // A second file of the run standing for the node, saying the same: a copy, not an
+        // older result. (A copy of a run that a newer one superseded is an older result.)
+        if by_node
+            .get(&result.node)
+            .is_some_and(|have| have.run_id == result.run_id && same_but_path(have, &result))
+        {
+            copies.push(Superseded {
+                node: result.node,
+                path: result.path,
+            });
+            continue;
+        }
+        match by_node.get(&result.node) {
+            Some(have) if (&have.started_at, &have.path) >= (&result.started_at, &result.path) => {
+                superseded.push(Superseded {
+                    node: result.node.clone(),
+                    path: result.path,
+                });
+            }
+            _ => {
+                if let Some(old) = by_node.insert(result.node.clone(), result) {
                     superseded.push(Superseded {
-                        node: result.node.clone(),
-                        path: result.path,
+                        node: old.node,
+                        path: old.path,
                     });
                 }
-                _ => {
-                    if let Some(old) = by_node.insert(result.node.clone(), result) {
-                        superseded.push(Superseded {
-                            node: old.node,
-                            path: old.path,
-                        });
-                    }
-                }
-            },
+            }
         }
     }
     by_node
@@ -624,12 +696,14 @@ fn newest_by_node(
 pub fn build(input: FleetInput) -> Fleet {
     let mut unreadable = input.unlisted;
     let mut superseded = Vec::new();
-    let current = newest_by_node(input.current, &mut unreadable, &mut superseded);
+    let mut copies = Vec::new();
+    let current = newest_by_node(input.current, &mut unreadable, &mut superseded, &mut copies);
     let mut ignored = Vec::new();
+    let mut ignored_copies = Vec::new();
     let baseline = input.baseline.as_ref().is_some();
     let before = input
         .baseline
-        .map(|b| newest_by_node(b, &mut unreadable, &mut ignored))
+        .map(|b| newest_by_node(b, &mut unreadable, &mut ignored, &mut ignored_copies))
         .unwrap_or_default();
     let expected: BTreeSet<String> = input.expected.iter().cloned().chain(before.keys().cloned()).collect();
     let names: BTreeSet<String> = expected.iter().cloned().chain(current.keys().cloned()).collect();
@@ -681,6 +755,7 @@ pub fn build(input: FleetInput) -> Fleet {
         nodes,
         unreadable,
         superseded,
+        copies,
         baseline,
         keys_given: input.keys_given,
         checks,
@@ -1005,6 +1080,13 @@ impl Fleet {
             notes.push(format!(
                 "{} older result(s) of nodes with a newer one were left out",
                 self.superseded.len()
+            ));
+        }
+        if !self.copies.is_empty() {
+            notes.push(format!(
+                "{} file(s) held a result already read from another file (a `latest` link copied as a folder, a \
+                 file named twice) and were counted once",
+                self.copies.len()
             ));
         }
         notes
@@ -1380,22 +1462,33 @@ pub fn junit(fleet: &Fleet) -> String {
                 Some(t) => format!("regressed (was {} in the baseline): {reason}", t.before.as_str()),
                 None => reason,
             };
-            let status = match (c.verdict, c.waived) {
-                (Verdict::Pass, _) => TestCaseStatus::success(),
-                (Verdict::NotApplicable, _) => {
-                    let mut s = TestCaseStatus::skipped();
-                    s.set_message(xml(&format!("not applicable: {reason}")));
+            // As the run's own JUnit says it (a CI page, the run's exit code and this
+            // report agree): what keeps the run from being conformant is a failure or an
+            // error, what does not decide conformance is skipped; and a regression fails,
+            // since it fails the fleet.
+            let status = match (&c.decision, regressed) {
+                (hilt_results::Standing::Passed, _) => TestCaseStatus::success(),
+                (hilt_results::Standing::Blocks { failure, kind, .. }, _) => {
+                    let mut s = TestCaseStatus::non_success(if *failure {
+                        NonSuccessKind::Failure
+                    } else {
+                        NonSuccessKind::Error
+                    });
+                    s.set_message(xml(&reason)).set_type(*kind);
                     s
                 }
-                (Verdict::Fail, waived) => {
+                (hilt_results::Standing::Aside(text), Some(t)) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(xml(&reason))
-                        .set_type(if waived { "waived failure" } else { "fail" });
+                    s.set_message(xml(&format!(
+                        "regressed (was {} in the baseline): {text}",
+                        t.before.as_str()
+                    )))
+                    .set_type("regressed");
                     s
                 }
-                (other, _) => {
-                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    s.set_message(xml(&reason)).set_type(other.as_str());
+                (hilt_results::Standing::Aside(text), None) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(xml(text));
                     s
                 }
             };
@@ -1492,6 +1585,7 @@ pub fn json(fleet: &Fleet) -> String {
         "measurements": fleet.measurements,
         "unreadable": fleet.unreadable,
         "superseded": fleet.superseded,
+        "copies": fleet.copies,
     });
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }
