@@ -256,3 +256,38 @@ fn live_devices_are_left_out_of_a_replay_unless_named() {
         run.stderr
     );
 }
+
+#[test]
+fn a_replay_never_certifies_what_it_could_not_run() {
+    // Every host and PCI check of amd-mi300x passes on this tree; the device checks cannot
+    // run on a capture. Below the certification tier the partial run exits by what ran;
+    // in the certification tier a mandatory trial that could not run leaves it
+    // inconclusive, as a mandatory check that could not run does.
+    let root = common::host_fixture("mi300x-good");
+    let standard = replay(&root, &["--profile", "amd-mi300x", "--tier", "standard"]);
+    assert_eq!(standard.exit, 0, "{}", standard.stderr);
+    assert_eq!(standard.record.conformance.status, ConformanceStatus::Partial);
+
+    let run = replay(&root, &["--profile", "amd-mi300x", "--tier", "certification"]);
+    assert_eq!(run.exit, 3, "{}", run.stderr);
+    let record = &run.record;
+    assert_eq!(record.conformance.status, ConformanceStatus::Partial);
+    assert!(!record.conformance.conformant);
+    let mandatory = record
+        .run
+        .not_run
+        .iter()
+        .filter(|n| n.level == Level::Mandatory)
+        .count();
+    assert!(mandatory > 0, "{:?}", record.run.not_run);
+    let why = format!("{mandatory} mandatory trial(s) could not run in the certification tier");
+    assert!(
+        record.conformance.reasons.iter().any(|r| r.starts_with(&why)),
+        "{:?}",
+        record.conformance.reasons
+    );
+    assert!(run.stderr.contains(&why), "the summary says why: {}", run.stderr);
+    // Readers derive the same decision from the record.
+    assert_eq!(record.derived_conformance().status, record.conformance.status);
+    assert!(record.inconsistencies().is_empty(), "{:?}", record.inconsistencies());
+}

@@ -403,6 +403,8 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         coverage: Coverage {
             no_accelerator,
             missing_devices: missing,
+            // Known once the trials are planned (the runner fills it in).
+            not_run_mandatory: Vec::new(),
         },
         node: args.node.clone(),
         locks: Some(devlock::LockSettings::from_env(Duration::from_secs(args.lock_timeout))),
