@@ -291,3 +291,69 @@ fn a_replay_never_certifies_what_it_could_not_run() {
     assert_eq!(record.derived_conformance().status, record.conformance.status);
     assert!(record.inconsistencies().is_empty(), "{:?}", record.inconsistencies());
 }
+
+#[test]
+fn the_reports_of_a_replay_say_what_was_replayed_and_pass_no_requirement_on_what_did_not_run() {
+    let (_tmp, root) = captured("mi300x-good");
+    let run = replay(&root, &["--profile", "amd-mi300x"]);
+    assert_eq!(run.exit, 0, "{}", run.stderr);
+    let record = &run.record;
+    let tree = record
+        .run
+        .replay
+        .as_ref()
+        .and_then(|r| r.tree_sha256.clone())
+        .expect("tree digest");
+    let result = run.dir.join("result.json");
+    let report = |format: &str| {
+        let out = common::hilt(&["report", result.to_str().expect("utf-8"), "--format", format]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+
+    // Every report a person reads says it is a replay, of which capture, and that the
+    // host it describes is the captured one.
+    let source = common::host_fixture("mi300x-good");
+    for text in [report("markdown"), report("html"), run.stderr.clone()] {
+        assert!(text.contains("Replay of a captured host (captured at "), "{text}");
+        assert!(text.contains(&format!("from {}", source.display())), "{text}");
+        assert!(text.contains(&format!("tree sha256 {tree}")), "{text}");
+        assert!(
+            text.contains(&format!("{} device trial(s) could not run", record.run.not_run.len())),
+            "{text}"
+        );
+    }
+    let host = record.devices.iter().find(|d| d.id == "host").expect("host device");
+    assert_eq!(
+        host.name,
+        format!("the captured host, replayed from {}", root.display()),
+        "the host checks examined the capture, not this host"
+    );
+
+    // A requirement whose device checks could not run is not passed, however its host
+    // and PCI checks ended: AI-ISO-1 and DP-7 rest on the residue checks too.
+    let json: serde_json::Value = serde_json::from_str(&report("json")).expect("json");
+    let rows = json["traceability"].as_array().expect("traceability");
+    let not_run: std::collections::BTreeSet<&str> = record.run.not_run.iter().map(|n| n.check.as_str()).collect();
+    let catalogue = hilt_suites::catalogue();
+    let mut open = 0;
+    for row in rows {
+        let id = row["id"].as_str().expect("id");
+        let unrun = catalogue
+            .checks()
+            .iter()
+            .any(|c| c.requirements.contains(&id) && not_run.contains(c.id));
+        if unrun {
+            assert_ne!(
+                row["state"], "passed",
+                "{id} passed with checks that did not run: {row}"
+            );
+            open += 1;
+        }
+    }
+    assert!(open >= 2, "AI-ISO-1 and DP-7 at least");
+    for id in ["AI-ISO-1", "DP-7"] {
+        let row = rows.iter().find(|r| r["id"] == id).expect("requirement");
+        assert_eq!(row["state"], "unsettled", "{row}");
+    }
+}

@@ -276,7 +276,12 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         say!("hilt: warning: {warning}");
     }
     devices.extend(pci_only.devices.into_iter().map(Arc::new));
-    devices.push(Arc::new(check::host_device()));
+    let mut host_device = check::host_device();
+    if !host.is_live() {
+        // The host checks read the captured machine's files, not this one's.
+        host_device.info.name = format!("the captured host, replayed from {}", host.root().display());
+    }
+    devices.push(Arc::new(host_device));
     if let Some(sel) = &args.device {
         let here = describe_devices(&devices);
         // The host stays: host checks run whichever device is selected.
@@ -612,6 +617,9 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
     );
     for reason in &c.reasons {
         say!("hilt:   {reason}");
+    }
+    if let Some(note) = hilt_harness::report::replay_note(record) {
+        say!("hilt:   {note}");
     }
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
     let (result, events) = (dir.join("result.json"), dir.join("events.jsonl"));

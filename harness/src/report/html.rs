@@ -72,6 +72,9 @@ pub fn render(report: &Report<'_>) -> String {
             " &middot; this profile does not certify"
         }
     );
+    if let Some(note) = super::replay_note(r) {
+        let _ = writeln!(out, "<p><strong>{}</strong></p>", esc(&note));
+    }
     for reason in &r.conformance.reasons {
         let _ = writeln!(out, "<p>{}</p>", esc(reason));
     }

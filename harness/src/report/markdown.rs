@@ -35,6 +35,10 @@ pub fn render(report: &Report<'_>) -> String {
             .join(", "),
         cell(&r.tool.version),
     );
+    if let Some(note) = super::replay_note(r) {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "**{}**", cell(&note));
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Signature: {}.", cell(&report.signature.describe()));
     let _ = writeln!(out);
