@@ -287,6 +287,12 @@ fn a_replay_never_certifies_what_it_could_not_run() {
         record.conformance.reasons
     );
     assert!(run.stderr.contains(&why), "the summary says why: {}", run.stderr);
+    // A tree made by hand says how it was made, not a root it was taken from.
+    assert!(
+        run.stderr.contains("(source: hand-made by tests/fixtures/hosts/generate.sh; tree sha256 "),
+        "{}",
+        run.stderr
+    );
     // Readers derive the same decision from the record.
     assert_eq!(record.derived_conformance().status, record.conformance.status);
     assert!(record.inconsistencies().is_empty(), "{:?}", record.inconsistencies());

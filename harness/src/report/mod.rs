@@ -554,7 +554,12 @@ pub fn replay_note(record: &ResultRecord) -> Option<String> {
         from.push(format!("captured at {at}"));
     }
     if let Some(root) = &replay.source_root {
-        from.push(format!("from {root}"));
+        // A capture names the root it read (`/`); a tree made by hand says how it was made.
+        from.push(if root.starts_with('/') {
+            format!("from {root}")
+        } else {
+            format!("source: {root}")
+        });
     }
     let tree = match &replay.tree_sha256 {
         Some(digest) => format!("tree sha256 {digest}"),
