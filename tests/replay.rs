@@ -289,7 +289,8 @@ fn a_replay_never_certifies_what_it_could_not_run() {
     assert!(run.stderr.contains(&why), "the summary says why: {}", run.stderr);
     // A tree made by hand says how it was made, not a root it was taken from.
     assert!(
-        run.stderr.contains("(source: hand-made by tests/fixtures/hosts/generate.sh; tree sha256 "),
+        run.stderr
+            .contains("(source: hand-made by tests/fixtures/hosts/generate.sh; tree sha256 "),
         "{}",
         run.stderr
     );
@@ -329,6 +330,25 @@ fn the_reports_of_a_replay_say_what_was_replayed_and_pass_no_requirement_on_what
             "{text}"
         );
     }
+    // And which trials could not run, with why: every one in the HTML page, every check
+    // with its devices in Markdown.
+    let (html, markdown) = (report("html"), report("markdown"));
+    assert!(markdown.contains("### Could not run"), "{markdown}");
+    for n in &record.run.not_run {
+        let row = format!("<code>{}</code>", n.trial);
+        assert!(html.contains(&row), "{} missing from the HTML page", n.trial);
+        let line = markdown
+            .lines()
+            .find(|l| l.starts_with(&format!("- **not run** `{}` ({})", n.check, n.level.as_str())))
+            .unwrap_or_else(|| panic!("no line for {} in:\n{markdown}", n.check));
+        assert!(line.contains(&format!("`{}`", n.device)), "{line}");
+    }
+    assert!(
+        html.contains("a capture holds the host&#39;s files")
+            || html.contains("a capture holds the host&apos;s files")
+            || html.contains("a capture holds the host's files"),
+        "the reason is shown"
+    );
     let host = record.devices.iter().find(|d| d.id == "host").expect("host device");
     assert_eq!(
         host.name,

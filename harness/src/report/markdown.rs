@@ -80,6 +80,31 @@ pub fn render(report: &Report<'_>) -> String {
             }
         }
     }
+    let not_run = &r.run.not_run;
+    if !not_run.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "### Could not run");
+        let _ = writeln!(out);
+        // One line per check: its level, the devices, and why (the first device's words).
+        let mut checks: Vec<&str> = Vec::new();
+        for n in not_run {
+            if !checks.contains(&n.check.as_str()) {
+                checks.push(&n.check);
+            }
+        }
+        for check in checks {
+            let of: Vec<_> = not_run.iter().filter(|n| n.check == check).collect();
+            let devices: Vec<String> = of.iter().map(|n| code(&n.device)).collect();
+            let _ = writeln!(
+                out,
+                "- **not run** {} ({}) on {}: {}",
+                code(check),
+                of[0].level.as_str(),
+                devices.join(", "),
+                cell(&of[0].reason)
+            );
+        }
+    }
     let bounds: Vec<_> = report
         .outcomes_sorted()
         .into_iter()
