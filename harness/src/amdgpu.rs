@@ -163,7 +163,7 @@ impl Isolation {
 
 /// The values of an `enforce_isolation` file: unsigned integers separated by white
 /// space, one per partition. An error, in words, for anything else (nothing, a word, a
-/// negative number).
+/// negative number, a number the kernel's `%u` never writes such as `+1` or `01`).
 pub fn parse_enforce_isolation(text: &str) -> Result<Vec<u32>, String> {
     let values: Vec<&str> = text.split_whitespace().collect();
     if values.is_empty() {
@@ -172,10 +172,19 @@ pub fn parse_enforce_isolation(text: &str) -> Result<Vec<u32>, String> {
     values
         .iter()
         .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("`{v}` is not a partition's setting (0, 1, 2 or 3)"))
+            kernel_decimal(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("`{v}` is not a partition's setting (0, 1, 2 or 3)"))
         })
         .collect()
+}
+
+/// `text` as the kernel's `%u`/`%llu` writes a number: decimal digits, no sign, no
+/// leading zero (but `0` itself); `None` for anything else, which no kernel wrote.
+pub fn kernel_decimal(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let canonical = text == "0" || !text.starts_with('0');
+    if digits && canonical { text.parse().ok() } else { None }
 }
 
 /// Reads function `f`'s amdgpu view under `fs`. Missing files are left out; files that
@@ -198,16 +207,14 @@ pub fn read(fs: &HostFs, f: &PciFunction) -> AmdgpuFunction {
     };
     let mut unreadable = Vec::new();
     let mut malformed = BTreeMap::new();
-    // A number as amdgpu writes it (decimal); anything else is kept as malformed.
+    // A number as amdgpu writes it ([`kernel_decimal`]); anything else is kept as malformed.
     let number = |name: &str, text: Option<String>, malformed: &mut BTreeMap<String, String>| -> Option<u64> {
         let text = text?;
-        match text.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                malformed.insert(name.to_string(), format!("`{}`, not a decimal number", clip(&text)));
-                None
-            }
+        let n = kernel_decimal(&text);
+        if n.is_none() {
+            malformed.insert(name.to_string(), format!("`{}`, not a decimal number", clip(&text)));
         }
+        n
     };
     a.product_name = text("product_name", &mut unreadable);
     a.product_number = text("product_number", &mut unreadable);
@@ -574,6 +581,11 @@ mod tests {
         assert!(parse_enforce_isolation("").is_err());
         assert!(parse_enforce_isolation("1 -1").is_err());
         assert!(parse_enforce_isolation("on").is_err());
+        // Numbers the kernel's `%u` never writes were edited in: not read as a setting.
+        for edited in ["+1 1", "01 1", "1 0x1", "1 1.0", "1 4294967296"] {
+            assert!(parse_enforce_isolation(edited).is_err(), "{edited}");
+        }
+        assert_eq!(parse_enforce_isolation("0 10"), Ok(vec![0, 10]));
         assert_eq!(Isolation::from_value(1), Isolation::On);
         assert_eq!(Isolation::from_value(7), Isolation::Unknown(7));
     }
@@ -667,6 +679,8 @@ mod tests {
             ("sriov_numvfs", "nope", SharingMode::Unknown),
             ("sriov_numvfs", "-3", SharingMode::Unknown),
             ("sriov_totalvfs", "0x8", SharingMode::Partitioned),
+            ("sriov_numvfs", "+2", SharingMode::Unknown),
+            ("mem_info_vram_total", "0206158430208", SharingMode::Partitioned),
             ("current_compute_partition", "BOGUS", SharingMode::Unknown),
             ("current_compute_partition", "cpx", SharingMode::Unknown),
             ("current_memory_partition", "NPS5", SharingMode::Partitioned),
