@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hostfs::{HostError, HostErrorKind, HostFs};
+use crate::hostfs::{HostError, HostErrorKind, HostFs, kernel_decimal};
 use crate::pci::{DEVICES, PciFunction};
 
 /// The kernel driver's name.
@@ -177,14 +177,6 @@ pub fn parse_enforce_isolation(text: &str) -> Result<Vec<u32>, String> {
                 .ok_or_else(|| format!("`{v}` is not a partition's setting (0, 1, 2 or 3)"))
         })
         .collect()
-}
-
-/// `text` as the kernel's `%u`/`%llu` writes a number: decimal digits, no sign, no
-/// leading zero (but `0` itself); `None` for anything else, which no kernel wrote.
-pub fn kernel_decimal(text: &str) -> Option<u64> {
-    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    let canonical = text == "0" || !text.starts_with('0');
-    if digits && canonical { text.parse().ok() } else { None }
 }
 
 /// Reads function `f`'s amdgpu view under `fs`. Missing files are left out; files that
