@@ -383,3 +383,40 @@ fn the_reports_of_a_replay_say_what_was_replayed_and_pass_no_requirement_on_what
         assert_eq!(row["state"], "unsettled", "{row}");
     }
 }
+
+#[test]
+fn replays_of_two_captures_are_two_nodes_never_the_machine_that_replays() {
+    // A lab replays the captures of several nodes on one workstation: each result stands
+    // for its capture, so `hilt fleet` neither merges them nor keeps only the newest.
+    let good = replay(&common::host_fixture("mi300x-good"), &["--profile", "amd-mi300x"]);
+    let off = replay(
+        &common::host_fixture("mi300x-isolation-off"),
+        &["--profile", "amd-mi300x"],
+    );
+    let node = |run: &common::Run| run.record.host.node.clone().expect("node");
+    let (a, b) = (node(&good), node(&off));
+    let digest = |run: &common::Run| {
+        run.record
+            .run
+            .replay
+            .as_ref()
+            .and_then(|r| r.tree_sha256.clone())
+            .expect("tree digest")
+    };
+    assert_eq!(a, format!("replay-{}", &digest(&good)[..12]));
+    assert_eq!(b, format!("replay-{}", &digest(&off)[..12]));
+    assert_ne!(a, b);
+    assert_ne!(a, good.record.host.hostname, "the replaying machine is not the node");
+    assert!(
+        good.stderr.contains(&format!("recorded as node {a}")),
+        "{}",
+        good.stderr
+    );
+    // A lab that knows the node names it.
+    let named = replay(
+        &common::host_fixture("mi300x-good"),
+        &["--profile", "amd-mi300x", "--node", "gpu-17"],
+    );
+    assert_eq!(node(&named), "gpu-17");
+    assert!(!named.stderr.contains("recorded as node"), "{}", named.stderr);
+}

@@ -572,8 +572,8 @@ pub fn replay_note(record: &ResultRecord) -> Option<String> {
     };
     Some(format!(
         "Replay of a captured host ({from}; {tree}): the host and PCI checks read the capture's files, not \
-         the machine that ran hilt ({}); {} device trial(s) could not run on a capture (run.not_run).",
-        record.host.node_name(),
+         those of the machine that ran hilt (the record's host); {} device trial(s) could not run on a capture \
+         (run.not_run).",
         record.run.not_run.len()
     ))
 }
