@@ -455,7 +455,9 @@ fn junit_of_a_conformant_run_has_no_failures_and_names_the_node() {
     ]);
     assert_eq!(run.exit, 0, "{}", run.stderr);
     let xml = std::fs::read_to_string(&junit).expect("junit");
-    let node = &run.record.host.hostname;
+    // The node the record stands for: a replay's own (`replay-...`), not the machine's.
+    let node = run.record.host.node_name();
+    assert!(node.starts_with("replay-"), "{node}");
     let root = xml.lines().nth(1).expect("root line");
     assert!(root.contains("failures=\"0\" errors=\"0\""), "{root}");
     assert!(
