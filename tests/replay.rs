@@ -294,6 +294,23 @@ fn a_replay_never_certifies_what_it_could_not_run() {
         "{}",
         run.stderr
     );
+    // JUnit is not green where the exit status is not: the mandatory trials that could
+    // not run are errors in the certification tier (skipped below it).
+    let junit = |run: &common::Run| {
+        let out = common::hilt(&[
+            "report",
+            run.dir.join("result.json").to_str().expect("utf-8"),
+            "--format",
+            "junit",
+        ]);
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let xml = junit(&run);
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(root.contains(&format!("errors=\"{mandatory}\"")), "{root}");
+    let xml = junit(&standard);
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(root.contains("errors=\"0\""), "{root}");
     // Readers derive the same decision from the record.
     assert_eq!(record.derived_conformance().status, record.conformance.status);
     assert!(record.inconsistencies().is_empty(), "{:?}", record.inconsistencies());
