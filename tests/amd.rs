@@ -352,7 +352,14 @@ fn amd_performance_counters_and_device_files_are_judged() {
             "{reason}"
         );
     }
-    assert_eq!(check(profiling, "profiling", &paranoid("lots\n")).0, "inconclusive");
+    // What the kernel's `%d` never writes was edited in: no level, whatever it looks like.
+    for edited in ["lots\n", "+1\n", "02\n", "-0\n", "1 0\n"] {
+        assert_eq!(
+            check(profiling, "profiling", &paranoid(edited)).0,
+            "inconclusive",
+            "{edited}"
+        );
+    }
     let (verdict, reason) = check(profiling, "profiling", &|r: &Path| {
         std::fs::remove_file(r.join("proc/sys/kernel/perf_event_paranoid")).expect("rm");
     });

@@ -34,6 +34,39 @@ fn devices_listing() {
 }
 
 #[test]
+fn devices_as_json_say_what_the_backends_said() {
+    // The JSON a script reads holds the notes the text shows: why a backend found nothing,
+    // or which view of a piece of hardware was left out.
+    let out = common::command()
+        .args(["devices", "--json"])
+        .env("HILT_BACKENDS", "sim,nosuch")
+        .output()
+        .expect("hilt runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let notes: Vec<&str> = json["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    let text = common::command()
+        .args(["devices"])
+        .env("HILT_BACKENDS", "sim,nosuch")
+        .output()
+        .expect("hilt runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for backend in hilt_harness::discovery::BACKENDS {
+        let note = format!("{backend}: not probed (HILT_BACKENDS=sim,nosuch)");
+        assert!(notes.contains(&note.as_str()), "{note} not in {notes:?}");
+    }
+    assert!(notes.iter().any(|n| n.contains("`nosuch`")), "{notes:?}");
+    for note in &notes {
+        assert!(text.contains(note), "the text says {note} too:\n{text}");
+    }
+}
+
+#[test]
 fn profiles_listing() {
     insta::assert_snapshot!(stdout(&["profiles"]));
 }

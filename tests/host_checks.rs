@@ -1281,3 +1281,20 @@ fn a_capture_keeps_the_pci_paths_and_power_states_so_link_verdicts_replay() {
         );
     }
 }
+
+#[test]
+fn a_taint_mask_the_kernel_never_wrote_is_no_pass() {
+    // `%lu` writes neither a sign nor a leading zero: such a value was edited in.
+    for edited in ["+4096", "04096", "0x1000"] {
+        let dir = copy_of("h100-good");
+        std::fs::write(dir.path().join("proc/sys/kernel/tainted"), format!("{edited}\n")).expect("write");
+        let run = run_on(dir.path(), &["module_signatures"]);
+        let o = outcome(&run, "platform.module_signatures");
+        assert_ne!(o.verdict, hilt_results::Verdict::Pass, "{edited}: {:?}", o.reason);
+        assert!(
+            reason(&run, "platform.module_signatures").contains(edited),
+            "{:?}",
+            o.reason
+        );
+    }
+}

@@ -256,3 +256,184 @@ fn live_devices_are_left_out_of_a_replay_unless_named() {
         run.stderr
     );
 }
+
+#[test]
+fn a_replay_never_certifies_what_it_could_not_run() {
+    // Every host and PCI check of amd-mi300x passes on this tree; the device checks cannot
+    // run on a capture. Below the certification tier the partial run exits by what ran;
+    // in the certification tier a mandatory trial that could not run leaves it
+    // inconclusive, as a mandatory check that could not run does.
+    let root = common::host_fixture("mi300x-good");
+    let standard = replay(&root, &["--profile", "amd-mi300x", "--tier", "standard"]);
+    assert_eq!(standard.exit, 0, "{}", standard.stderr);
+    assert_eq!(standard.record.conformance.status, ConformanceStatus::Partial);
+
+    let run = replay(&root, &["--profile", "amd-mi300x", "--tier", "certification"]);
+    assert_eq!(run.exit, 3, "{}", run.stderr);
+    let record = &run.record;
+    assert_eq!(record.conformance.status, ConformanceStatus::Partial);
+    assert!(!record.conformance.conformant);
+    let mandatory = record
+        .run
+        .not_run
+        .iter()
+        .filter(|n| n.level == Level::Mandatory)
+        .count();
+    assert!(mandatory > 0, "{:?}", record.run.not_run);
+    let why = format!("{mandatory} mandatory trial(s) could not run in the certification tier");
+    assert!(
+        record.conformance.reasons.iter().any(|r| r.starts_with(&why)),
+        "{:?}",
+        record.conformance.reasons
+    );
+    assert!(run.stderr.contains(&why), "the summary says why: {}", run.stderr);
+    // A tree made by hand says how it was made, not a root it was taken from.
+    assert!(
+        run.stderr
+            .contains("(source: hand-made by tests/fixtures/hosts/generate.sh; tree sha256 "),
+        "{}",
+        run.stderr
+    );
+    // JUnit is not green where the exit status is not: the mandatory trials that could
+    // not run are errors in the certification tier (skipped below it).
+    let junit = |run: &common::Run| {
+        let out = common::hilt(&[
+            "report",
+            run.dir.join("result.json").to_str().expect("utf-8"),
+            "--format",
+            "junit",
+        ]);
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let xml = junit(&run);
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(root.contains(&format!("errors=\"{mandatory}\"")), "{root}");
+    let xml = junit(&standard);
+    let root = xml.lines().nth(1).expect("root line");
+    assert!(root.contains("errors=\"0\""), "{root}");
+    // Readers derive the same decision from the record.
+    assert_eq!(record.derived_conformance().status, record.conformance.status);
+    assert!(record.inconsistencies().is_empty(), "{:?}", record.inconsistencies());
+}
+
+#[test]
+fn the_reports_of_a_replay_say_what_was_replayed_and_pass_no_requirement_on_what_did_not_run() {
+    let (_tmp, root) = captured("mi300x-good");
+    let run = replay(&root, &["--profile", "amd-mi300x"]);
+    assert_eq!(run.exit, 0, "{}", run.stderr);
+    let record = &run.record;
+    let tree = record
+        .run
+        .replay
+        .as_ref()
+        .and_then(|r| r.tree_sha256.clone())
+        .expect("tree digest");
+    let result = run.dir.join("result.json");
+    let report = |format: &str| {
+        let out = common::hilt(&["report", result.to_str().expect("utf-8"), "--format", format]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+
+    // Every report a person reads says it is a replay, of which capture, and that the
+    // host it describes is the captured one.
+    let source = common::host_fixture("mi300x-good");
+    for text in [report("markdown"), report("html"), run.stderr.clone()] {
+        assert!(text.contains("Replay of a captured host (captured at "), "{text}");
+        assert!(text.contains(&format!("from {}", source.display())), "{text}");
+        assert!(text.contains(&format!("tree sha256 {tree}")), "{text}");
+        assert!(
+            text.contains(&format!("{} device trial(s) could not run", record.run.not_run.len())),
+            "{text}"
+        );
+    }
+    // And which trials could not run, with why: every one in the HTML page, every check
+    // with its devices in Markdown.
+    let (html, markdown) = (report("html"), report("markdown"));
+    assert!(markdown.contains("### Could not run"), "{markdown}");
+    for n in &record.run.not_run {
+        let row = format!("<code>{}</code>", n.trial);
+        assert!(html.contains(&row), "{} missing from the HTML page", n.trial);
+        let line = markdown
+            .lines()
+            .find(|l| l.starts_with(&format!("- **not run** `{}` ({})", n.check, n.level.as_str())))
+            .unwrap_or_else(|| panic!("no line for {} in:\n{markdown}", n.check));
+        assert!(line.contains(&format!("`{}`", n.device)), "{line}");
+    }
+    assert!(
+        html.contains("a capture holds the host&#39;s files")
+            || html.contains("a capture holds the host&apos;s files")
+            || html.contains("a capture holds the host's files"),
+        "the reason is shown"
+    );
+    let host = record.devices.iter().find(|d| d.id == "host").expect("host device");
+    assert_eq!(
+        host.name,
+        format!("the captured host, replayed from {}", root.display()),
+        "the host checks examined the capture, not this host"
+    );
+
+    // A requirement whose device checks could not run is not passed, however its host
+    // and PCI checks ended: AI-ISO-1 and DP-7 rest on the residue checks too.
+    let json: serde_json::Value = serde_json::from_str(&report("json")).expect("json");
+    let rows = json["traceability"].as_array().expect("traceability");
+    let not_run: std::collections::BTreeSet<&str> = record.run.not_run.iter().map(|n| n.check.as_str()).collect();
+    let catalogue = hilt_suites::catalogue();
+    let mut open = 0;
+    for row in rows {
+        let id = row["id"].as_str().expect("id");
+        let unrun = catalogue
+            .checks()
+            .iter()
+            .any(|c| c.requirements.contains(&id) && not_run.contains(c.id));
+        if unrun {
+            assert_ne!(
+                row["state"], "passed",
+                "{id} passed with checks that did not run: {row}"
+            );
+            open += 1;
+        }
+    }
+    assert!(open >= 2, "AI-ISO-1 and DP-7 at least");
+    for id in ["AI-ISO-1", "DP-7"] {
+        let row = rows.iter().find(|r| r["id"] == id).expect("requirement");
+        assert_eq!(row["state"], "unsettled", "{row}");
+    }
+}
+
+#[test]
+fn replays_of_two_captures_are_two_nodes_never_the_machine_that_replays() {
+    // A lab replays the captures of several nodes on one workstation: each result stands
+    // for its capture, so `hilt fleet` neither merges them nor keeps only the newest.
+    let good = replay(&common::host_fixture("mi300x-good"), &["--profile", "amd-mi300x"]);
+    let off = replay(
+        &common::host_fixture("mi300x-isolation-off"),
+        &["--profile", "amd-mi300x"],
+    );
+    let node = |run: &common::Run| run.record.host.node.clone().expect("node");
+    let (a, b) = (node(&good), node(&off));
+    let digest = |run: &common::Run| {
+        run.record
+            .run
+            .replay
+            .as_ref()
+            .and_then(|r| r.tree_sha256.clone())
+            .expect("tree digest")
+    };
+    assert_eq!(a, format!("replay-{}", &digest(&good)[..12]));
+    assert_eq!(b, format!("replay-{}", &digest(&off)[..12]));
+    assert_ne!(a, b);
+    assert_ne!(a, good.record.host.hostname, "the replaying machine is not the node");
+    assert!(
+        good.stderr.contains(&format!("recorded as node {a}")),
+        "{}",
+        good.stderr
+    );
+    // A lab that knows the node names it.
+    let named = replay(
+        &common::host_fixture("mi300x-good"),
+        &["--profile", "amd-mi300x", "--node", "gpu-17"],
+    );
+    assert_eq!(node(&named), "gpu-17");
+    assert!(!named.stderr.contains("recorded as node"), "{}", named.stderr);
+}

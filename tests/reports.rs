@@ -476,7 +476,9 @@ fn junit_of_a_conformant_run_has_no_failures_and_names_the_node() {
     ]);
     assert_eq!(run.exit, 0, "{}", run.stderr);
     let xml = std::fs::read_to_string(&junit).expect("junit");
-    let node = &run.record.host.hostname;
+    // The node the record stands for: a replay's own (`replay-...`), not the machine's.
+    let node = run.record.host.node_name();
+    assert!(node.starts_with("replay-"), "{node}");
     let root = xml.lines().nth(1).expect("root line");
     assert!(root.contains("failures=\"0\" errors=\"0\""), "{root}");
     assert!(
@@ -506,4 +508,55 @@ fn junit_of_a_conformant_run_has_no_failures_and_names_the_node() {
     assert!(run.stdout.contains(&libtest), "{libtest}\n{}", run.stdout);
     assert!(run.stderr.contains(&tally.line()), "{}", run.stderr);
     assert!(tally.ignored > 0, "the development VM's host checks do not pass");
+}
+
+#[test]
+fn a_requirement_is_not_passed_while_trials_of_it_were_stopped() {
+    // A run stopped by SIGTERM after some trials of a requirement passed: the others of
+    // that requirement never ran, so the requirement is open, not passed.
+    let value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("pocl.json")).expect("fixture")).expect("json");
+    let whole: serde_json::Value =
+        serde_json::from_str(&report(&[&fixture("pocl.json"), "--format", "json"])).expect("json");
+    let passed: Vec<String> = whole["traceability"]
+        .as_array()
+        .expect("traceability")
+        .iter()
+        .filter(|t| t["state"] == "passed" && t["outcomes"].as_array().is_some_and(|o| o.len() >= 2))
+        .map(|t| t["id"].as_str().expect("id").to_string())
+        .collect();
+    let id = passed
+        .first()
+        .expect("a requirement passed by two trials or more")
+        .clone();
+    let mut cut = value.clone();
+    let outcomes = cut["outcomes"].as_array_mut().expect("outcomes");
+    let at = outcomes
+        .iter()
+        .rposition(|o| {
+            o["requirements"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == id.as_str()))
+        })
+        .expect("an outcome of it");
+    let stopped = outcomes.remove(at);
+    cut["run"]["complete"] = false.into();
+    cut["run"]["interrupted"] = serde_json::json!({
+        "signal": "SIGTERM",
+        "at": "2026-01-01T00:00:00Z",
+        "not_run": [stopped["trial"].clone()],
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("stopped.json");
+    std::fs::write(&path, serde_json::to_vec(&cut).expect("json")).expect("write");
+    let text = report(&[path.to_str().expect("utf-8"), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let row = json["traceability"]
+        .as_array()
+        .expect("traceability")
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("requirement")
+        .clone();
+    assert_eq!(row["state"], "unsettled", "{} was stopped: {row}", stopped["trial"]);
 }

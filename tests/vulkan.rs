@@ -208,6 +208,31 @@ fn a_missing_loader_or_driver_is_a_note_not_a_crash() -> Result<(), Failed> {
     if out.status.code() != Some(0) || !text.contains(&format!("vulkan: {}", vulkan::NO_DRIVER)) {
         return Err(format!("without a driver, exit {:?}:\n{text}", out.status.code()).into());
     }
+    // Broken drivers: a manifest naming a library that is not there, and a manifest that
+    // is not JSON. Each is a note saying what to do and which manifests the loader was
+    // told to read, never a crash and never "none installed" alone.
+    let missing_lib = dir.path().join("missing-lib.json");
+    std::fs::write(
+        &missing_lib,
+        br#"{"file_format_version":"1.0.0","ICD":{"library_path":"/nonexistent/libvulkan_gone.so","api_version":"1.3.0"}}"#,
+    )
+    .expect("write");
+    let garbled = dir.path().join("garbled.json");
+    std::fs::write(&garbled, b"{not json").expect("write");
+    for manifest in [&missing_lib, &garbled] {
+        let manifest = manifest.to_str().expect("utf-8");
+        let out = hilt(&["devices"], &[("VK_ICD_FILENAMES", manifest)]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let note = text.lines().find(|l| l.starts_with("vulkan: ")).unwrap_or_default();
+        let says_what_to_do = note.contains("install one") || note.contains("VK_LOADER_DEBUG=");
+        if out.status.code() != Some(0)
+            || !says_what_to_do
+            || !note.contains(&format!("VK_ICD_FILENAMES={manifest}"))
+            || note.contains("vulkan0")
+        {
+            return Err(format!("broken driver {manifest}: exit {:?}:\n{text}", out.status.code()).into());
+        }
+    }
     // Asked for explicitly, a backend that drives nothing is an error, not a quiet switch.
     let out = hilt(&["run", "--list", "--backend", "vulkan"], &[("LD_LIBRARY_PATH", lib)]);
     let stderr = String::from_utf8_lossy(&out.stderr);

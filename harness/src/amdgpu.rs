@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hostfs::{HostError, HostErrorKind, HostFs};
+use crate::hostfs::{HostError, HostErrorKind, HostFs, kernel_decimal};
 use crate::pci::{DEVICES, PciFunction};
 
 /// The kernel driver's name.
@@ -60,7 +60,7 @@ pub struct AmdgpuFunction {
     pub compute_partition: Option<String>,
     /// The compute partition modes the GPU offers.
     pub compute_partitions_available: Option<String>,
-    /// The memory partition mode: `NPS1`, `NPS2`, `NPS4` or `NPS8`.
+    /// The memory partition mode: one of [`MEMORY_PARTITION_MODES`].
     pub memory_partition: Option<String>,
     /// The memory partition modes the GPU offers.
     pub memory_partitions_available: Option<String>,
@@ -83,7 +83,20 @@ pub struct AmdgpuFunction {
     pub kfd_nodes: Vec<KfdNode>,
     /// Files that exist but could not be read, with why.
     pub unreadable: Vec<String>,
+    /// Files that were read but hold what amdgpu does not write (a count that is not a
+    /// number, a partition mode amdgpu has no name for), by file name relative to the
+    /// function (`sriov_numvfs`, `ras/umc_err_count`), with what they hold. Such a value
+    /// is never taken for another: the fact is left out, and a sharing mode that rests on
+    /// it is [`SharingMode::Unknown`].
+    pub malformed: BTreeMap<String, String>,
 }
+
+/// The compute partition modes amdgpu names (`amdgpu_gfx.c`,
+/// `amdgpu_gfx_compute_mode_desc`): one, two, three, four and eight partitions.
+pub const COMPUTE_PARTITION_MODES: [&str; 5] = ["SPX", "DPX", "TPX", "QPX", "CPX"];
+
+/// The memory partition modes amdgpu names (`amdgpu_gmc.c`, `nps_desc`).
+pub const MEMORY_PARTITION_MODES: [&str; 6] = ["NPS1", "NPS2", "NPS3", "NPS4", "NPS6", "NPS8"];
 
 /// A RAS error count of one block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +163,7 @@ impl Isolation {
 
 /// The values of an `enforce_isolation` file: unsigned integers separated by white
 /// space, one per partition. An error, in words, for anything else (nothing, a word, a
-/// negative number).
+/// negative number, a number the kernel's `%u` never writes such as `+1` or `01`).
 pub fn parse_enforce_isolation(text: &str) -> Result<Vec<u32>, String> {
     let values: Vec<&str> = text.split_whitespace().collect();
     if values.is_empty() {
@@ -159,8 +172,9 @@ pub fn parse_enforce_isolation(text: &str) -> Result<Vec<u32>, String> {
     values
         .iter()
         .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("`{v}` is not a partition's setting (0, 1, 2 or 3)"))
+            kernel_decimal(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("`{v}` is not a partition's setting (0, 1, 2 or 3)"))
         })
         .collect()
 }
@@ -184,18 +198,57 @@ pub fn read(fs: &HostFs, f: &PciFunction) -> AmdgpuFunction {
         }
     };
     let mut unreadable = Vec::new();
+    let mut malformed = BTreeMap::new();
+    // A number as amdgpu writes it ([`kernel_decimal`]); anything else is kept as malformed.
+    let number = |name: &str, text: Option<String>, malformed: &mut BTreeMap<String, String>| -> Option<u64> {
+        let text = text?;
+        let n = kernel_decimal(&text);
+        if n.is_none() {
+            malformed.insert(name.to_string(), format!("`{}`, not a decimal number", clip(&text)));
+        }
+        n
+    };
     a.product_name = text("product_name", &mut unreadable);
     a.product_number = text("product_number", &mut unreadable);
     a.serial_number = text("serial_number", &mut unreadable);
     a.vbios_version = text("vbios_version", &mut unreadable);
-    a.vram_total_bytes = text("mem_info_vram_total", &mut unreadable).and_then(|t| t.parse().ok());
+    a.vram_total_bytes = number(
+        "mem_info_vram_total",
+        text("mem_info_vram_total", &mut unreadable),
+        &mut malformed,
+    );
     a.compute_partition = text("current_compute_partition", &mut unreadable);
     a.compute_partitions_available = text("available_compute_partition", &mut unreadable);
     a.memory_partition = text("current_memory_partition", &mut unreadable);
     a.memory_partitions_available = text("available_memory_partition", &mut unreadable);
     a.enforce_isolation = text("enforce_isolation", &mut unreadable);
-    a.sriov_numvfs = text("sriov_numvfs", &mut unreadable).and_then(|t| t.parse().ok());
-    a.sriov_totalvfs = text("sriov_totalvfs", &mut unreadable).and_then(|t| t.parse().ok());
+    a.sriov_numvfs = number("sriov_numvfs", text("sriov_numvfs", &mut unreadable), &mut malformed)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    a.sriov_totalvfs = number(
+        "sriov_totalvfs",
+        text("sriov_totalvfs", &mut unreadable),
+        &mut malformed,
+    )
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    for (name, value, known) in [
+        (
+            "current_compute_partition",
+            &a.compute_partition,
+            &COMPUTE_PARTITION_MODES[..],
+        ),
+        (
+            "current_memory_partition",
+            &a.memory_partition,
+            &MEMORY_PARTITION_MODES[..],
+        ),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !known.contains(v)) {
+            malformed.insert(
+                name.to_string(),
+                format!("`{}`, not a mode amdgpu names ({})", clip(v), known.join(", ")),
+            );
+        }
+    }
     a.cleaner_shader = fs.exists(&format!("{dir}/run_cleaner_shader"));
     a.sriov_vf = fs.exists(&format!("{dir}/physfn")) || VF_DEVICE_IDS.contains(&f.device);
     for name in list(fs, &format!("{dir}/fw_version"), &mut unreadable) {
@@ -208,13 +261,31 @@ pub fn read(fs: &HostFs, f: &PciFunction) -> AmdgpuFunction {
         let Some(block) = name.strip_suffix("_err_count") else {
             continue;
         };
-        if let Some(count) = text(&format!("ras/{name}"), &mut unreadable).and_then(|t| parse_ras(&t)) {
-            a.ras.insert(block.to_string(), count);
+        let file = format!("ras/{name}");
+        if let Some(t) = text(&file, &mut unreadable) {
+            match parse_ras(&t) {
+                Some(count) => {
+                    a.ras.insert(block.to_string(), count);
+                }
+                None => {
+                    malformed.insert(file, format!("`{}`, not `ue: N` and `ce: N` lines", clip(&t)));
+                }
+            }
         }
     }
     a.kfd_nodes = kfd_nodes(fs, &f.address, &mut unreadable);
     a.unreadable = unreadable;
+    a.malformed = malformed;
     a
+}
+
+/// `text` as recorded in a finding: at most 64 characters, control characters escaped.
+fn clip(text: &str) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    match escaped.char_indices().nth(64) {
+        Some((at, _)) => format!("{}...", &escaped[..at]),
+        None => escaped,
+    }
 }
 
 /// The amdgpu view of `f` as `amdgpu.*` facts, with the sharing mode
@@ -264,6 +335,14 @@ pub fn facts(fs: &HostFs, a: &AmdgpuFunction) -> BTreeMap<String, serde_json::Va
     if !a.unreadable.is_empty() {
         put("unreadable", Some(a.unreadable.clone().into()));
     }
+    if !a.malformed.is_empty() {
+        let list: Vec<String> = a
+            .malformed
+            .iter()
+            .map(|(file, what)| format!("{DEVICES}/{}/{file} holds {what}", a.address))
+            .collect();
+        put("malformed", Some(list.into()));
+    }
     let (mode, why) = sharing_mode(a);
     facts.insert("sharing_mode".into(), mode.as_str().into());
     facts.insert("sharing_mode_evidence".into(), why.into());
@@ -293,6 +372,9 @@ pub enum SharingMode {
     /// One partition (SPX, or a GPU without partitions): processes share the whole GPU,
     /// the hardware scheduler running several processes' queues at once.
     WholeDevice,
+    /// A file the mode rests on (`sriov_numvfs`, `current_compute_partition`) holds what
+    /// amdgpu does not write: the mode is not guessed.
+    Unknown,
 }
 
 impl SharingMode {
@@ -303,6 +385,7 @@ impl SharingMode {
             SharingMode::SriovPf => "sriov_pf",
             SharingMode::Partitioned => "partitioned",
             SharingMode::WholeDevice => "whole_device",
+            SharingMode::Unknown => "unknown",
         }
     }
 }
@@ -322,6 +405,15 @@ pub fn sharing_mode(a: &AmdgpuFunction) -> (SharingMode, String) {
             format!("{} is an SR-IOV virtual function{isolation}", a.address),
         );
     }
+    if let Some(what) = a.malformed.get("sriov_numvfs") {
+        return (
+            SharingMode::Unknown,
+            format!(
+                "whether {} has SR-IOV virtual functions enabled is unknown: sriov_numvfs holds {what}{isolation}",
+                a.address
+            ),
+        );
+    }
     if let Some(n) = a.sriov_numvfs.filter(|n| *n > 0) {
         return (
             SharingMode::SriovPf,
@@ -333,6 +425,13 @@ pub fn sharing_mode(a: &AmdgpuFunction) -> (SharingMode, String) {
         .as_deref()
         .map_or_else(String::new, |m| format!(", memory partition {m}"));
     match a.compute_partition.as_deref() {
+        Some(_) if a.malformed.contains_key("current_compute_partition") => (
+            SharingMode::Unknown,
+            format!(
+                "the compute partition mode is unknown: current_compute_partition holds {}{memory}{isolation}",
+                a.malformed["current_compute_partition"]
+            ),
+        ),
         Some(mode) if mode != "SPX" => (
             SharingMode::Partitioned,
             format!(
@@ -365,6 +464,10 @@ pub fn partition_count(a: &AmdgpuFunction) -> Option<usize> {
 fn sriov(a: &AmdgpuFunction) -> String {
     match (a.sriov_vf, a.sriov_numvfs, a.sriov_totalvfs) {
         (true, _, _) => "virtual function".into(),
+        (false, None, _) if a.malformed.contains_key("sriov_numvfs") => {
+            "physical function, virtual functions enabled unknown (sriov_numvfs malformed)".into()
+        }
+        (false, Some(n), None) if n > 0 => format!("physical function, {n} virtual functions enabled"),
         (false, Some(n), Some(t)) if n > 0 => format!("physical function, {n} of {t} virtual functions enabled"),
         (false, _, Some(t)) => format!("physical function, none of {t} virtual functions enabled"),
         _ => "none".into(),
@@ -470,6 +573,11 @@ mod tests {
         assert!(parse_enforce_isolation("").is_err());
         assert!(parse_enforce_isolation("1 -1").is_err());
         assert!(parse_enforce_isolation("on").is_err());
+        // Numbers the kernel's `%u` never writes were edited in: not read as a setting.
+        for edited in ["+1 1", "01 1", "1 0x1", "1 1.0", "1 4294967296"] {
+            assert!(parse_enforce_isolation(edited).is_err(), "{edited}");
+        }
+        assert_eq!(parse_enforce_isolation("0 10"), Ok(vec![0, 10]));
         assert_eq!(Isolation::from_value(1), Isolation::On);
         assert_eq!(Isolation::from_value(7), Isolation::Unknown(7));
     }
@@ -515,5 +623,88 @@ mod tests {
         };
         assert_eq!(sharing_mode(&spx).0, SharingMode::WholeDevice);
         assert_eq!(sharing_mode(&AmdgpuFunction::default()).0, SharingMode::WholeDevice);
+    }
+
+    #[test]
+    fn values_amdgpu_does_not_write_are_malformed_never_guessed() {
+        use std::fs;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("sys/bus/pci/devices/0000:0c:00.0");
+        fs::create_dir_all(dir.join("ras")).expect("mkdir");
+        let good = [
+            ("mem_info_vram_total", "206158430208"),
+            ("current_compute_partition", "CPX"),
+            ("current_memory_partition", "NPS4"),
+            ("sriov_numvfs", "0"),
+            ("sriov_totalvfs", "8"),
+            ("ras/umc_err_count", "ue: 0\nce: 1\n"),
+            ("enforce_isolation", "1 1 1 1 1 1 1 1"),
+        ];
+        let f = PciFunction {
+            address: "0000:0c:00.0".into(),
+            vendor: 0x1002,
+            device: 0x74a1,
+            subsystem_vendor: None,
+            subsystem_device: None,
+            class: 0x120000,
+            driver: Some(DRIVER.into()),
+            iommu_group: None,
+        };
+        let write = |name: &str, text: &str| fs::write(dir.join(name), text).expect("write");
+        let fresh = || {
+            for (name, text) in good {
+                write(name, text);
+            }
+        };
+        fresh();
+        let host = HostFs::at(tmp.path()).expect("root");
+        let a = read(&host, &f);
+        assert!(a.malformed.is_empty(), "{:?}", a.malformed);
+        assert_eq!(sharing_mode(&a).0, SharingMode::Partitioned);
+        assert_eq!(a.vram_total_bytes, Some(206158430208));
+
+        // Each file that holds what amdgpu does not write is named, and nothing is
+        // taken from it: no VRAM size, no "no virtual functions", no partition guessed.
+        for (name, bad, mode) in [
+            ("mem_info_vram_total", "abc", SharingMode::Partitioned),
+            ("mem_info_vram_total", "-1", SharingMode::Partitioned),
+            ("sriov_numvfs", "nope", SharingMode::Unknown),
+            ("sriov_numvfs", "-3", SharingMode::Unknown),
+            ("sriov_totalvfs", "0x8", SharingMode::Partitioned),
+            ("sriov_numvfs", "+2", SharingMode::Unknown),
+            ("mem_info_vram_total", "0206158430208", SharingMode::Partitioned),
+            ("current_compute_partition", "BOGUS", SharingMode::Unknown),
+            ("current_compute_partition", "cpx", SharingMode::Unknown),
+            ("current_memory_partition", "NPS5", SharingMode::Partitioned),
+            ("current_compute_partition", "UNKNOWN", SharingMode::Unknown),
+            ("ras/umc_err_count", "x y", SharingMode::Partitioned),
+        ] {
+            fresh();
+            write(name, bad);
+            let a = read(&host, &f);
+            let what = a
+                .malformed
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} = {bad} not named: {:?}", a.malformed));
+            assert!(what.contains(&format!("`{bad}`")), "{what}");
+            assert_eq!(a.malformed.len(), 1, "{:?}", a.malformed);
+            let (found, why) = sharing_mode(&a);
+            assert_eq!(found, mode, "{name} = {bad}: {why}");
+            if mode == SharingMode::Unknown {
+                assert!(why.contains(bad), "{why}");
+            }
+            let facts = facts(&host, &a);
+            let listed = facts["amdgpu.malformed"].to_string();
+            assert!(
+                listed.contains(&format!("0000:0c:00.0/{name} holds `{bad}`")),
+                "{listed}"
+            );
+            match name {
+                "mem_info_vram_total" => assert!(!facts.contains_key("amdgpu.vram_total_bytes")),
+                "sriov_numvfs" => assert!(facts["amdgpu.sriov"].as_str().is_some_and(|s| s.contains("unknown"))),
+                "ras/umc_err_count" => assert!(!facts.contains_key("amdgpu.ras.umc.ue")),
+                _ => {}
+            }
+        }
     }
 }

@@ -759,8 +759,45 @@ fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     serde_json::from_value(value).map_err(|e| format!("not a hilt capture manifest: {e}"))
 }
 
+/// `text` as the kernel's `%u`/`%llu` writes a number: decimal digits, no sign, no
+/// leading zero (but `0` itself); `None` for anything else, which no kernel wrote (a
+/// replayed tree edited by hand: `+1`, `01`, `0x1`).
+pub fn kernel_decimal(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let canonical = text == "0" || !text.starts_with('0');
+    if digits && canonical { text.parse().ok() } else { None }
+}
+
+/// `text` as the kernel's `%d`/`%ld` writes a number: [`kernel_decimal`] with an optional
+/// leading `-` (never `-0`); `None` for anything else.
+pub fn kernel_int(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(magnitude) => kernel_decimal(magnitude)
+            .filter(|n| *n != 0)
+            .and_then(|n| i64::try_from(n).ok())
+            .map(|n| -n),
+        None => kernel_decimal(text).and_then(|n| i64::try_from(n).ok()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbers_are_read_as_the_kernel_writes_them() {
+        assert_eq!(kernel_decimal("0"), Some(0));
+        assert_eq!(kernel_decimal("206158430208"), Some(206_158_430_208));
+        assert_eq!(kernel_int("-1"), Some(-1));
+        assert_eq!(kernel_int("2"), Some(2));
+        for edited in ["", "+1", "01", "0x1", "1.0", " 1", "-", "1e3"] {
+            assert_eq!(kernel_decimal(edited), None, "{edited:?}");
+            assert_eq!(kernel_int(edited), None, "{edited:?}");
+        }
+        for edited in ["-0", "--1", "-01", "+-1"] {
+            assert_eq!(kernel_int(edited), None, "{edited:?}");
+        }
+        assert_eq!(kernel_decimal("-1"), None);
+    }
+
     use super::*;
 
     #[test]

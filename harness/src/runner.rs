@@ -416,6 +416,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
         .collect();
     let mut header = header(&setup, node, &planned, filtered.then_some(&selected_names));
     header.run.not_run = not_run;
+    setup.coverage.not_run_mandatory = Coverage::mandatory_not_run(&header.run);
     // Filters, overridden settings that change the checks, planted faults and trials that
     // could not run, as the record tells them, so that readers of the record derive the
     // same.

@@ -588,6 +588,11 @@ pub struct Coverage {
     pub no_accelerator: Option<String>,
     /// Set when fewer accelerators were examined than expected: says which are missing.
     pub missing_devices: Option<String>,
+    /// The mandatory trials of the profile that could not run (`run.not_run` at level
+    /// mandatory: the device checks on a replayed capture's accelerators), by trial name.
+    /// In the certification tier each leaves the run inconclusive, as a mandatory check
+    /// that could not run does.
+    pub not_run_mandatory: Vec<String>,
 }
 
 impl Coverage {
@@ -620,7 +625,17 @@ impl Coverage {
         Coverage {
             no_accelerator: record.run.no_accelerator.clone(),
             missing_devices,
+            not_run_mandatory: Coverage::mandatory_not_run(&record.run),
         }
+    }
+
+    /// The trial names of the mandatory trials `run.not_run` lists.
+    pub fn mandatory_not_run(run: &RunInfo) -> Vec<String> {
+        run.not_run
+            .iter()
+            .filter(|n| n.level == Level::Mandatory)
+            .map(|n| n.trial.clone())
+            .collect()
     }
 }
 
@@ -721,7 +736,8 @@ pub fn standing(o: &Outcome, tier: Tier) -> Standing {
 /// ended inconclusive or in error (or, in the certification tier, could not run or was not
 /// examined by its backend) makes it inconclusive ([`standing`] says which); a run in which
 /// nothing ran, or no mandatory check passed, is inconclusive too, and so is one that
-/// examined fewer accelerators than expected. `partial` lists why the run cannot speak for
+/// examined fewer accelerators than expected or, in the certification tier, one in which
+/// mandatory trials of the profile could not run (`coverage.not_run_mandatory`). `partial` lists why the run cannot speak for
 /// conformance at all (filters, planted faults); the exit code of a partial run reflects
 /// its selected trials only. A run that examined no accelerator (`coverage.no_accelerator`)
 /// is `no_accelerator` and exits 3 whatever its trials found: they were about the
@@ -745,6 +761,14 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>, coverage: 
     }
     if let Some(missing) = &coverage.missing_devices {
         unsure.insert(0, missing.clone());
+    }
+    if tier == Tier::Certification && !coverage.not_run_mandatory.is_empty() {
+        unsure.push(format!(
+            "{} mandatory trial(s) could not run in the certification tier (run.not_run), so the certification \
+             cannot settle them: {}",
+            coverage.not_run_mandatory.len(),
+            abridged(&coverage.not_run_mandatory, 4)
+        ));
     }
     if outcomes.is_empty() {
         unsure.push("no trial ran".into());
@@ -783,6 +807,15 @@ pub fn decide(outcomes: &[Outcome], tier: Tier, partial: Vec<String>, coverage: 
         },
         exit,
     )
+}
+
+/// Up to `n` of `names`, and how many more there are.
+fn abridged(names: &[String], n: usize) -> String {
+    let shown = names.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(n) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 /// The overridden settings that change what checks measure (sim knobs, kernel build
@@ -1476,10 +1509,46 @@ mod tests {
     }
 
     #[test]
+    fn mandatory_trials_that_could_not_run_leave_a_certification_run_inconclusive() {
+        // A replayed capture: every host and PCI check passed, the device checks on the
+        // capture's accelerators could not run.
+        let replay = Coverage {
+            not_run_mandatory: (0..6)
+                .map(|i| format!("residue::global::cross_process::pci-{i}"))
+                .collect(),
+            ..Coverage::default()
+        };
+        let partial = vec!["6 device trial(s) of the profile could not run".to_string()];
+        let passed = [decided(Level::Mandatory, Verdict::Pass, false)];
+        let (c, e) = decide(&passed, Tier::Certification, partial.clone(), &replay);
+        assert_eq!((c.status, e.code()), (ConformanceStatus::Partial, 3));
+        let why = c
+            .reasons
+            .iter()
+            .find(|r| r.contains("could not run in the certification tier"));
+        let why = why.expect("the reason names the trials that could not run");
+        assert!(
+            why.starts_with("6 mandatory trial(s)")
+                && why.contains("residue::global::cross_process::pci-0")
+                && why.ends_with("and 2 more"),
+            "{why}"
+        );
+        // Below the certification tier a partial run exits by the trials that ran.
+        for tier in [Tier::Smoke, Tier::Standard] {
+            let (c, e) = decide(&passed, tier, partial.clone(), &replay);
+            assert_eq!((c.status, e.code()), (ConformanceStatus::Partial, 0), "{tier:?}");
+        }
+        // A failure still says not conformant.
+        let failed = [decided(Level::Mandatory, Verdict::Fail, false)];
+        let (_, e) = decide(&failed, Tier::Certification, partial, &replay);
+        assert_eq!(e.code(), 1);
+    }
+
+    #[test]
     fn a_run_that_examined_no_accelerator_is_never_conformant() {
         let none = Coverage {
             no_accelerator: Some("opencl: no OpenCL runtime".into()),
-            missing_devices: None,
+            ..Coverage::default()
         };
         for outcomes in [
             vec![decided(Level::Mandatory, Verdict::Pass, false)],
@@ -1497,8 +1566,8 @@ mod tests {
     #[test]
     fn missing_devices_make_a_passing_run_inconclusive_and_a_failing_one_stays_failed() {
         let missing = Coverage {
-            no_accelerator: None,
             missing_devices: Some("expected 8 accelerators, examined 7".into()),
+            ..Coverage::default()
         };
         let (c, e) = decide(
             &[decided(Level::Mandatory, Verdict::Pass, false)],

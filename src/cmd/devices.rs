@@ -12,7 +12,9 @@ use hilt_harness::runner;
 
 use crate::cmd::host_fs;
 
-/// `hilt devices [--json] [--backend B]`.
+/// `hilt devices [--json] [--backend B]`. The JSON form holds what the text does:
+/// `devices`, `notes` (the backends' notes, one string each), `pci_accelerators` and
+/// `pci_unreadable`.
 pub fn print_devices(json: bool, root: Option<&std::path::Path>, backend: Option<&str>) -> anyhow::Result<()> {
     let (list, notes) = devices_and_notes(backend)?;
     let host = host_fs(root)?;
@@ -41,7 +43,14 @@ pub fn print_devices(json: bool, root: Option<&std::path::Path>, backend: Option
             out,
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "devices": records, "pci_accelerators": pci, "pci_unreadable": broken })
+                // The backends' notes too: why a backend found nothing, or which view of a
+                // piece of hardware was left out, as the text says them.
+                &serde_json::json!({
+                    "devices": records,
+                    "notes": notes,
+                    "pci_accelerators": pci,
+                    "pci_unreadable": broken
+                })
             )?
         )?;
         return Ok(());

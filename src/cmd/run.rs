@@ -11,6 +11,7 @@ use hilt_harness::check::{self, Catalogue, TrialDevice};
 use hilt_harness::devlock;
 use hilt_harness::discovery::{self, Discovery};
 use hilt_harness::host::Date;
+use hilt_harness::hostfs::HostFs;
 use hilt_harness::profile::{Library, Profile};
 use hilt_harness::record::{Coverage, ReporterKind, Tally};
 use hilt_harness::runner::{self, RunSetup};
@@ -144,9 +145,10 @@ pub struct RunArgs {
     /// Colour: auto, always or never.
     #[arg(long, value_enum)]
     color: Option<TermColor>,
-    /// The node this run stands for in a fleet report; default: the host name. Under
-    /// Slurm pass `$SLURMD_NODENAME`, in a Kubernetes pod the node name from the downward
-    /// API (the pod's host name is the pod's).
+    /// The node this run stands for in a fleet report; default: the host name, or for a
+    /// replay (`--sysfs-root`) `replay-` and the start of the tree's sha256. Under Slurm
+    /// pass `$SLURMD_NODENAME`, in a Kubernetes pod the node name from the downward API
+    /// (the pod's host name is the pod's).
     #[arg(long, value_name = "NAME", env = "HILT_NODE", value_parser = node_name)]
     node: Option<String>,
     /// How long to wait for a device that another hilt run on this node holds, seconds;
@@ -154,6 +156,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", env = "HILT_LOCK_TIMEOUT", default_value_t = devlock::DEFAULT_TIMEOUT_S,
           value_parser = clap::value_parser!(u64).range(0..=604_800))]
     lock_timeout: u64,
+}
+
+/// The node a run stands for: `--node` (or `HILT_NODE`) when given; for a replayed
+/// capture without one, `replay-` and the first 12 hex digits of the tree's sha256 (of its
+/// manifest's where the tree is too large to digest), since the machine that replays is
+/// not the node the capture came from, and two captures replayed on one machine must not
+/// become one node in `hilt fleet`; otherwise `None`, the host name.
+fn replay_node(given: Option<&str>, host: &HostFs, listing: bool) -> Option<String> {
+    if given.is_some() || host.is_live() {
+        return given.map(str::to_string);
+    }
+    let id = host.replay_identity()?;
+    let digest = id.tree_sha256.or(id.manifest_sha256)?;
+    let node = format!("replay-{}", &digest[..12.min(digest.len())]);
+    if !listing {
+        say!(
+            "hilt: the replay is recorded as node {node}, not as this machine (`--node NAME` names the node the \
+             capture came from)"
+        );
+    }
+    Some(node)
 }
 
 /// A node name, as `hilt fleet` reads them back (`report::fleet::valid_node_name`): it
@@ -276,7 +299,12 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         say!("hilt: warning: {warning}");
     }
     devices.extend(pci_only.devices.into_iter().map(Arc::new));
-    devices.push(Arc::new(check::host_device()));
+    let mut host_device = check::host_device();
+    if !host.is_live() {
+        // The host checks read the captured machine's files, not this one's.
+        host_device.info.name = format!("the captured host, replayed from {}", host.root().display());
+    }
+    devices.push(Arc::new(host_device));
     if let Some(sel) = &args.device {
         let here = describe_devices(&devices);
         // The host stays: host checks run whichever device is selected.
@@ -380,6 +408,7 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
     };
     let program = std::env::current_exe().context("cannot find the hilt executable to start tenants")?;
     let timeout = Duration::from_secs(args.tenant_timeout.unwrap_or(profile.tenant_timeout_s).max(1));
+    let node = replay_node(args.node.as_deref(), &host, listing);
     let setup = RunSetup {
         profile,
         tier,
@@ -403,8 +432,10 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         coverage: Coverage {
             no_accelerator,
             missing_devices: missing,
+            // Known once the trials are planned (the runner fills it in).
+            not_run_mandatory: Vec::new(),
         },
-        node: args.node.clone(),
+        node,
         locks: Some(devlock::LockSettings::from_env(Duration::from_secs(args.lock_timeout))),
     };
     if !listing {
@@ -610,6 +641,9 @@ fn say_how_it_ended(args: &RunArgs, record: &ResultRecord, dir: &std::path::Path
     );
     for reason in &c.reasons {
         say!("hilt:   {reason}");
+    }
+    if let Some(note) = hilt_harness::report::replay_note(record) {
+        say!("hilt:   {note}");
     }
     let envelope = dir.join(hilt_harness::record::ENVELOPE_FILE);
     let (result, events) = (dir.join("result.json"), dir.join("events.jsonl"));

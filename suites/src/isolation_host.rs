@@ -523,7 +523,8 @@ fn amd_profiling(
         )));
     };
     ctx.evidence("perf_event_paranoid", text.clone());
-    Ok(match text.parse::<i32>() {
+    // As the kernel's `%d` writes it: `+1` or `01` was edited in, and is no level.
+    Ok(match hostfs::kernel_int(&text).ok_or(()) {
         Ok(level) if level >= 1 => Finding::Pass,
         Ok(level) => Finding::Fail(format!(
             "perf_event_paranoid is {level} ({PARANOID}): any local user can open system-wide performance events, \

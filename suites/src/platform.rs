@@ -287,9 +287,9 @@ pub static MODULE_SIGNATURES: CheckDef = CheckDef {
                 ));
             }
             if let Some(text) = optional(fs.read_trimmed("/proc/sys/kernel/tainted"))? {
-                let taint: u64 = text
-                    .parse()
-                    .map_err(|_| Finding::Error(format!("/proc/sys/kernel/tainted holds `{text}`, not a number")))?;
+                // As the kernel's `%lu` writes it: `+0` or `00` was edited in.
+                let taint: u64 = hilt_harness::hostfs::kernel_decimal(&text)
+                    .ok_or_else(|| Finding::Error(format!("/proc/sys/kernel/tainted holds `{text}`, not a number")))?;
                 ctx.evidence("tainted", taint);
                 if taint & (1 << 13) != 0 {
                     return Ok(Finding::Fail(format!(

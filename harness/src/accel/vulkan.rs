@@ -41,10 +41,32 @@ use super::{AccelError, Accelerator, BufferId, Context, DeviceInfo, Kernel, Kern
 use crate::canary::{self, BLOCK_BYTES, ScanReport};
 
 /// The line `hilt devices` prints where the loader cannot be opened.
-pub const NO_LOADER: &str = "no Vulkan loader: libvulkan.so.1 could not be loaded";
+pub const NO_LOADER: &str =
+    "no Vulkan loader: libvulkan.so.1 could not be loaded (install the Vulkan loader: Debian libvulkan1)";
 
-/// The line `hilt devices` prints where the loader finds no driver.
-pub const NO_DRIVER: &str = "the Vulkan loader found no driver (no ICD installed)";
+/// The line `hilt devices` prints where the loader finds no driver it can load: none is
+/// installed, or the driver manifests it read name libraries that do not load.
+pub const NO_DRIVER: &str = "the Vulkan loader found no driver it could load (install one: Debian \
+                             mesa-vulkan-drivers for lavapipe, or the GPU vendor's Vulkan driver; `VK_LOADER_DEBUG=driver \
+                             hilt devices` shows what the loader tried)";
+
+/// The driver manifest variables of the Vulkan loader that are set, as `NAME=VALUE`
+/// (`VK_DRIVER_FILES`, `VK_ICD_FILENAMES`, `VK_ADD_DRIVER_FILES`): they replace or add to
+/// the installed drivers, so a note about drivers names them.
+fn driver_overrides() -> String {
+    let set: Vec<String> = ["VK_DRIVER_FILES", "VK_ICD_FILENAMES", "VK_ADD_DRIVER_FILES"]
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|v| format!("{name}={}", v.to_string_lossy())))
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the loader read only the driver manifests {} names",
+            set.join(" and ")
+        )
+    }
+}
 
 /// The exit status of a tenant whose Vulkan objects drew validation messages while it shut
 /// down, too late to fail an operation.
@@ -283,9 +305,13 @@ impl Loaded {
         // SAFETY: every pointer in `info` outlives the call.
         let instance = unsafe { entry.create_instance(&info, None) }.map_err(|e| {
             AccelError::Backend(if e == vk::Result::ERROR_INCOMPATIBLE_DRIVER {
-                NO_DRIVER.into()
+                format!("{NO_DRIVER}{}", driver_overrides())
             } else {
-                format!("creating a Vulkan instance failed: {e}")
+                format!(
+                    "creating a Vulkan instance failed: {e} (the loader answers so to a driver manifest it cannot \
+                     parse, among other causes; `VK_LOADER_DEBUG=all hilt devices` shows what it read){}",
+                    driver_overrides()
+                )
             })
         })?;
         let mut loaded = Loaded {

@@ -72,6 +72,9 @@ pub fn render(report: &Report<'_>) -> String {
             " &middot; this profile does not certify"
         }
     );
+    if let Some(note) = super::replay_note(r) {
+        let _ = writeln!(out, "<p><strong>{}</strong></p>", esc(&note));
+    }
     for reason in &r.conformance.reasons {
         let _ = writeln!(out, "<p>{}</p>", esc(reason));
     }
@@ -308,6 +311,19 @@ fn outcomes(out: &mut String, report: &Report<'_>) {
             o.level.as_str(),
             badge(o.verdict, o.waiver.is_some()),
             o.duration_ms
+        );
+    }
+    // Trials the profile asked for that no tenant could run (a replayed capture's device
+    // checks): shown as not run, with why, never left out.
+    for n in &report.record.run.not_run {
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code><br><small>{}</small></td><td>{}</td><td><span class=\"badge not-run\">not \
+             run</span></td><td>{}</td><td></td></tr>",
+            esc(&n.trial),
+            esc(report.title(&n.check)),
+            n.level.as_str(),
+            esc(&n.reason)
         );
     }
     let _ = writeln!(out, "</table>");

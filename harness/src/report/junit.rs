@@ -169,9 +169,18 @@ pub fn render(report: &Report<'_>) -> String {
             suite.add_test_case(TestCase::new(xml(&format!("{node}::{trial}")), s));
         }
         // Trials the profile asked for that no tenant could run (a replayed capture's
-        // accelerators): skipped, with why, never passed.
+        // accelerators): skipped, with why, never passed; in the certification tier a
+        // mandatory one is an error, as it leaves the run inconclusive (exit 3).
         for n in record.run.not_run.iter().filter(|n| n.device == device) {
-            let mut s = TestCaseStatus::skipped();
+            let blocks =
+                record.run.tier == hilt_results::Tier::Certification && n.level == hilt_results::Level::Mandatory;
+            let mut s = if blocks {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_type("not run");
+                s
+            } else {
+                TestCaseStatus::skipped()
+            };
             s.set_message(xml(&format!("not run: {}", n.reason)));
             let mut case = TestCase::new(xml(&format!("{node}::{}", n.trial)), s);
             case.set_classname(xml(&format!("hilt.{}", n.check)));

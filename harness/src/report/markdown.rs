@@ -35,6 +35,10 @@ pub fn render(report: &Report<'_>) -> String {
             .join(", "),
         cell(&r.tool.version),
     );
+    if let Some(note) = super::replay_note(r) {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "**{}**", cell(&note));
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Signature: {}.", cell(&report.signature.describe()));
     let _ = writeln!(out);
@@ -74,6 +78,31 @@ pub fn render(report: &Report<'_>) -> String {
             if let Some(w) = &o.waiver {
                 let _ = writeln!(out, "  - waived until {}: {}", cell(&w.expires), cell(&w.reason));
             }
+        }
+    }
+    let not_run = &r.run.not_run;
+    if !not_run.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "### Could not run");
+        let _ = writeln!(out);
+        // One line per check: its level, the devices, and why (the first device's words).
+        let mut checks: Vec<&str> = Vec::new();
+        for n in not_run {
+            if !checks.contains(&n.check.as_str()) {
+                checks.push(&n.check);
+            }
+        }
+        for check in checks {
+            let of: Vec<_> = not_run.iter().filter(|n| n.check == check).collect();
+            let devices: Vec<String> = of.iter().map(|n| code(&n.device)).collect();
+            let _ = writeln!(
+                out,
+                "- **not run** {} ({}) on {}: {}",
+                code(check),
+                of[0].level.as_str(),
+                devices.join(", "),
+                cell(&of[0].reason)
+            );
         }
     }
     let bounds: Vec<_> = report

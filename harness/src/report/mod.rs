@@ -306,12 +306,14 @@ pub struct Trace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceState {
-    /// Every outcome for it passed (waived failures count as failures here).
+    /// Every outcome for it passed (waived failures count as failures here), and every
+    /// trial of its checks that the run was asked for has an outcome.
     Passed,
     /// At least one outcome for it failed.
     Failed,
     /// Outcomes for it, none failed, but not all passed (inconclusive, error, not
-    /// applicable).
+    /// applicable), or all passed while trials of its checks that the run was asked for
+    /// could not run (`run.not_run`) or were stopped (`run.interrupted`).
     Unsettled,
     /// Checks exist for it but none ran in this result.
     NotRun,
@@ -342,6 +344,7 @@ impl Report<'_> {
                 by_req.entry(r.as_str()).or_default().push(o);
             }
         }
+        let asked_not_run = self.asked_not_run();
         let mut rows: Vec<Trace> = self
             .requirements
             .iter()
@@ -360,7 +363,18 @@ impl Report<'_> {
                     .filter(|c| c.requirements.contains(&req.id.as_str()) && !ran.contains(&c.id))
                     .map(|c| c.id.to_string())
                     .collect();
-                let state = trace_state(&outcomes, !not_run.is_empty());
+                let mut state = trace_state(&outcomes, !not_run.is_empty());
+                // A check the run was asked for that went without an outcome (a replayed
+                // capture's device checks, trials an interrupt stopped) leaves its
+                // requirement open, whatever the checks that did run found.
+                let unrun = self
+                    .catalogue
+                    .checks()
+                    .iter()
+                    .any(|c| c.requirements.contains(&req.id.as_str()) && asked_not_run.contains(c.id));
+                if state == TraceState::Passed && unrun {
+                    state = TraceState::Unsettled;
+                }
                 Trace {
                     id: req.id.clone(),
                     group: req.group.clone(),
@@ -385,6 +399,21 @@ impl Report<'_> {
             }
         }
         rows
+    }
+
+    /// The checks (dotted ids) of trials the run was asked for that have no outcome:
+    /// `run.not_run` (no tenant could run them: a replayed capture's device checks) and
+    /// `run.interrupted.not_run` (a signal stopped the run before they finished).
+    pub fn asked_not_run(&self) -> std::collections::BTreeSet<String> {
+        let run = &self.record.run;
+        let mut checks: std::collections::BTreeSet<String> = run.not_run.iter().map(|n| n.check.clone()).collect();
+        for trial in run.interrupted.iter().flat_map(|i| &i.not_run) {
+            // `suite::check::device`: the device id holds no `::`.
+            if let Some((check, _device)) = trial.rsplit_once("::") {
+                checks.insert(check.replace("::", "."));
+            }
+        }
+        checks
     }
 
     /// The outcomes that need attention: failures first, then errors and inconclusive
@@ -551,4 +580,37 @@ pub fn number(v: f64) -> String {
     } else {
         format!("{v:.4}")
     }
+}
+
+/// For a replayed capture (`run.replay`), one sentence saying so: what was read, from
+/// which capture, and that the device checks could not run; `None` for a live run.
+pub fn replay_note(record: &ResultRecord) -> Option<String> {
+    let replay = record.run.replay.as_ref()?;
+    let mut from = Vec::new();
+    if let Some(at) = &replay.captured_at {
+        from.push(format!("captured at {at}"));
+    }
+    if let Some(root) = &replay.source_root {
+        // A capture names the root it read (`/`); a tree made by hand says how it was made.
+        from.push(if root.starts_with('/') {
+            format!("from {root}")
+        } else {
+            format!("source: {root}")
+        });
+    }
+    let tree = match &replay.tree_sha256 {
+        Some(digest) => format!("tree sha256 {digest}"),
+        None => "tree not digested".into(),
+    };
+    let from = if from.is_empty() {
+        "a tree made by hand, not a capture manifest".to_string()
+    } else {
+        from.join(" ")
+    };
+    Some(format!(
+        "Replay of a captured host ({from}; {tree}): the host and PCI checks read the capture's files, not \
+         those of the machine that ran hilt (the record's host); {} device trial(s) could not run on a capture \
+         (run.not_run).",
+        record.run.not_run.len()
+    ))
 }
