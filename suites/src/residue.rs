@@ -16,10 +16,13 @@
 //! The global checks reproduce the allocator state of a tenant that has been running a
 //! while: before each round the writer allocates, fills and frees an allocation of the
 //! round's size (a runtime that allocates on first use really allocates it then), several
-//! rounds follow one another in the same processes before fresh ones take over, and the
+//! rounds follow one another in the same processes before fresh ones take over, the
 //! listener, with its context and its detector, exists before the writer frees anything,
 //! so that nothing the detector does runs between the writer's free and the listener's
-//! allocation. In the certification tier they end with a sweep of the whole device.
+//! allocation, and the writer's context lives on through the session's rounds (the
+//! listener allocates while the writer still runs) and ends before the last one (the
+//! listener allocates after the writer left). In the certification tier they end with a
+//! sweep of the whole device.
 
 use hilt_harness::accel::{BufferId, Kernel};
 use hilt_harness::canary::{BLOCK_BYTES, CanaryKey, ScanReport, Scanner};
@@ -644,8 +647,10 @@ fn global_session(
         let attempt = u64::from(tally.attempts);
         let key = ctx.key.derive(attempt);
         let warm_key = ctx.key.derive(u64::MAX - attempt);
-        // The writer: across processes a context kept for the session, across contexts a
-        // new one every round.
+        // The writer: a context kept for the session's rounds, so that the listener
+        // allocates while the writer lives on after freeing (as a long-running tenant
+        // frees buffers), and ended before the last round's listener (the context
+        // destroyed, across processes the process exited too), as a tenant that leaves.
         let w_tenant = writer.as_mut().unwrap_or(&mut listener);
         let w = match writer_ctx {
             Some(w) => w,
@@ -655,7 +660,7 @@ fn global_session(
             Ok(written) => written,
             Err(finding) => return Ok(SessionEnd::Unfinished(finding)),
         };
-        if boundary == Boundary::Process && !last {
+        if !last {
             writer_ctx = Some(w);
         } else {
             w_tenant.destroy_context(w)?;
