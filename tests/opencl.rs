@@ -378,7 +378,8 @@ fn an_independent_writer_and_listener_see_pocls_residue() -> Result<(), Failed> 
     // the heap-served sizes comes back whole, and whether one does, varies with the order
     // in which PoCL's threads free and allocate: alone, every run hands one over; under
     // the load of the whole test suite, about two runs in three. Two runs of ten must, and
-    // no run ever hands over a 64 MiB buffer.
+    // no run ever hands over a 64 MiB buffer (above glibc's 32 MiB ceiling for serving
+    // from the heap, always a fresh mapping).
     const RUNS: usize = 10;
     let mut report = Vec::new();
     let mut leaking_runs = 0;
@@ -402,9 +403,13 @@ fn an_independent_writer_and_listener_see_pocls_residue() -> Result<(), Failed> 
         )
         .into());
     }
+    // Without the warm-up a size's first buffer is usually a fresh mapping, but PoCL's own
+    // allocations (building the kernel) may have raised glibc's threshold already: only
+    // the 64 MiB buffer, above the threshold's 32 MiB ceiling, is fresh for certain.
     for r in writer_listener_rounds("1,16,28,64", false)? {
-        if r.anywhere != 0 {
-            return Err(format!("a cold process leaked: {r:?}").into());
+        println!("writer/listener without the warm-up: {r:?}");
+        if r.mib == 64 && r.anywhere != 0 {
+            return Err(format!("a 64 MiB buffer came back: {r:?}").into());
         }
     }
     Ok(())
