@@ -144,7 +144,7 @@ elif [ -x "$ROOT/target/release/hilt" ]; then
   HILT="$ROOT/target/release/hilt"
   say "build: no cargo here; using the existing $HILT"
 else
-  say "build: NEEDS a Rust toolchain >= 1.95 (cargo; https://rustup.rs) with crates.io or vendored crates, or HILT_BIN=/path/to/a/release/hilt"
+  say "build: NEEDS a Rust toolchain >= 1.95 (cargo, from rustup or the distribution) with crates.io or vendored crates, or HILT_BIN=/path/to/a/release/hilt"
   exit 2
 fi
 if [ ! -x "$HILT" ]; then
