@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::process::Output;
+use std::process::{Command, Output};
 
 use hilt_results::ResultRecord;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
@@ -116,32 +116,31 @@ fn opencl_here() -> Result<(), String> {
         .map_err(|why| format!("{why}; install pocl-opencl-icd to run it"))
 }
 
-/// `hilt ARGS` with the OpenCL backend probed, and `env` added.
-fn hilt(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `hilt` with the OpenCL backend probed, and `env` added.
+fn command(env: &[(&str, &str)]) -> Command {
     let mut cmd = common::command();
     // The loader tries OPENCL_DYLIB_PATH first: it must not find a runtime behind the
     // missing-loader test's back.
-    cmd.env("HILT_BACKENDS", "opencl")
-        .env_remove("OPENCL_DYLIB_PATH")
-        .args(args);
+    cmd.env("HILT_BACKENDS", "opencl").env_remove("OPENCL_DYLIB_PATH");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("hilt runs")
+    cmd
+}
+
+/// `hilt ARGS` with the OpenCL backend probed, and `env` added.
+fn hilt(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(env).args(args).output().expect("hilt runs")
 }
 
 /// [`hilt`] on this machine's own sysfs: under the common replayed tree, the live OpenCL
 /// device would be left out of any run that does not name it.
 fn hilt_live(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = common::command();
-    cmd.env("HILT_BACKENDS", "opencl")
-        .env_remove("OPENCL_DYLIB_PATH")
+    command(env)
         .env_remove("HILT_SYSFS_ROOT")
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("hilt runs")
+        .args(args)
+        .output()
+        .expect("hilt runs")
 }
 
 /// `hilt run --device opencl0 --out TMP ARGS` under `env`; the record it wrote.
@@ -341,7 +340,7 @@ struct ListenerRound {
 /// Runs the writer/listener program once: `sizes` in MiB, `warm` with a used and freed
 /// buffer of each size first.
 fn writer_listener_rounds(sizes: &str, warm: bool) -> Result<Vec<ListenerRound>, Failed> {
-    let out = std::process::Command::new(std::env::current_exe()?)
+    let out = Command::new(std::env::current_exe()?)
         .env(WRITER_LISTENER, sizes)
         .env("HILT_TEST_WARM", if warm { "1" } else { "0" })
         .output()?;

@@ -217,10 +217,15 @@ pub enum Standing {
 impl Standing {
     /// The standing of one outcome.
     pub fn of(o: &Outcome) -> Standing {
-        match (o.verdict, &o.waiver) {
+        Standing::from_verdict(o.verdict, o.waiver.is_some())
+    }
+
+    /// The standing of a verdict, `waived` for a failure under a waiver.
+    pub fn from_verdict(verdict: Verdict, waived: bool) -> Standing {
+        match (verdict, waived) {
             (Verdict::Pass, _) => Standing::Pass,
-            (Verdict::Fail, Some(_)) => Standing::Waived,
-            (Verdict::Fail, None) => Standing::Fail,
+            (Verdict::Fail, true) => Standing::Waived,
+            (Verdict::Fail, false) => Standing::Fail,
             (Verdict::NotApplicable, _) => Standing::NotApplicable,
             (Verdict::Inconclusive, _) => Standing::Inconclusive,
             _ => Standing::Error,

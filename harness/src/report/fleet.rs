@@ -820,14 +820,7 @@ fn status_of(
 
 /// Where a cell stands for the regression rule ([`Standing`], as `hilt compare` ranks it).
 fn standing(cell: &Cell) -> Standing {
-    match (cell.verdict, cell.waived) {
-        (Verdict::Pass, _) => Standing::Pass,
-        (Verdict::Fail, true) => Standing::Waived,
-        (Verdict::Fail, false) => Standing::Fail,
-        (Verdict::NotApplicable, _) => Standing::NotApplicable,
-        (Verdict::Inconclusive, _) => Standing::Inconclusive,
-        _ => Standing::Error,
-    }
+    Standing::from_verdict(cell.verdict, cell.waived)
 }
 
 fn transitions(then: &NodeResult, now: &NodeResult) -> (Vec<Transition>, Vec<Transition>) {
