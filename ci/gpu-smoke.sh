@@ -218,29 +218,40 @@ if [ $((BUDGET - ($(date +%s) - START))) -gt 150 ]; then
     --sign-key "$OUT/key/smoke.key" --out "$OUT/run-sweep" --exact "residue::global::cross_context::$DEVICE"
 fi
 
-# The detector's figures: throughput of the device detector and of the fill kernel on
-# every global residue outcome (GiB/s of device time), and what the sweep covered.
+# The detector's figures: throughput of the device detector (over the writer's memory),
+# of the listener's counts and of the fill kernel on every global residue outcome (GiB/s
+# of device time), and what the sweep covered.
 if command -v python3 >/dev/null 2>&1; then
   for dir in run run-sweep; do
     [ -f "$OUT/$dir/latest/result.json" ] || continue
     python3 - "$OUT/$dir/latest/result.json" "$dir" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
+copy = None
+for o in r.get("outcomes", []):
+    if o["check"] == "performance.device_copy_bandwidth":
+        copy = {x["name"]: x["value"] for x in o.get("measurements", [])}.get("bandwidth_median")
+        if copy:
+            print(f'{sys.argv[2]}: device copy median {copy:.1f} GiB/s')
 for o in r.get("outcomes", []):
     if not o["check"].startswith("residue."):
         continue
     m = {x["name"]: x["value"] for x in o.get("measurements", [])}
     e = o.get("evidence", {})
     parts = [f'{sys.argv[2]}: {o["trial"]} {o["verdict"]} in {o["duration_ms"] / 1000:.1f} s']
-    for name in ("detector_throughput", "fill_throughput"):
+    for name in ("detector_throughput", "listener_throughput", "fill_throughput"):
         if name in m:
             parts.append(f"{name} {m[name]:.1f} GiB/s")
+    if copy and "detector_throughput" in m:
+        parts.append(f'detector {m["detector_throughput"] / copy:.2f} of the copy median')
     if "scanned_bytes" in m and o["check"].startswith("residue.global."):
         parts.append(f'scanned {m["scanned_bytes"] / 2**30:.2f} GiB ({m.get("scanned_share", 0) * 100:.1f} % of the device)')
     if "sweep_coverage_of_free" in e:
         parts.append(f'sweep covered {e["sweep_coverage_of_free"] * 100:.1f} % of {e["sweep_free_bytes_at_start"] / 2**30:.2f} GiB free')
     if "leak_probability_bound" in m:
-        parts.append(f'leak bound {m["leak_probability_bound"]:.4f} ({e.get("attempts")} attempts)')
+        per_size = e.get("attempts_needed_per_size")
+        basis = f', {per_size} needed at each size' if per_size else ''
+        parts.append(f'leak bound {m["leak_probability_bound"]:.4f} ({e.get("attempts")} attempts{basis})')
     print(", ".join(parts))
 EOF
   done >"$OUT/throughput.txt" 2>&1 || true

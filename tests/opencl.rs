@@ -507,6 +507,7 @@ fn the_certification_sweep_covers_the_device() -> Result<(), Failed> {
         || share < 0.95 * free as f64 / f64::from(1u32 << 30)
         || bytes < 0.95 * free as f64
         || measurement(o, "detector_throughput")? <= 0.0
+        || measurement(o, "listener_throughput")? <= 0.0
         || measurement(o, "fill_throughput")? <= 0.0
         || o.evidence["sweep"] != true
     {

@@ -168,8 +168,27 @@ fn every_residue_outcome_states_its_confidence() {
                 "{}: {rounds:?}",
                 o.trial
             );
-            assert!(measurement(o, "detector_throughput") > 0.0);
-            assert!(measurement(o, "fill_throughput") > 0.0);
+            for name in ["detector_throughput", "listener_throughput", "fill_throughput"] {
+                assert!(measurement(o, name) > 0.0, "{}: {name}", o.trial);
+            }
+            // The detector's throughput is the positive control's (the writer's memory,
+            // every tile canary); the listener's counts are a figure of their own.
+            let gib = f64::from(1u32 << 30);
+            let seconds = &o.evidence["device_seconds"];
+            let control_bytes = o.evidence["control_blocks_written"].as_f64().unwrap_or(0.0) * 32.0;
+            let control = control_bytes / seconds["control"].as_f64().unwrap_or(f64::NAN) / gib;
+            let listened = o.evidence["examined_bytes_all_rounds"].as_f64().unwrap_or(0.0);
+            let listener = listened / seconds["listener"].as_f64().unwrap_or(f64::NAN) / gib;
+            assert!(
+                (measurement(o, "detector_throughput") / control - 1.0).abs() < 1e-9,
+                "{}",
+                o.trial
+            );
+            assert!(
+                (measurement(o, "listener_throughput") / listener - 1.0).abs() < 1e-9,
+                "{}",
+                o.trial
+            );
         }
     }
     assert_eq!(run.record.outcomes.len(), 5);
