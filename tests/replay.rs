@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use hilt_harness::check::Scope;
-use hilt_results::{ConformanceStatus, Level, Verdict};
+use hilt_results::{ConformanceStatus, Level, Standing, Verdict, standing};
 use sha2::Digest;
 
 /// `hilt capture` of fixture tree `name`, unpacked: (the temporary directory, the root).
@@ -308,6 +308,58 @@ fn a_replay_never_certifies_what_it_could_not_run() {
     let xml = junit(&run);
     let root = xml.lines().nth(1).expect("root line");
     assert!(root.contains(&format!("errors=\"{mandatory}\"")), "{root}");
+    // Nor is the terminal's libtest line: each trial that could not run has a line of its
+    // own, failed where JUnit has an error, ignored with why where JUnit skips it.
+    let line = |run: &common::Run, trial: &str| -> String {
+        let prefix = format!("test {trial} ");
+        let found = run.stdout.lines().find(|l| l.starts_with(&prefix));
+        found
+            .map(|l| l[prefix.len()..].trim_start().to_string())
+            .unwrap_or_default()
+    };
+    let ignored = |run: &common::Run| {
+        let aside = |o: &&hilt_results::Outcome| matches!(standing(o, run.record.run.tier), Standing::Aside(_));
+        run.record.outcomes.iter().filter(aside).count()
+    };
+    let result = |run: &common::Run| {
+        let found = run.stdout.lines().find(|l| l.starts_with("test result:"));
+        found.unwrap_or_default().to_string()
+    };
+    for n in &record.run.not_run {
+        let expected = match n.level {
+            Level::Mandatory => "... FAILED".to_string(),
+            _ => format!("... ignored (not run: {})", n.reason),
+        };
+        assert_eq!(line(&run, &n.trial), expected, "{}", n.trial);
+        assert_eq!(
+            line(&standard, &n.trial),
+            format!("... ignored (not run: {})", n.reason)
+        );
+    }
+    assert!(
+        run.stdout
+            .contains(&format!("NOT RUN: {}; ", record.run.not_run[0].reason)),
+        "{}",
+        run.stdout
+    );
+    let (passed, others) = (record.summary.pass, record.run.not_run.len() - mandatory);
+    assert!(
+        result(&run).starts_with(&format!(
+            "test result: FAILED. {passed} passed; {mandatory} failed; {} ignored;",
+            ignored(&run) + others
+        )),
+        "{}",
+        result(&run)
+    );
+    assert!(
+        result(&standard).starts_with(&format!(
+            "test result: ok. {} passed; 0 failed; {} ignored;",
+            standard.record.summary.pass,
+            ignored(&standard) + standard.record.run.not_run.len()
+        )),
+        "{}",
+        result(&standard)
+    );
     let xml = junit(&standard);
     let root = xml.lines().nth(1).expect("root line");
     assert!(root.contains("errors=\"0\""), "{root}");

@@ -421,6 +421,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
     // could not run, as the record tells them, so that readers of the record derive the
     // same.
     let partial = hilt_results::partial_reasons(&header.run, header.summary.selected);
+    let could_not_run = header.run.not_run.clone();
     let signer = setup.signer.take();
     if let Some(RunSigner::Development(key)) = &signer {
         header.signing = Some(key.development_note());
@@ -454,7 +455,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
     // The filters were applied above (`selected`); libtest-mimic leaves out, and counts as
     // filtered out, exactly the trials marked as such, so that the entry below is never
     // filtered away with them.
-    let trials: Vec<Trial> = planned
+    let mut trials: Vec<Trial> = planned
         .into_iter()
         .zip(&selected)
         .enumerate()
@@ -471,9 +472,27 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             Trial::ignorable_test(name, move || run_trial(&p, key, &launcher, &run, &lock, &recorder))
         })
         .collect();
+    // Trials the profile asked for that no tenant could run (a replayed capture's
+    // accelerators) are in the terminal as JUnit has them: in the certification tier a
+    // mandatory one fails, as it leaves the run inconclusive; otherwise ignored, with why.
+    let certification = setup.tier == Tier::Certification;
+    trials.extend(could_not_run.into_iter().map(|n| {
+        let reason = n.reason;
+        if certification && n.level == hilt_results::Level::Mandatory {
+            Trial::test(n.trial, move || {
+                Err(
+                    format!("NOT RUN: {reason}; a mandatory check that did not run leaves the certification unsettled")
+                        .into(),
+                )
+            })
+        } else {
+            Trial::ignorable_test(n.trial, move || {
+                Ok(Completion::ignored_with(format!("not run: {reason}")))
+            })
+        }
+    }));
     // Accelerators that should have been examined and were not fail an entry of their own,
     // filters or not, so that the terminal's line is not `ok` when the exit status is not 0.
-    let mut trials: Vec<Trial> = trials;
     if let Some(why) = setup
         .coverage
         .no_accelerator
