@@ -271,6 +271,15 @@ pub struct Host {
     /// format 1.2; readers then take `hostname` ([`Host::node_name`]). Since format 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// An identity of the machine that ran hilt, the same for every run on it and across
+    /// reboots, so that a fleet report can tell two machines that give the same node name
+    /// apart: 32 hex digits, the first half of HMAC-SHA256 keyed by the machine ID
+    /// (`/etc/machine-id`, machine-id(5)) over an identifier of hilt's own, as systemd
+    /// derives application-specific IDs, so that the machine ID itself (confidential, by
+    /// its man page) is not disclosed. Absent where the machine has no valid machine ID
+    /// (a container image without one) and in records before format 1.2. Since format 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 impl Host {
@@ -1153,6 +1162,7 @@ mod tests {
                 arch: "x86_64".into(),
                 cpus: 2,
                 node: None,
+                machine: None,
             },
             profile: ProfileInfo {
                 id: "p".into(),

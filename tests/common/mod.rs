@@ -181,6 +181,7 @@ pub fn redact(text: &str) -> String {
         (r#""id": "[0-9a-f]{32}""#, r#""id": "[run-id]""#),
         (r#""tenant_([A-Z])_pid": \d+"#, r#""tenant_${1}_pid": "[pid]""#),
         (r#""hostname": "[^"]*""#, r#""hostname": "[hostname]""#),
+        (r#""machine": "[0-9a-f]{32}""#, r#""machine": "[machine]""#),
         (r#""kernel": "[^"]*""#, r#""kernel": "[kernel]""#),
         (r#""arch": "[^"]*""#, r#""arch": "[arch]""#),
         (r#""cpus": \d+"#, r#""cpus": "[cpus]""#),

@@ -188,6 +188,8 @@ pub fn valid_node_name(name: &str) -> bool {
 pub struct NodeResult {
     /// The node (`host.node`, else `host.hostname`).
     pub node: String,
+    /// The machine that ran it (`host.machine`), where the record says.
+    pub machine: Option<String>,
     /// The file it came from.
     pub path: PathBuf,
     /// What its signature says.
@@ -323,6 +325,7 @@ impl NodeResult {
         }
         NodeResult {
             node,
+            machine: record.host.machine,
             path,
             signature,
             development_key: record.signing.is_some(),
@@ -445,6 +448,10 @@ pub enum NodeStatus {
     NotVerified,
     /// Its result is not signed at all.
     Unsigned,
+    /// Results from more than one machine name themselves this node, so which machine
+    /// the node's result describes is a guess: the others' are hidden behind it (see
+    /// [`NodeEntry::machines`]).
+    SharedName,
     /// A mandatory check failed.
     NotConformant,
     /// The run did not finish.
@@ -467,6 +474,7 @@ impl NodeStatus {
             NodeStatus::Missing => "missing",
             NodeStatus::NotVerified => "not_verified",
             NodeStatus::Unsigned => "unsigned",
+            NodeStatus::SharedName => "shared_name",
             NodeStatus::NotConformant => "not_conformant",
             NodeStatus::Incomplete => "incomplete",
             NodeStatus::Inconclusive => "inconclusive",
@@ -519,6 +527,9 @@ pub struct NodeEntry {
     pub changes: Vec<String>,
     /// Whether the node was expected (`--expect-nodes` or the baseline).
     pub expected: bool,
+    /// The machines (`host.machine`) whose results of this night name this node, where
+    /// more than one does; empty otherwise.
+    pub machines: Vec<String>,
 }
 
 /// The values of one measurement across the fleet.
@@ -605,6 +616,7 @@ pub struct Fleet {
 fn same_but_path(a: &NodeResult, b: &NodeResult) -> bool {
     let NodeResult {
         node,
+        machine,
         path: _,
         signature,
         development_key,
@@ -625,6 +637,7 @@ fn same_but_path(a: &NodeResult, b: &NodeResult) -> bool {
     } = a;
     // Every field but the path, named so that a field added later is compared too.
     *node == b.node
+        && *machine == b.machine
         && *signature == b.signature
         && *development_key == b.development_key
         && *run_id == b.run_id
@@ -697,6 +710,7 @@ pub fn build(input: FleetInput) -> Fleet {
     let mut unreadable = input.unlisted;
     let mut superseded = Vec::new();
     let mut copies = Vec::new();
+    let mut shared = shared_names(&input.current);
     let current = newest_by_node(input.current, &mut unreadable, &mut superseded, &mut copies);
     let mut ignored = Vec::new();
     let mut ignored_copies = Vec::new();
@@ -730,13 +744,16 @@ pub fn build(input: FleetInput) -> Fleet {
                 (Some(now), Some(then)) => changes(then, now),
                 _ => Vec::new(),
             };
+            let machines = shared.remove(&name).unwrap_or_default();
             let (status, why) = status_of(
                 result.as_ref(),
                 &regressions,
                 input.keys_given,
                 input.expected.contains(&name),
+                &machines,
             );
             NodeEntry {
+                machines,
                 expected: expected.contains(&name),
                 node: name,
                 status,
@@ -763,11 +780,29 @@ pub fn build(input: FleetInput) -> Fleet {
     }
 }
 
+/// Per node, the machines whose results name it, for the nodes more than one machine
+/// names. Results without a machine identity (records before format 1.2, machines without
+/// a machine ID) cannot be told apart and are left out.
+fn shared_names(read: &[Result<NodeResult, Unreadable>]) -> BTreeMap<String, Vec<String>> {
+    let mut machines: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in read.iter().flatten() {
+        if let Some(m) = &r.machine {
+            machines.entry(&r.node).or_default().insert(m);
+        }
+    }
+    machines
+        .into_iter()
+        .filter(|(_, m)| m.len() > 1)
+        .map(|(node, m)| (node.to_string(), m.into_iter().map(str::to_string).collect()))
+        .collect()
+}
+
 fn status_of(
     result: Option<&NodeResult>,
     regressions: &[Transition],
     keys_given: bool,
     listed: bool,
+    machines: &[String],
 ) -> (NodeStatus, Vec<String>) {
     let Some(r) = result else {
         let from = if listed { "--expect-nodes" } else { "the baseline" };
@@ -794,6 +829,18 @@ fn status_of(
             Some(NodeStatus::NotVerified)
         }
     };
+    let shared = (machines.len() > 1).then(|| {
+        let shown = r.machine.as_deref().unwrap_or("none recorded");
+        why.push(format!(
+            "results from {} machines name themselves this node (machine identities {}): the newest, from {shown}, \
+             stands for the node and the others' are hidden behind it; give each machine a node name of its own \
+             (`hilt run --node NAME`)",
+            machines.len(),
+            machines.join(", ")
+        ));
+        NodeStatus::SharedName
+    });
+    let status = status.or(shared);
     let claimed = match r.status {
         ConformanceStatus::Conformant => None,
         ConformanceStatus::NotConformant => Some(NodeStatus::NotConformant),
@@ -1525,6 +1572,9 @@ pub fn json(fleet: &Fleet) -> String {
         why: &'a [String],
         expected: bool,
         result: Option<&'a Path>,
+        machine: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        machines: &'a [String],
         signature: Option<&'a Signature>,
         run_id: Option<&'a str>,
         started_at: Option<&'a str>,
@@ -1555,6 +1605,8 @@ pub fn json(fleet: &Fleet) -> String {
                 why: &n.why,
                 expected: n.expected,
                 result: r.map(|r| r.path.as_path()),
+                machine: r.and_then(|r| r.machine.as_deref()),
+                machines: &n.machines,
                 signature: r.map(|r| &r.signature),
                 run_id: r.map(|r| r.run_id.as_str()),
                 started_at: r.map(|r| r.started_at.as_str()),
@@ -1595,7 +1647,7 @@ th { background: #f5f5f7; }
 .badge { display: inline-block; padding: 0.1em 0.5em; border-radius: 0.3em; font-weight: 600; color: #fff; }
 .pass, .conformant { background: #1b7f3b; color: #fff; } .fail, .not_conformant, .regressed { background: #b3261e; color: #fff; }
 .inconclusive, .error, .incomplete { background: #a05a00; color: #fff; } .not_applicable, .partial, .not-run { background: #6b6b70; color: #fff; }
-.missing, .not_verified, .unsigned { background: #5a1e8c; color: #fff; } .waived { background: #7a4fa0; color: #fff; }
+.missing, .not_verified, .unsigned, .shared_name { background: #5a1e8c; color: #fff; } .waived { background: #7a4fa0; color: #fff; }
 td.moved { outline: 3px solid #000; outline-offset: -3px; }
 .headline-bad { color: #b3261e; } .headline-ok { color: #1b7f3b; }
 "#;
