@@ -18,6 +18,31 @@ fn stdout(args: &[&str]) -> String {
 }
 
 #[test]
+fn a_record_names_the_machine_that_ran_it_without_disclosing_its_machine_id() {
+    // On the live host the record carries the machine's identity, derived from the
+    // machine ID; a replay (the default of these tests) stands for the captured machine.
+    let args = [
+        "--profile",
+        "sim-reference",
+        "--tier",
+        "smoke",
+        "performance::launch_latency",
+    ];
+    let live = common::run_with(&[("HILT_SYSFS_ROOT", ""), ("HILT_BACKENDS", "sim")], &args);
+    let id = std::fs::read("/etc/machine-id").unwrap_or_default();
+    let expected = hilt_harness::host::machine_identity(&id);
+    assert_eq!(live.record.host.machine, expected, "{}", live.stderr);
+    let raw = String::from_utf8_lossy(&id).trim().to_string();
+    let text = std::fs::read_to_string(live.dir.join("result.json")).expect("result");
+    assert!(
+        raw.is_empty() || !text.contains(&raw),
+        "the machine ID itself is in the record"
+    );
+    let replay = common::run(&args);
+    assert_eq!(replay.record.host.machine, None, "{}", replay.stderr);
+}
+
+#[test]
 fn checks_listing() {
     insta::assert_snapshot!(stdout(&["checks"]));
 }

@@ -745,9 +745,14 @@ fn header(setup: &RunSetup, node: String, planned: &[PlannedTrial], selected: Op
             }),
             not_run: Vec::new(),
         },
-        host: hilt_results::Host {
-            node: Some(node),
-            ..crate::host::host_facts()
+        host: {
+            let facts = crate::host::host_facts();
+            hilt_results::Host {
+                node: Some(node),
+                // A replay stands for the captured machine, not for the one replaying it.
+                machine: facts.machine.filter(|_| setup.host.is_live()),
+                ..facts
+            }
         },
         profile: ProfileInfo {
             id: profile.id.clone(),

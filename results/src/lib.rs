@@ -277,7 +277,9 @@ pub struct Host {
     /// (`/etc/machine-id`, machine-id(5)) over an identifier of hilt's own, as systemd
     /// derives application-specific IDs, so that the machine ID itself (confidential, by
     /// its man page) is not disclosed. Absent where the machine has no valid machine ID
-    /// (a container image without one) and in records before format 1.2. Since format 1.2.
+    /// (a container image without one), in a replay of a capture (the node is then the
+    /// captured machine, not the one replaying it) and in records before format 1.2. Since
+    /// format 1.2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
 }
