@@ -134,8 +134,8 @@ pub fn acquire(
     let mut wanted: Vec<(String, &str)> = devices.iter().map(|d| (lock_name(d), d.id.as_str())).collect();
     wanted.sort();
     wanted.dedup_by(|a, b| a.0 == b.0);
-    if !wanted.is_empty() {
-        std::fs::create_dir_all(&settings.dir).map_err(|source| LockError::Unusable {
+    if !wanted.is_empty() && !settings.dir.is_dir() {
+        make_shared_dir(&settings.dir).map_err(|source| LockError::Unusable {
             path: settings.dir.clone(),
             source,
         })?;
@@ -180,23 +180,40 @@ pub fn acquire(
     Ok(DeviceLocks { held })
 }
 
+/// Makes the lock directory (and its parents) where it does not exist, shared as
+/// `/run/lock` is: world-writable with the sticky bit (mode 1777), since every user's runs
+/// on the node take their locks in it and none may remove another's files.
+fn make_shared_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
+}
+
 /// Opens (or makes) a lock file. An existing file is opened without `O_CREAT`, which a
 /// sticky world-writable directory refuses for another user's file
-/// (`fs.protected_regular`); a read-only open is enough for `flock`.
+/// (`fs.protected_regular`); a read-only open is enough for `flock`. A symbolic link is
+/// never followed (`O_NOFOLLOW`): in a directory every user may write, a link planted
+/// under a lock's name would otherwise have the holder write into the link's target.
 fn open(path: &Path) -> Result<File, LockError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let unusable = |source| LockError::Unusable {
         path: path.to_path_buf(),
         source,
     };
-    match OpenOptions::new().read(true).write(true).open(path) {
+    let options = || {
+        let mut o = OpenOptions::new();
+        o.read(true).custom_flags(libc::O_NOFOLLOW);
+        o
+    };
+    match options().write(true).open(path) {
         Ok(f) => return Ok(f),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return File::open(path).map_err(unusable);
+            return options().open(path).map_err(unusable);
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(unusable(e)),
         Err(_) => {}
     }
-    match OpenOptions::new().read(true).write(true).create_new(true).open(path) {
+    match options().write(true).create_new(true).open(path) {
         Ok(f) => {
             // Every user's runs share the node's devices: let them all take the lock.
             use std::os::unix::fs::PermissionsExt;
@@ -255,6 +272,39 @@ mod tests {
         assert_eq!(lock_name(&cuda), "pci-0000:17:00.0");
         assert_eq!(lock_name(&device("sim0", "sim", None)), "sim-sim0");
         assert_eq!(lock_name(&device("../x y", "sim", None)), "sim-.._x_y");
+    }
+
+    #[test]
+    fn a_lock_directory_hilt_makes_is_shared_and_a_planted_link_is_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = LockSettings {
+            dir: dir.path().join("a/locks"),
+            timeout: Duration::from_millis(100),
+        };
+        let sim = device("sim0", "sim", None);
+        drop(acquire(&[&sim], &settings, "n1", |_| {}).expect("free device"));
+        let mode = std::fs::metadata(&settings.dir).expect("made").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+        // A link under a lock's name, to a file the holder would otherwise write into.
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").expect("write");
+        let other = device("sim1", "sim", None);
+        std::os::unix::fs::symlink(&target, lock_path(&settings.dir, &lock_name(&other))).expect("link");
+        let err = acquire(&[&other], &settings, "n1", |_| {}).expect_err("a link is refused");
+        assert!(matches!(err, LockError::Unusable { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep me");
+        // A directory that exists keeps the mode its owner gave it.
+        let own = dir.path().join("own");
+        std::fs::create_dir(&own).expect("mkdir");
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let settings = LockSettings {
+            dir: own.clone(),
+            ..settings
+        };
+        drop(acquire(&[&sim], &settings, "n1", |_| {}).expect("free device"));
+        let mode = std::fs::metadata(&own).expect("there").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o700);
     }
 
     #[test]
