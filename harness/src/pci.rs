@@ -327,7 +327,14 @@ pub fn parse_hex(text: &str) -> Option<u32> {
 /// anything else it cannot have written.
 pub fn parse_link_speed(text: &str) -> Option<f64> {
     let mut words = text.split_whitespace();
-    let number = words.next()?.parse::<f64>().ok()?;
+    // The kernel prints a decimal number: digits, and a fraction after a point.
+    let word = words.next()?;
+    let (whole, fraction) = word.split_once('.').unwrap_or((word, "0"));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let number = word.parse::<f64>().ok()?;
     (words.next() == Some("GT/s") && number > 0.0 && number.is_finite()).then_some(number)
 }
 
@@ -341,7 +348,12 @@ pub const LINK_WIDTHS: [u32; 7] = [1, 2, 4, 8, 12, 16, 32];
 /// that did not train reports; 63, the all-ones field a function that does not answer
 /// (powered down, gone) reads as; and any other reserved value.
 pub fn parse_link_width(text: &str) -> Option<u32> {
-    let width = text.trim().trim_start_matches('x').parse::<u32>().ok()?;
+    let text = text.trim();
+    let digits = text.strip_prefix('x').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let width = digits.parse::<u32>().ok()?;
     LINK_WIDTHS.contains(&width).then_some(width)
 }
 
@@ -614,12 +626,19 @@ mod tests {
             "0 GT/s",
             "",
             "NaN GT/s",
+            "inf GT/s",
+            "+16 GT/s",
+            "1e1 GT/s",
+            "16. GT/s",
+            ".5 GT/s",
+            "16.0GT/s",
         ] {
             assert_eq!(parse_link_speed(unknown), None, "{unknown}");
         }
         assert_eq!(parse_link_width("16"), Some(16));
         assert_eq!(parse_link_width("x8"), Some(8));
-        for unknown in ["255", "0", "63", "3", "-1", "wide"] {
+        assert_eq!(parse_link_width(" 4\n"), Some(4));
+        for unknown in ["255", "0", "63", "3", "-1", "wide", "+16", "xx16", "x", "", "16x", "1 6", "016a"] {
             assert_eq!(parse_link_width(unknown), None, "{unknown}");
         }
         assert!(is_address("0000:17:00.0") && !is_address("0000:17:00") && !is_address("pci0000:17"));
