@@ -638,7 +638,9 @@ mod tests {
         assert_eq!(parse_link_width("16"), Some(16));
         assert_eq!(parse_link_width("x8"), Some(8));
         assert_eq!(parse_link_width(" 4\n"), Some(4));
-        for unknown in ["255", "0", "63", "3", "-1", "wide", "+16", "xx16", "x", "", "16x", "1 6", "016a"] {
+        for unknown in [
+            "255", "0", "63", "3", "-1", "wide", "+16", "xx16", "x", "", "16x", "1 6", "016a",
+        ] {
             assert_eq!(parse_link_width(unknown), None, "{unknown}");
         }
         assert!(is_address("0000:17:00.0") && !is_address("0000:17:00") && !is_address("pci0000:17"));

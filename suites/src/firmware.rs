@@ -404,7 +404,8 @@ pub fn advisory_sets() -> Result<Vec<AdvisorySet>, String> {
 pub fn compare_versions(a: &str, b: &str) -> Option<Ordering> {
     let fields = |v: &str| -> Option<Vec<u64>> {
         let numeric = v.split_once('-').map_or(v, |(n, _)| n);
-        numeric.split('.').map(|f| f.parse().ok()).collect()
+        let field = |f: &str| f.bytes().all(|b| b.is_ascii_digit()).then(|| f.parse().ok()).flatten();
+        numeric.split('.').map(field).collect()
     };
     let (a, b) = (fields(a)?, fields(b)?);
     for i in 0..a.len().max(b.len()) {
@@ -704,6 +705,9 @@ mod tests {
         assert_eq!(compare_versions("550.54.14-custom", "550.54.15"), Some(Ordering::Less));
         assert_eq!(compare_versions("550.54.x", "550.54.15"), None);
         assert_eq!(compare_versions("550.abc", "550.0"), None, "never read as 550.0");
+        for odd in ["+550.54.15", "550..54", "550.54.", " 550.54.15", "550.+54"] {
+            assert_eq!(compare_versions(odd, "550.54.15"), None, "{odd}");
+        }
     }
 
     #[test]
