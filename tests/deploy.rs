@@ -449,16 +449,40 @@ fn the_epilog_signs_with_the_lab_key_its_defaults_file_names() -> Result<(), Fai
         ),
     )
     .map_err(|e| e.to_string())?;
+    // Earlier jobs' run folders, and a folder that is not a run's: the epilog keeps the
+    // newest HILT_EPILOG_KEEP runs (its own among them) and nothing else is touched.
+    let earlier = [
+        "20261101T010000Z-0000000a",
+        "20261102T010000Z-0000000b",
+        "20261103T010000Z-0000000c",
+    ];
+    for name in earlier.iter().chain(&["notes"]) {
+        std::fs::create_dir_all(results.join(name)).map_err(|e| e.to_string())?;
+        std::fs::write(results.join(name).join("kept.txt"), "x").map_err(|e| e.to_string())?;
+    }
     let out = common::command_for("bash")
         .arg(repo().join("deploy/slurm/epilog.sh"))
         .env("HILT_DEFAULTS", &defaults)
         .env("SLURMD_NODENAME", "n9")
         .env("SLURM_JOB_ID", "7")
+        .env("HILT_EPILOG_KEEP", "2")
         .env_remove("HILT_LOCK_DIR")
         .output()
         .map_err(|e| e.to_string())?;
     let log = std::fs::read_to_string(results.join("epilog.log")).unwrap_or_default();
     assert!(out.status.success(), "{}\n{log}", text(&out));
+    let left: std::collections::BTreeSet<String> = std::fs::read_dir(&results)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let latest = std::fs::read_link(results.join("latest")).map_err(|e| e.to_string())?;
+    let latest = latest.to_string_lossy().into_owned();
+    let expected: std::collections::BTreeSet<String> = [earlier[2], &latest, "latest", "notes", "epilog.log"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(left, expected, "{log}");
     let signed = common::results_below(&results, true);
     assert_eq!(signed.len(), 1, "one signed result: {signed:?}\n{log}");
     let verify = common::command()

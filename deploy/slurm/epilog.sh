@@ -12,6 +12,10 @@
 # (or the file HILT_DEFAULTS names), as VAR=value lines: every variable the file sets is
 # exported to hilt. The smoke tier takes seconds per device; the epilog holds the node
 # (state COMPLETING) until it ends, so keep it to the smoke tier.
+#
+# Every job adds a run folder to HILT_EPILOG_RESULTS: the epilog keeps the newest
+# HILT_EPILOG_KEEP of them (default 200; 0 keeps all) and removes older ones, never the
+# one `latest` points to and nothing that is not a run folder (YYYYMMDDTHHMMSSZ-8 hex).
 set -u
 defaults=${HILT_DEFAULTS:-/etc/default/hilt}
 if [ -r "$defaults" ]; then
@@ -28,6 +32,15 @@ mkdir -p "$out"
 timeout "${HILT_EPILOG_TIMEOUT:-600}" "$hilt" run -q --tier smoke --node "$node" --out "$out" \
   --lock-timeout 60 >>"$out/epilog.log" 2>&1
 rc=$?
+keep=${HILT_EPILOG_KEEP:-200}
+if [ "$keep" -gt 0 ] 2>/dev/null; then
+  current=$(readlink "$out/latest" 2>/dev/null || true)
+  # Run folder names sort by their UTC start time.
+  LC_ALL=C ls -1 "$out" | LC_ALL=C grep -E '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' | LC_ALL=C sort | head -n "-$keep" |
+    while read -r old; do
+      [ "$old" = "$current" ] || rm -rf -- "${out:?}/$old"
+    done
+fi
 case $rc in
   0) exit 0 ;;
   1)
