@@ -19,9 +19,11 @@
 #   OUTDIR/run-standard/latest/  the same for the standard-tier checks, if time allowed,
 #   OUTDIR/run-standard-junit.xml  with its JUnit
 #   OUTDIR/run-sweep/latest/ the certification tier's global residue check across contexts
-#                            (the whole-device sweep), if time allowed
-#   OUTDIR/throughput.txt    the device detector's and fill kernel's throughput (GiB/s),
-#                            the sweep's coverage and each residue check's time
+#                            (the whole-device sweep) and, in the same run, the on-device
+#                            copy benchmark, if time allowed
+#   OUTDIR/throughput.txt    the device detector's, the listener's and the fill kernel's
+#                            throughput (GiB/s), the detector's against the copy median of
+#                            the same run, the sweep's coverage and each residue check's time
 #   OUTDIR/cuda-any.toml     the catch-all profile, written only for a GPU with no profile
 #   OUTDIR/vulkan-devices.json  what hilt's Vulkan backend finds (the driver's Vulkan ICD)
 #   OUTDIR/run-vulkan/       the smoke tier on the same GPU through Vulkan, where the driver
@@ -175,6 +177,8 @@ mkdir -p "$OUT/key"
 step keygen 30 "$HILT" keygen --out "$OUT/key/smoke"
 
 junit=(--junit "$OUT/run-junit.xml")
+# The profile of the later runs: the one hilt picks, or the catch-all written below.
+profile_args=()
 
 # The smoke tier on GPU 0 (cuda0), with the profile hilt picks for it by PCI device id. A GPU of
 # a class without a profile gets a non-certifying catch-all (recorded in OUTDIR).
@@ -195,6 +199,7 @@ backend = "cuda"
 EOF
   say "run-smoke: no profile for this GPU; running again with $OUT/cuda-any.toml"
   step run-smoke-any 240 "$HILT" "${run_args[@]}" "${junit[@]}" --profile "$OUT/cuda-any.toml"
+  profile_args=(--profile "$OUT/cuda-any.toml")
 fi
 SMOKE_RC=$LAST_RC
 
@@ -206,16 +211,27 @@ fi
 
 # While time is left: fault containment and the performance checks of the standard tier.
 if [ $((BUDGET - ($(date +%s) - START))) -gt 120 ]; then
-  step run-standard 200 "$HILT" run --device "$DEVICE" --tier standard --tenant-timeout 120 \
+  step run-standard 200 "$HILT" run "${profile_args[@]}" --device "$DEVICE" --tier standard --tenant-timeout 120 \
     --sign-key "$OUT/key/smoke.key" --out "$OUT/run-standard" --junit "$OUT/run-standard-junit.xml" \
     --skip residue --skip isolation::foreign_pointer
 fi
 
 # While time is left: the certification sweep of the whole device by one global check
-# (across contexts: one tenant process per session), for its device time and coverage.
+# (across contexts: one tenant process per session), for its device time and coverage,
+# and in the same run the on-device copy benchmark, whose median the detector's
+# throughput is set against (docs/benchmarks.md). A run takes one name filter, so every
+# other trial of the tier is skipped by its whole name.
 if [ $((BUDGET - ($(date +%s) - START))) -gt 150 ]; then
-  step run-sweep 140 "$HILT" run --device "$DEVICE" --tier certification --tenant-timeout 120 \
-    --sign-key "$OUT/key/smoke.key" --out "$OUT/run-sweep" --exact "residue::global::cross_context::$DEVICE"
+  wanted=" residue::global::cross_context::$DEVICE performance::device_copy_bandwidth::$DEVICE "
+  sweep_args=()
+  while IFS= read -r trial; do
+    case "$wanted" in *" $trial "*) ;; *) sweep_args+=(--skip "$trial") ;; esac
+  done < <("$HILT" run "${profile_args[@]}" --device "$DEVICE" --tier certification --list 2>/dev/null |
+    sed -n 's/^\[[^]]*\] \(.*\): test$/\1/p')
+  # Without a listing, the sweep alone, as its name says.
+  [ ${#sweep_args[@]} -gt 0 ] || sweep_args=("residue::global::cross_context::$DEVICE")
+  step run-sweep 140 "$HILT" run "${profile_args[@]}" --device "$DEVICE" --tier certification --tenant-timeout 120 \
+    --sign-key "$OUT/key/smoke.key" --out "$OUT/run-sweep" --exact "${sweep_args[@]}"
 fi
 
 # The detector's figures: throughput of the device detector (over the writer's memory),
@@ -315,7 +331,7 @@ fi
   grep -h '^hilt: ' "$OUT/logs/run-smoke"*.log "$OUT/logs/run-standard.log" "$OUT/logs/run-sweep.log" "$OUT/logs/run-vulkan.log" 2>/dev/null || true
   if [ -s "$OUT/throughput.txt" ]; then
     echo
-    echo "== device detector and fill throughput"
+    echo "== device detector, listener and fill throughput, and the detector against the copy median"
     cat "$OUT/throughput.txt"
   fi
   for dir in run run-standard run-sweep run-vulkan; do

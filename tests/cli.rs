@@ -1169,3 +1169,46 @@ fn certification_under_a_non_certifying_profile_is_said_at_the_start() {
         run.stderr
     );
 }
+
+/// `ci/gpu-smoke.sh` on the sim (`GPU_SMOKE_DEVICE=sim0`, the script's own way to be tried
+/// without a GPU): its certification sweep runs beside the on-device copy benchmark in one
+/// `hilt run`, so `throughput.txt` sets the detector's throughput against the copy median
+/// of the same run, the figure docs/benchmarks.md aims at, and the run holds nothing else.
+#[test]
+fn the_gpu_smoke_script_sets_the_detector_against_the_copy_of_the_same_run() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let status = common::command_for("ci/gpu-smoke.sh")
+        .arg(out.path())
+        .env("GPU_SMOKE_DEVICE", "sim0")
+        .env("HILT_BIN", common::hilt_bin())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("ci/gpu-smoke.sh runs");
+    let summary = std::fs::read_to_string(out.path().join("summary.txt")).unwrap_or_default();
+    assert!(status.success(), "{summary}");
+    let sweep = common::run_dir(&out.path().join("run-sweep"));
+    let record =
+        ResultRecord::from_json(&std::fs::read(sweep.join("result.json")).expect("result.json")).expect("record");
+    let mut trials: Vec<&str> = record.outcomes.iter().map(|o| o.trial.as_str()).collect();
+    trials.sort_unstable();
+    assert_eq!(
+        trials,
+        [
+            "performance::device_copy_bandwidth::sim0",
+            "residue::global::cross_context::sim0"
+        ],
+        "{summary}"
+    );
+    let figures = std::fs::read_to_string(out.path().join("throughput.txt")).expect("throughput.txt");
+    assert!(figures.contains("run-sweep: device copy median"), "{figures}");
+    assert!(
+        figures.lines().any(
+            |l| l.starts_with("run-sweep: residue::global::cross_context::sim0 pass")
+                && l.contains("listener_throughput")
+                && l.contains(" of the copy median")
+                && l.contains("sweep covered")
+        ),
+        "{figures}"
+    );
+}

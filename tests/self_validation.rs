@@ -141,6 +141,39 @@ fn residue_in_high_memory_is_seen_by_the_sweep_and_the_standard_tier_says_what_i
     }
 }
 
+/// A device that reports memory free and then refuses to allocate it (a driver's own
+/// reservations, or another process taking it between the report and the allocation):
+/// the sweep falls short of the profile's minimum coverage, and the check says so rather
+/// than pass on the rounds alone.
+#[test]
+fn a_sweep_below_the_minimum_coverage_is_inconclusive_with_the_reason() {
+    let run = common::run(&[
+        "--tier",
+        "certification",
+        "--sim-knob",
+        "unallocatable_mib=16",
+        "residue::global",
+    ]);
+    for check in ["residue.global.cross_process", "residue.global.cross_context"] {
+        let o = outcome(&run.record, check);
+        let reason = o.reason.as_deref().unwrap_or_default();
+        assert_eq!(o.verdict.as_str(), "inconclusive", "{check}: {reason}");
+        assert!(
+            reason.contains("below the profile's minimum of 95.0 %") && reason.contains("allocation of"),
+            "{check}: {reason}"
+        );
+        assert!(o.evidence["sweep_coverage_of_free"].as_f64().unwrap_or(1.0) < 0.95);
+        assert!(
+            o.evidence["sweep_stopped"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("refused")
+        );
+        assert_eq!(o.evidence["sweep_free_bytes_at_start"], 64u64 << 20);
+    }
+    assert_eq!(run.exit, 3, "{}", run.stderr);
+}
+
 #[test]
 fn every_residue_outcome_states_its_confidence() {
     let run = common::run(&["--tier", "certification", "residue"]);

@@ -45,10 +45,15 @@ impl LeakTarget {
         let needed = self.attempts_needed_unbounded();
         if needed > f64::from(MAX_ATTEMPTS) {
             return Err(format!(
-                "a leak probability below {} at {} % confidence needs {needed:.0} clean attempts per check, more \
-                 than the {MAX_ATTEMPTS} hilt runs",
-                self.max_leak_probability,
-                self.confidence * 100.0
+                "a leak probability below {} at {} % confidence needs {} clean attempts per check, more than \
+                 the {MAX_ATTEMPTS} hilt runs",
+                as_written(self.max_leak_probability),
+                self.confidence * 100.0,
+                if needed < 1e15 {
+                    format!("{needed:.0}")
+                } else {
+                    format!("{needed:.2e}")
+                }
             ));
         }
         Ok(())
@@ -83,8 +88,11 @@ impl LeakTarget {
         )
     }
 
+    /// ln(1 − x) is taken as `ln_1p(−x)`: for a probability below about 1e-16, 1 − x is 1
+    /// in double precision, and its logarithm 0 would make the count infinite with the
+    /// wrong sign.
     fn attempts_needed_unbounded(&self) -> f64 {
-        ((1.0 - self.confidence).ln() / (1.0 - self.max_leak_probability).ln()).ceil()
+        ((-self.confidence).ln_1p() / (-self.max_leak_probability).ln_1p()).ceil()
     }
 }
 
@@ -106,7 +114,20 @@ fn check_open_unit(name: &str, value: f64) -> Result<(), String> {
     if value > 0.0 && value < 1.0 {
         Ok(())
     } else {
-        Err(format!("`{name}` must be above 0 and below 1, not {value}"))
+        Err(format!(
+            "`{name}` must be above 0 and below 1, not {}",
+            as_written(value)
+        ))
+    }
+}
+
+/// A probability in an error message: plain, or with an exponent where plain would run
+/// to hundreds of digits (1e-300 written in a profile).
+fn as_written(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && v.abs() < 1e-6 {
+        format!("{v:e}")
+    } else {
+        v.to_string()
     }
 }
 
@@ -210,6 +231,17 @@ mod tests {
                 .validate()
                 .expect_err("refused")
                 .contains("clean attempts")
+        );
+        // So small that 1 - p is 1 in double precision: still millions of attempts.
+        for p in [1e-300, 1e-17, 1e-16, 5e-15] {
+            let e = t(p, 0.95).validate().expect_err("refused");
+            assert!(e.contains("clean attempts") && e.len() < 200, "p={p}: {e}");
+        }
+        assert!(
+            t(-1e-300, 0.95)
+                .validate()
+                .expect_err("refused")
+                .ends_with("not -1e-300")
         );
     }
 

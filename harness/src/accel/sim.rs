@@ -87,6 +87,12 @@ pub struct SimKnobs {
     /// covers everything; the fault `global-residue-high-memory` sets 0.9, where only a
     /// check that fills and reads (nearly) the whole device can see it.
     pub scrubbed_share: f64,
+    /// MiB of global memory the device counts as free but never allocates: an allocation
+    /// that would leave fewer free pages than this is refused. What a driver's own
+    /// reservations, or another process allocating between a free-memory report and an
+    /// allocation, do to a sweep that takes what the device reported free. 0 by default.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unallocatable_mib: u32,
     /// A file the simulated device stands for as its device node: processes other than
     /// the run's own that hold it open are other users of the device, as holders of
     /// `/dev/nvidia0` are of a GPU (see [`crate::device_users`]). It changes nothing in
@@ -112,9 +118,14 @@ impl Default for SimKnobs {
             fault_silent: false,
             shared_address_space: false,
             scrubbed_share: 1.0,
+            unallocatable_mib: 0,
             device_file: None,
         }
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// When the sim scrubs device memory.
@@ -404,6 +415,12 @@ impl SimKnobs {
         check("memory_mib", self.memory_mib, 16 * 1024)?;
         check("compute_units", self.compute_units, 1024)?;
         check("local_kib", self.local_kib, 1024)?;
+        if self.unallocatable_mib > self.memory_mib {
+            return Err(format!(
+                "sim `unallocatable_mib` must be at most `memory_mib` ({}), not {}",
+                self.memory_mib, self.unallocatable_mib
+            ));
+        }
         if !(0.0..=1.0).contains(&self.scrubbed_share) {
             return Err(format!(
                 "sim `scrubbed_share` must be 0 to 1, not {}",
@@ -750,7 +767,9 @@ impl Context for SimContext {
                     run = 0;
                 }
             }
-            let first = found.ok_or(AccelError::OutOfMemory {
+            // Pages the device counts as free but keeps back (`unallocatable_mib`).
+            let kept = (u64::from(shared.knobs.unallocatable_mib) << 20) / PAGE;
+            let first = found.filter(|_| free >= want + kept).ok_or(AccelError::OutOfMemory {
                 requested: bytes,
                 free: free * PAGE,
             })?;
