@@ -877,8 +877,17 @@ fn the_validation_layer_reports_nothing() -> Result<(), Failed> {
         return Err("the record does not say the validation layer was on".into());
     }
     // Every device check, under the layer: the verdicts of the ground truth, no error.
+    // Except that lavapipe's global residue across contexts comes from the C heap handing
+    // a freed allocation back, and the layer's own allocations change that heap's history:
+    // under it a clean run is as much the truth as a leak (seen once in CI: 0 blocks in 56
+    // attempts). That verdict is pinned against the probe without the layer
+    // (`global_memory_verdicts_agree_with_an_independent_probe`); here it must be a
+    // verdict, never an error.
     let (_, record, stderr) = run(&["--profile", "lavapipe-cpu"], &layer);
     for (check, want) in EXPECTED {
+        if *check == "residue.global.cross_context" && common::verdict(&record, check) == "pass" {
+            continue;
+        }
         expect(&record, check, want)?;
     }
     if stderr.contains("validation layer reported") {
