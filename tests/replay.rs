@@ -360,6 +360,23 @@ fn a_replay_never_certifies_what_it_could_not_run() {
         "{}",
         result(&standard)
     );
+    // hilt's summary counts them as libtest does, and says what they were.
+    let summary = format!(
+        ": {passed} passed; {mandatory} failed (of them {mandatory} could not run); {} ignored, as not deciding (",
+        ignored(&run) + others
+    );
+    assert!(run.stderr.contains(&summary), "{summary}\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{others} could not run); 0 filtered out")),
+        "{}",
+        run.stderr
+    );
+    let summary = format!(
+        ": {} passed; 0 failed; {} ignored, as not deciding (",
+        standard.record.summary.pass,
+        ignored(&standard) + standard.record.run.not_run.len()
+    );
+    assert!(standard.stderr.contains(&summary), "{summary}\n{}", standard.stderr);
     let xml = junit(&standard);
     let root = xml.lines().nth(1).expect("root line");
     assert!(root.contains("errors=\"0\""), "{root}");

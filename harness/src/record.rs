@@ -284,6 +284,9 @@ pub struct Tally {
     /// Of `failed`, 1 when accelerators the run should have examined were not there
     /// ([`accelerator_shortfall`]; shown whatever the filters selected).
     pub shortfall: u32,
+    /// Of `failed`, mandatory trials of a certification run that no tenant could run
+    /// (`run.not_run`: a replayed capture's device checks).
+    pub could_not_run: u32,
     /// Do not decide conformance ([`Standing::Aside`]).
     pub ignored: u32,
     /// Of `ignored`: failures under a waiver.
@@ -294,6 +297,9 @@ pub struct Tally {
     pub not_examined: u32,
     /// Of `ignored`: recommended or informational checks that did not pass.
     pub below_mandatory: u32,
+    /// Of `ignored`: trials no tenant could run that do not leave the run unsettled (below
+    /// the certification tier, or not mandatory).
+    pub could_not_run_aside: u32,
     /// Planned trials that filters left out.
     pub filtered_out: u32,
 }
@@ -324,6 +330,15 @@ impl Tally {
             t.not_run = i.not_run.len() as u32;
             t.failed += t.not_run;
         }
+        for n in &record.run.not_run {
+            if record.run.tier == hilt_results::Tier::Certification && n.level == Level::Mandatory {
+                t.could_not_run += 1;
+                t.failed += 1;
+            } else {
+                t.could_not_run_aside += 1;
+                t.ignored += 1;
+            }
+        }
         if accelerator_shortfall(record).is_some() {
             t.shortfall = 1;
             t.failed += 1;
@@ -339,6 +354,9 @@ impl Tally {
         if self.not_run > 0 {
             of_them.push(format!("{} not run", self.not_run));
         }
+        if self.could_not_run > 0 {
+            of_them.push(format!("{} could not run", self.could_not_run));
+        }
         if self.shortfall > 0 {
             of_them.push(format!("{SHORTFALL_TRIAL}: accelerators missing"));
         }
@@ -351,6 +369,7 @@ impl Tally {
             (self.not_examined, "not examined by their backend"),
             (self.waived, "waived"),
             (self.below_mandatory, "recommended or informational and not passed"),
+            (self.could_not_run_aside, "could not run"),
         ] {
             if n > 0 {
                 aside.push(format!("{n} {what}"));
