@@ -5,7 +5,7 @@
 //! Exit codes of `hilt run` ([`RUN_EXIT_CODES`], also in README.md, docs/results.md and
 //! docs/reports.md): 0 conformant, 1 not conformant, 2 usage or profile error (nothing
 //! ran), 3 inconclusive (including no accelerator examined, fewer than expected, a file
-//! that could not be written), 130 and 143 interrupted by SIGINT and SIGTERM.
+//! that could not be written), 129, 130 and 143 interrupted by SIGHUP, SIGINT and SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +26,9 @@ Exit status:
        certification tier; or no accelerator was examined (the simulated device ran in place of
        accelerators that were not found); or fewer accelerators than --expect-devices; or a device
        named by --device is not here; or a file the run was asked to write could not be written
-  130  interrupted by SIGINT, 143 by SIGTERM: the partial record, the reports and the envelope are
-       written, trials not run are named, the lock is removed (a second signal ends at once)
+  130  interrupted by SIGINT, 143 by SIGTERM, 129 by SIGHUP: the partial record, the reports and
+       the envelope are written, trials not run are named, the lock is removed (a second signal
+       ends at once; a signal ignored when the run started, as nohup ignores SIGHUP, stays ignored)
 
 Results: DIR/<YYYYMMDDTHHMMSSZ>-<run id>/{result.json,result.dsse.json,events.jsonl}, and
 DIR/latest pointing at the newest (DIR is --out, default hilt-out).";

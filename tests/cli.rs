@@ -399,7 +399,7 @@ fn wait_for_a_tenant(child: &std::process::Child, out: &std::path::Path) -> Vec<
 /// and exit status 128 + the signal.
 #[test]
 fn an_interrupted_run_keeps_everything_it_found() {
-    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+    for (signal, status) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
         let out = tempfile::tempdir().expect("tempdir");
         let keys = tempfile::tempdir().expect("tempdir");
         let key = keys.path().join("lab");

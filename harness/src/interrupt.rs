@@ -1,8 +1,10 @@
-//! Stopping a run on SIGINT or SIGTERM without losing what it found.
+//! Stopping a run on SIGINT, SIGTERM or SIGHUP without losing what it found.
 //!
 //! A CI job that times out, a scheduler that preempts a job (Slurm's `scancel`,
-//! Kubernetes' pod deletion) and a person pressing Ctrl-C all send one of these two
-//! signals. [`install`] makes the first one set a flag instead of ending the process;
+//! Kubernetes' pod deletion), a person pressing Ctrl-C and a terminal or SSH session that
+//! hangs up all send one of these signals. A signal ignored when the run starts stays
+//! ignored (`nohup` ignores SIGHUP, a shell a background job's SIGINT): hilt takes over
+//! only the signals that would end it. [`install`] makes the first one set a flag instead of ending the process;
 //! everything that waits polls [`requested`]: a tenant call stops waiting and kills its
 //! tenant, a trial that has not started does not start, and the runner then records the
 //! trials that did not run, writes the partial record and every report, signs the record
@@ -13,7 +15,7 @@
 //! The handlers only store numbers in atomics (what `signal_hook::flag` does); no code of
 //! ours runs in signal context.
 //!
-//! The run owns these two signals. A library loaded before [`install`] may have put a
+//! The run owns these signals. A library loaded before [`install`] may have put a
 //! handler of its own there: LLVM, which PoCL's OpenCL driver loads into the harness
 //! during discovery, installs one that removes its temporary files and then re-raises the
 //! signal with the default action. signal-hook calls the handler it found after its own,
@@ -37,24 +39,28 @@ impl Signal {
     pub const INT: Signal = Signal(libc::SIGINT);
     /// SIGTERM: what CI timeouts and schedulers send.
     pub const TERM: Signal = Signal(libc::SIGTERM);
+    /// SIGHUP: the terminal or SSH session the run was started from went away.
+    pub const HUP: Signal = Signal(libc::SIGHUP);
 
     /// The signal's number.
     pub fn number(self) -> i32 {
         self.0
     }
 
-    /// The signal's name (`SIGINT`, `SIGTERM`).
+    /// The signal's name (`SIGINT`, `SIGTERM`, `SIGHUP`).
     pub fn name(self) -> String {
         match self.0 {
             libc::SIGINT => "SIGINT".into(),
             libc::SIGTERM => "SIGTERM".into(),
+            libc::SIGHUP => "SIGHUP".into(),
             n => format!("signal {n}"),
         }
     }
 }
 
-/// Makes SIGINT and SIGTERM request a stop instead of ending the process; a second one
-/// ends it at once with status 128 + its number. Call once, before the run starts and
+/// Makes SIGINT, SIGTERM and SIGHUP request a stop instead of ending the process; a
+/// second one ends it at once with status 128 + its number. A signal ignored when this is
+/// called stays ignored (`nohup`'s SIGHUP, a background job's SIGINT). Call once, before the run starts and
 /// after every library the harness process loads (the backends' discovery): a handler a
 /// library installed earlier is dropped, never called. Calling it again does nothing.
 ///
@@ -67,8 +73,13 @@ pub fn install() -> std::io::Result<()> {
     if *installed {
         return Ok(());
     }
-    for signal in [Signal::INT, Signal::TERM] {
+    for signal in [Signal::INT, Signal::TERM, Signal::HUP] {
         let n = signal.number();
+        // A signal ignored when the run started stays ignored, as whoever started it
+        // asked: `nohup` for SIGHUP, a shell for the SIGINT of a background job.
+        if current_action(n)? == libc::SIG_IGN {
+            continue;
+        }
         // signal-hook keeps the handler it finds and calls it after its own: it must find
         // the default action, never a library's handler that ends the process.
         drop_foreign_handler(n)?;
@@ -85,13 +96,8 @@ pub fn install() -> std::io::Result<()> {
 /// Puts the default action back for `signal` when a handler function is installed for it
 /// (one a library put there); an ignored signal stays as it is.
 fn drop_foreign_handler(signal: i32) -> std::io::Result<()> {
-    // SAFETY: sigaction with a null new action only reads the current one into `current`,
-    // a zeroed sigaction the call fills in.
-    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if current.sa_sigaction == libc::SIG_DFL || current.sa_sigaction == libc::SIG_IGN {
+    let current = current_action(signal)?;
+    if current == libc::SIG_DFL || current == libc::SIG_IGN {
         return Ok(());
     }
     // SAFETY: installs the default action, a zeroed sigaction with SIG_DFL (0) as its
@@ -101,6 +107,17 @@ fn drop_foreign_handler(signal: i32) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The action installed for `signal`: `SIG_DFL`, `SIG_IGN` or a handler's address.
+fn current_action(signal: i32) -> std::io::Result<libc::sighandler_t> {
+    // SAFETY: sigaction with a null new action only reads the current one into `current`,
+    // a zeroed sigaction the call fills in.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(current.sa_sigaction)
 }
 
 /// The signal that asked this process to stop, if one did.

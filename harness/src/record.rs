@@ -5,7 +5,7 @@
 //! the events file (`events.jsonl`, one line per event, flushed as it happens) and the
 //! result file (`result.json`, rewritten atomically after every trial, marked complete
 //! only at the end). A killed run therefore leaves both a readable partial record and the
-//! event lines up to the kill. A run stopped by SIGINT or SIGTERM ends with
+//! event lines up to the kill. A run stopped by SIGINT, SIGTERM or SIGHUP ends with
 //! [`Event::RunInterrupted`] instead: the record, every report and the envelope are
 //! written for what ran, and the trials that did not run are named. A reporter that fails
 //! is reported once on stderr and dropped; it never changes a verdict.

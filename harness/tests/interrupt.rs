@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM stop a run, whatever handler a library installed before hilt's.
+//! SIGINT, SIGTERM and SIGHUP stop a run, whatever handler a library installed before
+//! hilt's; a signal ignored when the run starts (`nohup`) stays ignored.
 //!
 //! Signals reach the whole test process, so each case runs in a child process: this test
 //! binary again, told by an environment variable to play the run's part. The parent
@@ -47,7 +48,11 @@ fn a_library_handler_installed_earlier_does_not_end_the_run() {
         child(signal.parse().expect("a signal number"));
         return;
     }
-    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+    for (signal, name) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
         let out = Command::new(std::env::current_exe().expect("this test binary"))
             .args([
                 "--exact",
@@ -63,6 +68,48 @@ fn a_library_handler_installed_earlier_does_not_end_the_run() {
         assert!(
             out.status.success() && stdout.contains(&format!("stop requested by signal Some({signal})")),
             "{name} with a library's handler installed first: {:?}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Set in the child of the test below: which signal to ignore, then raise.
+const IGNORED_CHILD: &str = "HILT_TEST_IGNORED_CHILD";
+
+#[test]
+fn a_signal_ignored_when_the_run_starts_stays_ignored() {
+    if let Ok(signal) = std::env::var(IGNORED_CHILD) {
+        let signal: libc::c_int = signal.parse().expect("a signal number");
+        // As `nohup` leaves SIGHUP, and a shell a background job's SIGINT.
+        // SAFETY: SIG_IGN is a valid disposition; raise sends the signal to this thread.
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+        interrupt::install().expect("handlers installed");
+        unsafe {
+            libc::raise(signal);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        println!("stop requested: {:?}", interrupt::requested().map(|s| s.number()));
+        return;
+    }
+    for signal in [libc::SIGHUP, libc::SIGINT] {
+        let out = Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "--exact",
+                "a_signal_ignored_when_the_run_starts_stays_ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(IGNORED_CHILD, signal.to_string())
+            .output()
+            .expect("the child runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("stop requested: None"),
+            "signal {signal}, ignored before: {:?}\n{stdout}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

@@ -977,10 +977,10 @@ pub enum ExitCode {
     /// line is not here; or the run finished but a file it was asked to write (record,
     /// envelope, report) could not be written.
     Inconclusive,
-    /// 128 + the signal's number: the run was stopped by SIGINT (130) or SIGTERM (143),
-    /// and left a partial record saying so.
+    /// 128 + the signal's number: the run was stopped by SIGINT (130), SIGTERM (143) or
+    /// SIGHUP (129), and left a partial record saying so.
     Interrupted {
-        /// The signal's number (2 for SIGINT, 15 for SIGTERM).
+        /// The signal's number (2 for SIGINT, 15 for SIGTERM, 1 for SIGHUP).
         signal: u8,
     },
 }

@@ -439,8 +439,8 @@ pub fn run(args: RunArgs, catalogue: &Catalogue) -> anyhow::Result<u8> {
         locks: Some(devlock::LockSettings::from_env(Duration::from_secs(args.lock_timeout))),
     };
     if !listing {
-        // From here on, SIGINT and SIGTERM stop the run and keep what it found.
-        hilt_harness::interrupt::install().context("cannot handle SIGINT and SIGTERM")?;
+        // From here on, SIGINT, SIGTERM and SIGHUP stop the run and keep what it found.
+        hilt_harness::interrupt::install().context("cannot handle SIGINT, SIGTERM and SIGHUP")?;
     }
     // A reader of the trial lines that goes away (`hilt run | head`) must not end the run
     // before it has written what it found.
