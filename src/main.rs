@@ -125,6 +125,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any library (the backends' runtimes) can change what was ignored.
+    hilt_harness::interrupt::note_ignored_at_start();
     let cli = Cli::parse();
     let catalogue = hilt_suites::catalogue();
     let result = match cli.command {

@@ -29,6 +29,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 static SIGNAL: AtomicUsize = AtomicUsize::new(0);
 /// True once any of the handled signals arrived; arms the immediate exit on the next one.
 static ARMED: AtomicBool = AtomicBool::new(false);
+/// Bit n set: signal n was ignored when the process started ([`note_ignored_at_start`]).
+static IGNORED_AT_START: AtomicUsize = AtomicUsize::new(0);
+/// The signals a run takes over.
+const HANDLED: [Signal; 3] = [Signal::INT, Signal::TERM, Signal::HUP];
+
+/// Notes which of the signals a run takes over were ignored when the process started
+/// (`nohup`, a shell's background job), before any library is loaded: a library may put a
+/// handler of its own in place of an ignored signal (LLVM, which PoCL loads, does for
+/// SIGHUP), and [`install`] must still leave those ignored. Call first thing in `main`.
+pub fn note_ignored_at_start() {
+    for signal in HANDLED {
+        if current_action(signal.number()).is_ok_and(|a| a == libc::SIG_IGN) {
+            IGNORED_AT_START.fetch_or(1 << signal.number(), Ordering::SeqCst);
+        }
+    }
+}
 
 /// A signal that stops a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,11 +89,14 @@ pub fn install() -> std::io::Result<()> {
     if *installed {
         return Ok(());
     }
-    for signal in [Signal::INT, Signal::TERM, Signal::HUP] {
+    for signal in HANDLED {
         let n = signal.number();
         // A signal ignored when the run started stays ignored, as whoever started it
-        // asked: `nohup` for SIGHUP, a shell for the SIGINT of a background job.
-        if current_action(n)? == libc::SIG_IGN {
+        // asked: `nohup` for SIGHUP, a shell for the SIGINT of a background job. A
+        // library's handler found in its place is dropped for the ignoring.
+        let ignored_at_start = IGNORED_AT_START.load(Ordering::SeqCst) & (1 << n) != 0;
+        if ignored_at_start || current_action(n)? == libc::SIG_IGN {
+            ignore(n)?;
             continue;
         }
         // signal-hook keeps the handler it finds and calls it after its own: it must find
@@ -104,6 +123,17 @@ fn drop_foreign_handler(signal: i32) -> std::io::Result<()> {
     // handler, an empty mask and no flags.
     let default: libc::sigaction = unsafe { std::mem::zeroed() };
     if unsafe { libc::sigaction(signal, &default, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ignores `signal` (`SIG_IGN`).
+fn ignore(signal: i32) -> std::io::Result<()> {
+    // SAFETY: installs SIG_IGN, a valid disposition, with an empty mask and no flags.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_IGN;
+    if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

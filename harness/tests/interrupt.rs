@@ -79,12 +79,23 @@ const IGNORED_CHILD: &str = "HILT_TEST_IGNORED_CHILD";
 
 #[test]
 fn a_signal_ignored_when_the_run_starts_stays_ignored() {
-    if let Ok(signal) = std::env::var(IGNORED_CHILD) {
+    if let Ok(case) = std::env::var(IGNORED_CHILD) {
+        let (signal, library) = case.split_once('+').map_or((case.as_str(), false), |(s, _)| (s, true));
         let signal: libc::c_int = signal.parse().expect("a signal number");
         // As `nohup` leaves SIGHUP, and a shell a background job's SIGINT.
         // SAFETY: SIG_IGN is a valid disposition; raise sends the signal to this thread.
         unsafe {
             libc::signal(signal, libc::SIG_IGN);
+        }
+        interrupt::note_ignored_at_start();
+        if library {
+            // A library loaded later puts its handler in place of the ignored signal, as
+            // LLVM (which PoCL loads) does for SIGHUP.
+            let handler = llvm_like_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // SAFETY: installs a handler that only calls async-signal-safe functions.
+            unsafe {
+                libc::signal(signal, handler);
+            }
         }
         interrupt::install().expect("handlers installed");
         unsafe {
@@ -94,7 +105,14 @@ fn a_signal_ignored_when_the_run_starts_stays_ignored() {
         println!("stop requested: {:?}", interrupt::requested().map(|s| s.number()));
         return;
     }
-    for signal in [libc::SIGHUP, libc::SIGINT] {
+    let (hup, int) = (libc::SIGHUP, libc::SIGINT);
+    for case in [
+        format!("{hup}"),
+        format!("{int}"),
+        format!("{hup}+library"),
+        format!("{int}+library"),
+    ] {
+        let signal = &case;
         let out = Command::new(std::env::current_exe().expect("this test binary"))
             .args([
                 "--exact",
@@ -103,7 +121,7 @@ fn a_signal_ignored_when_the_run_starts_stays_ignored() {
                 "--test-threads",
                 "1",
             ])
-            .env(IGNORED_CHILD, signal.to_string())
+            .env(IGNORED_CHILD, signal)
             .output()
             .expect("the child runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
