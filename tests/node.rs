@@ -221,3 +221,27 @@ fn another_process_on_the_device_makes_performance_inconclusive() {
         }
     }
 }
+
+#[test]
+fn a_lock_directory_made_under_a_strict_umask_is_reachable_by_every_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().expect("tempdir");
+    let outs = tempfile::tempdir().expect("tempdir");
+    let locks = base.path().join("a/b/locks");
+    // A site's hardened umask (077) must not make the parents hilt creates private: the
+    // 1777 lock directory under them would be out of every other user's reach.
+    let out = common::command_for("sh")
+        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+        .arg(common::hilt_bin())
+        .args(["run", "-q", "--tier", "smoke", "--node", "n1", "--out"])
+        .arg(outs.path())
+        .arg("isolation")
+        .env("HILT_LOCK_DIR", &locks)
+        .output()
+        .expect("hilt runs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| std::fs::metadata(p).expect("made").permissions().mode() & 0o7777;
+    assert_eq!(mode(&base.path().join("a")), 0o755);
+    assert_eq!(mode(&base.path().join("a/b")), 0o755);
+    assert_eq!(mode(&locks), 0o1777);
+}

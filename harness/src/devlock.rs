@@ -180,13 +180,42 @@ pub fn acquire(
     Ok(DeviceLocks { held })
 }
 
-/// Makes the lock directory (and its parents) where it does not exist, shared as
-/// `/run/lock` is: world-writable with the sticky bit (mode 1777), since every user's runs
-/// on the node take their locks in it and none may remove another's files.
+/// Makes the lock directory where it does not exist, shared as `/run/lock` is:
+/// world-writable with the sticky bit (mode 1777), since every user's runs on the node
+/// take their locks in it and none may remove another's files. Parents it has to make get
+/// mode 0755 whatever the umask, so that every user can reach the directory (a umask of
+/// 077 would otherwise make them 0700 and shut every other user out). Only what this call
+/// made has its mode set: a directory another run made in between keeps its owner's.
 fn make_shared_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while std::fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => break,
+        }
+    }
+    for (i, d) in missing.iter().rev().enumerate() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {
+                let leaf = i + 1 == missing.len();
+                let mode = if leaf { 0o1777 } else { 0o755 };
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a directory",
+        ))
+    }
 }
 
 /// Opens (or makes) a lock file. An existing file is opened without `O_CREAT`, which a
