@@ -506,3 +506,32 @@ fn replays_of_two_captures_are_two_nodes_never_the_machine_that_replays() {
     assert_eq!(node(&named), "gpu-17");
     assert!(!named.stderr.contains("recorded as node"), "{}", named.stderr);
 }
+
+#[test]
+fn list_shows_the_trials_a_replay_shows_it_could_not_run() {
+    let (_tmp, root) = captured("mi300x-good");
+    let root = root.to_str().expect("utf-8");
+    for filter in [&["residue"][..], &["--skip", "residue"], &[]] {
+        let mut args = vec!["--sysfs-root", root, "--profile", "amd-mi300x"];
+        args.extend_from_slice(filter);
+        let run = replay(Path::new(root), &args[2..]);
+        let shown: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("test ")?.split_once(" ... ").map(|(n, _)| n.trim_end()))
+            .collect();
+        assert!(!shown.is_empty(), "{}", run.stdout);
+        let mut list = common::command();
+        list.env("HILT_BACKENDS", "none").env_remove("HILT_PROFILE_PATH");
+        let listed = list.args(["run", "--list"]).args(&args).output().expect("hilt runs");
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        let mut names: Vec<&str> = listed
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test")?.rsplit_once("] ").map(|(_, n)| n))
+            .collect();
+        let mut shown = shown;
+        names.sort_unstable();
+        shown.sort_unstable();
+        assert_eq!(names, shown, "--list {filter:?} lists what the run shows:\n{listed}");
+    }
+}

@@ -366,7 +366,7 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
             .filter(|n| !args.is_filtered_out(&Trial::test(n.trial.clone(), || Ok(()))))
             .collect();
     if args.list {
-        list(&planned, args);
+        list(&planned, &not_run, args);
         return Ok(RunEnd {
             record: None,
             run_dir: None,
@@ -553,19 +553,25 @@ fn selects(args: &Arguments, name: &str) -> bool {
 /// `--list`: the selected trials, each with its level and the tiers its check runs in, as
 /// libtest-mimic shows a trial's kind (`[mandatory; smoke standard certification]
 /// residue::global::cross_process::sim0: test`). Filters match names only, as in a run.
-fn list(planned: &[PlannedTrial], args: &Arguments) {
-    let trials = planned
-        .iter()
-        .filter(|p| selects(args, &p.name))
-        .map(|p| {
-            let tiers: Vec<&str> = p.settings.tiers.iter().map(|t| t.as_str()).collect();
-            Trial::test(p.name.clone(), || Ok(())).with_kind(format!(
-                "{}; {}",
-                p.settings.level.as_str(),
-                tiers.join(" ")
-            ))
-        })
-        .collect();
+/// The trials the run could not run (`not_run`, already filtered: a replayed capture's
+/// device checks) follow, as the run shows them: `[mandatory; could not run] ...`.
+fn list(planned: &[PlannedTrial], not_run: &[hilt_results::NotRun], args: &Arguments) {
+    let trials =
+        planned
+            .iter()
+            .filter(|p| selects(args, &p.name))
+            .map(|p| {
+                let tiers: Vec<&str> = p.settings.tiers.iter().map(|t| t.as_str()).collect();
+                Trial::test(p.name.clone(), || Ok(())).with_kind(format!(
+                    "{}; {}",
+                    p.settings.level.as_str(),
+                    tiers.join(" ")
+                ))
+            })
+            .chain(not_run.iter().map(|n| {
+                Trial::test(n.trial.clone(), || Ok(())).with_kind(format!("{}; could not run", n.level.as_str()))
+            }))
+            .collect();
     let unfiltered = Arguments {
         filter: None,
         skip: Vec::new(),
