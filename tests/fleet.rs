@@ -414,6 +414,23 @@ fn two_machines_that_give_one_node_name_are_never_hidden_behind_each_other() {
     );
     let out = site.fleet(&["old", "--trusted-key", "lab.pub"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A value that is no machine identity tells no machine apart, and says so.
+    put(
+        &site.path("odd/a"),
+        &on(Some(b), "2026-11-30T01:00:00.000Z", "sim-smoke.json"),
+        Some(&lab),
+    );
+    put(
+        &site.path("odd/b"),
+        &on(Some("<b>x</b>"), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
+        None,
+    );
+    let report = text(&site.fleet(&["odd", "--trusted-key", "lab.pub"]));
+    assert!(!report.contains("shared_name"), "{report}");
+    assert!(
+        report.contains("host.machine: `<b>x</b>` is not a machine identity (32 lower-case hex digits)"),
+        "{report}"
+    );
     // A shared name under a signature problem keeps both facts.
     put(
         &site.path("both/a"),

@@ -120,6 +120,7 @@ mod tests {
         let id = "3d1219c7c4c5404aaa1f6d2a48adfda4";
         let known = machine_identity(format!("{id}\n").as_bytes()).expect("a valid machine ID");
         assert_eq!(known.len(), 32);
+        assert!(hilt_results::is_machine_identity(&known));
         assert!(!known.contains(id) && known != id);
         // The same machine, with or without the trailing newline; another, another.
         assert_eq!(machine_identity(id.as_bytes()).as_deref(), Some(known.as_str()));

@@ -938,6 +938,12 @@ impl ResultRecord {
                 s.selected
             ));
         }
+        if let Some(m) = self.host.machine.as_deref().filter(|m| !is_machine_identity(m)) {
+            found.push(format!(
+                "host.machine: `{}` is not a machine identity (32 lower-case hex digits)",
+                m.escape_debug()
+            ));
+        }
         let derived = self.derived_conformance();
         let stored = &self.conformance;
         if stored.status != derived.status || stored.conformant != derived.conformant {
@@ -951,6 +957,11 @@ impl ResultRecord {
         }
         found
     }
+}
+
+/// Whether `text` has the form of [`Host::machine`]: 32 lower-case hex digits.
+pub fn is_machine_identity(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The counts of a summary in one phrase.

@@ -782,11 +782,12 @@ pub fn build(input: FleetInput) -> Fleet {
 
 /// Per node, the machines whose results name it, for the nodes more than one machine
 /// names. Results without a machine identity (records before format 1.2, machines without
-/// a machine ID) cannot be told apart and are left out.
+/// a machine ID, a value not of its form) cannot be told apart and are left out.
 fn shared_names(read: &[Result<NodeResult, Unreadable>]) -> BTreeMap<String, Vec<String>> {
     let mut machines: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in read.iter().flatten() {
-        if let Some(m) = &r.machine {
+        // A value of another form is no identity (and makes its record not verified).
+        if let Some(m) = r.machine.as_ref().filter(|m| hilt_results::is_machine_identity(m)) {
             machines.entry(&r.node).or_default().insert(m);
         }
     }
@@ -819,10 +820,14 @@ fn status_of(
             Some(NodeStatus::Unsigned)
         }
         Signature::NotVerified { reasons } => {
+            // What the record itself gets wrong (`record: ...`) is said whatever the key.
+            let record = reasons.iter().filter(|r| r.starts_with("record: ")).cloned();
             if r.development_key {
                 why.push("signed with a one-off development key (the run had no --sign-key): not attributable".into());
+                why.extend(record);
             } else if !keys_given {
                 why.push("signed, but no --trusted-key was given to verify it against".into());
+                why.extend(record);
             } else {
                 why.push(format!("signature NOT VERIFIED: {}", reasons.join("; ")));
             }
