@@ -460,6 +460,10 @@ fn the_epilog_signs_with_the_lab_key_its_defaults_file_names() -> Result<(), Fai
         std::fs::create_dir_all(results.join(name)).map_err(|e| e.to_string())?;
         std::fs::write(results.join(name).join("kept.txt"), "x").map_err(|e| e.to_string())?;
     }
+    // A file and a link that bear a run folder's name are not run folders: kept.
+    let (file, link) = ("20261001T010000Z-0000000d", "20261002T010000Z-0000000e");
+    std::fs::write(results.join(file), "x").map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink("notes", results.join(link)).map_err(|e| e.to_string())?;
     let out = common::command_for("bash")
         .arg(repo().join("deploy/slurm/epilog.sh"))
         .env("HILT_DEFAULTS", &defaults)
@@ -478,10 +482,11 @@ fn the_epilog_signs_with_the_lab_key_its_defaults_file_names() -> Result<(), Fai
         .collect();
     let latest = std::fs::read_link(results.join("latest")).map_err(|e| e.to_string())?;
     let latest = latest.to_string_lossy().into_owned();
-    let expected: std::collections::BTreeSet<String> = [earlier[2], &latest, "latest", "notes", "epilog.log"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        [earlier[2], &latest, "latest", "notes", "epilog.log", file, link]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     assert_eq!(left, expected, "{log}");
     let signed = common::results_below(&results, true);
     assert_eq!(signed.len(), 1, "one signed result: {signed:?}\n{log}");

@@ -38,7 +38,10 @@ if [ "$keep" -gt 0 ] 2>/dev/null; then
   # Run folder names sort by their UTC start time.
   LC_ALL=C ls -1 "$out" | LC_ALL=C grep -E '^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$' | LC_ALL=C sort | head -n "-$keep" |
     while read -r old; do
-      [ "$old" = "$current" ] || rm -rf -- "${out:?}/$old"
+      # Only a run's folder itself: never a file or a link that bears such a name.
+      if [ "$old" != "$current" ] && [ -d "$out/$old" ] && [ ! -L "$out/$old" ]; then
+        rm -rf -- "${out:?}/$old"
+      fi
     done
 fi
 case $rc in
