@@ -356,93 +356,66 @@ fn a_fleet_is_green_only_when_every_node_verifies_and_nothing_regressed() {
 fn two_machines_that_give_one_node_name_are_never_hidden_behind_each_other() {
     let site = Site::new();
     let lab = site.path("lab.key");
-    let on = |machine: Option<&str>, started: &str, fixture: &str| {
-        let machine = machine.map(str::to_string);
-        record(fixture, "gpu-a", move |v| {
-            if let Some(m) = machine {
-                v["host"]["machine"] = m.into();
-            }
-            v["run"]["started_at"] = started.into();
-        })
+    // Night `dir`: node gpu-a's results at 01:00 and 02:00, as (machine, fixture, signed).
+    type Run<'a> = (Option<&'a str>, &'a str, bool);
+    let night = |dir: &str, runs: [Run<'_>; 2]| -> Output {
+        for (i, (machine, fixture, signed)) in runs.into_iter().enumerate() {
+            let started = format!("2026-11-30T0{}:00:00.000Z", i + 1);
+            let v = record(fixture, "gpu-a", |v| {
+                if let Some(m) = machine {
+                    v["host"]["machine"] = m.into();
+                }
+                v["run"]["started_at"] = started.into();
+            });
+            put(&site.path(&format!("{dir}/{i}")), &v, signed.then_some(lab.as_path()));
+        }
+        site.fleet(&[dir, "--trusted-key", "lab.pub"])
     };
     let (a, b) = ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210");
     // Machine A leaks; machine B, newer and under the same name, is conformant. Alone,
     // B's result would stand for the node and the fleet would be green.
-    put(
-        &site.path("now/a"),
-        &on(Some(a), "2026-11-30T01:00:00.000Z", "pocl.json"),
-        Some(&lab),
-    );
-    put(
-        &site.path("now/b"),
-        &on(Some(b), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
-        Some(&lab),
-    );
-    let out = site.fleet(&["now", "--trusted-key", "lab.pub"]);
+    let out = night("now", [(Some(a), "pocl.json", true), (Some(b), "sim-smoke.json", true)]);
     let report = text(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
-    assert!(report.contains(&format!("gpu-a shared_name: results from 2 machines name themselves this node (machine identities {a}, {b}): the newest, from {b}, stands")), "{report}");
+    let said = format!(
+        "gpu-a shared_name: results from 2 machines name themselves this node (machine identities {a}, {b}): \
+         the newest, from {b}, stands"
+    );
+    assert!(report.contains(&said), "{report}");
     let json = site.fleet(&["now", "--trusted-key", "lab.pub", "--format", "json"]);
     let v: Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(v["nodes"][0]["status"], "shared_name", "{v}");
     assert_eq!(v["nodes"][0]["machines"], serde_json::json!([a, b]));
 
     // One machine's two runs: the newer supersedes the older, as ever.
-    put(
-        &site.path("same/1"),
-        &on(Some(b), "2026-11-30T01:00:00.000Z", "pocl.json"),
-        Some(&lab),
+    let out = night(
+        "same",
+        [(Some(b), "pocl.json", true), (Some(b), "sim-smoke.json", true)],
     );
-    put(
-        &site.path("same/2"),
-        &on(Some(b), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
-        Some(&lab),
-    );
-    let out = site.fleet(&["same", "--trusted-key", "lab.pub"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // A record without a machine identity (before format 1.2, or no machine ID) cannot be
     // told apart: superseded as before.
-    put(
-        &site.path("old/1"),
-        &on(None, "2026-11-30T01:00:00.000Z", "pocl.json"),
-        Some(&lab),
-    );
-    put(
-        &site.path("old/2"),
-        &on(Some(b), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
-        Some(&lab),
-    );
-    let out = site.fleet(&["old", "--trusted-key", "lab.pub"]);
+    let out = night("old", [(None, "pocl.json", true), (Some(b), "sim-smoke.json", true)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    // A value that is no machine identity tells no machine apart, and says so.
-    put(
-        &site.path("odd/a"),
-        &on(Some(b), "2026-11-30T01:00:00.000Z", "sim-smoke.json"),
-        Some(&lab),
+    // A value that is no machine identity tells no machine apart, and says so (unsigned:
+    // `hilt sign` refuses such a record).
+    let out = night(
+        "odd",
+        [
+            (Some(b), "sim-smoke.json", true),
+            (Some("<b>x</b>"), "sim-smoke.json", false),
+        ],
     );
-    put(
-        &site.path("odd/b"),
-        &on(Some("<b>x</b>"), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
-        None,
-    );
-    let report = text(&site.fleet(&["odd", "--trusted-key", "lab.pub"]));
+    let report = text(&out);
     assert!(!report.contains("shared_name"), "{report}");
-    assert!(
-        report.contains("host.machine: `<b>x</b>` is not a machine identity (32 lower-case hex digits)"),
-        "{report}"
-    );
+    let said = "host.machine: `<b>x</b>` is not a machine identity (32 lower-case hex digits)";
+    assert!(report.contains(said), "{report}");
     // A shared name under a signature problem keeps both facts.
-    put(
-        &site.path("both/a"),
-        &on(Some(a), "2026-11-30T01:00:00.000Z", "sim-smoke.json"),
-        None,
+    let out = night(
+        "both",
+        [(Some(a), "sim-smoke.json", false), (Some(b), "sim-smoke.json", false)],
     );
-    put(
-        &site.path("both/b"),
-        &on(Some(b), "2026-11-30T02:00:00.000Z", "sim-smoke.json"),
-        None,
-    );
-    let report = text(&site.fleet(&["both", "--trusted-key", "lab.pub"]));
+    let report = text(&out);
     assert!(report.contains("gpu-a unsigned: "), "{report}");
     assert!(
         report.contains("results from 2 machines name themselves this node"),
