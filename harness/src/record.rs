@@ -331,7 +331,7 @@ impl Tally {
             t.failed += t.not_run;
         }
         for n in &record.run.not_run {
-            if record.run.tier == hilt_results::Tier::Certification && n.level == Level::Mandatory {
+            if n.blocks(record.run.tier) {
                 t.could_not_run += 1;
                 t.failed += 1;
             } else {

@@ -475,10 +475,11 @@ pub fn execute(mut setup: RunSetup, catalogue: &Catalogue, args: &Arguments) -> 
     // Trials the profile asked for that no tenant could run (a replayed capture's
     // accelerators) are in the terminal as JUnit has them: in the certification tier a
     // mandatory one fails, as it leaves the run inconclusive; otherwise ignored, with why.
-    let certification = setup.tier == Tier::Certification;
+    let tier = setup.tier;
     trials.extend(could_not_run.into_iter().map(|n| {
+        let blocks = n.blocks(tier);
         let reason = n.reason;
-        if certification && n.level == hilt_results::Level::Mandatory {
+        if blocks {
             Trial::test(n.trial, move || {
                 Err(
                     format!("NOT RUN: {reason}; a mandatory check that did not run leaves the certification unsettled")

@@ -206,6 +206,15 @@ pub struct NotRun {
     pub reason: String,
 }
 
+impl NotRun {
+    /// Whether it keeps a run of `tier` from settling: a mandatory trial in the
+    /// certification tier (the terminal fails it, JUnit makes it an error); otherwise it
+    /// is set aside (ignored, skipped).
+    pub fn blocks(&self, tier: Tier) -> bool {
+        tier == Tier::Certification && self.level == Level::Mandatory
+    }
+}
+
 /// The tiers of a profile, from the quickest to the most thorough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -172,8 +172,7 @@ pub fn render(report: &Report<'_>) -> String {
         // accelerators): skipped, with why, never passed; in the certification tier a
         // mandatory one is an error, as it leaves the run inconclusive (exit 3).
         for n in record.run.not_run.iter().filter(|n| n.device == device) {
-            let blocks =
-                record.run.tier == hilt_results::Tier::Certification && n.level == hilt_results::Level::Mandatory;
+            let blocks = n.blocks(record.run.tier);
             let mut s = if blocks {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_type("not run");
